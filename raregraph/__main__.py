@@ -1,0 +1,3 @@
+from raregraph.cli import main
+
+main()

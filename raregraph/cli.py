@@ -1,0 +1,26 @@
+"""Root Typer app: registers the command groups that live beside the code they drive."""
+
+from __future__ import annotations
+
+import typer
+
+from kg.cli import bundle_app, kg_app
+from raregraph.demo import demo
+from shared.cli import keys_app
+
+app = typer.Typer(
+    name="raregraph",
+    help="RareGraph-Synth: knowledge-graph-guided synthetic rare-disease patients, trained across hospitals.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(kg_app, name="kg")
+app.add_typer(bundle_app, name="bundle")
+app.add_typer(keys_app, name="keys")
+app.command("demo")(demo)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
