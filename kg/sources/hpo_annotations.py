@@ -96,6 +96,7 @@ class HpoaFile:
 
     version: str
     table: pd.DataFrame  # HPOA_COLUMNS as str, plus float column "frequency_value"
+    first_line: int  # file line number of the table's first row (for error messages)
 
 
 def _open_text(path: Path):
@@ -144,7 +145,7 @@ def parse_hpoa(path: str | Path) -> HpoaFile:
     _check_values(table, "sex", SEXES.__contains__, path, first_row, "empty, MALE or FEMALE")
     _check_values(table, "database_id", lambda v: ":" in v, path, first_row, "a CURIE such as ORPHA:558")
     table["frequency_value"] = _frequencies(table["frequency"], path, first_row)
-    return HpoaFile(version=version, table=table)
+    return HpoaFile(version=version, table=table, first_line=first_row)
 
 
 def _check_values(table: pd.DataFrame, column: str, ok, path: Path, first_row: int, expected: str) -> None:

@@ -1,0 +1,147 @@
+"""The signed study bundle: contents, determinism, tamper detection, bad studies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from kg.bundle import make_bundle
+from kg.study import load_study, parse_study
+from shared.bundle import StudyBundle, verify_bundle
+from shared.errors import ConfigError, SignatureError
+from shared.signing import load_private_key, new_keypair, sha256_file
+
+
+@pytest.fixture(scope="module")
+def bundle(demo_bundle, coordinator_key) -> StudyBundle:
+    return StudyBundle.load(demo_bundle, coordinator_key[1])
+
+
+def test_bundle_holds_every_domain(bundle) -> None:
+    v = bundle.vocabulary
+    counts = v["domain"].value_counts().to_dict()
+    assert counts["phenotype"] == 128
+    assert counts["drug"] >= 20 and counts["adverse_event"] >= 20 and counts["lab"] >= 8
+    assert list(v["index"]) == list(range(len(v)))
+    assert not v.duplicated(["domain", "code"]).any()
+    assert bundle.combined.shape == (8, len(v)) and bundle.combined.dtype == np.float32
+    assert np.isfinite(bundle.combined).all() and np.abs(bundle.combined).max() <= 3.0
+    assert set(bundle.labs["code"]) == set(v.loc[v["domain"] == "lab", "code"])
+    assert (bundle.labs["low"] < bundle.labs["high"]).all()
+    assert set(bundle.prior_graph["kind"]) == {"drug_effect", "measured_by", "is_a", "shared_diseases"}
+    assert bundle.study["time"]["windows"] == 8
+
+
+def test_scores_favour_annotated_and_curated_facts(bundle) -> None:
+    v, z = bundle.vocabulary, bundle.combined
+    row = {d: i for i, d in enumerate(bundle.diseases["id"])}
+    col = {(d, c): i for i, d, c in zip(v["index"], v["domain"], v["code"])}
+    # Eliglustat is indicated for Gaucher disease only.
+    eliglustat = col[("drug", "DRUGBANK:DB09039")]
+    assert z[row["ORPHA:355"], eliglustat] > 0
+    assert all(z[row[d], eliglustat] < 0 for d in row if d != "ORPHA:355")
+    # Decreased ceruloplasmin is a Wilson disease phenotype and scores highest there.
+    cerulo = col[("phenotype", "HP:0010837")]
+    assert int(np.argmax(z[:, cerulo])) == row["ORPHA:905"]
+    # Every pair HPO marks NOT scores below every annotated pair of its disease.
+    neg = bundle.negative.toarray()
+    freq = bundle.frequency
+    for i, j in zip(*np.nonzero(neg)):
+        annotated = np.flatnonzero(~np.isnan(freq[i]))
+        assert (z[i, j] < z[i, annotated]).all()
+
+
+def test_per_metapath_scores_are_in_the_bundle(bundle) -> None:
+    dhp = bundle.scores("DhP", metric="pc")
+    assert dhp.shape == bundle.combined.shape
+    v = bundle.vocabulary
+    assert set(v.loc[np.unique(dhp.indices), "domain"]) == {"phenotype"}
+    assert set(v.loc[np.unique(bundle.scores("DtCeP", metric="dwpc-0.4").indices), "domain"]) == {"adverse_event"}
+    with pytest.raises(ValueError, match="no dwpc-0.9 scores"):
+        bundle.scores("DhP", metric="dwpc-0.9")
+
+
+def test_same_inputs_give_identical_files(real_graph, demo_bundle, coordinator_key, tmp_path) -> None:
+    from raregraph.demo import default_study
+
+    again = tmp_path / "again"
+    make_bundle(real_graph, load_study(default_study()), sign_key=load_private_key(coordinator_key[0]), out=again)
+    assert sha256_file(again / "manifest.json") == sha256_file(demo_bundle / "manifest.json")
+
+
+def _copy(demo_bundle, tmp_path):
+    out = tmp_path / "b"
+    shutil.copytree(demo_bundle, out)
+    return out
+
+
+@pytest.mark.parametrize("name", ["vocabulary.parquet", "scores/combined.npy", "study.json",
+                                  "scores/pc/DhP.npz", "prior_graph.parquet", "manifest.json"])
+def test_one_changed_byte_anywhere_fails(demo_bundle, coordinator_key, tmp_path, name: str) -> None:
+    b = _copy(demo_bundle, tmp_path)
+    data = bytearray((b / name).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (b / name).write_bytes(bytes(data))
+    with pytest.raises(SignatureError) as info:
+        verify_bundle(b, coordinator_key[1])
+    assert "\n" not in str(info.value)
+    if name != "manifest.json":
+        assert name in str(info.value)
+
+
+def test_missing_extra_file_and_wrong_key_fail(demo_bundle, coordinator_key, tmp_path) -> None:
+    b = _copy(demo_bundle, tmp_path)
+    (b / "labs.parquet").unlink()
+    with pytest.raises(SignatureError, match="labs.parquet: listed in the signed manifest but missing"):
+        verify_bundle(b, coordinator_key[1])
+    b = _copy(demo_bundle, tmp_path / "2")
+    (b / "scores" / "extra.npy").write_bytes(b"x")
+    with pytest.raises(SignatureError, match="extra.npy: file is not listed"):
+        verify_bundle(b, coordinator_key[1])
+    _, other = new_keypair(tmp_path / "other")
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_bundle(demo_bundle, other)
+    b = _copy(demo_bundle, tmp_path / "3")
+    (b / "manifest.sig").unlink()
+    with pytest.raises(SignatureError, match="manifest.sig: missing"):
+        StudyBundle.load(b, coordinator_key[1])
+
+
+def test_unknown_disease_leaves_no_output(real_graph, coordinator_key, tmp_path) -> None:
+    study = parse_study({"study": {"name": "x", "diseases": ["ORPHA:558", "ORPHA:99999999"]}})
+    out = tmp_path / "bundle"
+    with pytest.raises(ConfigError, match="s.toml: study.diseases: ORPHA:99999999 is not a disease"):
+        make_bundle(real_graph, study, sign_key=load_private_key(coordinator_key[0]), out=out,
+                    study_source="s.toml")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_three_line_study_for_diseases_without_curated_drugs(real_graph, coordinator_key, tmp_path) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text('[study]\nname = "small"\ndiseases = ["ORPHA:98896", "ORPHA:1401"]\n')
+    out = tmp_path / "bundle"
+    manifest = make_bundle(real_graph, load_study(path), sign_key=load_private_key(coordinator_key[0]), out=out)
+    assert manifest["vocabulary"]["phenotype"] > 10
+    assert manifest["vocabulary"]["drug"] == 0
+    verify_bundle(out, coordinator_key[1])
+    assert json.loads((out / "study.json").read_text())["vocabulary"]["phenotypes"] == 128
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[study]\nname = "x"\n', "study.diseases: Field required"),
+        ('[study]\nname = "x"\ndiseases = ["ORPHA:1"]\n[time]\nwindow = 3\n', "time.window: Extra inputs"),
+        ('[study]\nname = "x"\ndiseases = ["ORPHA:1"]\n[scoring]\ndamping = "high"\n', "scoring.damping"),
+        ('[study\nname = "x"\n', "not valid TOML"),
+    ],
+)
+def test_bad_study_files(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_study(path)
+    assert str(info.value).startswith(str(path))
