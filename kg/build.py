@@ -10,6 +10,7 @@ Sources (defaults in parentheses):
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import util as import_util
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kg.ontology import branch_types, is_a_graph
+from kg.ontology import branch_types
 from kg.schema import HPO_ROOT
 from kg.sources.curated import CuratedLayer, default_curated_dir, parse_curated
 from kg.sources.hpo_annotations import (
@@ -32,6 +33,7 @@ from shared.errors import InputError
 from shared.signing import sha256_file
 
 HPO_FILES = ("hp.obo", "phenotype.hpoa", "genes_to_phenotype.txt", "phenotype_to_genes.txt")
+CURATED_FILES = ("curated_edges.tsv", "curated_labs.tsv")
 ASPECT_RELATION = {
     "P": "has_phenotype",
     "I": "has_inheritance",
@@ -70,7 +72,7 @@ class Sources:
         for name in HPO_FILES:
             if not (self.hpo_dir / name).is_file():
                 raise InputError("HPO release file not found", file=self.hpo_dir / name)
-        for name in ("curated_edges.tsv", "curated_labs.tsv"):
+        for name in CURATED_FILES:
             if not (self.curated_dir / name).is_file():
                 raise InputError("curated layer file not found", file=self.curated_dir / name)
 
@@ -96,49 +98,52 @@ def build_graph(sources: Sources, *, step: Step = lambda _: None) -> KnowledgeGr
     """
     sources.check()
     hpo = sources.hpo_dir
-    step("parsing hp.obo")
-    obo = parse_obo(hpo / "hp.obo")
-    step("parsing phenotype.hpoa")
-    hpoa = parse_hpoa(hpo / "phenotype.hpoa")
-    step("parsing genes_to_phenotype.txt")
-    g2p = parse_genes_to_phenotype(hpo / "genes_to_phenotype.txt")
-    step("parsing phenotype_to_genes.txt")
-    p2g = parse_phenotype_to_genes(hpo / "phenotype_to_genes.txt")
-    step("parsing curated layer")
-    curated = parse_curated(sources.curated_dir)
+    files = [hpo / name for name in HPO_FILES] + [sources.curated_dir / n for n in CURATED_FILES]
+    # Arrow's CSV reader and hashlib release the GIL, so the annotation tables and the
+    # sha256 of the ~130 MB of sources run on two threads while hp.obo parses here.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        tables = pool.submit(_parse_tables, hpo)
+        hashes = pool.submit(lambda: [sha256_file(f) for f in files])
+        step("parsing hp.obo, phenotype.hpoa and the gene tables")
+        obo = parse_obo(hpo / "hp.obo")
+        step("parsing curated layer")
+        curated = parse_curated(sources.curated_dir)
+        hpoa, g2p, p2g = tables.result()
+        step("assembling graph")
+        graph = _assemble(hpo, obo, hpoa, g2p, p2g, curated)
+        releases = {"phenotype.hpoa": hpoa.version}
+        graph.manifest["sources"] = [
+            {"file": f.name, "sha256": digest, "bytes": f.stat().st_size,
+             "release": releases.get(f.name, obo.version) if f.parent == hpo else "raregraph-synth curated layer",
+             "publisher": "Human Phenotype Ontology" if f.parent == hpo else "see citation column"}
+            for f, digest in zip(files, hashes.result())
+        ]
+    return graph
 
-    step("assembling graph")
+
+def _parse_tables(hpo: Path) -> tuple[HpoaFile, pd.DataFrame, pd.DataFrame]:
+    return (parse_hpoa(hpo / "phenotype.hpoa"), parse_genes_to_phenotype(hpo / "genes_to_phenotype.txt"),
+            parse_phenotype_to_genes(hpo / "phenotype_to_genes.txt"))
+
+
+def _assemble(hpo: Path, obo: OboOntology, hpoa: HpoaFile, g2p: pd.DataFrame, p2g: pd.DataFrame,
+              curated: CuratedLayer) -> KnowledgeGraph:
     release = obo.version
     hpo_nodes, is_a, synonyms, xrefs, resolve = _ontology_tables(obo, f"HPO hp.obo {release}")
-    terms = set(obo.terms)
-    _check_known(resolve(hpoa.table["hpo_id"]), terms, hpo / "phenotype.hpoa", hpoa.first_line, "hpo_id")
-    _check_known(resolve(g2p["hpo_id"]), terms, hpo / "genes_to_phenotype.txt", 2, "hpo_id")
-    _check_known(resolve(p2g["hpo_id"]), terms, hpo / "phenotype_to_genes.txt", 2, "hpo_id")
+    terms = set(obo.terms) | set(xrefs.loc[xrefs["kind"] == "alt_id", "xref"])
+    _check_known(hpoa.table["hpo_id"], terms, hpo / "phenotype.hpoa", hpoa.first_line, "hpo_id")
+    _check_known(g2p["hpo_id"], terms, hpo / "genes_to_phenotype.txt", 2, "hpo_id")
+    _check_known(p2g["hpo_id"], terms, hpo / "phenotype_to_genes.txt", 2, "hpo_id")
     disease_nodes, disease_edges = _annotation_tables(hpoa, resolve)
     gene_nodes, gene_edges = _gene_tables(g2p, p2g, resolve, f"HPO genes {release}")
     cur_nodes, cur_edges = _curated_tables(curated, obo)
-
     _check_curated_diseases(curated, set(disease_nodes["id"]))
     nodes = pd.concat([hpo_nodes, disease_nodes, gene_nodes, cur_nodes], ignore_index=True)
     nodes = nodes.drop_duplicates("id", keep="first").sort_values("id", ignore_index=True)
+    # Sources are parsed in file order, so the concatenation is already deterministic.
     edges = pd.concat([is_a, disease_edges, gene_edges, cur_edges], ignore_index=True)
-    edges = edges.sort_values(["relation", "source", "target"], ignore_index=True)
-
-    manifest = {
-        "sources": [
-            {"file": name, "sha256": sha256_file(hpo / name), "bytes": (hpo / name).stat().st_size,
-             "release": release if name == "hp.obo" else (hpoa.version if name == "phenotype.hpoa" else release),
-             "publisher": "Human Phenotype Ontology"}
-            for name in HPO_FILES
-        ] + [
-            {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-             "release": "raregraph-synth curated layer", "publisher": "see citation column"}
-            for path in (curated.edges_path, curated.labs_path)
-        ],
-        "hpo_release": release,
-    }
     return KnowledgeGraph(nodes=nodes, edges=edges, synonyms=synonyms, xrefs=xrefs,
-                          labs=curated.labs, manifest=manifest)
+                          labs=curated.labs, manifest={"hpo_release": release})
 
 
 def _edges(source, target, relation, *, weight=np.nan, provenance="", qualifier="", onset="", sex="") -> pd.DataFrame:
@@ -157,7 +162,7 @@ def _ontology_tables(obo: OboOntology, source: str):
     """HPO term nodes (typed by branch), is_a edges, synonyms, xrefs, and an alt_id resolver."""
     terms = obo.terms.values()
     parents = {t.id: t.is_a for t in terms}
-    types = branch_types(is_a_graph(parents))
+    types = branch_types(parents)
     types.setdefault(HPO_ROOT, "hpo_root")
     nodes = pd.DataFrame({
         "id": [t.id for t in terms],

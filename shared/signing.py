@@ -60,23 +60,28 @@ def _read(path: Path, what: str) -> bytes:
         raise InputError(f"cannot read {what}: {exc.strerror}", file=path) from None
 
 
+def _load_pem(path: Path, what: str, loader, expected: type):
+    """Read one PEM key with ``loader`` and check that it is an ``expected`` key."""
+    data = _read(path, what)
+    try:
+        key = loader(data)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"not a readable PEM {what} ({exc})", file=path) from None
+    if not isinstance(key, expected):
+        raise InputError(f"expected an Ed25519 {what}, got {type(key).__name__}", file=path)
+    return key
+
+
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
-    """Read a PEM Ed25519 private key.
+    """Read a PEM Ed25519 private key (unencrypted PKCS#8).
 
     Raises
     ------
     InputError
         Missing or unreadable file, not PEM, or not an Ed25519 key.
     """
-    path = Path(path)
-    data = _read(path, "private key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"not a readable PEM private key ({exc})", file=path) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise InputError(f"expected an Ed25519 private key, got {type(key).__name__}", file=path)
-    return key
+    return _load_pem(Path(path), "private key",
+                     lambda data: serialization.load_pem_private_key(data, password=None), Ed25519PrivateKey)
 
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
@@ -87,15 +92,7 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     InputError
         Missing or unreadable file, not PEM, or not an Ed25519 key.
     """
-    path = Path(path)
-    data = _read(path, "public key")
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"not a readable PEM public key ({exc})", file=path) from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise InputError(f"expected an Ed25519 public key, got {type(key).__name__}", file=path)
-    return key
+    return _load_pem(Path(path), "public key", serialization.load_pem_public_key, Ed25519PublicKey)
 
 
 def sign(private_key: Ed25519PrivateKey, data: bytes) -> str:

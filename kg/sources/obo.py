@@ -8,6 +8,7 @@ are defined in the file.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,23 +46,21 @@ class OboOntology:
         return raw.rsplit("/", 1)[-1]
 
 
+_QUOTED = re.compile(r'^"((?:[^"\\]|\\.)*)"\s*(.*)$')
+_ESCAPE = re.compile(r"\\(.)")
+
+
 def _quoted(value: str) -> tuple[str, str]:
     """Split ``"text" REST`` into (text, REST), honouring backslash escapes."""
     if not value.startswith('"'):
         return value, ""
-    out: list[str] = []
-    i = 1
-    while i < len(value):
-        ch = value[i]
-        if ch == "\\" and i + 1 < len(value):
-            out.append(value[i + 1])
-            i += 2
-            continue
-        if ch == '"':
-            return "".join(out), value[i + 1 :].strip()
-        out.append(ch)
-        i += 1
-    raise ValueError("unterminated quoted string")
+    m = _QUOTED.match(value)
+    if m is None:
+        raise ValueError("unterminated quoted string")
+    text = m.group(1)
+    if "\\" in text:
+        text = _ESCAPE.sub(r"\1", text)
+    return text, m.group(2).strip()
 
 
 def _strip_comment(value: str) -> str:
