@@ -215,8 +215,8 @@ def _annotation_tables(hpoa: HpoaFile, resolve):
         "source": f"HPO phenotype.hpoa {hpoa.version}",
         "obsolete": False,
     })
-    negative = t["qualifier"] == "NOT"
-    t = t.assign(relation=np.where(negative, "lacks_phenotype", t["aspect"].map(ASPECT_RELATION)))
+    relation = t["aspect"].map(ASPECT_RELATION).where(t["qualifier"] != "NOT", "lacks_phenotype")
+    t = t.assign(relation=relation, sex=t["sex"].str.upper())
     keys = ["database_id", "hpo_id", "relation"]
     # Several references may annotate the same pair: mean of the known frequencies (NaN if
     # none), every reference kept in the provenance. Only ~1 k of ~270 k rows repeat a pair,
@@ -224,12 +224,11 @@ def _annotation_tables(hpoa: HpoaFile, resolve):
     columns = [*keys, "frequency_value", "reference", "onset", "sex"]
     repeated = t.duplicated(keys, keep=False).to_numpy()
     single = t.loc[~repeated, columns].rename(columns={"frequency_value": "weight", "reference": "provenance"})
-    single["sex"] = single["sex"].str.upper()
     joined = t.loc[repeated, columns].groupby(keys, sort=False).agg(
         weight=("frequency_value", "mean"),
         provenance=("reference", _join),
         onset=("onset", _join),
-        sex=("sex", lambda s: _join(s.str.upper())),
+        sex=("sex", _join),
     ).reset_index()
     agg = pd.concat([single, joined], ignore_index=True)
     agg.loc[agg["relation"] == "lacks_phenotype", "weight"] = 1.0
@@ -244,20 +243,25 @@ def _join(values: pd.Series) -> str:
 
 
 def _gene_tables(g2p: pd.DataFrame, p2g: pd.DataFrame, resolve, source: str):
-    """Gene nodes, gene → phenotype edges, disease → gene edges."""
-    g2p = g2p.assign(hpo_id=resolve(g2p["hpo_id"]), gene=("NCBIGene:" + g2p["ncbi_gene_id"]))
-    p2g = p2g.assign(gene=("NCBIGene:" + p2g["ncbi_gene_id"]))
-    genes = pd.concat([g2p[["gene", "gene_symbol"]], p2g[["gene", "gene_symbol"]]]).drop_duplicates("gene")
-    nodes = pd.DataFrame({"id": genes["gene"].to_numpy(), "type": "gene", "name": genes["gene_symbol"].to_numpy(),
-                          "source": source, "obsolete": False})
-    gp = g2p.groupby(["gene", "hpo_id"], sort=False)["frequency_value"].max().reset_index()
-    gene_phenotype = _edges(gp["gene"], gp["hpo_id"], "gene_phenotype", weight=gp["frequency_value"].to_numpy(),
-                            provenance="genes_to_phenotype.txt")
+    """Gene nodes, gene → phenotype edges, disease → gene edges.
+
+    Each table is reduced to distinct keys before any string is built: phenotype_to_genes
+    has ~1 M rows but only ~12 k distinct disease–gene pairs.
+    """
+    key = ["disease_id", "ncbi_gene_id"]
     pairs = pd.concat([
-        g2p[["disease_id", "gene"]].assign(provenance="genes_to_phenotype.txt"),
-        p2g[["disease_id", "gene"]].assign(provenance="phenotype_to_genes.txt"),
-    ]).drop_duplicates(["disease_id", "gene"])
-    associated = _edges(pairs["disease_id"], pairs["gene"], "associated_gene", weight=1.0,
+        g2p[[*key, "gene_symbol"]].drop_duplicates(key).assign(provenance="genes_to_phenotype.txt"),
+        p2g[[*key, "gene_symbol"]].drop_duplicates(key).assign(provenance="phenotype_to_genes.txt"),
+    ], ignore_index=True).drop_duplicates(key)
+    gp = (g2p.assign(hpo_id=resolve(g2p["hpo_id"]))
+          .groupby(["ncbi_gene_id", "hpo_id"], sort=False)["frequency_value"].max().reset_index())
+    symbols = pd.concat([pairs[["ncbi_gene_id", "gene_symbol"]],
+                         g2p[["ncbi_gene_id", "gene_symbol"]].drop_duplicates("ncbi_gene_id")]).drop_duplicates("ncbi_gene_id")
+    nodes = pd.DataFrame({"id": ("NCBIGene:" + symbols["ncbi_gene_id"]).to_numpy(), "type": "gene",
+                          "name": symbols["gene_symbol"].to_numpy(), "source": source, "obsolete": False})
+    gene_phenotype = _edges("NCBIGene:" + gp["ncbi_gene_id"], gp["hpo_id"], "gene_phenotype",
+                            weight=gp["frequency_value"].to_numpy(), provenance="genes_to_phenotype.txt")
+    associated = _edges(pairs["disease_id"], "NCBIGene:" + pairs["ncbi_gene_id"], "associated_gene", weight=1.0,
                         provenance=pairs["provenance"].to_numpy())
     extra = pd.DataFrame({"id": pairs["disease_id"].unique(), "type": "disease", "name": "",
                           "source": source, "obsolete": False})
