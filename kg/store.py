@@ -59,6 +59,10 @@ class KnowledgeGraph:
     xrefs: pd.DataFrame
     labs: pd.DataFrame
     manifest: dict = field(default_factory=dict)
+    # Memo of built matrices and per-relation edge groups; the tables are never changed
+    # after construction, so entries stay valid for the object's life.
+    _adjacency_cache: dict = field(default_factory=dict, repr=False)
+    _edge_groups: dict | None = field(default=None, repr=False)
 
     # --- persistence -------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
@@ -154,7 +158,7 @@ class KnowledgeGraph:
 
     def _adjacency(self, relation: str, src_type: str, dst_type: str, weight: str, fill: float) -> LabeledMatrix:
         key = (relation, weight, fill)
-        cache = self.__dict__.setdefault("_adjacency_cache", {})
+        cache = self._adjacency_cache
         if key in cache:
             return cache[key]
         rows_ids, cols_ids = self.ids_of_type(src_type), self.ids_of_type(dst_type)
@@ -179,11 +183,9 @@ class KnowledgeGraph:
 
     def edges_of(self, relation: str) -> pd.DataFrame:
         """The edge rows of one relation."""
-        groups = self.__dict__.get("_edge_groups")
-        if groups is None:
-            groups = {str(k): g for k, g in self.edges.groupby("relation", sort=False)}
-            self.__dict__["_edge_groups"] = groups
-        return groups.get(relation, self.edges.iloc[0:0])
+        if self._edge_groups is None:
+            self._edge_groups = {str(k): g for k, g in self.edges.groupby("relation", sort=False)}
+        return self._edge_groups.get(relation, self.edges.iloc[0:0])
 
     # --- summaries ---------------------------------------------------------------------
     def counts(self) -> dict:
