@@ -13,8 +13,9 @@ class RareGraphError(Exception):
 class InputError(RareGraphError, ValueError):
     """A file the user gave us is missing, malformed or inconsistent.
 
-    The message is rendered as ``FILE:LINE: FIELD: problem`` so that one line names
-    exactly where to look.
+    The message is rendered as ``FILE:LINE: column FIELD: problem`` (text files) or
+    ``FILE: row N: column FIELD: problem`` (Parquet: data row N, 1-based), so that one
+    line names exactly where to look.
     """
 
     def __init__(
@@ -23,16 +24,18 @@ class InputError(RareGraphError, ValueError):
         *,
         file: str | Path | None = None,
         line: int | None = None,
+        row: int | None = None,
         field: str | None = None,
     ) -> None:
         self.problem = problem
         self.file = None if file is None else str(file)
         self.line = line
+        self.row = row
         self.field = field
         where = ""
         if self.file is not None:
             where = self.file if line is None else f"{self.file}:{line}"
-        parts = [p for p in (where, f"column {field}" if field else "") if p]
+        parts = [p for p in (where, f"row {row}" if row is not None else "", f"column {field}" if field else "") if p]
         super().__init__(": ".join([*parts, problem]))
 
 

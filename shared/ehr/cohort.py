@@ -67,6 +67,7 @@ class Cohort:
         for column, default in (("value", np.nan), ("unit", ""), ("end_date", pd.NaT)):
             if column not in events:
                 events[column] = default
+        events["unit"] = events["unit"].fillna("")
         events = events[list(EVENT_COLUMNS)].astype({
             "person_id": "int64", "code": str, "domain": str, "value": "float64", "unit": str,
             "date": "datetime64[s]", "end_date": "datetime64[s]",

@@ -1,0 +1,282 @@
+"""Read a site's OMOP CDM v5.4 export (CSV or Parquet) into a :class:`Cohort`, checking
+every row, and report what was found.
+
+Fatal problems (a missing folder, table, or column; a file that is neither CSV nor Parquet;
+an empty cohort) always stop with one line naming the file. Row problems (a date that does
+not parse, an event for an unknown person, a non-numeric lab value, an empty code, a bad
+sex or year of birth, a duplicate person) stop at the first one with file, row and column —
+or, with ``skip_bad_rows``, are dropped and counted in the report.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from shared.ehr.cohort import Cohort, domain_of
+from shared.ehr.omop_tables import EVENT_TABLES, PERSON, TABLES, OmopTable
+from shared.errors import InputError
+
+SEX_VALUES = {"F": "F", "FEMALE": "F", "W": "F", "M": "M", "MALE": "M"}
+MIN_YEAR = 1900
+EXAMPLES_KEPT = 20  # row problems quoted in the report per run
+
+
+@dataclass
+class Problem:
+    """One row-level problem (kept as an example in the report)."""
+
+    file: str
+    row: int  # CSV: line number in the file; Parquet: 1-based data row
+    column: str
+    message: str
+
+    def as_error(self, parquet: bool) -> InputError:
+        if parquet:
+            return InputError(self.message, file=self.file, row=self.row, field=self.column)
+        return InputError(self.message, file=self.file, line=self.row, field=self.column)
+
+
+@dataclass
+class ValidationReport:
+    """What a site's export holds and what was wrong with it."""
+
+    site: str
+    tables: dict[str, dict] = field(default_factory=dict)  # name → {file, format, rows}
+    patients: int = 0
+    events: int = 0
+    events_per_domain: dict[str, int] = field(default_factory=dict)
+    skipped_rows: dict[str, int] = field(default_factory=dict)  # reason → count
+    problems: list[Problem] = field(default_factory=list)  # examples, at most EXAMPLES_KEPT
+    vocabulary: dict | None = None  # filled by check_vocabulary
+
+    def add_skip(self, problem: Problem, reason: str, count: int) -> None:
+        self.skipped_rows[reason] = self.skipped_rows.get(reason, 0) + count
+        if len(self.problems) < EXAMPLES_KEPT:
+            self.problems.append(problem)
+
+    def as_dict(self) -> dict:
+        return {
+            "site": self.site, "tables": self.tables, "patients": self.patients, "events": self.events,
+            "events_per_domain": self.events_per_domain, "skipped_rows": self.skipped_rows,
+            "skipped_total": int(sum(self.skipped_rows.values())),
+            "problems": [vars(p) for p in self.problems], "vocabulary": self.vocabulary,
+        }
+
+
+def _locate(folder: Path, table: OmopTable) -> tuple[Path, str]:
+    candidates = [(folder / f"{table.name}.csv", "csv"), (folder / f"{table.name}.csv.gz", "csv"),
+                  (folder / f"{table.name}.parquet", "parquet")]
+    found = [(p, fmt) for p, fmt in candidates if p.is_file()]
+    if not found:
+        raise InputError(f"table {table.name} is missing (expected {table.name}.csv or {table.name}.parquet)",
+                         file=folder)
+    if len(found) > 1:
+        raise InputError(f"table {table.name} is present twice ({', '.join(p.name for p, _ in found)}); keep one",
+                         file=folder)
+    return found[0]
+
+
+def _read_table(path: Path, fmt: str, table: OmopTable) -> pd.DataFrame:
+    """Read the required columns as strings (CSV) or native types (Parquet)."""
+    if fmt == "parquet":
+        try:
+            schema = pq.read_schema(path)
+        except Exception as exc:  # noqa: BLE001 — pyarrow raises several types for non-Parquet bytes
+            raise InputError(f"not a Parquet file ({type(exc).__name__})", file=path) from None
+        missing = [c for c in table.columns if c not in schema.names]
+        if missing:
+            raise InputError(f"required column missing (has: {', '.join(schema.names)[:200]})", file=path,
+                             field=missing[0])
+        return pq.read_table(path, columns=list(table.columns)).to_pandas()
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            header = fh.readline()
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise InputError(f"not a readable UTF-8 CSV file ({exc.__class__.__name__})", file=path) from None
+    if "\x00" in header or "," not in header and len(table.columns) > 1:
+        raise InputError("not a CSV file (no comma-separated header line)", file=path, line=1)
+    names = [h.strip().strip('"') for h in header.rstrip("\r\n").split(",")]
+    missing = [c for c in table.columns if c not in names]
+    if missing:
+        raise InputError(f"required column missing (header has: {', '.join(names)[:200]})", file=path, line=1,
+                         field=missing[0])
+    try:
+        return pd.read_csv(path, usecols=list(table.columns), dtype=str, keep_default_na=False,
+                           na_values=[], encoding="utf-8")
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"not a readable CSV file: {str(exc).splitlines()[0]}", file=path) from None
+
+
+class _RowChecker:
+    """Applies one check to a column; raises on the first bad row or drops and counts."""
+
+    def __init__(self, path: Path, fmt: str, skip: bool, report: ValidationReport) -> None:
+        self.path, self.parquet, self.skip, self.report = path, fmt == "parquet", skip, report
+
+    def row_number(self, position: int) -> int:
+        return position + 1 if self.parquet else position + 2  # CSV: header is line 1
+
+    def reject(self, frame: pd.DataFrame, bad: np.ndarray, column: str, message: str, reason: str) -> pd.DataFrame:
+        if not bad.any():
+            return frame
+        first = int(np.flatnonzero(bad)[0])
+        value = frame[column].iloc[first]
+        problem = Problem(str(self.path), self.row_number(int(frame.index[first])), column,
+                          message.format(value=value))
+        if not self.skip:
+            raise problem.as_error(self.parquet)
+        self.report.add_skip(problem, reason, int(bad.sum()))
+        return frame.loc[~bad]
+
+
+def _dates(values: pd.Series, *, allow_empty: bool) -> tuple[pd.Series, np.ndarray]:
+    """Parsed dates and a mask of bad entries (ISO YYYY-MM-DD strings or native dates)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values.astype("datetime64[s]")
+        empty = parsed.isna().to_numpy()
+    elif values.dtype == object and len(values) and isinstance(values.dropna().iloc[0] if values.notna().any() else "", date):
+        parsed = pd.to_datetime(values, errors="coerce").astype("datetime64[s]")
+        empty = values.isna().to_numpy()
+    else:
+        text = values.astype(str).str.strip()
+        empty = (text == "").to_numpy() | values.isna().to_numpy()
+        parsed = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce").astype("datetime64[s]")
+    bad = parsed.isna().to_numpy() & ~(empty & allow_empty)
+    return parsed, bad
+
+
+def _numbers(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    parsed = pd.to_numeric(values if values.dtype != object else values.astype(str).str.strip(), errors="coerce")
+    parsed = parsed.astype("float64")
+    return parsed, (~np.isfinite(parsed.to_numpy()))
+
+
+def read_omop(folder: str | Path, *, skip_bad_rows: bool = False) -> tuple[Cohort, ValidationReport]:
+    """Read and check one site's OMOP tables.
+
+    Parameters
+    ----------
+    folder
+        The site folder with person, condition_occurrence, observation, drug_exposure and
+        measurement as ``.csv``, ``.csv.gz`` or ``.parquet``.
+    skip_bad_rows
+        Drop rows with problems and count them instead of stopping at the first.
+
+    Returns
+    -------
+    (Cohort, ValidationReport)
+
+    Raises
+    ------
+    InputError
+        A fatal problem, or the first row problem when ``skip_bad_rows`` is false.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("site folder not found", file=folder)
+    report = ValidationReport(site=str(folder))
+    located = {t.name: _locate(folder, t) for t in TABLES}
+    frames = {}
+    for t in TABLES:
+        path, fmt = located[t.name]
+        frames[t.name] = _read_table(path, fmt, t)
+        report.tables[t.name] = {"file": path.name, "format": fmt, "rows": int(len(frames[t.name]))}
+
+    persons = _persons(frames["person"], *located["person"], skip_bad_rows, report)
+    known = set(persons["person_id"].tolist())
+    events = [_events(frames[t.name], t, *located[t.name], skip_bad_rows, report, known) for t in EVENT_TABLES]
+    events_frame = pd.concat(events, ignore_index=True)
+    cohort = Cohort.from_frames(persons, events_frame)
+    report.patients = cohort.n_persons
+    report.events = int(len(cohort.events))
+    report.events_per_domain = cohort.domain_counts()
+    return cohort, report
+
+
+def _persons(frame: pd.DataFrame, path: Path, fmt: str, skip: bool, report: ValidationReport) -> pd.DataFrame:
+    check = _RowChecker(path, fmt, skip, report)
+    if frame.empty:
+        raise InputError("empty cohort: the person table has no rows", file=path)
+    ids, bad = _numbers(frame["person_id"])
+    bad |= np.isfinite(ids.to_numpy()) & (ids.to_numpy() != np.round(ids.to_numpy()))
+    frame = check.reject(frame.assign(_id=ids), bad, "person_id", "{value!r} is not an integer person id",
+                         "bad person_id")
+    sex = frame["gender_source_value"].astype(str).str.strip().str.upper().map(SEX_VALUES)
+    frame = check.reject(frame.assign(_sex=sex), sex.isna().to_numpy(), "gender_source_value",
+                         "{value!r} is not a sex (F, M, FEMALE, MALE)", "bad sex")
+    years, bad = _numbers(frame["year_of_birth"])
+    y = years.to_numpy()
+    bad |= np.isfinite(y) & ((y < MIN_YEAR) | (y > date.today().year) | (y != np.round(y)))
+    frame = check.reject(frame.assign(_year=years), bad, "year_of_birth",
+                         f"{{value!r}} is not a year between {MIN_YEAR} and {date.today().year}", "bad year_of_birth")
+    dup = frame["_id"].duplicated(keep="first").to_numpy()
+    frame = check.reject(frame, dup, "person_id", "person {value} appears twice", "duplicate person")
+    if frame.empty:
+        raise InputError("empty cohort: no valid person rows", file=path)
+    return pd.DataFrame({"person_id": frame["_id"].astype("int64").to_numpy(), "sex": frame["_sex"].to_numpy(),
+                         "year_of_birth": frame["_year"].astype("int64").to_numpy()})
+
+
+def _events(frame: pd.DataFrame, t: OmopTable, path: Path, fmt: str, skip: bool, report: ValidationReport,
+            known: set[int]) -> pd.DataFrame:
+    check = _RowChecker(path, fmt, skip, report)
+    ids, bad = _numbers(frame["person_id"])
+    frame = check.reject(frame.assign(_id=ids), bad, "person_id", "{value!r} is not an integer person id",
+                         "bad person_id")
+    unknown = ~frame["_id"].isin(known).to_numpy()
+    frame = check.reject(frame, unknown, "person_id", "event for unknown person {value}", "unknown person")
+    codes = frame[t.code].astype(str).str.strip()
+    frame = check.reject(frame.assign(_code=codes), (codes == "").to_numpy() | (codes == "nan").to_numpy(),
+                         t.code, "empty code", "empty code")
+    dates, bad = _dates(frame[t.date], allow_empty=False)
+    frame = check.reject(frame.assign(_date=dates), bad, t.date, "{value!r} is not a date (YYYY-MM-DD)", "bad date")
+    if t.end_date:
+        ends, bad = _dates(frame[t.end_date], allow_empty=True)
+        frame = check.reject(frame.assign(_end=ends), bad, t.end_date, "{value!r} is not a date (YYYY-MM-DD)",
+                             "bad date")
+    if t.value:
+        values, bad = _numbers(frame[t.value])
+        frame = check.reject(frame.assign(_value=values), bad, t.value, "{value!r} is not a number",
+                             "non-numeric lab value")
+    out = pd.DataFrame({"person_id": frame["_id"].astype("int64").to_numpy(), "date": frame["_date"].to_numpy(),
+                        "code": frame["_code"].to_numpy()})
+    if t.end_date:
+        out["end_date"] = frame["_end"].to_numpy()
+    if t.value:
+        out["value"] = frame["_value"].to_numpy()
+        out["unit"] = frame[t.unit].astype(str).str.strip().to_numpy()
+    return out
+
+
+def check_vocabulary(cohort: Cohort, report: ValidationReport, *, vocabulary: pd.DataFrame,
+                     diseases: list[str]) -> None:
+    """Count events whose code the bundle does not know (they are dropped from training).
+
+    Adds to ``report.vocabulary``: per domain, events in and outside the vocabulary and the
+    most frequent outside codes; patients with a study diagnosis.
+    """
+    e = cohort.events
+    known = set(vocabulary["code"]) | set(diseases)
+    inside = e["code"].isin(known)
+    outside = Counter(e.loc[~inside, "code"])
+    per_domain = {}
+    for domain, group in e.groupby("domain"):
+        ins = int(group["code"].isin(known).sum())
+        per_domain[str(domain)] = {"in_vocabulary": ins, "outside": int(len(group) - ins)}
+    with_dx = e.loc[e["code"].isin(diseases), "person_id"].nunique()
+    report.vocabulary = {
+        "events_in_vocabulary": int(inside.sum()),
+        "events_outside_vocabulary": int((~inside).sum()),
+        "per_domain": per_domain,
+        "top_outside_codes": [{"code": c, "events": n} for c, n in outside.most_common(10)],
+        "patients_with_study_diagnosis": int(with_dx),
+    }

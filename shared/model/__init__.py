@@ -1,0 +1,1 @@
+"""The denoiser and the mapping between trajectory tensors and model vectors."""

@@ -1,0 +1,133 @@
+"""The knowledge-guided denoiser: predicts v for every dimension of a noisy patient vector.
+
+Only layers Opacus can clip per sample: Linear, LayerNorm, Embedding (no BatchNorm); the
+knowledge enters through fixed buffers (no parameters), so DP-SGD needs no custom grad
+sampler.
+
+Per patient (N patients, T windows, C channels, H hidden):
+
+1. windows x_t → [N, T, C]; the propagation step over the bundle's feature graph adds
+   each channel's neighbourhood mean, x_t·Pᵀ; both go through one shared Linear(2C → H);
+2. per patient, once: Linear(3C → H) of the prior z_d, the schedule shift γ·z_d and the
+   sign of the shift of each channel's per-feature log-SNR (what the network must know to
+   undo a per-feature noise level), plus embeddings of the disease (null token for
+   classifier-free guidance), of the time (Fourier features of λ(t)) and of sex/age;
+3. residual blocks: a per-window MLP and a mixing MLP across all windows, each with
+   LayerNorm in front;
+4. heads: Linear(H → C) per window and Linear(H → 2) for the static pair.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from shared.model.layout import ModelLayout
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Architecture; saved with every checkpoint. Widths trade quality for speed."""
+
+    windows: int
+    channels: int
+    n_diseases: int
+    hidden: int = 128  # per-window width H
+    mix_hidden: int = 256  # bottleneck of the cross-window MLP
+    blocks: int = 2  # residual (window MLP + mixing MLP) pairs
+    fourier: int = 16  # Fourier features of λ(t)
+
+    def __post_init__(self) -> None:
+        for name in ("windows", "channels", "n_diseases", "hidden", "mix_hidden", "blocks", "fourier"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DenoiserConfig:
+        return cls(**json.loads(text))
+
+
+class _Block(nn.Module):
+    def __init__(self, windows: int, hidden: int, mix_hidden: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden)
+        self.mlp = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.SiLU(), nn.Linear(2 * hidden, hidden))
+        self.norm2 = nn.LayerNorm(hidden)
+        self.mix = nn.Sequential(nn.Linear(windows * hidden, mix_hidden), nn.SiLU(),
+                                 nn.Linear(mix_hidden, windows * hidden))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        n, t, k = h.shape
+        h = h + self.mlp(self.norm1(h))
+        return h + self.mix(self.norm2(h).reshape(n, t * k)).reshape(n, t, k)
+
+
+class Denoiser(nn.Module):
+    """v̂ = f(x_t, λ(t), disease) with the bundle's knowledge as buffers."""
+
+    def __init__(self, config: DenoiserConfig, layout: ModelLayout, *, gamma: float) -> None:
+        super().__init__()
+        if (layout.windows, layout.channels, layout.n_diseases) != (config.windows, config.channels, config.n_diseases):
+            raise ValueError("denoiser config does not match the bundle layout (windows, channels, diseases)")
+        self.config = config
+        c, h = config.channels, config.hidden
+        self.register_buffer("propagation_t", torch.from_numpy(layout.propagation.T.copy()))
+        null = torch.zeros(1, c)
+        self.register_buffer("prior", torch.cat([torch.from_numpy(layout.prior), null]))
+        self.register_buffer("shift", torch.cat([torch.from_numpy(layout.prior) * gamma, null]))
+        self.register_buffer("freqs", torch.arange(1, config.fourier + 1, dtype=torch.float32) * math.pi / 16.0)
+        self.register_buffer("window_ids", torch.arange(config.windows))
+        self.window_in = nn.Linear(2 * c, h)
+        self.knowledge_in = nn.Linear(3 * c, h)
+        self.time_in = nn.Linear(2 * config.fourier, h)
+        self.static_in = nn.Linear(2, h)
+        self.disease = nn.Embedding(config.n_diseases + 1, h)  # last row: no condition (CFG)
+        self.position = nn.Embedding(config.windows, h)
+        self.blocks = nn.ModuleList(_Block(config.windows, h, config.mix_hidden) for _ in range(config.blocks))
+        self.norm = nn.LayerNorm(h)
+        self.window_out = nn.Linear(h, c)
+        self.static_out = nn.Linear(h, 2)
+
+    @property
+    def null_disease(self) -> int:
+        return self.config.n_diseases
+
+    def forward(self, x_t: torch.Tensor, logsnr: torch.Tensor, disease: torch.Tensor,
+                schedule_disease: torch.Tensor) -> torch.Tensor:
+        """Predict v.
+
+        Parameters
+        ----------
+        x_t
+            [N, D] noisy vectors.
+        logsnr
+            [N] base λ(t) (the per-feature shift is added from ``schedule_disease``).
+        disease
+            [N] int64: the condition, or :attr:`null_disease` when dropped (CFG).
+        schedule_disease
+            [N] int64: the disease whose schedule noised x_t (always known: the noise
+            levels are part of the process, not the condition).
+        """
+        n = x_t.shape[0]
+        cfg = self.config
+        win = x_t[:, : cfg.windows * cfg.channels].reshape(n, cfg.windows, cfg.channels)
+        h = self.window_in(torch.cat([win, win @ self.propagation_t], dim=2))  # [N, T, H]
+        shift = self.shift[schedule_disease]
+        knowledge = torch.cat([self.prior[disease], shift, torch.tanh(shift)], dim=1)
+        angles = (logsnr / 4.0)[:, None] * self.freqs[None, :]
+        per_patient = (self.knowledge_in(knowledge) + self.time_in(torch.cat([angles.sin(), angles.cos()], dim=1))
+                       + self.static_in(x_t[:, -2:]) + self.disease(disease))
+        h = h + per_patient[:, None, :] + self.position(self.window_ids.expand(n, -1))
+        for block in self.blocks:
+            h = block(h)
+        h = self.norm(h)
+        out_win = self.window_out(h).reshape(n, -1)
+        return torch.cat([out_win, self.static_out(h.mean(dim=1))], dim=1)
