@@ -19,7 +19,7 @@ from shared.training import KnowledgeTables
 @torch.no_grad()
 def sample(model: Denoiser, schedule: KnowledgeVPSchedule, tables: KnowledgeTables, *, disease: np.ndarray,
            steps: int, guidance_scale: float, seed: int, batch_size: int = 16384,
-           precision: str = "bf16") -> torch.Tensor:
+           precision: str = "bf16", eta: float = 0.0) -> torch.Tensor:
     """Draw one patient vector per entry of ``disease`` [N]; returns x̂₀ [N, D] float32.
 
     Parameters
@@ -49,11 +49,11 @@ def sample(model: Denoiser, schedule: KnowledgeVPSchedule, tables: KnowledgeTabl
     out = []
     for lo in range(0, len(disease_t), batch_size):
         d = disease_t[lo : lo + batch_size]
-        out.append(_sample_batch(model, schedule, tables, d, steps, guidance_scale, generator, precision))
+        out.append(_sample_batch(model, schedule, tables, d, steps, guidance_scale, generator, precision, eta))
     return torch.cat(out) if out else torch.zeros(0, tables.layout.dim)
 
 
-def _sample_batch(model, schedule, tables, d, steps, w, generator, precision) -> torch.Tensor:
+def _sample_batch(model, schedule, tables, d, steps, w, generator, precision, eta) -> torch.Tensor:
     n = d.shape[0]
     shift = tables.shift[d]
     x = torch.randn((n, tables.layout.dim), generator=generator)
@@ -70,6 +70,6 @@ def _sample_batch(model, schedule, tables, d, steps, w, generator, precision) ->
                 both = model(torch.cat([x, x]), torch.cat([logsnr, logsnr]), torch.cat([d, null]), torch.cat([d, d]))
                 v_cond, v_uncond = both[:n], both[n:]
                 v = v_uncond + w * (v_cond - v_uncond)
-        result = schedule.step(v.float(), float(t), x, shift=shift, clip=tables.clip)
+        result = schedule.step(v.float(), float(t), x, shift=shift, clip=tables.clip, eta=eta, generator=generator)
         x, pred_x0 = result.prev_sample, result.pred_x0
     return pred_x0

@@ -115,7 +115,8 @@ class KnowledgeVPSchedule:
         self.timesteps = torch.linspace(1.0, 0.0, num_inference_steps + 1)
 
     def step(self, model_output: torch.Tensor, t: float, x_t: torch.Tensor, *, shift: torch.Tensor,
-             clip: torch.Tensor | None = None) -> StepOutput:
+             clip: torch.Tensor | None = None, eta: float = 0.0,
+             generator: torch.Generator | None = None) -> StepOutput:
         """One DDIM step (Song et al. 2021, Eq. 12 with η = 0) from v-prediction.
 
         1. x̂₀ = α_t x_t − σ_t v̂ and ε̂ = σ_t x_t + α_t v̂ (Salimans & Ho 2022, App. D);
@@ -143,8 +144,15 @@ class KnowledgeVPSchedule:
         if clip is not None:
             pred_x0 = torch.maximum(torch.minimum(pred_x0, clip), -clip)
         eps = (x_t - a_t * pred_x0) / s_t.clamp_min(1e-8)
-        a_s, s_s = self.alpha_sigma(self.logsnr(t_next, shift))
-        return StepOutput(prev_sample=a_s * pred_x0 + s_s * eps, pred_x0=pred_x0)
+        logsnr_next = self.logsnr(t_next, shift)
+        a_s, s_s = self.alpha_sigma(logsnr_next)
+        if eta == 0.0:
+            return StepOutput(prev_sample=a_s * pred_x0 + s_s * eps, pred_x0=pred_x0)
+        # η > 0: fresh noise of variance c² = η² σ_s² (1 − e^{λ_t − λ_s}) (VDM ancestral step at η = 1)
+        c2 = (eta**2) * s_s**2 * (-torch.expm1(self.logsnr(t_now, shift) - logsnr_next)).clamp(0, 1)
+        fresh = torch.randn(x_t.shape, generator=generator)
+        return StepOutput(prev_sample=a_s * pred_x0 + (s_s**2 - c2).clamp_min(0).sqrt() * eps + c2.sqrt() * fresh,
+                          pred_x0=pred_x0)
 
 
 SCHEDULES: dict[str, type[KnowledgeVPSchedule]] = {"knowledge-vp": KnowledgeVPSchedule}

@@ -14,7 +14,11 @@ Per patient (N patients, T windows, C channels, H hidden):
    classifier-free guidance), of the time (Fourier features of λ(t)) and of sex/age;
 3. residual blocks: a per-window MLP and a mixing MLP across all windows, each with
    LayerNorm in front;
-4. heads: Linear(H → C) per window and Linear(H → 2) for the static pair.
+4. heads: Linear(H → C) per window and Linear(H → 2) for the static pair, plus a small
+   MLP shared by every channel, g(z_{d,c}, λ_c(t)), added to each channel's output: the
+   mapping from public score to signal is learned once for all features, so a disease
+   seen in few patients still gets its prior (with guidance "none", z = 0 and g depends
+   on time only).
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ class Denoiser(nn.Module):
         self.norm = nn.LayerNorm(h)
         self.window_out = nn.Linear(h, c)
         self.static_out = nn.Linear(h, 2)
+        self.channel_prior = nn.Sequential(nn.Linear(2, 16), nn.SiLU(), nn.Linear(16, 1))
 
     @property
     def null_disease(self) -> int:
@@ -129,5 +134,7 @@ class Denoiser(nn.Module):
         for block in self.blocks:
             h = block(h)
         h = self.norm(h)
-        out_win = self.window_out(h).reshape(n, -1)
-        return torch.cat([out_win, self.static_out(h.mean(dim=1))], dim=1)
+        # per-channel prior head on (z_{d,c}, λ_c(t)/10), shared by all channels and windows
+        prior_in = torch.stack([self.prior[disease], (logsnr[:, None] + shift) / 10.0], dim=2)  # [N, C, 2]
+        out_win = self.window_out(h) + self.channel_prior(prior_in).reshape(n, 1, cfg.channels)
+        return torch.cat([out_win.reshape(n, -1), self.static_out(h.mean(dim=1))], dim=1)
