@@ -6,7 +6,11 @@ import typer
 
 from kg.cli import bundle_app, kg_app
 from raregraph.demo import demo
+from raregraph.simulate import simulate
 from shared.cli import keys_app
+from shared.ehr.cli import data_app
+from shared.evaluation.cli import evaluate
+from shared.model.cli import generate_cmd, train
 
 app = typer.Typer(
     name="raregraph",
@@ -18,6 +22,11 @@ app = typer.Typer(
 app.add_typer(kg_app, name="kg")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(keys_app, name="keys")
+app.add_typer(data_app, name="data")
+data_app.command("simulate")(simulate)
+app.command("train")(train)
+app.command("generate")(generate_cmd)
+app.command("evaluate")(evaluate)
 app.command("demo")(demo)
 
 

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shared.errors import InputError, SignatureError
-from shared.signing import key_id, load_public_key, sha256_file, verify
+from shared.signing import key_id, load_public_key, public_key_from_b64, sha256_file, verify
 
 FORMAT = "raregraph-bundle"
 FORMAT_VERSION = 1
@@ -48,11 +48,15 @@ def bundle_files(folder: Path) -> list[str]:
     )
 
 
-def verify_bundle(folder: str | Path, public_key: Ed25519PublicKey | str | Path) -> dict:
+def verify_bundle(folder: str | Path, public_key: Ed25519PublicKey | str | Path | None) -> dict:
     """Check a bundle's signature and every file it lists; return the manifest.
 
     Steps: 1. the signature over ``manifest.json`` verifies under the given key;
     2. every listed file exists with the listed sha256 and size; 3. no unlisted file exists.
+
+    With ``public_key=None`` the signature is checked against the key the manifest itself
+    names: that proves integrity, not who signed it. Sites always pin the coordinator's
+    key; the returned manifest has ``"signer_pinned": False`` in that case.
 
     Raises
     ------
@@ -63,7 +67,7 @@ def verify_bundle(folder: str | Path, public_key: Ed25519PublicKey | str | Path)
         names the file).
     """
     folder = Path(folder)
-    if not isinstance(public_key, Ed25519PublicKey):
+    if public_key is not None and not isinstance(public_key, Ed25519PublicKey):
         public_key = load_public_key(public_key)
     if not folder.is_dir():
         raise InputError("bundle folder not found", file=folder)
@@ -72,6 +76,12 @@ def verify_bundle(folder: str | Path, public_key: Ed25519PublicKey | str | Path)
         if not path.is_file():
             raise SignatureError(f"{path}: missing from the bundle")
     raw = manifest_path.read_bytes()
+    pinned = public_key is not None
+    if public_key is None:
+        try:
+            public_key = public_key_from_b64(json.loads(raw)["signer_public_key"])
+        except (KeyError, ValueError, TypeError):
+            raise SignatureError(f"{manifest_path}: names no signer key; pass the coordinator's public key") from None
     verify(public_key, raw, sig_path.read_text(encoding="ascii", errors="replace"), what=str(manifest_path))
     manifest = json.loads(raw)
     if manifest.get("format") != FORMAT:
@@ -86,7 +96,7 @@ def verify_bundle(folder: str | Path, public_key: Ed25519PublicKey | str | Path)
     extra = sorted(set(bundle_files(folder)) - set(listed))
     if extra:
         raise SignatureError(f"{folder / extra[0]}: file is not listed in the signed manifest")
-    return manifest
+    return {**manifest, "signer_pinned": pinned}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +131,8 @@ class StudyBundle:
         return sp.load_npz(path).tocsr()
 
     @classmethod
-    def load(cls, folder: str | Path, public_key: Ed25519PublicKey | str | Path) -> StudyBundle:
-        """Verify, then load. Nothing is read from an unverified bundle."""
+    def load(cls, folder: str | Path, public_key: Ed25519PublicKey | str | Path | None) -> StudyBundle:
+        """Verify (see :func:`verify_bundle`), then load. Nothing is read from an unverified bundle."""
         folder = Path(folder)
         manifest = verify_bundle(folder, public_key)
         manifest = {**manifest, "bundle_sha256": sha256_file(folder / MANIFEST)}

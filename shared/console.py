@@ -8,12 +8,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from shared.bundle import StudyBundle
 from shared.errors import RareGraphError
 
 console = Console()
@@ -56,6 +58,15 @@ def cli_errors() -> Iterator[None]:
         where = f"{exc.filename}: " if exc.filename else ""
         err_console.print(f"[red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def load_bundle(folder: Path, pub: Path | None) -> StudyBundle:
+    """Verify and load a bundle for a command; warn when the signer's key is not pinned."""
+    bundle = StudyBundle.load(folder, pub)
+    if not bundle.manifest["signer_pinned"]:
+        err_console.print(f"[yellow]warning:[/] bundle {folder} is intact and signed by key {bundle.signer}, but that "
+                          "key was not checked against a pinned coordinator key (pass --pub)", highlight=False)
+    return bundle
 
 
 def print_json(data: Any) -> None:

@@ -15,14 +15,13 @@ import numpy as np
 
 from shared.atomic import atomic_dir
 from shared.bundle import StudyBundle
-from shared.ehr.cohort import Cohort
+from shared.ehr.cohort import SYNTHETIC_ID_BASE, Cohort
 from shared.ehr.omop_tables import cohort_to_tables
 from shared.model.checkpoint import TrainedModel
 from shared.sampling import sample
 from shared.tensorize import Layout, to_cohort
 from shared.trajectories import TrajectoryTensors
 
-SYNTHETIC_ID_BASE = 10**12
 INDEX_WINDOW = (np.datetime64("2015-01-01"), np.datetime64("2023-12-31"))  # public, fixed
 
 

@@ -95,6 +95,17 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return _load_pem(Path(path), "public key", serialization.load_pem_public_key, Ed25519PublicKey)
 
 
+def public_key_b64(public_key: Ed25519PublicKey) -> str:
+    """The raw 32-byte public key, base64 (to embed in a signed manifest for reference)."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def public_key_from_b64(text: str) -> Ed25519PublicKey:
+    """Inverse of :func:`public_key_b64`; ValueError on malformed input."""
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+
+
 def sign(private_key: Ed25519PrivateKey, data: bytes) -> str:
     """Detached signature over ``data``, base64-encoded (one ASCII line)."""
     return base64.b64encode(private_key.sign(data)).decode("ascii")
@@ -134,6 +145,8 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "new_keypair",
+    "public_key_b64",
+    "public_key_from_b64",
     "sha256_file",
     "sign",
     "verify",

@@ -48,6 +48,9 @@ class TrainConfig:
         return asdict(self)
 
 
+MIN_SNR_CAP = 5.0  # Hang et al. 2023's recommended γ
+
+
 class KnowledgeTables:
     """The per-disease schedule shift [n_diseases, D] as a tensor, with the loss weights."""
 
@@ -60,24 +63,31 @@ class KnowledgeTables:
 def per_sample_loss(model: nn.Module, schedule: KnowledgeVPSchedule, tables: KnowledgeTables,
                     x0: torch.Tensor, disease: torch.Tensor, *, cond_drop: float,
                     generator: torch.Generator) -> torch.Tensor:
-    """Weighted v-prediction error, one value per patient [N].
+    """Weighted denoising error, one value per patient [N].
 
     1. t ~ U(0, 1), ε ~ N(0, I); x_t = α x₀ + σ ε under λ_j(t | d) = λ(t) + γ z_{d,j};
     2. the condition is replaced by the null token with probability ``cond_drop``;
-    3. loss = Σ_j w_j (v̂_j − v_j)² / Σ_j w_j, with w = 0 on lab values never measured.
+    3. error in x₀-space with the min-SNR weight ω_j = min(1 + e^{λ_j}, 5) (Hang et al. 2023,
+       "Efficient Diffusion Training via Min-SNR Weighting", ICCV; 1 + SNR is what a
+       v-loss weighs, capped so nearly clean dimensions do not dominate);
+    4. loss = Σ_j m_j ω_j (x̂₀_j − x₀_j)² / Σ_j m_j, with m = 0 on lab values never measured.
     """
     n = x0.shape[0]
     t = torch.rand(n, generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     shift = tables.shift[disease]
     x_t = schedule.add_noise(x0, noise, t, shift=shift)
-    target = schedule.velocity(x0, noise, t, shift=shift)
+    logsnr = schedule.logsnr(t, shift)
     dropped = torch.rand(n, generator=generator) < cond_drop
     null = getattr(model, "null_disease", None) or _unwrap(model).null_disease
     condition = torch.where(dropped, torch.full_like(disease, null), disease)
     pred = model(x_t, schedule.base_logsnr(t), condition, disease)
-    w = tables.layout.loss_weights(x0)
-    return ((pred - target) ** 2 * w).sum(dim=1) / w.sum(dim=1)
+    if schedule.config.prediction == "x0":
+        target, omega = x0, torch.clamp(1.0 + torch.exp(logsnr), max=MIN_SNR_CAP)
+    else:
+        target, omega = schedule.velocity(x0, noise, t, shift=shift), torch.ones_like(x0)
+    m = tables.layout.loss_weights(x0)
+    return ((pred - target) ** 2 * omega * m).sum(dim=1) / m.sum(dim=1)
 
 
 def _unwrap(model: nn.Module) -> Denoiser:

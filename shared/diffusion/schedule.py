@@ -34,11 +34,15 @@ from dataclasses import asdict, dataclass
 import torch
 
 
+PREDICTIONS = ("x0", "v")
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     """Frozen config; saved as JSON beside every checkpoint and rebuilds the schedule."""
 
     name: str = "knowledge-vp"  # registry key
+    prediction: str = "x0"  # what the network outputs: "x0" (x̂₀) or "v" (v̂ = α ε − σ x₀)
     gamma: float = 1.0  # knowledge modulation strength γ; 0 = plain diffusion
     logsnr_min: float = -15.0  # λ at t = 1: σ/α ≈ e^7.5, pure noise
     logsnr_max: float = 15.0  # λ at t = 0: σ/α ≈ e^-7.5, clean data
@@ -46,6 +50,8 @@ class ScheduleConfig:
     def __post_init__(self) -> None:
         if self.name not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.name!r}; known: {', '.join(SCHEDULES)}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
         if not math.isfinite(self.gamma) or self.gamma < 0:
             raise ValueError(f"gamma must be a finite number ≥ 0, got {self.gamma!r}")
         if not self.logsnr_min < self.logsnr_max:
@@ -117,9 +123,10 @@ class KnowledgeVPSchedule:
     def step(self, model_output: torch.Tensor, t: float, x_t: torch.Tensor, *, shift: torch.Tensor,
              clip: torch.Tensor | None = None, eta: float = 0.0,
              generator: torch.Generator | None = None) -> StepOutput:
-        """One DDIM step (Song et al. 2021, Eq. 12 with η = 0) from v-prediction.
+        """One DDIM step (Song et al. 2021, Eq. 12 with η = 0).
 
-        1. x̂₀ = α_t x_t − σ_t v̂ and ε̂ = σ_t x_t + α_t v̂ (Salimans & Ho 2022, App. D);
+        1. x̂₀ is the model output (``prediction="x0"``) or α_t x_t − σ_t v̂ (``"v"``,
+           Salimans & Ho 2022, App. D);
         2. x̂₀ is clipped to ±``clip`` per dimension (±1 for analog bits), ε̂ re-derived;
         3. x_s = α_s x̂₀ + σ_s ε̂ at the next time s.
 
@@ -140,7 +147,7 @@ class KnowledgeVPSchedule:
         t_now = self.timesteps[i].expand(n).to(x_t.dtype)
         t_next = self.timesteps[i + 1].expand(n).to(x_t.dtype)
         a_t, s_t = self.alpha_sigma(self.logsnr(t_now, shift))
-        pred_x0 = a_t * x_t - s_t * model_output
+        pred_x0 = model_output if self.config.prediction == "x0" else a_t * x_t - s_t * model_output
         if clip is not None:
             pred_x0 = torch.maximum(torch.minimum(pred_x0, clip), -clip)
         eps = (x_t - a_t * pred_x0) / s_t.clamp_min(1e-8)

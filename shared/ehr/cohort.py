@@ -36,6 +36,9 @@ EVENT_COLUMNS = {
     "end_date": "datetime64[s]",  # drugs only, NaT otherwise
 }
 SEXES = ("F", "M")
+#: Synthetic person ids start here; the OMOP reader refuses real patients in this range, so
+#: a synthetic id can never equal a real one.
+SYNTHETIC_ID_BASE = 10**12
 
 
 def domain_of(codes: pd.Series) -> pd.Series:

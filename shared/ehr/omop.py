@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from shared.ehr.cohort import Cohort, domain_of
+from shared.ehr.cohort import SYNTHETIC_ID_BASE, Cohort
 from shared.ehr.omop_tables import EVENT_TABLES, PERSON, TABLES, OmopTable
 from shared.errors import InputError
 
@@ -160,7 +160,8 @@ def _numbers(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return parsed, (~np.isfinite(parsed.to_numpy()))
 
 
-def read_omop(folder: str | Path, *, skip_bad_rows: bool = False) -> tuple[Cohort, ValidationReport]:
+def read_omop(folder: str | Path, *, skip_bad_rows: bool = False,
+              synthetic: bool = False) -> tuple[Cohort, ValidationReport]:
     """Read and check one site's OMOP tables.
 
     Parameters
@@ -170,6 +171,9 @@ def read_omop(folder: str | Path, *, skip_bad_rows: bool = False) -> tuple[Cohor
         measurement as ``.csv``, ``.csv.gz`` or ``.parquet``.
     skip_bad_rows
         Drop rows with problems and count them instead of stopping at the first.
+    synthetic
+        Read a synthetic release: person ids must then be in the synthetic range (from
+        ``SYNTHETIC_ID_BASE``), which real exports may not use.
 
     Returns
     -------
@@ -191,7 +195,7 @@ def read_omop(folder: str | Path, *, skip_bad_rows: bool = False) -> tuple[Cohor
         frames[t.name] = _read_table(path, fmt, t)
         report.tables[t.name] = {"file": path.name, "format": fmt, "rows": int(len(frames[t.name]))}
 
-    persons = _persons(frames["person"], *located["person"], skip_bad_rows, report)
+    persons = _persons(frames["person"], *located["person"], skip_bad_rows, report, synthetic)
     known = set(persons["person_id"].tolist())
     events = [_events(frames[t.name], t, *located[t.name], skip_bad_rows, report, known) for t in EVENT_TABLES]
     events_frame = pd.concat(events, ignore_index=True)
@@ -202,7 +206,8 @@ def read_omop(folder: str | Path, *, skip_bad_rows: bool = False) -> tuple[Cohor
     return cohort, report
 
 
-def _persons(frame: pd.DataFrame, path: Path, fmt: str, skip: bool, report: ValidationReport) -> pd.DataFrame:
+def _persons(frame: pd.DataFrame, path: Path, fmt: str, skip: bool, report: ValidationReport,
+             synthetic: bool) -> pd.DataFrame:
     check = _RowChecker(path, fmt, skip, report)
     if frame.empty:
         raise InputError("empty cohort: the person table has no rows", file=path)
@@ -210,6 +215,10 @@ def _persons(frame: pd.DataFrame, path: Path, fmt: str, skip: bool, report: Vali
     bad |= np.isfinite(ids.to_numpy()) & (ids.to_numpy() != np.round(ids.to_numpy()))
     frame = check.reject(frame.assign(_id=ids), bad, "person_id", "{value!r} is not an integer person id",
                          "bad person_id")
+    in_synthetic_range = (frame["_id"] >= SYNTHETIC_ID_BASE).to_numpy()
+    frame = check.reject(frame, in_synthetic_range != synthetic, "person_id",
+                         f"person id {{value}} is {'outside' if synthetic else 'inside'} the range reserved for "
+                         f"synthetic patients (from {SYNTHETIC_ID_BASE})", "bad person_id")
     sex = frame["gender_source_value"].astype(str).str.strip().str.upper().map(SEX_VALUES)
     frame = check.reject(frame.assign(_sex=sex), sex.isna().to_numpy(), "gender_source_value",
                          "{value!r} is not a sex (F, M, FEMALE, MALE)", "bad sex")

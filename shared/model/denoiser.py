@@ -14,11 +14,16 @@ Per patient (N patients, T windows, C channels, H hidden):
    classifier-free guidance), of the time (Fourier features of λ(t)) and of sex/age;
 3. residual blocks: a per-window MLP and a mixing MLP across all windows, each with
    LayerNorm in front;
-4. heads: Linear(H → C) per window and Linear(H → 2) for the static pair, plus a small
+4. heads: Linear(H → C) per window and Linear(H → 2) for the static pair give f, plus a small
    MLP shared by every channel, g(z_{d,c}, λ_c(t)), added to each channel's output: the
    mapping from public score to signal is learned once for all features, so a disease
    seen in few patients still gets its prior (with guidance "none", z = 0 and g depends
-   on time only).
+   on time only);
+5. the output is x̂₀ with the single-dimension evidence built in. For a ±1 bit whose only
+   evidence is its own noisy value, the exact posterior mean is
+   tanh(α x_t / σ² + ½ log-odds(prior)); the network supplies the log-odds term f, so it
+   learns priors and correlations, not the per-noise-level nonlinearity. For a continuous
+   dimension, x̂₀ = α x_t + σ² f, which tends to x_t as noise vanishes and to f as it grows.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ class Denoiser(nn.Module):
     """v̂ = f(x_t, λ(t), disease) with the bundle's knowledge as buffers."""
 
     def __init__(self, config: DenoiserConfig, layout: ModelLayout, *, gamma: float) -> None:
+        """Build the network; ``gamma`` must equal the schedule's γ (the noise levels it sees)."""
         super().__init__()
         if (layout.windows, layout.channels, layout.n_diseases) != (config.windows, config.channels, config.n_diseases):
             raise ValueError("denoiser config does not match the bundle layout (windows, channels, diseases)")
@@ -89,6 +95,8 @@ class Denoiser(nn.Module):
         self.register_buffer("shift", torch.cat([torch.from_numpy(layout.prior) * gamma, null]))
         self.register_buffer("freqs", torch.arange(1, config.fourier + 1, dtype=torch.float32) * math.pi / 16.0)
         self.register_buffer("window_ids", torch.arange(config.windows))
+        binary = torch.from_numpy(layout.binary_dims())
+        self.register_buffer("binary_dims", binary)
         self.window_in = nn.Linear(2 * c, h)
         self.knowledge_in = nn.Linear(3 * c, h)
         self.time_in = nn.Linear(2 * config.fourier, h)
@@ -137,4 +145,11 @@ class Denoiser(nn.Module):
         # per-channel prior head on (z_{d,c}, λ_c(t)/10), shared by all channels and windows
         prior_in = torch.stack([self.prior[disease], (logsnr[:, None] + shift) / 10.0], dim=2)  # [N, C, 2]
         out_win = self.window_out(h) + self.channel_prior(prior_in).reshape(n, 1, cfg.channels)
-        return torch.cat([out_win.reshape(n, -1), self.static_out(h.mean(dim=1))], dim=1)
+        f = torch.cat([out_win.reshape(n, -1), self.static_out(h.mean(dim=1))], dim=1)
+        # per-dimension noise level: windows repeat the channel shift, static dims have none
+        dim_shift = torch.cat([shift.repeat(1, cfg.windows), torch.zeros(n, 2, dtype=shift.dtype)], dim=1)
+        lam = logsnr[:, None] + dim_shift
+        alpha2 = torch.sigmoid(lam)
+        sigma2 = torch.sigmoid(-lam)
+        evidence = (alpha2.sqrt() * x_t / sigma2.clamp_min(1e-6)).clamp(-30.0, 30.0)
+        return torch.where(self.binary_dims, torch.tanh(evidence + f), alpha2.sqrt() * x_t + sigma2 * f)

@@ -83,6 +83,11 @@ class ModelLayout:
         return cls(windows=t_len, binary=b, labs=l_, n_diseases=len(z), shift=shift, prior=prior,
                    propagation=propagation, clip=clip, guidance=guidance)
 
+    def binary_dims(self) -> np.ndarray:
+        """bool [D]: dimensions that are ±1 bits (events, lab masks, sex)."""
+        per_window = np.r_[np.ones(self.binary, bool), np.zeros(self.labs, bool), np.ones(self.labs, bool)]
+        return np.concatenate([np.tile(per_window, self.windows), [True, False]])
+
     # --- tensors ↔ vectors ---------------------------------------------------------------
     def to_vectors(self, t: TrajectoryTensors) -> torch.Tensor:
         """x₀ [N, D] float32."""

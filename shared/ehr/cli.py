@@ -1,0 +1,70 @@
+"""``raregraph data validate``: what a site's OMOP export holds and what is wrong with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from shared.console import cli_errors, console, load_bundle, print_json
+from shared.ehr.omop import check_vocabulary, read_omop
+from shared.tensorize import tensorize
+
+data_app = typer.Typer(help="Check and simulate hospital OMOP data.", no_args_is_help=True)
+
+BundleOpt = Annotated[Path | None, typer.Option("--bundle", help="Study bundle: also count codes outside its vocabulary.")]
+PubOpt = Annotated[Path | None, typer.Option("--pub", help="Coordinator public key that must have signed the bundle.")]
+
+
+@data_app.command("validate")
+def validate(
+    site: Annotated[Path, typer.Argument(help="Site folder with the five OMOP tables (CSV or Parquet).")],
+    bundle: BundleOpt = None,
+    pub: PubOpt = None,
+    skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and drop bad rows instead of stopping.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Report patients, events per domain, codes outside the vocabulary and every problem;
+    exit 1 on the first bad row (file, row, column) unless --skip-bad-rows.
+
+    Example: raregraph data validate sites/site-1 --bundle out/bundle --pub keys/coordinator.pub
+    """
+    with cli_errors():
+        cohort, report = read_omop(site, skip_bad_rows=skip_bad_rows)
+        grid = None
+        if bundle is not None:
+            b = load_bundle(bundle, pub)
+            check_vocabulary(cohort, report, vocabulary=b.vocabulary, diseases=list(b.diseases["id"]))
+            try:
+                _, stats = tensorize(cohort, b)
+                grid = vars(stats)
+            except ValueError as exc:
+                grid = {"error": str(exc)}
+    data = {**report.as_dict(), "tensors": grid}
+    if json_out:
+        print_json(data)
+        return
+    console.print(f"[bold]{site}[/]: {report.patients:,} patients, {report.events:,} events "
+                  f"({', '.join(f'{n:,} {d}' for d, n in report.events_per_domain.items())})")
+    if report.skipped_rows:
+        console.print(f"[yellow]skipped rows[/]: " + ", ".join(f"{n:,} {why}" for why, n in report.skipped_rows.items()))
+        table = Table("file", "row", "column", "problem", title="first problems", show_edge=False)
+        for p in report.problems:
+            table.add_row(Path(p.file).name, str(p.row), p.column, p.message)
+        console.print(table)
+    if report.vocabulary:
+        voc = report.vocabulary
+        console.print(f"vocabulary: {voc['events_in_vocabulary']:,} events in, {voc['events_outside_vocabulary']:,} "
+                      f"outside (dropped from training); {voc['patients_with_study_diagnosis']:,} patients with a "
+                      "study diagnosis")
+        if voc["top_outside_codes"]:
+            console.print("  most frequent outside codes: " +
+                          ", ".join(f"{c['code']} ({c['events']})" for c in voc["top_outside_codes"][:6]))
+    if grid and "error" not in grid:
+        console.print(f"trajectories: {grid['patients_kept']:,} patients on the grid, {grid['events_used']:,} events "
+                      f"used, {grid['events_outside_grid']:,} outside the time grid, "
+                      f"{grid['lab_unit_mismatch']:,} lab values in another unit")
+    elif grid:
+        console.print(f"[red]trajectories:[/] {grid['error']}")

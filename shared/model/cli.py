@@ -1,0 +1,111 @@
+"""``raregraph train`` and ``raregraph generate`` (one site, no federation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from shared.atomic import atomic_dir
+from shared.console import cli_errors, console, err_console, load_bundle, print_json
+from shared.ehr.omop import read_omop
+from shared.errors import InputError
+from shared.generation import data_card, generate, write_synthetic
+from shared.local_training import train_local
+from shared.model.checkpoint import load_model
+from shared.tensorize import tensorize
+from shared.training import TrainConfig
+
+BundleOpt = Annotated[Path, typer.Option("--bundle", help="The study bundle.")]
+PubOpt = Annotated[Path | None, typer.Option("--pub", help="Coordinator public key that must have signed the bundle.")]
+DEFAULT_STEPS = TrainConfig().steps
+
+
+def train(
+    site: Annotated[Path, typer.Argument(help="Site folder with the OMOP tables.")],
+    bundle: BundleOpt,
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
+    pub: PubOpt = None,
+    guidance: Annotated[str, typer.Option("--guidance", help="kg: knowledge-guided; none: plain diffusion (γ=0, no graph inputs).")] = "kg",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = DEFAULT_STEPS,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients per step.")] = TrainConfig().batch_size,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for initialisation, batches and noise.")] = 0,
+    skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and drop bad rows.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Train the diffusion model on one site's records, without differential privacy
+    (for evaluation; federated DP training is `flwr run`).
+
+    Example: raregraph train sites/site-1 --bundle out/bundle --out out/model --guidance kg --seed 0
+    """
+    with cli_errors():
+        if guidance not in ("kg", "none"):
+            raise InputError(f"--guidance must be kg or none, got {guidance!r}")
+        b = load_bundle(bundle, pub)
+        cohort, _ = read_omop(site, skip_bad_rows=skip_bad_rows)
+        try:
+            tensors, stats = tensorize(cohort, b)
+        except ValueError as exc:
+            raise InputError(str(exc), file=site) from None
+        config = TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            progress = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
+                                TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+                                disable=quiet or json_out, transient=True)
+            with progress:
+                task = progress.add_task("train", total=steps, loss=float("nan"))
+                trained, losses = train_local(
+                    tensors, b, guidance=guidance, config=config,  # type: ignore[arg-type]
+                    on_step=lambda i, loss: progress.update(task, completed=i + 1, loss=loss) if i % 20 == 0 or i + 1 == steps else None)
+            trained.meta["data"] = {"site": site.name, "tensorize": vars(stats)}
+            trained.save(tmp, losses=losses)
+    summary = {"out": str(out), **trained.meta["training"], "guidance": guidance}
+    if json_out:
+        print_json(summary)
+    else:
+        console.print(f"model {out}: {summary['patients']} patients, {steps} steps in {summary['seconds']:.0f} s, "
+                      f"final loss {summary['final_loss']:.3f} (guidance {guidance})")
+
+
+def generate_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder made by `raregraph train` or a federation.")],
+    bundle: BundleOpt,
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of synthetic patients.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the synthetic OMOP tables and data_card.json.")],
+    pub: PubOpt = None,
+    disease: Annotated[str | None, typer.Option("--disease", help="Only this study disease (ORPHA code).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    steps: Annotated[int, typer.Option("--steps", min=1, max=1000, help="Sampler steps.")] = 50,
+    guidance_scale: Annotated[float, typer.Option("--guidance-scale", min=0.0, help="Classifier-free guidance w (1 = none).")] = 1.0,
+    eta: Annotated[float, typer.Option("--eta", min=0.0, max=1.0, help="0: deterministic DDIM; 1: ancestral (stochastic) steps.")] = 0.0,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the data card as JSON.")] = False,
+) -> None:
+    """Sample synthetic patients and write them as OMOP tables with a data card.
+
+    Example: raregraph generate out/model --bundle out/bundle --n 1000 --out out/synthetic
+    """
+    with cli_errors():
+        if fmt not in ("csv", "parquet"):
+            raise InputError(f"--format must be csv or parquet, got {fmt!r}")
+        b = load_bundle(bundle, pub)
+        trained = load_model(model_dir, b)
+        try:
+            cohort, _ = generate(trained, b, n=n, disease=disease, seed=seed, steps=steps,
+                                 guidance_scale=guidance_scale, eta=eta)
+        except ValueError as exc:
+            raise InputError(str(exc), field="--disease") from None
+        card = data_card(trained, b, cohort, seed=seed, steps=steps, guidance_scale=guidance_scale, eta=eta,
+                         disease=disease)
+        write_synthetic(cohort, out, card=card, fmt=fmt, overwrite=overwrite)
+    if json_out:
+        print_json(card)
+    else:
+        console.print(f"{n:,} synthetic patients → {out} ({card['counts']['events']:,} events); data card "
+                      f"{out / 'data_card.json'}")
+        console.print(f"privacy: {card['privacy'].get('statement', '')}", highlight=False)
