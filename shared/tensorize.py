@@ -17,7 +17,8 @@ Forward (:func:`tensorize`):
    comes with the FHIR reader).
 
 Backward (:func:`to_cohort`) writes every present feature as one event inside its window,
-drug runs over consecutive windows as one exposure, and labs back in the bundle's unit.
+drug runs over consecutive windows as one exposure, and labs back in the bundle's unit;
+read back and tensorized again, it gives the same tensors.
 """
 
 from __future__ import annotations
@@ -214,9 +215,11 @@ def to_cohort(tensors: TrajectoryTensors, bundle: StudyBundle | Layout, *, seed:
     days = layout.window_days
     start = tensors.index_date.astype("datetime64[D]")
 
-    def window_day(rows: np.ndarray, k: np.ndarray) -> np.ndarray:
-        offset = (k - layout.windows_before) * days + rng.integers(0, days, size=len(rows))
+    def window_day(rows: np.ndarray, k: np.ndarray, lo: int = 0, hi: int = days) -> np.ndarray:
+        offset = (k - layout.windows_before) * days + rng.integers(lo, hi, size=len(rows))
         return start[rows] + offset.astype("timedelta64[D]")
+
+    half = max(days // 2, 1)
 
     frames = [pd.DataFrame({"person_id": tensors.person_id, "date": start,
                             "code": np.array(layout.diseases)[tensors.disease]})]
@@ -226,7 +229,11 @@ def to_cohort(tensors: TrajectoryTensors, bundle: StudyBundle | Layout, *, seed:
     is_drug = domains == "drug"
     r, k, j = np.nonzero(present[:, :, ~is_drug])
     nondrug = np.flatnonzero(~is_drug)
-    frames.append(pd.DataFrame({"person_id": tensors.person_id[r], "date": window_day(r, k),
+    # adverse events in the second half of their window, drug starts in the first half, so
+    # an adverse event in its drug's first window still follows the drug when read back
+    is_ae = domains[nondrug[j]] == "adverse_event"
+    dates = np.where(is_ae, window_day(r, k, half, days), window_day(r, k))
+    frames.append(pd.DataFrame({"person_id": tensors.person_id[r], "date": dates,
                                 "code": codes[nondrug[j]], "domain": domains[nondrug[j]]}))
     # drug runs: a run starts where the previous window lacks the drug
     drug_cols = np.flatnonzero(is_drug)
@@ -239,7 +246,7 @@ def to_cohort(tensors: TrajectoryTensors, bundle: StudyBundle | Layout, *, seed:
         if not more.any():
             break
         k1 = np.where(more, k1 + 1, k1)
-    s = window_day(r, k0)
+    s = window_day(r, k0, 0, half)
     last_day = start[r] + ((k1 - layout.windows_before + 1) * days - 1).astype("timedelta64[D]")
     end = np.maximum(s, last_day - rng.integers(0, days // 2 + 1, size=len(r)).astype("timedelta64[D]"))
     frames.append(pd.DataFrame({"person_id": tensors.person_id[r], "date": s, "code": codes[drug_cols[j]],

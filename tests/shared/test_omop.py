@@ -1,0 +1,154 @@
+"""OMOP reader: round trips in both formats, every kind of bad input, skip-bad-rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared.ehr.cohort import SYNTHETIC_ID_BASE, Cohort
+from shared.ehr.omop import check_vocabulary, read_omop
+from shared.ehr.omop_tables import write_omop
+from shared.errors import InputError
+
+
+def small_cohort() -> Cohort:
+    persons = pd.DataFrame({"person_id": [1, 2, 3], "sex": ["F", "M", "F"], "year_of_birth": [1980, 1990, 2001]})
+    events = pd.DataFrame({
+        "person_id": [1, 1, 1, 2, 2, 3],
+        "date": pd.to_datetime(["2020-01-01", "2020-02-01", "2020-03-01", "2021-01-01", "2021-03-01", "2022-05-05"]),
+        "code": ["ORPHA:558", "HP:0001166", "LOINC:2160-0", "ORPHA:905", "DRUGBANK:DB00859", "ORPHA:355"],
+        "value": [np.nan, np.nan, 1.1, np.nan, np.nan, np.nan],
+        "unit": ["", "", "mg/dL", "", "", ""],
+        "end_date": pd.to_datetime([None, None, None, None, "2021-09-01", None]),
+    })
+    return Cohort.from_frames(persons, events)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_round_trip(tmp_path, fmt: str) -> None:
+    cohort = small_cohort()
+    write_omop(cohort, tmp_path / "site", fmt=fmt)
+    back, report = read_omop(tmp_path / "site")
+    pd.testing.assert_frame_equal(back.events, cohort.events, check_dtype=False)
+    pd.testing.assert_frame_equal(back.persons, cohort.persons, check_dtype=False)
+    assert report.patients == 3 and report.events == 6
+    assert report.events_per_domain == {"diagnosis": 3, "drug": 1, "lab": 1, "phenotype": 1}
+    assert report.tables["person"]["format"] == fmt
+
+
+def test_extra_columns_are_ignored_and_any_table_may_hold_any_code(tmp_path) -> None:
+    write_omop(small_cohort(), tmp_path / "site")
+    obs = pd.read_csv(tmp_path / "site" / "observation.csv")
+    cond = pd.read_csv(tmp_path / "site" / "condition_occurrence.csv")
+    moved = pd.DataFrame({"condition_occurrence_id": [99], "person_id": obs["person_id"],
+                          "condition_source_value": obs["observation_source_value"],
+                          "condition_start_date": obs["observation_date"], "provider_id": [7]})
+    pd.concat([cond, moved]).assign(visit_occurrence_id=1).to_csv(tmp_path / "site" / "condition_occurrence.csv",
+                                                                   index=False)
+    obs.iloc[0:0].to_csv(tmp_path / "site" / "observation.csv", index=False)
+    cohort, _ = read_omop(tmp_path / "site")
+    assert cohort.domain_counts()["phenotype"] == 1
+
+
+def _site(tmp_path, fmt="csv"):
+    return write_omop(small_cohort(), tmp_path / "site", fmt=fmt)
+
+
+def _edit_csv(path, column, row, value):
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[row, column] = value
+    frame.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "row", "value", "message"),
+    [
+        ("condition_occurrence", "condition_start_date", 1, "2020-13-45", "is not a date"),
+        ("drug_exposure", "drug_exposure_end_date", 0, "soon", "is not a date"),
+        ("observation", "person_id", 0, "77", "event for unknown person 77"),
+        ("measurement", "value_as_number", 0, "high", "is not a number"),
+        ("measurement", "value_as_number", 0, "", "is not a number"),
+        ("person", "gender_source_value", 2, "X", "is not a sex"),
+        ("person", "year_of_birth", 0, "1850", "is not a year"),
+        ("person", "person_id", 1, "1", "person 1 appears twice"),
+        ("person", "person_id", 0, str(SYNTHETIC_ID_BASE + 5), "reserved for synthetic patients"),
+        ("condition_occurrence", "condition_source_value", 0, "", "empty code"),
+    ],
+)
+def test_bad_rows_name_file_line_and_column(tmp_path, table, column, row, value, message) -> None:
+    site = _site(tmp_path)
+    path = site / f"{table}.csv"
+    _edit_csv(path, column, row, value)
+    with pytest.raises(InputError, match=message) as info:
+        read_omop(site)
+    assert info.value.file == str(path)
+    assert info.value.line == row + 2  # the header is line 1
+    assert info.value.field == column
+    _, report = read_omop(site, skip_bad_rows=True)
+    assert sum(report.skipped_rows.values()) >= 1
+    assert report.problems[0].row == row + 2
+
+
+def test_parquet_rows_are_numbered_from_one(tmp_path) -> None:
+    site = _site(tmp_path, "parquet")
+    frame = pd.read_parquet(site / "measurement.parquet")
+    frame["value_as_number"] = frame["value_as_number"].astype(object)
+    frame.loc[0, "value_as_number"] = "n/a"
+    frame.astype({"value_as_number": str}).to_parquet(site / "measurement.parquet", index=False)
+    with pytest.raises(InputError, match=r"measurement.parquet: row 1: column value_as_number") as info:
+        read_omop(site)
+    assert info.value.row == 1 and info.value.line is None
+
+
+def test_skipping_unknown_person_events_keeps_the_rest(tmp_path) -> None:
+    site = _site(tmp_path)
+    path = site / "condition_occurrence.csv"
+    frame = pd.read_csv(path)
+    pd.concat([frame, frame.assign(person_id=555)]).to_csv(path, index=False)
+    cohort, report = read_omop(site, skip_bad_rows=True)
+    assert report.skipped_rows == {"unknown person": 3}
+    assert cohort.domain_counts()["diagnosis"] == 3
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: (s / "measurement.csv").unlink(), "table measurement is missing"),
+        (lambda s: (s / "person.csv").write_text("person_id,gender_source_value\n1,F\n"), "required column missing"),
+        (lambda s: (s / "person.csv").write_text("person_id,gender_source_value,year_of_birth\n"), "empty cohort"),
+        (lambda s: (s / "person.parquet").write_bytes(b"not parquet at all"), "present twice"),
+        (lambda s: ((s / "person.csv").unlink(), (s / "person.parquet").write_bytes(b"PAR1 junk")), "not a Parquet file"),
+        (lambda s: (s / "observation.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary"), "not a"),
+    ],
+    ids=["missing-table", "missing-column", "empty", "twice", "bad-parquet", "binary-csv"],
+)
+def test_fatal_problems(tmp_path, mutate, message) -> None:
+    site = _site(tmp_path)
+    mutate(site)
+    with pytest.raises(InputError, match=message):
+        read_omop(site, skip_bad_rows=True)
+
+
+def test_missing_folder(tmp_path) -> None:
+    with pytest.raises(InputError, match="site folder not found"):
+        read_omop(tmp_path / "nope")
+
+
+def test_synthetic_releases_must_use_the_reserved_range(tmp_path) -> None:
+    site = _site(tmp_path)
+    with pytest.raises(InputError, match="outside the range reserved"):
+        read_omop(site, synthetic=True)
+
+
+def test_vocabulary_counts() -> None:
+    cohort = small_cohort()
+    from shared.ehr.omop import ValidationReport
+
+    report = ValidationReport(site="x")
+    vocab = pd.DataFrame({"code": ["HP:0001166", "DRUGBANK:DB00859"]})
+    check_vocabulary(cohort, report, vocabulary=vocab, diseases=["ORPHA:558", "ORPHA:905"])
+    v = report.vocabulary
+    assert v["events_in_vocabulary"] == 4 and v["events_outside_vocabulary"] == 2
+    assert v["patients_with_study_diagnosis"] == 2
+    assert {c["code"] for c in v["top_outside_codes"]} == {"ORPHA:355", "LOINC:2160-0"}
