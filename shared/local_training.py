@@ -47,7 +47,7 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
     model, schedule, tables, layout = build(bundle, guidance=guidance, denoiser=denoiser, gamma=gamma)
     generator = torch.Generator().manual_seed(config.seed)
     x0 = layout.to_vectors(tensors)
-    disease = torch.from_numpy(tensors.disease)
+    disease = torch.from_numpy(np.array(tensors.disease, dtype=np.int64))  # a writable copy
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_decay(config.steps))
     ema = EMA(model, config.ema)

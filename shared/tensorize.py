@@ -128,7 +128,7 @@ def tensorize(cohort: Cohort, bundle: StudyBundle | Layout) -> tuple[TrajectoryT
 
     # drugs: every window the exposure overlaps
     drugs = ev[ev["domain"] == "drug"]
-    jd = drugs["code"].map(lambda c: col.get(("drug", c), -1)).to_numpy()
+    jd = drugs["code"].map(lambda c: col.get(("drug", c), -1)).to_numpy(dtype=np.int64)
     end = drugs["end_date"].fillna(drugs["date"]).to_numpy()
     k_end = _window(end, index_date[drugs["row"].to_numpy()], layout)
     k0 = drugs["k"].to_numpy()
@@ -168,7 +168,7 @@ def tensorize(cohort: Cohort, bundle: StudyBundle | Layout) -> tuple[TrajectoryT
     mask = np.zeros_like(labs)
     lab_col = {c: j for j, c in enumerate(layout.lab_codes)}
     lb = ev[ev["domain"] == "lab"].sort_values(["row", "date"], kind="stable")
-    jl = lb["code"].map(lambda c: lab_col.get(c, -1)).to_numpy()
+    jl = lb["code"].map(lambda c: lab_col.get(c, -1)).to_numpy(dtype=np.int64)
     unknown_codes = pd.concat([unknown_codes, lb["code"][jl < 0]])
     units_ok = np.array([j >= 0 and u == layout.lab_units[j] for j, u in zip(jl, lb["unit"])], dtype=bool)
     stats.lab_unit_mismatch = int(((jl >= 0) & ~units_ok).sum())
