@@ -16,7 +16,7 @@ import numpy as np
 from shared.atomic import atomic_dir
 from shared.bundle import StudyBundle
 from shared.ehr.cohort import SYNTHETIC_ID_BASE, Cohort
-from shared.ehr.omop_tables import cohort_to_tables
+from shared.ehr.omop_tables import write_tables
 from shared.model.checkpoint import TrainedModel
 from shared.sampling import sample
 from shared.tensorize import Layout, to_cohort
@@ -61,11 +61,7 @@ def generate_tensors(trained: TrainedModel, bundle: StudyBundle, *, n: int, dise
 def write_synthetic(cohort: Cohort, out: str | Path, *, card: dict, fmt: str = "csv", overwrite: bool = False) -> None:
     """OMOP tables plus ``data_card.json``, written atomically."""
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        for name, table in cohort_to_tables(cohort).items():
-            if fmt == "csv":
-                table.to_csv(tmp / f"{name}.csv", index=False, date_format="%Y-%m-%d")
-            else:
-                table.to_parquet(tmp / f"{name}.parquet", index=False)
+        write_tables(cohort, tmp, fmt=fmt)
         (tmp / "data_card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 

@@ -89,9 +89,14 @@ def write_omop(cohort: Cohort, out: str | Path, *, fmt: str = "csv", overwrite: 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        for name, table in cohort_to_tables(cohort).items():
-            if fmt == "csv":
-                table.to_csv(tmp / f"{name}.csv", index=False, date_format="%Y-%m-%d")
-            else:
-                table.to_parquet(tmp / f"{name}.parquet", index=False)
+        write_tables(cohort, tmp, fmt=fmt)
     return Path(out)
+
+
+def write_tables(cohort: Cohort, folder: Path, *, fmt: str) -> None:
+    """Write the five tables into an existing folder (callers make it atomic)."""
+    for name, table in cohort_to_tables(cohort).items():
+        if fmt == "csv":
+            table.to_csv(folder / f"{name}.csv", index=False, date_format="%Y-%m-%d")
+        else:
+            table.to_parquet(folder / f"{name}.parquet", index=False)
