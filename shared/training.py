@@ -62,7 +62,7 @@ class KnowledgeTables:
 
 def per_sample_loss(model: nn.Module, schedule: KnowledgeVPSchedule, tables: KnowledgeTables,
                     x0: torch.Tensor, disease: torch.Tensor, *, cond_drop: float,
-                    generator: torch.Generator) -> torch.Tensor:
+                    generator: torch.Generator, multiplicity: int = 1) -> torch.Tensor:
     """Weighted denoising error, one value per patient [N].
 
     1. t ~ U(0, 1), ε ~ N(0, I); x_t = α x₀ + σ ε under λ_j(t | d) = λ(t) + γ z_{d,j};
@@ -70,24 +70,31 @@ def per_sample_loss(model: nn.Module, schedule: KnowledgeVPSchedule, tables: Kno
     3. error in x₀-space with the min-SNR weight ω_j = min(1 + e^{λ_j}, 5) (Hang et al. 2023,
        "Efficient Diffusion Training via Min-SNR Weighting", ICCV; 1 + SNR is what a
        v-loss weighs, capped so nearly clean dimensions do not dominate);
-    4. loss = Σ_j m_j ω_j (x̂₀_j − x₀_j)² / Σ_j m_j, with m = 0 on lab values never measured.
+    4. loss = Σ_j m_j ω_j (x̂₀_j − x₀_j)² / Σ_j m_j, with m = 0 on lab values never measured;
+    5. with ``multiplicity`` K > 1, K independent (t, ε) draws per patient are averaged
+       inside the patient's loss, before any clipping (noise multiplicity; Dockhorn et al.
+       2023, "Differentially Private Diffusion Models", TMLR, Sec. 3.2): the gradient
+       variance falls at no privacy cost, since each patient still yields one gradient.
     """
-    n = x0.shape[0]
-    t = torch.rand(n, generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
-    shift = tables.shift[disease]
-    x_t = schedule.add_noise(x0, noise, t, shift=shift)
+    if multiplicity < 1:
+        raise ValueError(f"multiplicity must be ≥ 1, got {multiplicity}")
+    n, k = x0.shape[0], multiplicity
+    t = torch.rand((n, k), generator=generator)
+    noise = torch.randn((n, k, x0.shape[1]), generator=generator)
+    shift = tables.shift[disease][:, None, :]
+    x0k = x0[:, None, :].expand(n, k, x0.shape[1])
+    x_t = schedule.add_noise(x0k, noise, t, shift=shift)
     logsnr = schedule.logsnr(t, shift)
     dropped = torch.rand(n, generator=generator) < cond_drop
     null = getattr(model, "null_disease", None) or _unwrap(model).null_disease
     condition = torch.where(dropped, torch.full_like(disease, null), disease)
-    pred = model(x_t, schedule.base_logsnr(t), condition, disease)
+    pred = model(x_t, schedule.base_logsnr(t), condition, disease)  # [N, K, D]
     if schedule.config.prediction == "x0":
-        target, omega = x0, torch.clamp(1.0 + torch.exp(logsnr), max=MIN_SNR_CAP)
+        target, omega = x0k, torch.clamp(1.0 + torch.exp(logsnr), max=MIN_SNR_CAP)
     else:
-        target, omega = schedule.velocity(x0, noise, t, shift=shift), torch.ones_like(x0)
-    m = tables.layout.loss_weights(x0)
-    return ((pred - target) ** 2 * omega * m).sum(dim=1) / m.sum(dim=1)
+        target, omega = schedule.velocity(x0k, noise, t, shift=shift), torch.ones_like(x0k)
+    m = tables.layout.loss_weights(x0)[:, None, :]
+    return (((pred - target) ** 2 * omega * m).sum(dim=2) / m.sum(dim=2)).mean(dim=1)
 
 
 def _unwrap(model: nn.Module) -> Denoiser:

@@ -95,8 +95,8 @@ class KnowledgeVPSchedule:
         return (-2.0 * torch.log(torch.tan(self._a * t64 + self._b))).to(t.dtype)
 
     def logsnr(self, t: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """λ_j(t | d) [N, D] from t [N] and shift z [N, D]."""
-        return self.base_logsnr(t)[:, None] + self.config.gamma * shift
+        """λ_j(t | d) [..., D] from t [...] and shift z broadcastable to [..., D]."""
+        return self.base_logsnr(t)[..., None] + self.config.gamma * shift
 
     @staticmethod
     def alpha_sigma(logsnr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

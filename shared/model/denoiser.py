@@ -74,9 +74,10 @@ class _Block(nn.Module):
                                  nn.Linear(mix_hidden, windows * hidden))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        n, t, k = h.shape
+        """h [N, K, T, H]."""
+        n, draws, t, k = h.shape
         h = h + self.mlp(self.norm1(h))
-        return h + self.mix(self.norm2(h).reshape(n, t * k)).reshape(n, t, k)
+        return h + self.mix(self.norm2(h).reshape(n, draws, t * k)).reshape(n, draws, t, k)
 
 
 class Denoiser(nn.Module):
@@ -115,40 +116,51 @@ class Denoiser(nn.Module):
 
     def forward(self, x_t: torch.Tensor, logsnr: torch.Tensor, disease: torch.Tensor,
                 schedule_disease: torch.Tensor) -> torch.Tensor:
-        """Predict v.
+        """Predict x̂₀.
 
         Parameters
         ----------
         x_t
-            [N, D] noisy vectors.
+            [N, D] noisy vectors, or [N, K, D]: K noise draws per patient (noise
+            multiplicity). The patient stays the leading dimension, so Opacus computes one
+            gradient per patient, never per draw.
         logsnr
-            [N] base λ(t) (the per-feature shift is added from ``schedule_disease``).
+            [N] or [N, K]: base λ(t) (the per-feature shift is added from ``schedule_disease``).
         disease
             [N] int64: the condition, or :attr:`null_disease` when dropped (CFG).
         schedule_disease
             [N] int64: the disease whose schedule noised x_t (always known: the noise
             levels are part of the process, not the condition).
         """
-        n = x_t.shape[0]
+        if x_t.dim() == 2:
+            return self._forward(x_t[:, None], logsnr[:, None], disease, schedule_disease)[:, 0]
+        return self._forward(x_t, logsnr, disease, schedule_disease)
+
+    def _forward(self, x_t: torch.Tensor, logsnr: torch.Tensor, disease: torch.Tensor,
+                 schedule_disease: torch.Tensor) -> torch.Tensor:
+        n, k = x_t.shape[:2]
         cfg = self.config
-        win = x_t[:, : cfg.windows * cfg.channels].reshape(n, cfg.windows, cfg.channels)
-        h = self.window_in(torch.cat([win, win @ self.propagation_t], dim=2))  # [N, T, H]
-        shift = self.shift[schedule_disease]
-        knowledge = torch.cat([self.prior[disease], shift, torch.tanh(shift)], dim=1)
-        angles = (logsnr / 4.0)[:, None] * self.freqs[None, :]
-        per_patient = (self.knowledge_in(knowledge) + self.time_in(torch.cat([angles.sin(), angles.cos()], dim=1))
-                       + self.static_in(x_t[:, -2:]) + self.disease(disease))
-        h = h + per_patient[:, None, :] + self.position(self.window_ids.expand(n, -1))
+        t_len, c = cfg.windows, cfg.channels
+        win = x_t[..., : t_len * c].reshape(n, k, t_len, c)
+        h = self.window_in(torch.cat([win, win @ self.propagation_t], dim=3))  # [N, K, T, H]
+        shift = self.shift[schedule_disease]  # [N, C]
+        prior = self.prior[disease]
+        knowledge = self.knowledge_in(torch.cat([prior, shift, torch.tanh(shift)], dim=1))  # [N, H]
+        angles = (logsnr / 4.0)[..., None] * self.freqs
+        per_draw = (self.time_in(torch.cat([angles.sin(), angles.cos()], dim=2)) + self.static_in(x_t[..., -2:]))
+        per_patient = knowledge + self.disease(disease)
+        h = h + (per_draw + per_patient[:, None, :])[:, :, None, :] + self.position(self.window_ids.expand(n, -1))[:, None]
         for block in self.blocks:
             h = block(h)
         h = self.norm(h)
         # per-channel prior head on (z_{d,c}, λ_c(t)/10), shared by all channels and windows
-        prior_in = torch.stack([self.prior[disease], (logsnr[:, None] + shift) / 10.0], dim=2)  # [N, C, 2]
-        out_win = self.window_out(h) + self.channel_prior(prior_in).reshape(n, 1, cfg.channels)
-        f = torch.cat([out_win.reshape(n, -1), self.static_out(h.mean(dim=1))], dim=1)
+        lam_c = logsnr[..., None] + shift[:, None, :]  # [N, K, C]
+        prior_in = torch.stack([prior[:, None, :].expand(n, k, c), lam_c / 10.0], dim=3)  # [N, K, C, 2]
+        out_win = self.window_out(h) + self.channel_prior(prior_in).reshape(n, k, 1, c)
+        f = torch.cat([out_win.reshape(n, k, t_len * c), self.static_out(h.mean(dim=2))], dim=2)
         # per-dimension noise level: windows repeat the channel shift, static dims have none
-        dim_shift = torch.cat([shift.repeat(1, cfg.windows), torch.zeros(n, 2, dtype=shift.dtype)], dim=1)
-        lam = logsnr[:, None] + dim_shift
+        dim_shift = torch.cat([shift.repeat(1, t_len), torch.zeros(n, 2, dtype=shift.dtype)], dim=1)
+        lam = logsnr[..., None] + dim_shift[:, None, :]
         alpha2 = torch.sigmoid(lam)
         sigma2 = torch.sigmoid(-lam)
         evidence = (alpha2.sqrt() * x_t / sigma2.clamp_min(1e-6)).clamp(-30.0, 30.0)

@@ -28,7 +28,9 @@ def test_only_layers_opacus_can_clip(bundle) -> None:
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def test_opacus_per_sample_gradients_match_one_by_one(bundle) -> None:
+@pytest.mark.parametrize("multiplicity", [1, 3])
+def test_opacus_per_sample_gradients_match_one_by_one(bundle, multiplicity: int) -> None:
+    """One gradient per patient, also when K noise draws are averaged inside its loss."""
     from opacus import GradSampleModule
 
     torch.manual_seed(0)
@@ -39,15 +41,17 @@ def test_opacus_per_sample_gradients_match_one_by_one(bundle) -> None:
 
     def loss_of(module, rows):
         g = torch.Generator().manual_seed(7)
-        return per_sample_loss(module, schedule, tables, x0[rows], disease[rows], cond_drop=0.0, generator=g)
+        return per_sample_loss(module, schedule, tables, x0[rows], disease[rows], cond_drop=0.0, generator=g,
+                               multiplicity=multiplicity)
 
     loss_of(wrapped, [0, 1, 2]).sum().backward()
+    assert all(p.grad_sample.shape[0] == 3 for p in wrapped.parameters())
     batched = {n: p.grad_sample.clone() for n, p in wrapped.named_parameters()}
     wrapped.zero_grad()
     # the same noise for one sample needs the same generator draws: compare sample 0 only
     model.zero_grad()
     g = torch.Generator().manual_seed(7)
-    full = per_sample_loss(model, schedule, tables, x0, disease, cond_drop=0.0, generator=g)
+    full = per_sample_loss(model, schedule, tables, x0, disease, cond_drop=0.0, generator=g, multiplicity=multiplicity)
     full[0].backward()
     for name, p in model.named_parameters():
         torch.testing.assert_close(batched[f"_module.{name}"][0], p.grad, atol=1e-5, rtol=1e-4)
