@@ -128,6 +128,7 @@ def train_steps(
     generator: torch.Generator,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     ema: EMA | None = None,
+    multiplicity: int = 1,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Run ``steps`` optimizer steps over ``batches``; return the mean loss of each step.
@@ -140,15 +141,13 @@ def train_steps(
     for step in range(steps):
         x0, disease = next(batches)
         optimizer.zero_grad(set_to_none=True)
-        if x0.shape[0] == 0:
-            optimizer.step()
-            losses.append(float("nan"))
-        else:
-            loss = per_sample_loss(model, schedule, tables, x0, disease, cond_drop=cond_drop,
-                                   generator=generator).mean()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+        per_patient = per_sample_loss(model, schedule, tables, x0, disease, cond_drop=cond_drop,
+                                      generator=generator, multiplicity=multiplicity)
+        # mean over the batch; an empty Poisson batch still runs backward (zero gradients,
+        # so DP-SGD adds pure noise) and takes its step, as the accounting assumes
+        (per_patient.sum() / max(x0.shape[0], 1)).backward()
+        optimizer.step()
+        losses.append(per_patient.mean().item() if x0.shape[0] else float("nan"))
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
