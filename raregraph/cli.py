@@ -6,11 +6,13 @@ import typer
 
 from kg.cli import bundle_app, kg_app
 from raregraph.demo import demo
+from raregraph.federate import federate
 from raregraph.simulate import simulate
 from shared.cli import keys_app
 from shared.ehr.cli import data_app
 from shared.evaluation.cli import evaluate
 from shared.model.cli import generate_cmd, train
+from shared.privacy.cli import plan
 
 app = typer.Typer(
     name="raregraph",
@@ -23,10 +25,14 @@ app.add_typer(kg_app, name="kg")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(keys_app, name="keys")
 app.add_typer(data_app, name="data")
+privacy_app = typer.Typer(help="Plan differential-privacy budgets.", no_args_is_help=True)
+privacy_app.command("plan")(plan)
+app.add_typer(privacy_app, name="privacy")
 data_app.command("simulate")(simulate)
 app.command("train")(train)
 app.command("generate")(generate_cmd)
 app.command("evaluate")(evaluate)
+app.command("federate")(federate)
 app.command("demo")(demo)
 
 

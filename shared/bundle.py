@@ -48,6 +48,12 @@ def bundle_files(folder: Path) -> list[str]:
     )
 
 
+def read_files(folder: str | Path) -> dict[str, bytes]:
+    """Every file of a bundle folder by relative path (to send it to a site)."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def verify_bundle(folder: str | Path, public_key: Ed25519PublicKey | str | Path | None) -> dict:
     """Check a bundle's signature and every file it lists; return the manifest.
 

@@ -31,11 +31,12 @@ def one_line_error(stderr: str) -> str:
 
 @pytest.mark.parametrize("command", [[], ["kg"], ["bundle"], ["keys"], ["kg", "build"], ["kg", "stats"],
                                      ["kg", "paths"], ["bundle", "make"], ["bundle", "verify"], ["keys", "new"],
-                                     ["demo"]])
+                                     ["demo"], ["privacy", "plan"], ["federate"], ["train"], ["generate"],
+                                     ["evaluate"], ["data", "validate"], ["data", "simulate"]])
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     code, out, _ = run(*command, "--help")
     assert code == 0
-    if len(command) == 2 or command == ["demo"]:
+    if len(command) == 2 or command in (["demo"], ["federate"], ["train"], ["generate"], ["evaluate"]):
         assert "Example: raregraph" in out
 
 

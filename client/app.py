@@ -1,0 +1,70 @@
+"""The hospital's ClientApp (``flwr run .`` entry point ``client.app:app``): wiring only.
+
+Handlers: ``query`` (the study bundle: offer → cached or need; files → verify with the
+pinned key and cache) and ``train`` (one DP round, :mod:`client.training`). Replies carry
+weights, counts and metrics only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from client import bundle_cache
+from client.config import NodeConfig
+from client.training import RoundConfig, train_round
+from shared import protocol as P
+from shared.errors import RareGraphError
+
+REFUSED_CODE = 4001  # error code of a site that will not train (bad bundle, bad data, bad state)
+
+NodeResolver = Callable[[Context], NodeConfig]
+
+
+def node_from_context(context: Context) -> NodeConfig:
+    """Deployment: hospital facts from ``--node-config``."""
+    return NodeConfig.from_mapping(dict(context.node_config))
+
+
+def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
+    """A ClientApp; ``resolve`` maps the context to the site's node config."""
+    app = ClientApp()
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        try:
+            node = resolve(context)
+            offer = msg.content[P.BUNDLE_OFFER]
+            sha = str(offer[P.BUNDLE_SHA256])
+            if P.BUNDLE_FILES in msg.content:
+                files = {k: bytes(v) for k, v in msg.content[P.BUNDLE_FILES].items()}
+                bundle_cache.store(node.state_path, sha, files, node.coordinator_pub)
+                status = P.VERIFIED
+            else:
+                status = P.CACHED if bundle_cache.is_cached(node.state_path, sha) else P.NEED
+        except RareGraphError as exc:
+            return Message(Error(code=REFUSED_CODE, reason=f"site refuses the study bundle: {exc}"), reply_to=msg)
+        return Message(RecordDict({P.BUNDLE_STATUS: ConfigRecord({"status": status})}), reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        try:
+            node = resolve(context)
+            cfg = RoundConfig.from_record(msg.content[P.CONFIG])
+            global_weights = msg.content[P.ARRAYS].to_torch_state_dict()
+            outcome = train_round(node, cfg, global_weights)
+        except RareGraphError as exc:
+            return Message(Error(code=REFUSED_CODE, reason=f"site refuses to train: {exc}"), reply_to=msg)
+        weights = outcome.weights if outcome.weights is not None else global_weights
+        return Message(RecordDict({
+            P.ARRAYS: ArrayRecord(weights),
+            P.METRICS: MetricRecord(outcome.metrics),
+            P.SITE: ConfigRecord({P.SITE_ID: node.site_id, "accountant": cfg.accountant}),
+        }), reply_to=msg)
+
+    return app
+
+
+app = make_app()

@@ -1,0 +1,86 @@
+"""A site's node config: hospital facts, set by hospital IT with ``flower-supernode
+--node-config`` (or by ``raregraph federate`` for simulated sites). Parsed once, at the
+top of each handler, into a frozen :class:`NodeConfig`; nothing below sees string keys."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from shared.errors import ConfigError
+
+#: node-config key → (field, type, default or REQUIRED)
+REQUIRED = object()
+KEYS: dict[str, tuple[str, type, object]] = {
+    "site-id": ("site_id", str, REQUIRED),  # shown in logs, the ledger and privacy.json
+    "data-path": ("data_path", str, REQUIRED),  # the site's OMOP folder (read-only is enough)
+    "state-path": ("state_path", str, REQUIRED),  # privacy state and bundle cache (must persist)
+    "coordinator-pub": ("coordinator_pub", str, REQUIRED),  # pinned coordinator key (PEM)
+    "epsilon": ("epsilon", float, REQUIRED),  # the site's lifetime ε for this dataset
+    "delta": ("delta", float, 1e-5),  # δ; keep it below 1 / number of patients
+    "clip-norm": ("clip_norm", float, 1.0),  # per-patient gradient norm bound C
+    "batch-size": ("batch_size", int, 32),  # expected Poisson batch; q = batch-size / patients
+    "noise-multiplicity": ("noise_multiplicity", int, 4),  # diffusion noise draws per patient and step
+    "skip-bad-rows": ("skip_bad_rows", bool, False),  # count and drop bad OMOP rows
+    "threads": ("threads", int, 1),  # torch threads for this site's training
+}
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    site_id: str
+    data_path: Path
+    state_path: Path
+    coordinator_pub: Path
+    epsilon: float
+    delta: float = 1e-5
+    clip_norm: float = 1.0
+    batch_size: int = 32
+    noise_multiplicity: int = 4
+    skip_bad_rows: bool = False
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ConfigError(f"node config epsilon must be a positive number, got {self.epsilon}")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"node config delta must be in (0, 1), got {self.delta}")
+        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise ConfigError(f"node config clip-norm must be > 0, got {self.clip_norm}")
+        for name in ("batch_size", "noise_multiplicity", "threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"node config {name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> NodeConfig:
+        """Parse a node config mapping (kebab-case keys); unknown keys and wrong types fail.
+
+        Raises
+        ------
+        ConfigError
+            Names the key and what was expected.
+        """
+        unknown = sorted(set(values) - set(KEYS) - {"partition-id", "num-partitions"})
+        if unknown:
+            raise ConfigError(f"unknown node config key {unknown[0]!r}; known: {', '.join(KEYS)}")
+        parsed = {}
+        for key, (name, kind, default) in KEYS.items():
+            if key not in values:
+                if default is REQUIRED:
+                    raise ConfigError(f"node config is missing {key!r}")
+                continue
+            value = values[key]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if kind is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+                value = value.lower() == "true"
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ConfigError(f"node config {key!r} must be {kind.__name__}, got {value!r}")
+            parsed[name] = Path(value) if name.endswith(("_path", "_pub")) else value
+        return cls(**parsed)
+
+    def as_mapping(self) -> dict:
+        """The kebab-case mapping (for ``--node-config`` and simulated nodes)."""
+        by_name = {name: key for key, (name, _, _) in KEYS.items()}
+        return {by_name[f.name]: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}

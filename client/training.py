@@ -1,0 +1,155 @@
+"""One federated round at a site: check, plan, refuse or train with DP-SGD, charge, reply.
+
+1. The cached bundle (by the hash the server names) is verified against the pinned key.
+2. The site's OMOP export is read and tensorized; its fingerprint (sha256 of the files)
+   ties the privacy state to this dataset.
+3. The mechanism: σ is calibrated once for the planned participation and kept in the
+   privacy state; a later round, a restarted client or a new run with the same batch
+   size, steps, clip norm and multiplicity reuses it. Anything else is re-planned against
+   what is left of the budget, never resetting what was spent.
+4. If the round's steps would take ε past the budget, the site refuses and sits out.
+5. Otherwise: DP-SGD for the round's steps from the global weights; the round is charged
+   to the accountant and saved *before* the weights leave the site.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from client import bundle_cache
+from client.config import NodeConfig
+from shared import protocol as P
+from shared.dp_sgd import Mechanism, make_private
+from shared.ehr.omop import read_omop
+from shared.model.checkpoint import build
+from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget
+from shared.privacy.state import PrivacyState
+from shared.tensorize import tensorize
+from shared.training import train_steps
+
+log = logging.getLogger("raregraph.client")
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """What the server says about this round (parsed from the message's config record)."""
+
+    server_round: int
+    run_id: str
+    rounds: int
+    local_steps: int
+    lr: float
+    guidance: str
+    bundle_sha256: str
+    accountant: str
+    seed: int
+
+    @classmethod
+    def from_record(cls, record) -> RoundConfig:
+        return cls(server_round=int(record[P.SERVER_ROUND]), run_id=str(record[P.RUN_ID]),
+                   rounds=int(record[P.ROUNDS]), local_steps=int(record[P.LOCAL_STEPS]), lr=float(record[P.LR]),
+                   guidance=str(record[P.GUIDANCE]), bundle_sha256=str(record[P.BUNDLE_SHA256]),
+                   accountant=str(record[P.ACCOUNTANT]), seed=int(record[P.SEED]))
+
+
+@dataclass
+class RoundOutcome:
+    weights: dict[str, torch.Tensor] | None  # None when the site sat out
+    metrics: dict[str, float]
+
+
+def data_fingerprint(folder: Path) -> str:
+    """sha256 over the site's table files (names and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return "sha256:" + digest.hexdigest()
+
+
+def privacy_folder(node: NodeConfig) -> Path:
+    return node.state_path / "privacy"
+
+
+def _plan(state: PrivacyState, node: NodeConfig, cfg: RoundConfig, sample_rate: float) -> PrivacyState:
+    plan = state.plan
+    same = plan is not None and (plan.sample_rate, plan.steps_per_round, plan.clip_norm, plan.noise_multiplicity) == (
+        sample_rate, cfg.local_steps, node.clip_norm, node.noise_multiplicity)
+    if same:
+        return state
+    remaining = max(1, cfg.rounds - cfg.server_round + 1)
+    sigma = state.calibrate_remaining(sample_rate=sample_rate, steps=remaining * cfg.local_steps)
+    new_plan = MechanismPlan(noise_multiplier=sigma, sample_rate=sample_rate, steps_per_round=cfg.local_steps,
+                             rounds=remaining, clip_norm=node.clip_norm, noise_multiplicity=node.noise_multiplicity)
+    log.info("site %s: σ = %.3f planned for %d rounds × %d steps at q = %.4f", node.site_id, sigma, remaining,
+             cfg.local_steps, sample_rate)
+    return PrivacyState.load_or_create(privacy_folder(node), fingerprint=state.fingerprint, budget=state.budget,
+                                       accountant=cfg.accountant, plan=new_plan)
+
+
+def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, torch.Tensor]) -> RoundOutcome:
+    """Run one round at the site (see the module docstring).
+
+    Raises
+    ------
+    SignatureError
+        The bundle is not cached or does not verify (the site refuses to train).
+    InputError
+        Bad site data or a privacy state for another dataset.
+    """
+    torch.set_num_threads(node.threads)
+    bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
+    cohort, _ = read_omop(node.data_path, skip_bad_rows=node.skip_bad_rows)
+    tensors, _ = tensorize(cohort, bundle)
+    n = tensors.n
+    sample_rate = min(1.0, node.batch_size / n)
+    budget = PrivacyBudget(epsilon=node.epsilon, delta=node.delta)
+    state = PrivacyState.load_or_create(privacy_folder(node), fingerprint=data_fingerprint(node.data_path),
+                                        budget=budget, accountant=cfg.accountant)
+    try:
+        state = _plan(state, node, cfg, sample_rate)
+    except BudgetExceededError:  # nothing meaningful is left: sit out with the previous plan's numbers
+        pass
+    plan = state.plan
+    sigma = plan.noise_multiplier if plan is not None else float("inf")
+    base = {P.DELTA: node.delta, P.NOISE_MULTIPLIER: sigma, P.SAMPLE_RATE: sample_rate,
+            P.STEPS: float(cfg.local_steps), P.CLIP_NORM: node.clip_norm,
+            P.NOISE_MULTIPLICITY: float(node.noise_multiplicity), P.BUDGET_EPSILON: node.epsilon}
+    if plan is None or not state.can_afford(steps=cfg.local_steps, noise_multiplier=sigma, sample_rate=sample_rate):
+        after = state.epsilon_after(steps=cfg.local_steps, noise_multiplier=sigma, sample_rate=sample_rate) \
+            if plan is not None else float("inf")
+        log.warning("site %s sits out round %d: ε would reach %.3f > budget %.3f (spent %.3f)", node.site_id,
+                    cfg.server_round, after, node.epsilon, state.epsilon())
+        return RoundOutcome(None, {**base, P.NUM_EXAMPLES: 0.0, P.LOSS: 0.0, P.EPSILON: state.epsilon(),
+                                   P.REFUSED: 1.0, P.STEPS: 0.0})
+
+    seed = (cfg.seed * 1_000_003 + cfg.server_round * 7919 + int(hashlib.sha256(node.site_id.encode()).hexdigest()[:8], 16))
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model, schedule, tables, layout = build(bundle, guidance=cfg.guidance)
+    model.load_state_dict(global_weights)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    mechanism = Mechanism(noise_multiplier=plan.noise_multiplier, clip_norm=node.clip_norm, sample_rate=sample_rate,
+                          noise_multiplicity=node.noise_multiplicity)
+    x0 = layout.to_vectors(tensors)
+    disease = torch.from_numpy(np.array(tensors.disease, dtype=np.int64))
+    private_model, private_optimizer, batches = make_private(model, optimizer, x0, disease, mechanism=mechanism,
+                                                             generator=generator)
+    losses = train_steps(private_model, private_optimizer, batches, schedule=schedule, tables=tables,
+                         steps=cfg.local_steps, cond_drop=0.1, generator=generator,
+                         multiplicity=node.noise_multiplicity)
+    epsilon = state.record_round(round_id=f"{cfg.run_id}:{cfg.server_round}", steps=cfg.local_steps,
+                                 noise_multiplier=plan.noise_multiplier, sample_rate=sample_rate,
+                                 clip_norm=node.clip_norm, noise_multiplicity=node.noise_multiplicity)
+    log.info("site %s round %d: %d DP-SGD steps, ε = %.3f of %.3f", node.site_id, cfg.server_round, cfg.local_steps,
+             epsilon, node.epsilon)
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    loss = float(np.nanmean(losses)) if np.isfinite(losses).any() else 0.0
+    return RoundOutcome(weights, {**base, P.NUM_EXAMPLES: float(n), P.LOSS: loss, P.EPSILON: epsilon,
+                                  P.REFUSED: 0.0})

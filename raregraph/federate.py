@@ -1,0 +1,116 @@
+"""``raregraph federate``: federated DP training of simulated sites on Flower's simulation
+engine (one virtual SuperNode per site folder), from the command line.
+
+The apps are the same ``client.app`` and ``server.app`` that ``flwr run .`` and the
+deployment use; here their configuration is bound in (the simulation engine gives nodes
+only a partition id), built from this command's options.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from client.app import make_app as make_client_app
+from client.config import NodeConfig
+from server.app import make_app as make_server_app
+from server.config import RunConfig
+from shared import protocol as P
+from shared.console import cli_errors, console, err_console, print_json
+from shared.errors import InputError, RareGraphError
+
+
+def site_nodes(sites: list[Path], *, state_root: Path, pub: Path, epsilon: float, delta: float, clip_norm: float,
+               batch_size: int, noise_multiplicity: int) -> list[NodeConfig]:
+    """One node config per site folder; state folders under ``state_root``."""
+    names = [s.name for s in sites]
+    if len(set(names)) != len(names):
+        raise InputError("site folders must have distinct names (they name the state folders)")
+    return [NodeConfig(site_id=s.name, data_path=s.resolve(), state_path=(state_root / s.name).resolve(),
+                       coordinator_pub=pub.resolve(), epsilon=epsilon, delta=delta, clip_norm=clip_norm,
+                       batch_size=batch_size, noise_multiplicity=noise_multiplicity, threads=1) for s in sites]
+
+
+def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: bool) -> dict:
+    """Run the federation on the simulation engine; return privacy.json's content."""
+    from flwr.simulation import run_simulation
+
+    for key, value in (("FLWR_TELEMETRY_ENABLED", "0"), ("FLWR_DISABLE_UPDATE_CHECK", "1"),
+                       ("RAY_DEDUP_LOGS", "0")):
+        os.environ.setdefault(key, value)
+
+    def on_round(row: dict, privacy: dict[str, list[dict]]) -> None:
+        if not show_progress:
+            return
+        eps = ", ".join(f"{site} ε={rows[-1]['epsilon']:.2f}{' (sat out)' if rows[-1]['refused'] else ''}"
+                        for site, rows in sorted(privacy.items()) if rows[-1]["round"] == row["round"])
+        loss = row["metrics"].get(P.LOSS)
+        err_console.print(f"round {row['round']}/{run.rounds}: {row['aggregated']}/{row['replies']} sites averaged"
+                          f"{f', loss {loss:.3f}' if loss is not None else ''}; {eps}", highlight=False)
+
+    client = make_client_app(lambda context: nodes[int(context.node_config["partition-id"])])
+    server = make_server_app(run, on_round=on_round)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    run_simulation(server_app=server, client_app=client, num_supernodes=len(nodes),
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+                   verbose_logging=False)
+    model = run.run_dir / "model" / "model.json"
+    if not model.is_file():
+        raise RareGraphError(f"{run.run_dir}: the federation ended without a model (see the log above)")
+    return json.loads((run.run_dir / "privacy.json").read_text())
+
+
+def federate(
+    bundle: Annotated[Path, typer.Option("--bundle", help="The signed study bundle.")],
+    pub: Annotated[Path, typer.Option("--pub", help="Coordinator public key (pinned by every site).")],
+    sites: Annotated[list[Path], typer.Option("--sites", help="Site folders, one virtual hospital each (repeat the option).")],
+    epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="Each site's privacy budget ε (lifetime, per dataset).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: model/, privacy.json, checkpoint/, state/.")],
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 5,
+    delta: Annotated[float, typer.Option("--delta", help="Each site's δ.")] = 1e-5,
+    guidance: Annotated[str, typer.Option("--guidance", help="kg or none.")] = "kg",
+    local_steps: Annotated[int, typer.Option("--local-steps", min=1, help="DP-SGD steps per site per round.")] = 50,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Expected Poisson batch per site.")] = 32,
+    clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm.")] = 1.0,
+    noise_multiplicity: Annotated[int, typer.Option("--noise-multiplicity", min=1, help="Diffusion noise draws per patient and step.")] = 4,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Site learning rate.")] = 2e-3,
+    state_root: Annotated[Path | None, typer.Option("--state-root", help="Per-site state folders [default: OUT/state]; reuse it to keep composing ε across runs.")] = None,
+    min_sites: Annotated[int, typer.Option("--min-sites", min=1, help="Replies a round needs.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Initial weights and site randomness.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-round progress.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print privacy.json at the end.")] = False,
+) -> None:
+    """Federated training with DP-SGD at every site on Flower's simulation engine; ends with
+    OUT/model for `raregraph generate` and OUT/privacy.json with every site's rounds and ε.
+
+    Example: raregraph federate --bundle out/bundle --pub keys/coordinator.pub --sites sites/site-1 --sites sites/site-2 --rounds 3 --epsilon 4 --out out/run
+    """
+    with cli_errors():
+        if guidance not in ("kg", "none"):
+            raise InputError(f"--guidance must be kg or none, got {guidance!r}")
+        nodes = site_nodes(sites, state_root=state_root or out / "state", pub=pub, epsilon=epsilon, delta=delta,
+                           clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity)
+        run = RunConfig(run_dir=out.resolve(), bundle_path=bundle.resolve(), bundle_pub=pub.resolve(), rounds=rounds,
+                        guidance=guidance, local_steps=local_steps, lr=lr, seed=seed,
+                        min_sites=min(min_sites, len(nodes)))
+        privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
+    if json_out:
+        print_json(privacy)
+        return
+    table = Table(title=f"privacy spent per site ({out / 'privacy.json'})", show_edge=False)
+    for col in ("site", "rounds trained", "sat out", "ε spent", "budget", "σ", "q"):
+        table.add_column(col, justify="left" if col == "site" else "right")
+    for site, rows in sorted(privacy["sites"].items()):
+        last = rows[-1]
+        table.add_row(site, str(sum(not r["refused"] for r in rows)), str(sum(bool(r["refused"]) for r in rows)),
+                      f"{last['epsilon']:.3f}", f"{last['budget-epsilon']:.3f}", f"{last['noise-multiplier']:.3f}",
+                      f"{last['sample-rate']:.4f}")
+    console.print(table)
+    console.print(f"model: {out / 'model'} (sample with `raregraph generate {out / 'model'} --bundle {bundle} ...`)")

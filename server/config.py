@@ -1,0 +1,80 @@
+"""Federation-wide settings: ``[tool.flwr.app.config]`` in pyproject.toml (``flwr run .
+--run-config 'k=v'`` overrides), or ``raregraph federate``'s options. Parsed once into a
+frozen :class:`RunConfig`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from shared.errors import ConfigError
+
+#: run-config key → (field, type); defaults are the dataclass defaults
+KEYS: dict[str, tuple[str, type]] = {
+    "num-server-rounds": ("rounds", int),
+    "run-dir": ("run_dir", str),
+    "bundle.path": ("bundle_path", str),
+    "bundle.pub": ("bundle_pub", str),
+    "model.guidance": ("guidance", str),
+    "train.local-steps": ("local_steps", int),
+    "train.lr": ("lr", float),
+    "train.seed": ("seed", int),
+    "dp.accountant": ("accountant", str),
+    "fed.min-sites": ("min_sites", int),
+    "fed.round-timeout": ("round_timeout", float),
+    "fed.outlier-factor": ("outlier_factor", float),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    run_dir: Path  # where checkpoints, privacy.json and the final model go
+    bundle_path: Path  # the signed study bundle (coordinator side)
+    bundle_pub: Path  # the coordinator public key the bundle must verify with
+    rounds: int = 5  # federated rounds
+    guidance: str = "kg"  # kg or none (plain diffusion, γ = 0, no graph inputs)
+    local_steps: int = 50  # DP-SGD steps per site per round
+    lr: float = 2e-3  # site optimizer learning rate (AdamW, fresh each round)
+    seed: int = 0  # initial weights and site randomness
+    accountant: str = "rdp"  # privacy accountant sites use
+    min_sites: int = 2  # a round needs at least this many replies
+    round_timeout: float = 3600.0  # seconds a round waits for sites
+    outlier_factor: float = 10.0  # reject an update whose change norm exceeds factor × the round's median
+
+    def __post_init__(self) -> None:
+        if self.guidance not in ("kg", "none"):
+            raise ConfigError(f"model.guidance must be kg or none, got {self.guidance!r}")
+        if self.accountant not in ("rdp", "prv"):
+            raise ConfigError(f"dp.accountant must be rdp or prv, got {self.accountant!r}")
+        for name in ("rounds", "local_steps", "min_sites"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not self.outlier_factor > 1:
+            raise ConfigError(f"fed.outlier-factor must be > 1, got {self.outlier_factor}")
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> RunConfig:
+        """Parse a run-config mapping; unknown keys and wrong types fail with the key named."""
+        unknown = sorted(set(values) - set(KEYS))
+        if unknown:
+            raise ConfigError(f"unknown run config key {unknown[0]!r}; known: {', '.join(KEYS)}")
+        parsed = {}
+        for key, value in values.items():
+            name, kind = KEYS[key]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ConfigError(f"run config {key!r} must be {kind.__name__}, got {value!r}")
+            parsed[name] = Path(value) if name in ("run_dir", "bundle_path", "bundle_pub") else value
+        for required in ("run_dir", "bundle_path", "bundle_pub"):
+            if required not in parsed or str(parsed[required]) == "":
+                key = next(k for k, (n, _) in KEYS.items() if n == required)
+                raise ConfigError(f"run config {key!r} must be set")
+        return cls(**parsed)
+
+    def as_mapping(self) -> dict:
+        by_name = {name: key for key, (name, _) in KEYS.items()}
+        return {by_name[f.name]: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}

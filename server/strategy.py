@@ -1,0 +1,140 @@
+"""FedAvg that checks every update, keeps each site's privacy record and checkpoints
+every round.
+
+An update is rejected (logged; the round goes on with the rest) when it has a non-finite
+value, or when its change from the round's global weights has a norm above
+``outlier_factor`` × the median change of the round. A site that refused the round (budget
+spent) is recorded but not averaged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from shared import protocol as P
+
+log = logging.getLogger("raregraph.server")
+
+
+def _privacy_max(contents, weighting_key: str) -> MetricRecord:
+    """Train metrics: loss weighted by patients; ε and δ as the max over sites."""
+    out: dict[str, float] = {}
+    trained = [c for c in contents if c[P.METRICS][P.NUM_EXAMPLES] > 0]
+    total = sum(c[P.METRICS][P.NUM_EXAMPLES] for c in trained)
+    if total:
+        out[P.LOSS] = sum(c[P.METRICS][P.LOSS] * c[P.METRICS][P.NUM_EXAMPLES] for c in trained) / total
+    for key in (P.EPSILON, P.DELTA):
+        out[f"{key}-max"] = max(float(c[P.METRICS][key]) for c in contents)
+    out["sites"] = float(len(contents))
+    out["sites-trained"] = float(len(trained))
+    return MetricRecord(out)
+
+
+class SiteFedAvg(FedAvg):
+    """FedAvg with update validation, per-site privacy records and per-round checkpoints."""
+
+    def __init__(self, *, run_dir: Path, run_id: str, outlier_factor: float, min_sites: int,
+                 on_round: Callable[[dict, dict[str, list[dict]]], None] | None = None) -> None:
+        super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=min_sites,
+                         min_evaluate_nodes=0, min_available_nodes=min_sites, arrayrecord_key=P.ARRAYS,
+                         configrecord_key=P.CONFIG, train_metrics_aggr_fn=_privacy_max)
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.outlier_factor = outlier_factor
+        self.current: ArrayRecord | None = None
+        self.privacy: dict[str, list[dict]] = {}
+        self.rejected: list[dict] = []
+        self.rounds_log: list[dict] = []
+        self.on_round = on_round
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self.current = arrays
+        config[P.SERVER_ROUND] = server_round
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        ok = [r for r in replies if not r.has_error()]
+        for r in replies:
+            if r.has_error():
+                log.warning("round %d: node %s failed: %s", server_round, r.metadata.src_node_id, r.error.reason)
+        usable = []
+        for r in ok:
+            site = str(r.content[P.SITE][P.SITE_ID]) if P.SITE in r.content else str(r.metadata.src_node_id)
+            m = r.content[P.METRICS]
+            self.privacy.setdefault(site, []).append(
+                {"round": server_round, "run_id": self.run_id, **{k: float(m[k]) for k in P.TRAIN_METRICS if k in m},
+                 "accountant": str(r.content[P.SITE]["accountant"]) if P.SITE in r.content else ""})
+            if m[P.REFUSED]:
+                log.warning("round %d: site %s sat out (privacy budget: ε spent %.3f of %.3f)", server_round, site,
+                            m[P.EPSILON], m[P.BUDGET_EPSILON])
+                continue
+            usable.append((site, r))
+        accepted = self._validate(server_round, usable)
+        arrays, metrics = super().aggregate_train(server_round, [r for _, r in accepted]) if accepted else (None, None)
+        self._checkpoint(server_round, arrays if arrays is not None else self.current, metrics, replies, accepted)
+        return arrays, metrics
+
+    def _validate(self, server_round: int, usable: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
+        """Drop non-finite updates and updates whose change norm is an outlier."""
+        assert self.current is not None  # set by configure_train before any reply
+        base = self.current.to_torch_state_dict()
+        norms, finite = [], []
+        for site, r in usable:
+            state = r.content[P.ARRAYS].to_torch_state_dict()
+            values = [state[k].float() for k in base]
+            if not all(torch.isfinite(v).all() for v in values):
+                self._reject(server_round, site, "non-finite values")
+                continue
+            norms.append(math.sqrt(sum(float(((v - base[k].float()) ** 2).sum()) for v, k in zip(values, base))))
+            finite.append((site, r))
+        if not finite:
+            return []
+        median = float(np.median(norms))
+        accepted = []
+        for (site, r), norm in zip(finite, norms):
+            if len(finite) >= 2 and median > 0 and norm > self.outlier_factor * median:
+                self._reject(server_round, site, f"update norm {norm:.3g} > {self.outlier_factor:g} × median {median:.3g}")
+                continue
+            accepted.append((site, r))
+        return accepted
+
+    def _reject(self, server_round: int, site: str, why: str) -> None:
+        log.warning("round %d: rejected the update of site %s: %s", server_round, site, why)
+        self.rejected.append({"round": server_round, "site": site, "reason": why})
+
+    def _checkpoint(self, server_round: int, arrays: ArrayRecord | None, metrics: MetricRecord | None,
+                    replies: list[Message], accepted: list) -> None:
+        """Weights, round and strategy state after every round (overwritten atomically)."""
+        folder = self.run_dir / "checkpoint"
+        folder.mkdir(parents=True, exist_ok=True)
+        if arrays is not None:
+            tmp = folder / ".weights.pt.tmp"
+            torch.save(arrays.to_torch_state_dict(), tmp)
+            tmp.replace(folder / "weights.pt")
+        self.rounds_log.append({"round": server_round, "replies": len(replies),
+                                "errors": sum(r.has_error() for r in replies), "aggregated": len(accepted),
+                                "metrics": dict(metrics) if metrics is not None else {}})
+        state = {"run_id": self.run_id, "round": server_round, "rounds": self.rounds_log, "rejected": self.rejected}
+        _write_json(folder / "state.json", state)
+        _write_json(self.run_dir / "privacy.json", {"run_id": self.run_id, "sites": self.privacy})
+        if self.on_round is not None:
+            self.on_round(self.rounds_log[-1], self.privacy)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)

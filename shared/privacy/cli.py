@@ -1,0 +1,66 @@
+"""``raregraph privacy plan``: the noise multiplier and ε per round for a planned DP-SGD run."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from shared.console import cli_errors, console, err_console, print_json
+from shared.privacy.budget import PrivacyBudget, epsilon_per_round, plan_mechanism
+from shared.privacy.registry import accountant_class, known_accountants
+
+ASSUMPTIONS = ("Poisson sampling, per-sample clipping, add/remove-one neighbouring datasets, record-level DP per "
+               "site; ε is an upper bound (RDP: Mironov 2017, Mironov et al. 2019; PRV: Gopi et al. 2021)")
+
+
+def plan(
+    epsilon: Annotated[float, typer.Option("--epsilon", help="Target ε for the site's whole participation (> 0).")],
+    delta: Annotated[float, typer.Option("--delta", help="Target δ in (0, 1), well below 1/records.")],
+    records: Annotated[int, typer.Option("--records", min=1, help="Records (patients) in the site's dataset.")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Expected Poisson batch size; sample rate = batch size / records.")],
+    steps_per_round: Annotated[int, typer.Option("--steps-per-round", min=1, help="Local optimizer steps per round.")],
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Planned federated rounds.")],
+    accountant: Annotated[str, typer.Option("--accountant", help=f"Accountant: {' or '.join(known_accountants())}.")] = "rdp",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Calibrate the DP-SGD noise multiplier σ for a whole planned run and show ε after each round.
+
+    σ is calibrated once for rounds × steps-per-round steps and reused every round; the ε
+    budget covers the site's whole participation, not one round. Assumes Poisson sampling,
+    per-sample clipping, add/remove-one neighbours and record-level DP per site; ε is an upper
+    bound (RDP: Mironov 2017, Mironov et al. 2019; PRV: Gopi et al. 2021).
+
+    Example: raregraph privacy plan --epsilon 4 --delta 1e-5 --records 300 --batch-size 32 --steps-per-round 50 --rounds 5
+    """
+    with cli_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # scoped to this command: every warning is shown, once below
+        accountant_class(accountant)
+        budget = PrivacyBudget(epsilon=epsilon, delta=delta)
+        mech = plan_mechanism(budget=budget, records=records, batch_size=batch_size, steps_per_round=steps_per_round,
+                              rounds=rounds, accountant=accountant)
+        per_round = epsilon_per_round(mech, delta=budget.delta, accountant=accountant)
+    notes = list(dict.fromkeys(str(w.message) for w in caught))
+    for note in notes:
+        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+    if json_out:
+        print_json({
+            "accountant": accountant, "epsilon": budget.epsilon, "delta": budget.delta, "records": records,
+            "batch_size": batch_size, "sample_rate": mech.sample_rate, "steps_per_round": mech.steps_per_round,
+            "rounds": mech.rounds, "total_steps": mech.rounds * mech.steps_per_round,
+            "noise_multiplier": mech.noise_multiplier,
+            "per_round": [{"round": i + 1, "steps": (i + 1) * mech.steps_per_round, "epsilon": eps}
+                          for i, eps in enumerate(per_round)],
+            "assumptions": ASSUMPTIONS, "warnings": notes,
+        })
+        return
+    console.print(f"noise multiplier σ = {mech.noise_multiplier:.4f} for {mech.rounds} rounds × {mech.steps_per_round} "
+                  f"steps at sample rate {mech.sample_rate:.4g} ({batch_size}/{records}), {accountant} accountant",
+                  highlight=False)
+    table = Table("round", "steps so far", f"ε at δ = {budget.delta:g}", title=f"budget ε = {budget.epsilon:g}")
+    for i, eps in enumerate(per_round):
+        table.add_row(str(i + 1), str((i + 1) * mech.steps_per_round), f"{eps:.3f}")
+    console.print(table)
+    console.print(f"assumes {ASSUMPTIONS}", highlight=False, style="dim")

@@ -1,0 +1,48 @@
+"""Keys of the messages between the ServerApp and the ClientApps, defined once.
+
+Everything a site sends is in these records: weights (``arrays``), numbers (``metrics``)
+and its site id and accountant name (``site``). Nothing row-level, ever.
+"""
+
+# records
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+SITE = "site"
+BUNDLE_OFFER = "bundle-offer"
+BUNDLE_FILES = "bundle-files"
+BUNDLE_STATUS = "bundle-status"
+
+# config keys (server → site, per round)
+SERVER_ROUND = "server-round"
+RUN_ID = "run-id"
+ROUNDS = "rounds"
+LOCAL_STEPS = "local-steps"
+LR = "lr"
+GUIDANCE = "guidance"
+BUNDLE_SHA256 = "bundle-sha256"
+ACCOUNTANT = "accountant"
+SEED = "seed"
+
+# metric keys (site → server)
+NUM_EXAMPLES = "num-examples"
+LOSS = "loss"
+EPSILON = "epsilon"
+DELTA = "delta"
+NOISE_MULTIPLIER = "noise-multiplier"
+SAMPLE_RATE = "sample-rate"
+STEPS = "steps"
+CLIP_NORM = "clip-norm"
+NOISE_MULTIPLICITY = "noise-multiplicity"
+REFUSED = "refused"
+BUDGET_EPSILON = "budget-epsilon"
+TRAIN_METRICS = (NUM_EXAMPLES, LOSS, EPSILON, DELTA, NOISE_MULTIPLIER, SAMPLE_RATE, STEPS, CLIP_NORM,
+                 NOISE_MULTIPLICITY, REFUSED, BUDGET_EPSILON)
+
+# site record keys
+SITE_ID = "site-id"
+
+# bundle status values
+CACHED = "cached"
+NEED = "need"
+VERIFIED = "verified"
