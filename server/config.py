@@ -68,9 +68,13 @@ class RunConfig:
                 value = float(value)
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise ConfigError(f"run config {key!r} must be {kind.__name__}, got {value!r}")
-            parsed[name] = Path(value) if name in ("run_dir", "bundle_path", "bundle_pub") else value
+            if name in ("run_dir", "bundle_path", "bundle_pub"):
+                if value == "":
+                    raise ConfigError(f"run config {key!r} must be set (flwr run . --run-config '{key}=\"...\"')")
+                value = Path(value)
+            parsed[name] = value
         for required in ("run_dir", "bundle_path", "bundle_pub"):
-            if required not in parsed or str(parsed[required]) == "":
+            if required not in parsed:
                 key = next(k for k, (n, _) in KEYS.items() if n == required)
                 raise ConfigError(f"run config {key!r} must be set")
         return cls(**parsed)
