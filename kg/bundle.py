@@ -22,7 +22,7 @@ from kg.study import Study
 from shared.atomic import atomic_dir
 from shared.bundle import DOMAINS, FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, bundle_files
 from shared.errors import ConfigError
-from shared.signing import key_id, sha256_file, sign
+from shared.signing import key_id, public_key_b64, sha256_file, sign
 
 Step = Callable[[str], None]
 
@@ -308,6 +308,7 @@ def make_bundle(
                 "tables": graph.manifest.get("tables", {}),
             },
             "signer_key_id": key_id(public),
+            "signer_public_key": public_key_b64(public),
             "files": {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
                       for name in bundle_files(tmp)},
         }

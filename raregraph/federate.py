@@ -37,8 +37,11 @@ def site_nodes(sites: list[Path], *, state_root: Path, pub: Path, epsilon: float
                        batch_size=batch_size, noise_multiplicity=noise_multiplicity, threads=1) for s in sites]
 
 
-def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: bool) -> dict:
-    """Run the federation on the simulation engine; return privacy.json's content."""
+def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: bool, client_app=None) -> dict:
+    """Run the federation on the simulation engine; return privacy.json's content.
+
+    ``client_app`` replaces the standard ClientApp (tests use it to play a faulty site).
+    """
     from flwr.simulation import run_simulation
 
     for key, value in (("FLWR_TELEMETRY_ENABLED", "0"), ("FLWR_DISABLE_UPDATE_CHECK", "1"),
@@ -54,7 +57,7 @@ def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: boo
         err_console.print(f"round {row['round']}/{run.rounds}: {row['aggregated']}/{row['replies']} sites averaged"
                           f"{f', loss {loss:.3f}' if loss is not None else ''}; {eps}", highlight=False)
 
-    client = make_client_app(lambda context: nodes[int(context.node_config["partition-id"])])
+    client = client_app or make_client_app(lambda context: nodes[int(context.node_config["partition-id"])])
     server = make_server_app(run, on_round=on_round)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -74,6 +77,7 @@ def federate(
     epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="Each site's privacy budget ε (lifetime, per dataset).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: model/, privacy.json, checkpoint/, state/.")],
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 5,
+    planned_rounds: Annotated[int, typer.Option("--planned-rounds", min=0, help="Rounds sites calibrate their noise for (0: --rounds); larger when later runs will continue.")] = 0,
     delta: Annotated[float, typer.Option("--delta", help="Each site's δ.")] = 1e-5,
     guidance: Annotated[str, typer.Option("--guidance", help="kg or none.")] = "kg",
     local_steps: Annotated[int, typer.Option("--local-steps", min=1, help="DP-SGD steps per site per round.")] = 50,
@@ -98,7 +102,7 @@ def federate(
         nodes = site_nodes(sites, state_root=state_root or out / "state", pub=pub, epsilon=epsilon, delta=delta,
                            clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity)
         run = RunConfig(run_dir=out.resolve(), bundle_path=bundle.resolve(), bundle_pub=pub.resolve(), rounds=rounds,
-                        guidance=guidance, local_steps=local_steps, lr=lr, seed=seed,
+                        guidance=guidance, local_steps=local_steps, lr=lr, seed=seed, planned_rounds=planned_rounds,
                         min_sites=min(min_sites, len(nodes)))
         privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
     if json_out:

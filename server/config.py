@@ -21,6 +21,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "train.lr": ("lr", float),
     "train.seed": ("seed", int),
     "dp.accountant": ("accountant", str),
+    "dp.planned-rounds": ("planned_rounds", int),
     "fed.min-sites": ("min_sites", int),
     "fed.round-timeout": ("round_timeout", float),
     "fed.outlier-factor": ("outlier_factor", float),
@@ -38,6 +39,7 @@ class RunConfig:
     lr: float = 2e-3  # site optimizer learning rate (AdamW, fresh each round)
     seed: int = 0  # initial weights and site randomness
     accountant: str = "rdp"  # privacy accountant sites use
+    planned_rounds: int = 0  # rounds sites calibrate σ for (0: this run's rounds); more when a run will resume
     min_sites: int = 2  # a round needs at least this many replies
     round_timeout: float = 3600.0  # seconds a round waits for sites
     outlier_factor: float = 10.0  # reject an update whose change norm exceeds factor × the round's median
@@ -47,6 +49,8 @@ class RunConfig:
             raise ConfigError(f"model.guidance must be kg or none, got {self.guidance!r}")
         if self.accountant not in ("rdp", "prv"):
             raise ConfigError(f"dp.accountant must be rdp or prv, got {self.accountant!r}")
+        if self.planned_rounds and self.planned_rounds < self.rounds:
+            raise ConfigError(f"dp.planned-rounds ({self.planned_rounds}) must be 0 or ≥ num-server-rounds ({self.rounds})")
         for name in ("rounds", "local_steps", "min_sites"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
@@ -78,6 +82,11 @@ class RunConfig:
                 key = next(k for k, (n, _) in KEYS.items() if n == required)
                 raise ConfigError(f"run config {key!r} must be set")
         return cls(**parsed)
+
+    @property
+    def participation_rounds(self) -> int:
+        """Rounds each site calibrates its noise for."""
+        return self.planned_rounds or self.rounds
 
     def as_mapping(self) -> dict:
         by_name = {name: key for key, (name, _) in KEYS.items()}

@@ -96,7 +96,7 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
     model, schedule, tables, layout = build(bundle, guidance=run.guidance)
     strategy = SiteFedAvg(run_dir=run.run_dir, run_id=run_id, outlier_factor=run.outlier_factor,
                           min_sites=run.min_sites, on_round=on_round)
-    train_config = ConfigRecord({P.RUN_ID: run_id, P.ROUNDS: run.rounds, P.LOCAL_STEPS: run.local_steps, P.LR: run.lr,
+    train_config = ConfigRecord({P.RUN_ID: run_id, P.ROUNDS: run.participation_rounds, P.LOCAL_STEPS: run.local_steps, P.LR: run.lr,
                                  P.GUIDANCE: run.guidance, P.BUNDLE_SHA256: bundle.bundle_hash,
                                  P.ACCOUNTANT: run.accountant, P.SEED: run.seed})
     started = time.perf_counter()

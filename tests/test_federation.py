@@ -1,0 +1,135 @@
+"""Federated DP training on Flower's real simulation engine (Ray) with real Opacus: no mocks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.app import ArrayRecord
+from flwr.clientapp import ClientApp
+
+from client.app import make_app as make_client_app
+from kg.bundle import make_bundle
+from kg.study import parse_study
+from raregraph.federate import run_simulated, site_nodes
+from server.config import RunConfig
+from shared import protocol as P
+from shared.bundle import StudyBundle
+from shared.ehr.omop import read_omop
+from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium, write_consortium
+from shared.errors import RareGraphError
+from shared.privacy.budget import epsilon_for
+from shared.signing import load_private_key, new_keypair
+from tests.test_cli import run as cli
+
+pytestmark = pytest.mark.slow
+FAST = {"local_steps": 2, "lr": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory, demo_bundle, coordinator_key) -> list[Path]:
+    bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
+    out = tmp_path_factory.mktemp("fed") / "sites"
+    write_consortium(simulate_consortium(knowledge_from_bundle(bundle), sites=3, seed=11, min_patients=30,
+                                         max_patients=45), out)
+    return [out / f"site-{i}" for i in (1, 2, 3)]
+
+
+def nodes(sites, state_root, pub, epsilon=20.0):
+    return site_nodes(sites, state_root=state_root, pub=pub, epsilon=epsilon, delta=1e-5, clip_norm=1.0,
+                      batch_size=8, noise_multiplicity=1)
+
+
+def run_config(tmp: Path, bundle: Path, pub: Path, rounds: int, **kw) -> RunConfig:
+    return RunConfig(run_dir=tmp, bundle_path=bundle, bundle_pub=pub, rounds=rounds, min_sites=1, **{**FAST, **kw})
+
+
+def test_three_sites_train_with_dp_and_the_model_generates_omop(sites, demo_bundle, coordinator_key, tmp_path):
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2)
+    privacy = run_simulated(run, nodes(sites, tmp_path / "state", coordinator_key[1], epsilon=6.0), show_progress=False)
+    assert set(privacy["sites"]) == {"site-1", "site-2", "site-3"}
+    for rows in privacy["sites"].values():
+        eps = [r["epsilon"] for r in rows]
+        assert len(eps) == 2 and 0 < eps[0] < eps[1] <= 6.0
+        assert all(r["refused"] == 0 and r["steps"] == 2 for r in rows)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert state["round"] == 2 and all(r["aggregated"] == 3 for r in state["rounds"])
+    code, _, stderr = cli("generate", tmp_path / "run" / "model", "--bundle", demo_bundle, "--pub", coordinator_key[1],
+                          "--n", "12", "--steps", "8", "--out", tmp_path / "syn")
+    assert code == 0, stderr
+    cohort, report = read_omop(tmp_path / "syn", synthetic=True)
+    assert report.patients == 12
+    card = json.loads((tmp_path / "syn" / "data_card.json").read_text())
+    assert "DP-SGD" in card["privacy"]["statement"] and set(card["privacy"]["epsilon_per_site"]) == {"site-1", "site-2", "site-3"}
+
+
+def test_a_restart_keeps_composing(sites, demo_bundle, coordinator_key, tmp_path):
+    state = tmp_path / "state"
+    for part in ("a", "b"):
+        # a 4-round participation, stopped after 2 and continued by a new run over the same state
+        privacy = run_simulated(run_config(tmp_path / part, demo_bundle, coordinator_key[1], rounds=2,
+                                           planned_rounds=4),
+                                nodes(sites[:2], state, coordinator_key[1], epsilon=5.0), show_progress=False)
+    for site, rows in privacy["sites"].items():
+        first = json.loads((tmp_path / "a" / "privacy.json").read_text())["sites"][site]
+        assert rows[0]["epsilon"] > first[-1]["epsilon"]  # run b starts where run a stopped
+        sigma, q = rows[-1]["noise-multiplier"], rows[-1]["sample-rate"]
+        assert first[-1]["noise-multiplier"] == sigma  # calibrated once, kept across runs
+        four_rounds = epsilon_for(noise_multiplier=sigma, sample_rate=q, steps=4 * FAST["local_steps"], delta=1e-5)
+        assert rows[-1]["epsilon"] == pytest.approx(four_rounds, rel=1e-9)
+
+
+def test_a_site_out_of_budget_sits_out_and_the_others_go_on(sites, demo_bundle, coordinator_key, tmp_path):
+    state = tmp_path / "state"
+    # site-3 plans a one-round participation and spends its whole budget on it
+    run_simulated(run_config(tmp_path / "first", demo_bundle, coordinator_key[1], rounds=1),
+                  nodes(sites[2:], state, coordinator_key[1], epsilon=3.0), show_progress=False)
+    privacy = run_simulated(run_config(tmp_path / "second", demo_bundle, coordinator_key[1], rounds=2),
+                            nodes(sites, state, coordinator_key[1], epsilon=3.0), show_progress=False)
+    rows = privacy["sites"]
+    assert [r["refused"] for r in rows["site-3"]] == [1, 1]
+    assert all(r["refused"] == 0 for site in ("site-1", "site-2") for r in rows[site])
+    spent = json.loads((tmp_path / "first" / "privacy.json").read_text())["sites"]["site-3"][0]["epsilon"]
+    assert all(r["epsilon"] == spent <= 3.0 for r in rows["site-3"])
+    assert (tmp_path / "second" / "model" / "weights.pt").is_file()
+
+
+def test_every_site_refuses_a_bundle_signed_by_another_key(sites, real_graph, coordinator_key, tmp_path):
+    key, pub = new_keypair(tmp_path / "impostor")
+    make_bundle(real_graph, parse_study({"study": {"name": "x", "diseases": ["ORPHA:558"]}}),
+                sign_key=load_private_key(key), out=tmp_path / "impostor-bundle")
+    run = run_config(tmp_path / "run", tmp_path / "impostor-bundle", pub, rounds=1)
+    with pytest.raises(RareGraphError, match="only 0 sites verified the bundle"):
+        run_simulated(run, nodes(sites, tmp_path / "state", coordinator_key[1]), show_progress=False)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_nan_update_is_rejected_and_the_run_completes(sites, demo_bundle, coordinator_key, tmp_path):
+    site_cfgs = nodes(sites, tmp_path / "state", coordinator_key[1])
+    honest = make_client_app(lambda context: site_cfgs[int(context.node_config["partition-id"])])
+    faulty = ClientApp()
+
+    @faulty.query()
+    def query(msg, context):
+        return honest(msg, context)
+
+    @faulty.train()
+    def train(msg, context):
+        reply = honest(msg, context)
+        if int(context.node_config["partition-id"]) == 2 and not reply.has_error():
+            weights = reply.content[P.ARRAYS].to_torch_state_dict()
+            first = next(iter(weights))
+            weights[first] = torch.full_like(weights[first], float("nan"))
+            reply.content[P.ARRAYS] = ArrayRecord(weights)
+        return reply
+
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2)
+    run_simulated(run, site_cfgs, show_progress=False, client_app=faulty)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert [r["site"] for r in state["rejected"]] == ["site-3", "site-3"]
+    assert all("non-finite" in r["reason"] for r in state["rejected"])
+    assert all(r["aggregated"] == 2 for r in state["rounds"])
+    weights = torch.load(tmp_path / "run" / "model" / "weights.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in weights.values())
