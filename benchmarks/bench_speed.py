@@ -49,8 +49,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--patients", type=int, default=300)
     parser.add_argument("--generate", type=int, default=100_000)
+    parser.add_argument("--train-runs", type=int, default=None, help="training runs (default: --runs)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5], help="guidance scales")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    train_runs = args.runs if args.train_runs is None else args.train_runs
     results: dict = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                                  "python": platform.python_version(), "torch": torch.__version__}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,7 +62,7 @@ def main() -> None:
                                            min_patients=args.patients, max_patients=args.patients)
         site, _ = tensorize(cohort, bundle)
         train_times, losses, model = [], [], None
-        for run in range(args.runs):
+        for run in range(max(train_runs, 1)):
             started = time.perf_counter()
             model, loss = train_local(site, bundle, guidance="kg", config=TrainConfig(seed=run))
             train_times.append(time.perf_counter() - started)
@@ -70,7 +73,7 @@ def main() -> None:
         rows = []
         for steps in (25, 50):
             for precision in ("bf16", "fp32"):
-                for scale in (1.0, 1.5):
+                for scale in args.scales:
                     sample_s, total_s = [], []
                     for run in range(args.runs):
                         started = time.perf_counter()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -56,15 +57,22 @@ class SiteFedAvg(FedAvg):
         self.rejected: list[dict] = []
         self.rounds_log: list[dict] = []
         self.on_round = on_round
+        self._round_started = time.perf_counter()
+        self._server_seconds = 0.0
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        started = time.perf_counter()
+        self._round_started = started
         self.current = arrays
         config[P.SERVER_ROUND] = server_round
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self._server_seconds = time.perf_counter() - started
+        return messages
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        aggregate_started = time.perf_counter()
         replies = list(replies)
         ok = [r for r in replies if not r.has_error()]
         for r in replies:
@@ -84,7 +92,9 @@ class SiteFedAvg(FedAvg):
             usable.append((site, r))
         accepted = self._validate(server_round, usable)
         arrays, metrics = super().aggregate_train(server_round, [r for _, r in accepted]) if accepted else (None, None)
-        self._checkpoint(server_round, arrays if arrays is not None else self.current, metrics, replies, accepted)
+        self._server_seconds += time.perf_counter() - aggregate_started
+        self._checkpoint(server_round, arrays if arrays is not None else self.current, metrics, replies, accepted,
+                         aggregate_started)
         return arrays, metrics
 
     def _validate(self, server_round: int, usable: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
@@ -116,17 +126,23 @@ class SiteFedAvg(FedAvg):
         self.rejected.append({"round": server_round, "site": site, "reason": why})
 
     def _checkpoint(self, server_round: int, arrays: ArrayRecord | None, metrics: MetricRecord | None,
-                    replies: list[Message], accepted: list) -> None:
+                    replies: list[Message], accepted: list, aggregate_started: float) -> None:
         """Weights, round and strategy state after every round (overwritten atomically)."""
+        checkpoint_started = time.perf_counter()
         folder = self.run_dir / "checkpoint"
         folder.mkdir(parents=True, exist_ok=True)
         if arrays is not None:
             tmp = folder / ".weights.pt.tmp"
             torch.save(arrays.to_torch_state_dict(), tmp)
             tmp.replace(folder / "weights.pt")
+        now = time.perf_counter()
         self.rounds_log.append({"round": server_round, "replies": len(replies),
                                 "errors": sum(r.has_error() for r in replies), "aggregated": len(accepted),
-                                "metrics": dict(metrics) if metrics is not None else {}})
+                                "metrics": dict(metrics) if metrics is not None else {},
+                                # server-side work (configure, validate, aggregate, checkpoint) vs the round
+                                "server_seconds": round(self._server_seconds + now - checkpoint_started, 4),
+                                "round_seconds": round(now - self._round_started, 4),
+                                "until_replies_seconds": round(aggregate_started - self._round_started, 4)})
         state = {"run_id": self.run_id, "round": server_round, "rounds": self.rounds_log, "rejected": self.rejected}
         _write_json(folder / "state.json", state)
         _write_json(self.run_dir / "privacy.json", {"run_id": self.run_id, "sites": self.privacy})
