@@ -15,9 +15,9 @@ Per patient (N patients, T windows, C channels, H hidden):
 3. residual blocks: a per-window MLP and a mixing MLP across all windows, each with
    LayerNorm in front;
 4. heads: Linear(H → C) per window and Linear(H → 2) for the static pair give f, plus a small
-   MLP shared by every channel, g(z_{d,c}, λ_c(t)), added to each channel's output: the
-   mapping from public score to signal is learned once for all features, so a disease
-   seen in few patients still gets its prior (with guidance "none", z = 0 and g depends
+   MLP shared by every channel, g(z_{d,c}, logit f_{d,c}, annotated, λ_c(t)), added to each channel's output: the
+   mapping from public score and annotated frequency to signal is learned once for all
+   features, so a disease seen in few patients still gets its prior (with guidance "none", z = 0 and g depends
    on time only);
 5. the output is x̂₀ with the single-dimension evidence built in. For a ±1 bit whose only
    evidence is its own noisy value, the exact posterior mean is
@@ -96,6 +96,7 @@ class Denoiser(nn.Module):
         self.register_buffer("propagation_t", torch.from_numpy(layout.propagation.T.copy()))
         null = torch.zeros(1, c)
         self.register_buffer("prior", torch.cat([torch.from_numpy(layout.prior), null]))
+        self.register_buffer("frequency", torch.cat([torch.from_numpy(layout.frequency), torch.zeros(1, c, 2)]))
         self.register_buffer("shift", torch.cat([torch.from_numpy(layout.prior) * gamma, null]))
         self.register_buffer("freqs", torch.arange(1, config.fourier + 1, dtype=torch.float32) * math.pi / 16.0)
         self.register_buffer("window_ids", torch.arange(config.windows))
@@ -111,7 +112,7 @@ class Denoiser(nn.Module):
         self.norm = nn.LayerNorm(h)
         self.window_out = nn.Linear(h, c)
         self.static_out = nn.Linear(h, 2)
-        self.channel_prior = nn.Sequential(nn.Linear(2, 16), nn.SiLU(), nn.Linear(16, 1))
+        self.channel_prior = nn.Sequential(nn.Linear(4, 16), nn.SiLU(), nn.Linear(16, 1))
         self._init_heads(layout)
 
     def _init_heads(self, layout: ModelLayout) -> None:
@@ -173,9 +174,11 @@ class Denoiser(nn.Module):
         for block in self.blocks:
             h = block(h)
         h = self.norm(h)
-        # per-channel prior head on (z_{d,c}, λ_c(t)/10), shared by all channels and windows
+        # per-channel prior head on (z_{d,c}, logit f_{d,c}, annotated, λ_c(t)/10), shared by all
+        # channels and windows; the frequency is dropped with the condition like z
         lam_c = logsnr[..., None] + shift[:, None, :]  # [N, K, C]
-        prior_in = torch.stack([prior[:, None, :].expand(n, k, c), lam_c / 10.0], dim=3)  # [N, K, C, 2]
+        freq = self.frequency[disease][:, None, :, :].expand(n, k, c, 2)
+        prior_in = torch.cat([prior[:, None, :, None].expand(n, k, c, 1), freq, lam_c[..., None] / 10.0], dim=3)
         out_win = self.window_out(h) + self.channel_prior(prior_in).reshape(n, k, 1, c)
         f = torch.cat([out_win.reshape(n, k, t_len * c), self.static_out(h.mean(dim=2))], dim=2)
         # per-dimension noise level: windows repeat the channel shift, static dims have none

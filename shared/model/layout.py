@@ -9,6 +9,8 @@ plain model runs the very same code:
 
 - ``shift`` [n_diseases, D]: z_{d,j} of each dimension's vocabulary feature (0 for static);
 - ``prior`` [n_diseases, C]: the same z per channel, the denoiser's prior input;
+- ``frequency`` [n_diseases, C, 2]: logit of the Orphanet/HPO frequency of each phenotype
+  channel and whether one is annotated (public numbers the per-channel prior head reads);
 - ``propagation`` [C, C]: the feature–feature prior graph, symmetric, row-normalized.
 """
 
@@ -41,6 +43,7 @@ class ModelLayout:
     n_diseases: int
     shift: np.ndarray  # float32 [n_diseases, D]
     prior: np.ndarray  # float32 [n_diseases, C]
+    frequency: np.ndarray  # float32 [n_diseases, C, 2]: logit of the annotated frequency, annotated flag
     propagation: np.ndarray  # float32 [C, C]
     clip: np.ndarray  # float32 [D]
     guidance: str
@@ -76,12 +79,19 @@ class ModelLayout:
         prior = z[:, channel_vocab]
         shift = np.concatenate([np.tile(prior, (1, t_len)), np.zeros((len(z), 2), np.float32)], axis=1)
         propagation = _propagation(bundle, channel_vocab, b, l_)
+        annotated = bundle.frequency.astype(np.float64)[:, channel_vocab]  # NaN where not annotated
+        annotated[:, b:] = np.nan  # lab channels carry no frequency
+        known = np.isfinite(annotated)
+        p = np.clip(np.nan_to_num(annotated, nan=0.5), 0.01, 0.99)
+        frequency = np.stack([np.where(known, np.log(p / (1 - p)), 0.0), known.astype(np.float64)], axis=2)
+        frequency = frequency.astype(np.float32)
         if guidance == "none":
             shift, prior, propagation = np.zeros_like(shift), np.zeros_like(prior), np.zeros_like(propagation)
+            frequency = np.zeros_like(frequency)
         clip = np.concatenate([np.tile(np.r_[np.ones(b), np.full(l_, LAB_BOUND), np.ones(l_)], t_len),
                                [1.0, AGE_BOUND]]).astype(np.float32)
         return cls(windows=t_len, binary=b, labs=l_, n_diseases=len(z), shift=shift, prior=prior,
-                   propagation=propagation, clip=clip, guidance=guidance)
+                   frequency=frequency, propagation=propagation, clip=clip, guidance=guidance)
 
     def binary_dims(self) -> np.ndarray:
         """bool [D]: dimensions that are ±1 bits (events, lab masks, sex)."""
