@@ -26,7 +26,7 @@ from client import bundle_cache
 from client.config import NodeConfig
 from shared import protocol as P
 from shared.dp_sgd import Mechanism, make_private
-from shared.ehr.omop import read_omop
+from shared.ehr.omop import data_fingerprint, read_omop
 from shared.model.checkpoint import build
 from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget
 from shared.privacy.state import PrivacyState
@@ -62,15 +62,6 @@ class RoundConfig:
 class RoundOutcome:
     weights: dict[str, torch.Tensor] | None  # None when the site sat out
     metrics: dict[str, float]
-
-
-def data_fingerprint(folder: Path) -> str:
-    """sha256 over the site's table files (names and contents)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        digest.update(path.name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return "sha256:" + digest.hexdigest()
 
 
 def privacy_folder(node: NodeConfig) -> Path:

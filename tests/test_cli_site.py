@@ -87,3 +87,19 @@ def test_generate_needs_the_training_bundle(sites, demo_bundle, coordinator_key,
     code, _, stderr = run("generate", tmp_path / "nothing", "--bundle", demo_bundle, "--pub", coordinator_key[1],
                           "--n", "5", "--out", tmp_path / "syn")
     assert code == 1 and "not a model folder" in one_line_error(stderr)
+
+
+def test_train_with_epsilon_composes_on_the_site_state(sites, demo_bundle, coordinator_key, tmp_path) -> None:
+    b = ["--bundle", demo_bundle, "--pub", coordinator_key[1]]
+    common = ["--steps", "4", "--epsilon", "4", "--state", tmp_path / "state", "--json"]
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m1", *common)
+    assert code == 0, stderr
+    first = json.loads((tmp_path / "m1" / "model.json").read_text())["privacy"]
+    assert first["mechanism"] == "DP-SGD" and 0 < first["epsilon"] <= 4.0
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m2", *common)
+    assert code == 0, stderr
+    second = json.loads((tmp_path / "m2" / "model.json").read_text())["privacy"]
+    assert first["epsilon"] < second["epsilon"] <= 4.0  # the budget keeps composing, never resets
+    assert second["noise_multiplier"] > first["noise_multiplier"]
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m3", "--steps", "4", "--epsilon", "4")
+    assert code == 1 and "--epsilon needs --state" in one_line_error(stderr)

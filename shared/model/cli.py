@@ -10,10 +10,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from shared.atomic import atomic_dir
 from shared.console import cli_errors, console, err_console, load_bundle, print_json
-from shared.ehr.omop import read_omop
+from shared.ehr.omop import data_fingerprint, read_omop
 from shared.errors import InputError
 from shared.generation import data_card, generate, write_synthetic
-from shared.local_training import train_local
+from shared.local_training import PrivateTraining, train_local
 from shared.model.checkpoint import load_model
 from shared.tensorize import tensorize
 from shared.training import TrainConfig
@@ -33,14 +33,20 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients per step.")] = TrainConfig().batch_size,
     seed: Annotated[int, typer.Option("--seed", help="Seed for initialisation, batches and noise.")] = 0,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and drop bad rows.")] = False,
+    epsilon: Annotated[float | None, typer.Option("--epsilon", min=0.0, help="Train with DP-SGD under this lifetime ε for the dataset (needs --state).")] = None,
+    delta: Annotated[float, typer.Option("--delta", help="δ for --epsilon.")] = 1e-5,
+    state: Annotated[Path | None, typer.Option("--state", help="The site's privacy state folder (keeps ε composing across trainings).")] = None,
+    clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm (DP).")] = 1.0,
+    noise_multiplicity: Annotated[int, typer.Option("--noise-multiplicity", min=1, help="Diffusion noise draws per patient and step (DP).")] = 4,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Train the diffusion model on one site's records, without differential privacy
-    (for evaluation; federated DP training is `flwr run`).
+    """Train the diffusion model on one site's records; without --epsilon it is not
+    differentially private (for evaluation), with --epsilon it runs DP-SGD under the site's
+    persistent budget (federated training is `raregraph federate` or `flwr run .`).
 
-    Example: raregraph train sites/site-1 --bundle out/bundle --out out/model --guidance kg --seed 0
+    Example: raregraph train sites/site-1 --bundle out/bundle --out out/model --epsilon 8 --state state/site-1
     """
     with cli_errors():
         if guidance not in ("kg", "none"):
@@ -52,6 +58,12 @@ def train(
         except ValueError as exc:
             raise InputError(str(exc), file=site) from None
         config = TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+        private = None
+        if epsilon is not None:
+            if state is None:
+                raise InputError("--epsilon needs --state: the folder that keeps this site's privacy budget")
+            private = PrivateTraining(state_path=state, fingerprint=data_fingerprint(site), epsilon=epsilon,
+                                      delta=delta, clip_norm=clip_norm, noise_multiplicity=noise_multiplicity)
         with atomic_dir(out, overwrite=overwrite) as tmp:
             progress = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
                                 TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
@@ -59,7 +71,7 @@ def train(
             with progress:
                 task = progress.add_task("train", total=steps, loss=float("nan"))
                 trained, losses = train_local(
-                    tensors, b, guidance=guidance, config=config,  # type: ignore[arg-type]
+                    tensors, b, guidance=guidance, config=config, private=private,  # type: ignore[arg-type]
                     on_step=lambda i, loss: progress.update(task, completed=i + 1, loss=loss) if i % 20 == 0 or i + 1 == steps else None)
             trained.meta["data"] = {"site": site.name, "tensorize": vars(stats)}
             trained.save(tmp, losses=losses)
