@@ -49,15 +49,6 @@ class Accountant(Protocol):
         """ε spent so far at this δ (an upper bound)."""
         ...
 
-    @classmethod
-    @contextmanager
-    def ignoring_irrelevant_warnings(cls) -> Iterator[None]:
-        """Within the block, hide only the Opacus warnings this method documents as not applying."""
-        with warnings.catch_warnings():
-            for message in cls._irrelevant_warnings:
-                warnings.filterwarnings("ignore", message=message, category=UserWarning)
-            yield
-
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state: ``{"mechanism": str, "history": [[σ, q, steps], ...]}``."""
         ...
