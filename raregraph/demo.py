@@ -34,10 +34,10 @@ from shared.ehr.omop import read_omop
 from shared.ehr.omop_tables import write_omop
 from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium
 from shared.evaluation.report import evaluate, write_report
-from shared.generation import data_card, generate_tensors, write_synthetic
+from shared.generation import data_card, generate, generate_tensors, write_synthetic
 from shared.model.checkpoint import load_model
 from shared.signing import load_private_key, new_keypair
-from shared.tensorize import tensorize, to_cohort
+from shared.tensorize import tensorize
 
 HOLDOUT_SHARE = 0.2
 
@@ -123,9 +123,8 @@ def demo(
                              title=f"federated model vs {row['name']}")
             step("generate: synthetic release")
             total = sum(r["train"].n for r in site_rows)
-            release = generate_tensors(trained, bundle, n=total, disease=None, seed=seed, steps=50,
-                                       guidance_scale=1.0, eta=0.0)
-            synthetic = to_cohort(release, bundle, seed=seed)
+            synthetic, _ = generate(trained, bundle, n=total, disease=None, seed=seed, steps=50, guidance_scale=1.0,
+                                    eta=0.0)
             write_synthetic(synthetic, tmp / "synthetic",
                             card=data_card(trained, bundle, synthetic, seed=seed, steps=50, guidance_scale=1.0,
                                            eta=0.0, disease=None))

@@ -7,6 +7,7 @@ model folder's metadata.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -133,6 +134,4 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
 
 def json_dict(config) -> dict:
     """A frozen config dataclass as a plain dict."""
-    import json
-
     return json.loads(config.to_json())
