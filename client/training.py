@@ -26,6 +26,7 @@ from client import bundle_cache
 from client.config import NodeConfig
 from shared import protocol as P
 from shared.dp_sgd import Mechanism, make_private
+from shared.dp_sgd import backward as private_backward
 from shared.ehr.omop import data_fingerprint, read_omop
 from shared.model.checkpoint import build
 from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget
@@ -134,7 +135,7 @@ def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, to
                                                              generator=generator)
     losses = train_steps(private_model, private_optimizer, batches, schedule=schedule, tables=tables,
                          steps=cfg.local_steps, cond_drop=0.1, generator=generator,
-                         multiplicity=node.noise_multiplicity)
+                         multiplicity=node.noise_multiplicity, backward=private_backward)
     epsilon = state.record_round(round_id=f"{cfg.run_id}:{cfg.server_round}", steps=cfg.local_steps,
                                  noise_multiplier=plan.noise_multiplier, sample_rate=sample_rate,
                                  clip_norm=node.clip_norm, noise_multiplicity=node.noise_multiplicity)

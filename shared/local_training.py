@@ -19,6 +19,7 @@ import torch
 
 from shared.bundle import StudyBundle
 from shared.dp_sgd import Mechanism, make_private
+from shared.dp_sgd import backward as private_backward
 from shared.privacy.budget import PrivacyBudget
 from shared.privacy.state import PrivacyState
 from shared.model.checkpoint import FORMAT, FORMAT_VERSION, TrainedModel, build
@@ -96,7 +97,7 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     ema = EMA(model, config.ema)
     privacy = {"mechanism": "none", "statement": NON_PRIVATE_STATEMENT}
-    multiplicity = 1
+    multiplicity, backward = 1, None
     if private is None:
         batches = shuffled_batches(x0, disease, batch_size=config.batch_size, generator=generator)
         net = model
@@ -104,12 +105,12 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
         mechanism, state = private.prepare(tensors.n, steps=config.steps)
         net, optimizer, batches = make_private(model, optimizer, x0, disease, mechanism=mechanism,
                                                generator=generator)
-        multiplicity = mechanism.noise_multiplicity
+        multiplicity, backward = mechanism.noise_multiplicity, private_backward
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_decay(config.steps))
     started = time.perf_counter()
     losses = train_steps(net, optimizer, batches, schedule=schedule, tables=tables, steps=config.steps,
                          cond_drop=config.cond_drop, generator=generator, scheduler=scheduler, ema=ema,
-                         on_step=on_step, multiplicity=multiplicity)
+                         on_step=on_step, multiplicity=multiplicity, backward=backward)
     seconds = time.perf_counter() - started
     if private is not None:
         epsilon = state.record_round(round_id=f"train:{int(time.time() * 1000)}", steps=config.steps,

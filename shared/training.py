@@ -130,12 +130,16 @@ def train_steps(
     ema: EMA | None = None,
     multiplicity: int = 1,
     on_step: Callable[[int, float], None] | None = None,
+    backward: Callable[[nn.Module, torch.Tensor], None] | None = None,
 ) -> list[float]:
     """Run ``steps`` optimizer steps over ``batches``; return the mean loss of each step.
 
-    An empty batch (Poisson sampling can draw one) still takes its optimizer step, as DP
+    ``backward`` runs each step's backward pass from the per-patient losses: the batch mean
+    by default; DP-SGD passes :func:`shared.dp_sgd.backward` (per-patient clipping). An
+    empty batch (Poisson sampling can draw one) still takes its optimizer step, as DP
     accounting assumes; its loss is recorded as NaN.
     """
+    backward = backward or _mean_backward
     model.train()
     losses: list[float] = []
     for step in range(steps):
@@ -143,9 +147,7 @@ def train_steps(
         optimizer.zero_grad(set_to_none=True)
         per_patient = per_sample_loss(model, schedule, tables, x0, disease, cond_drop=cond_drop,
                                       generator=generator, multiplicity=multiplicity)
-        # mean over the batch; an empty Poisson batch still runs backward (zero gradients,
-        # so DP-SGD adds pure noise) and takes its step, as the accounting assumes
-        (per_patient.sum() / max(x0.shape[0], 1)).backward()
+        backward(model, per_patient)
         optimizer.step()
         losses.append(per_patient.mean().item() if x0.shape[0] else float("nan"))
         if scheduler is not None:
@@ -155,6 +157,10 @@ def train_steps(
         if on_step is not None:
             on_step(step, losses[-1])
     return losses
+
+
+def _mean_backward(model: nn.Module, per_patient: torch.Tensor) -> None:
+    (per_patient.sum() / max(per_patient.shape[0], 1)).backward()
 
 
 def shuffled_batches(x0: torch.Tensor, disease: torch.Tensor, *, batch_size: int,
