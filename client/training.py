@@ -131,8 +131,7 @@ def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, to
                           noise_multiplicity=node.noise_multiplicity)
     x0 = layout.to_vectors(tensors)
     disease = torch.from_numpy(np.array(tensors.disease, dtype=np.int64))
-    private_model, private_optimizer, batches = make_private(model, optimizer, x0, disease, mechanism=mechanism,
-                                                             generator=generator)
+    private_model, private_optimizer, batches = make_private(model, optimizer, x0, disease, mechanism=mechanism)
     losses = train_steps(private_model, private_optimizer, batches, schedule=schedule, tables=tables,
                          steps=cfg.local_steps, cond_drop=0.1, generator=generator,
                          multiplicity=node.noise_multiplicity, backward=private_backward)

@@ -35,7 +35,8 @@ DP_STATEMENT = (
     "Each site trained with DP-SGD (Poisson sampling, per-patient clipping, Gaussian noise) under its own "
     "(ε, δ) budget; the guarantee is record-level per site, add/remove-one. Aggregation, this model and "
     "its samples are post-processing. Site patient counts and training losses were shared in the clear. "
-    "Opacus ran without its secure RNG (torchcsprng is not installable here)."
+    "Sampling and noise drew from generators seeded with OS entropy at each site (not Opacus' secure "
+    "RNG: torchcsprng is not installable here)."
 )
 
 

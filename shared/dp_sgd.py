@@ -18,14 +18,17 @@ Assumptions (each one voids the guarantee if broken, so each is enforced here):
   (aggregation, EMA, sampling) is post-processing.
 
 The accounting itself is the caller's (``shared.privacy``): this module only runs the
-mechanism it is told to run. Opacus' secure RNG (``secure_mode``) needs torchcsprng, which
-cannot be installed here; Opacus warns about it and the data card says so.
+mechanism it is told to run. Sampling and noise draw from a generator seeded with OS
+entropy, never from the run's seed (which the coordinator knows). Opacus' secure RNG
+(``secure_mode``, robust to floating-point attacks) needs torchcsprng, which cannot be
+installed here; Opacus warns about it and the data card says so.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -114,9 +117,17 @@ class PreClippedDPOptimizer(DPOptimizerFastGradientClipping):
 
 
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, x0: torch.Tensor, disease: torch.Tensor,
-                 *, mechanism: Mechanism, generator: torch.Generator
+                 *, mechanism: Mechanism, generator: torch.Generator | None = None
                  ) -> tuple[nn.Module, DPOptimizer, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
     """Wrap a fresh model and optimizer for DP-SGD and return Poisson-sampled batches.
+
+    Parameters
+    ----------
+    generator
+        Source of the Poisson sampling and the Gaussian noise. Leave it out: a generator
+        seeded from the operating system's entropy is made, because the guarantee needs both
+        to be unpredictable to whoever sees the weights. A seeded one (tests, benchmarks)
+        repeats them, and whoever knows the seed could subtract the noise.
 
     Returns
     -------
@@ -135,6 +146,8 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, x0: torch.T
         raise ValueError("no patients to train on")
     if isinstance(model, (GradSampleModule, PerPatientClipping)):
         raise ValueError("model is already wrapped for DP: build a fresh one each round")
+    if generator is None:
+        generator = torch.Generator().manual_seed(secrets.randbits(63))
     expected = max(1, round(mechanism.sample_rate * n))
     common = dict(noise_multiplier=mechanism.noise_multiplier, max_grad_norm=mechanism.clip_norm,
                   expected_batch_size=expected, loss_reduction="mean", generator=generator)

@@ -36,7 +36,8 @@ NON_PRIVATE_STATEMENT = (
 SINGLE_SITE_DP_STATEMENT = (
     "Trained on one site's records with DP-SGD (Poisson sampling, per-patient clipping, Gaussian noise); "
     "record-level (ε, δ)-DP, add/remove-one, for the ε recorded here (cumulative for this dataset). "
-    "The model and its samples are post-processing. Opacus ran without its secure RNG."
+    "The model and its samples are post-processing. Sampling and noise drew from a generator seeded "
+    "with OS entropy (not Opacus' secure RNG: torchcsprng is not installable here)."
 )
 
 
@@ -103,8 +104,7 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
         net = model
     else:
         mechanism, state = private.prepare(tensors.n, steps=config.steps)
-        net, optimizer, batches = make_private(model, optimizer, x0, disease, mechanism=mechanism,
-                                               generator=generator)
+        net, optimizer, batches = make_private(model, optimizer, x0, disease, mechanism=mechanism)
         multiplicity, backward = mechanism.noise_multiplicity, private_backward
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_decay(config.steps))
     started = time.perf_counter()
