@@ -1,8 +1,9 @@
 """The hospital's ClientApp (``flwr run .`` entry point ``client.app:app``): wiring only.
 
 Handlers: ``query`` (the study bundle: offer → cached or need; files → verify with the
-pinned key and cache) and ``train`` (one DP round, :mod:`client.training`). Replies carry
-weights, counts and metrics only.
+pinned key and cache), ``train`` (one DP round, :mod:`client.training`) and ``evaluate``
+(the global model's loss on the site's patients, released with DP and charged, or declined;
+:mod:`client.evaluation`). Replies carry weights, counts and metrics only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from flwr.clientapp import ClientApp
 
 from client import bundle_cache
 from client.config import NodeConfig
+from client.evaluation import evaluate_round
 from client.training import RoundConfig, train_round
 from shared import protocol as P
 from shared.errors import RareGraphError
@@ -61,6 +63,19 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
         return Message(RecordDict({
             P.ARRAYS: ArrayRecord(weights),
             P.METRICS: MetricRecord(outcome.metrics),
+            P.SITE: ConfigRecord({P.SITE_ID: node.site_id, "accountant": cfg.accountant}),
+        }), reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        try:
+            node = resolve(context)
+            cfg = RoundConfig.from_record(msg.content[P.CONFIG])
+            metrics = evaluate_round(node, cfg, msg.content[P.ARRAYS].to_torch_state_dict())
+        except RareGraphError as exc:
+            return Message(Error(code=REFUSED_CODE, reason=f"site refuses to evaluate: {exc}"), reply_to=msg)
+        return Message(RecordDict({
+            P.METRICS: MetricRecord(metrics),
             P.SITE: ConfigRecord({P.SITE_ID: node.site_id, "accountant": cfg.accountant}),
         }), reply_to=msg)
 

@@ -24,6 +24,8 @@ KEYS: dict[str, tuple[str, type, object]] = {
     "noise-multiplicity": ("noise_multiplicity", int, 4),  # diffusion noise draws per patient and step
     "skip-bad-rows": ("skip_bad_rows", bool, False),  # count and drop bad OMOP rows
     "threads": ("threads", int, 1),  # torch threads for this site's training
+    "eval-noise-multiplier": ("eval_noise_multiplier", float, 0.0),  # σ of DP evaluation releases; 0: never evaluate
+    "eval-loss-clip": ("eval_loss_clip", float, 2.0),  # per-patient loss bound B of DP evaluation
 }
 
 
@@ -40,6 +42,8 @@ class NodeConfig:
     noise_multiplicity: int = 4
     skip_bad_rows: bool = False
     threads: int = 1
+    eval_noise_multiplier: float = 0.0
+    eval_loss_clip: float = 2.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
@@ -48,6 +52,10 @@ class NodeConfig:
             raise ConfigError(f"node config delta must be in (0, 1), got {self.delta}")
         if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
             raise ConfigError(f"node config clip-norm must be > 0, got {self.clip_norm}")
+        if not (math.isfinite(self.eval_noise_multiplier) and self.eval_noise_multiplier >= 0):
+            raise ConfigError(f"node config eval-noise-multiplier must be ≥ 0, got {self.eval_noise_multiplier}")
+        if not (math.isfinite(self.eval_loss_clip) and self.eval_loss_clip > 0):
+            raise ConfigError(f"node config eval-loss-clip must be > 0, got {self.eval_loss_clip}")
         for name in ("batch_size", "noise_multiplicity", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"node config {name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")

@@ -6,7 +6,8 @@
 3. The mechanism: σ is calibrated once for the planned participation and kept in the
    privacy state; a later round, a restarted client or a new run with the same batch
    size, steps, clip norm and multiplicity reuses it. Anything else is re-planned against
-   what is left of the budget, never resetting what was spent.
+   what is left of the budget, never resetting what was spent. A site that takes part in
+   DP evaluations (``eval-noise-multiplier`` > 0) plans room for one per round.
 4. If the round's steps would take ε past the budget, the site refuses and sits out.
 5. Otherwise: DP-SGD for the round's steps from the global weights; the round is charged
    to the accountant and saved *before* the weights leave the site.
@@ -25,6 +26,7 @@ import torch
 from client import bundle_cache
 from client.config import NodeConfig
 from shared import protocol as P
+from shared.bundle import StudyBundle
 from shared.dp_sgd import Mechanism, make_private
 from shared.dp_sgd import backward as private_backward
 from shared.ehr.omop import data_fingerprint, read_omop
@@ -32,6 +34,7 @@ from shared.model.checkpoint import build
 from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget
 from shared.privacy.state import PrivacyState
 from shared.tensorize import tensorize
+from shared.trajectories import TrajectoryTensors
 from shared.training import train_steps
 
 log = logging.getLogger("raregraph.client")
@@ -76,13 +79,35 @@ def _plan(state: PrivacyState, node: NodeConfig, cfg: RoundConfig, sample_rate: 
     if same:
         return state
     remaining = max(1, cfg.rounds - cfg.server_round + 1)
-    sigma = state.calibrate_remaining(sample_rate=sample_rate, steps=remaining * cfg.local_steps)
+    # room for one DP evaluation per remaining round when the site takes part in them
+    reserve = ((remaining, node.eval_noise_multiplier, 1.0),) if node.eval_noise_multiplier > 0 else ()
+    sigma = state.calibrate_remaining(sample_rate=sample_rate, steps=remaining * cfg.local_steps, reserve=reserve)
     new_plan = MechanismPlan(noise_multiplier=sigma, sample_rate=sample_rate, steps_per_round=cfg.local_steps,
                              rounds=remaining, clip_norm=node.clip_norm, noise_multiplicity=node.noise_multiplicity)
     log.info("site %s: σ = %.3f planned for %d rounds × %d steps at q = %.4f", node.site_id, sigma, remaining,
              cfg.local_steps, sample_rate)
     return PrivacyState.load_or_create(privacy_folder(node), fingerprint=state.fingerprint, budget=state.budget,
                                        accountant=cfg.accountant, plan=new_plan)
+
+
+def open_site(node: NodeConfig, cfg: RoundConfig) -> tuple[StudyBundle, TrajectoryTensors, PrivacyState]:
+    """The verified cached bundle, the site's patients as tensors, and its privacy state.
+
+    Raises
+    ------
+    SignatureError
+        The bundle is not cached or does not verify.
+    InputError
+        Bad site data or a privacy state for another dataset.
+    """
+    torch.set_num_threads(node.threads)
+    bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
+    cohort, _ = read_omop(node.data_path, skip_bad_rows=node.skip_bad_rows)
+    tensors, _ = tensorize(cohort, bundle)
+    budget = PrivacyBudget(epsilon=node.epsilon, delta=node.delta)
+    state = PrivacyState.load_or_create(privacy_folder(node), fingerprint=data_fingerprint(node.data_path),
+                                        budget=budget, accountant=cfg.accountant)
+    return bundle, tensors, state
 
 
 def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, torch.Tensor]) -> RoundOutcome:
@@ -95,15 +120,9 @@ def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, to
     InputError
         Bad site data or a privacy state for another dataset.
     """
-    torch.set_num_threads(node.threads)
-    bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
-    cohort, _ = read_omop(node.data_path, skip_bad_rows=node.skip_bad_rows)
-    tensors, _ = tensorize(cohort, bundle)
+    bundle, tensors, state = open_site(node, cfg)
     n = tensors.n
     sample_rate = min(1.0, node.batch_size / n)
-    budget = PrivacyBudget(epsilon=node.epsilon, delta=node.delta)
-    state = PrivacyState.load_or_create(privacy_folder(node), fingerprint=data_fingerprint(node.data_path),
-                                        budget=budget, accountant=cfg.accountant)
     try:
         state = _plan(state, node, cfg, sample_rate)
     except BudgetExceededError:  # nothing meaningful is left: sit out with the previous plan's numbers

@@ -27,14 +27,15 @@ from shared.errors import InputError, RareGraphError
 
 
 def site_nodes(sites: list[Path], *, state_root: Path, pub: Path, epsilon: float, delta: float, clip_norm: float,
-               batch_size: int, noise_multiplicity: int) -> list[NodeConfig]:
+               batch_size: int, noise_multiplicity: int, eval_noise_multiplier: float = 0.0) -> list[NodeConfig]:
     """One node config per site folder; state folders under ``state_root``."""
     names = [s.name for s in sites]
     if len(set(names)) != len(names):
         raise InputError("site folders must have distinct names (they name the state folders)")
     return [NodeConfig(site_id=s.name, data_path=s.resolve(), state_path=(state_root / s.name).resolve(),
                        coordinator_pub=pub.resolve(), epsilon=epsilon, delta=delta, clip_norm=clip_norm,
-                       batch_size=batch_size, noise_multiplicity=noise_multiplicity, threads=1) for s in sites]
+                       batch_size=batch_size, noise_multiplicity=noise_multiplicity, threads=1,
+                       eval_noise_multiplier=eval_noise_multiplier) for s in sites]
 
 
 def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: bool, client_app=None) -> dict:
@@ -51,9 +52,10 @@ def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: boo
     def on_round(row: dict, privacy: dict[str, list[dict]]) -> None:
         if not show_progress:
             return
-        eps = ", ".join(f"{site} ε={rows[-1]['epsilon']:.2f}{' (sat out)' if rows[-1]['refused'] else ''}"
-                        for site, rows in sorted(privacy.items()) if rows[-1]["round"] == row["round"])
         loss = row["metrics"].get(P.LOSS)
+        rows_now = {site: [r for r in rows if r["kind"] == "train"] for site, rows in privacy.items()}
+        eps = ", ".join(f"{site} ε={rows[-1]['epsilon']:.2f}{' (sat out)' if rows[-1]['refused'] else ''}"
+                        for site, rows in sorted(rows_now.items()) if rows and rows[-1]["round"] == row["round"])
         err_console.print(f"round {row['round']}/{run.rounds}: {row['aggregated']}/{row['replies']} sites averaged"
                           f"{f', loss {loss:.3f}' if loss is not None else ''}; {eps}", highlight=False)
 
@@ -87,6 +89,8 @@ def federate(
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Site learning rate.")] = 2e-3,
     state_root: Annotated[Path | None, typer.Option("--state-root", help="Per-site state folders [default: OUT/state]; reuse it to keep composing ε across runs.")] = None,
     min_sites: Annotated[int, typer.Option("--min-sites", min=1, help="Replies a round needs.")] = 1,
+    evaluate_fraction: Annotated[float, typer.Option("--evaluate-fraction", min=0.0, max=1.0, help="Share of sites asked for a DP evaluation of the global model after each round.")] = 0.0,
+    eval_noise_multiplier: Annotated[float, typer.Option("--eval-noise-multiplier", min=0.0, help="σ of each site's DP evaluation release (charged to its budget); 0: sites decline.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Initial weights and site randomness.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-round progress.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print privacy.json at the end.")] = False,
@@ -100,10 +104,11 @@ def federate(
         if guidance not in ("kg", "none"):
             raise InputError(f"--guidance must be kg or none, got {guidance!r}")
         nodes = site_nodes(sites, state_root=state_root or out / "state", pub=pub, epsilon=epsilon, delta=delta,
-                           clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity)
+                           clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
+                           eval_noise_multiplier=eval_noise_multiplier)
         run = RunConfig(run_dir=out.resolve(), bundle_path=bundle.resolve(), bundle_pub=pub.resolve(), rounds=rounds,
                         guidance=guidance, local_steps=local_steps, lr=lr, seed=seed, planned_rounds=planned_rounds,
-                        min_sites=min(min_sites, len(nodes)))
+                        min_sites=min(min_sites, len(nodes)), evaluate_fraction=evaluate_fraction)
         privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
     if json_out:
         print_json(privacy)
@@ -112,9 +117,10 @@ def federate(
     for col in ("site", "rounds trained", "sat out", "ε spent", "budget", "σ", "q"):
         table.add_column(col, justify="left" if col == "site" else "right")
     for site, rows in sorted(privacy["sites"].items()):
-        last = rows[-1]
-        table.add_row(site, str(sum(not r["refused"] for r in rows)), str(sum(bool(r["refused"]) for r in rows)),
-                      f"{last['epsilon']:.3f}", f"{last['budget-epsilon']:.3f}", f"{last['noise-multiplier']:.3f}",
-                      f"{last['sample-rate']:.4f}")
+        train = [r for r in rows if r["kind"] == "train"]
+        last = train[-1]
+        table.add_row(site, str(sum(not r["refused"] for r in train)), str(sum(bool(r["refused"]) for r in train)),
+                      f"{max(r['epsilon'] for r in rows):.3f}", f"{last['budget-epsilon']:.3f}",
+                      f"{last['noise-multiplier']:.3f}", f"{last['sample-rate']:.4f}")
     console.print(table)
     console.print(f"model: {out / 'model'} (sample with `raregraph generate {out / 'model'} --bundle {bundle} ...`)")

@@ -25,6 +25,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "fed.min-sites": ("min_sites", int),
     "fed.round-timeout": ("round_timeout", float),
     "fed.outlier-factor": ("outlier_factor", float),
+    "fed.evaluate-fraction": ("evaluate_fraction", float),
 }
 
 
@@ -43,6 +44,7 @@ class RunConfig:
     min_sites: int = 2  # a round needs at least this many replies
     round_timeout: float = 3600.0  # seconds a round waits for sites
     outlier_factor: float = 10.0  # reject an update whose change norm exceeds factor × the round's median
+    evaluate_fraction: float = 0.0  # sites asked for a DP evaluation after each round (each charges its budget)
 
     def __post_init__(self) -> None:
         if self.guidance not in ("kg", "none"):
@@ -56,6 +58,8 @@ class RunConfig:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.evaluate_fraction <= 1.0:
+            raise ConfigError(f"fed.evaluate-fraction must be in [0, 1], got {self.evaluate_fraction}")
         if not self.outlier_factor > 1:
             raise ConfigError(f"fed.outlier-factor must be > 1, got {self.outlier_factor}")
 

@@ -96,13 +96,14 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
     torch.manual_seed(run.seed)
     model, schedule, tables, layout = build(bundle, guidance=run.guidance)
     strategy = SiteFedAvg(run_dir=run.run_dir, run_id=run_id, outlier_factor=run.outlier_factor,
-                          min_sites=run.min_sites, on_round=on_round)
+                          min_sites=run.min_sites, evaluate_fraction=run.evaluate_fraction, on_round=on_round)
     train_config = ConfigRecord({P.RUN_ID: run_id, P.ROUNDS: run.participation_rounds, P.LOCAL_STEPS: run.local_steps, P.LR: run.lr,
                                  P.GUIDANCE: run.guidance, P.BUNDLE_SHA256: bundle.bundle_hash,
                                  P.ACCOUNTANT: run.accountant, P.SEED: run.seed})
     started = time.perf_counter()
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=run.rounds,
-                            timeout=run.round_timeout, train_config=train_config)
+                            timeout=run.round_timeout, train_config=train_config,
+                            evaluate_config=ConfigRecord(dict(train_config)))
     seconds = time.perf_counter() - started
     if not any(r["aggregated"] for r in strategy.rounds_log):
         raise FederationError("no round aggregated any site's update")

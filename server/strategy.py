@@ -45,8 +45,9 @@ class SiteFedAvg(FedAvg):
     """FedAvg with update validation, per-site privacy records and per-round checkpoints."""
 
     def __init__(self, *, run_dir: Path, run_id: str, outlier_factor: float, min_sites: int,
+                 evaluate_fraction: float = 0.0,
                  on_round: Callable[[dict, dict[str, list[dict]]], None] | None = None) -> None:
-        super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=min_sites,
+        super().__init__(fraction_train=1.0, fraction_evaluate=evaluate_fraction, min_train_nodes=min_sites,
                          min_evaluate_nodes=0, min_available_nodes=min_sites, arrayrecord_key=P.ARRAYS,
                          configrecord_key=P.CONFIG, train_metrics_aggr_fn=_privacy_max)
         self.run_dir = run_dir
@@ -83,7 +84,8 @@ class SiteFedAvg(FedAvg):
             site = str(r.content[P.SITE][P.SITE_ID]) if P.SITE in r.content else str(r.metadata.src_node_id)
             m = r.content[P.METRICS]
             self.privacy.setdefault(site, []).append(
-                {"round": server_round, "run_id": self.run_id, **{k: float(m[k]) for k in P.TRAIN_METRICS if k in m},
+                {"round": server_round, "run_id": self.run_id, "kind": "train",
+                 **{k: float(m[k]) for k in P.TRAIN_METRICS if k in m},
                  "accountant": str(r.content[P.SITE]["accountant"]) if P.SITE in r.content else ""})
             if m[P.REFUSED]:
                 log.warning("round %d: site %s sat out (privacy budget: ε spent %.3f of %.3f)", server_round, site,
@@ -96,6 +98,42 @@ class SiteFedAvg(FedAvg):
         self._checkpoint(server_round, arrays if arrays is not None else self.current, metrics, replies, accepted,
                          aggregate_started)
         return arrays, metrics
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Pool the sites' DP evaluation releases: loss = Σ noisy sums / Σ noisy counts."""
+        started = time.perf_counter()
+        loss_sum = count = loss_var = count_var = 0.0
+        sites = 0
+        for r in replies:
+            if r.has_error():
+                log.warning("round %d: node %s failed to evaluate: %s", server_round, r.metadata.src_node_id,
+                            r.error.reason)
+                continue
+            m = r.content[P.METRICS]
+            site = str(r.content[P.SITE][P.SITE_ID])
+            if m[P.REFUSED]:
+                log.info("round %d: site %s declined evaluation", server_round, site)
+                continue
+            self.privacy.setdefault(site, []).append(
+                {"round": server_round, "run_id": self.run_id, "kind": "evaluate",
+                 **{k: float(m[k]) for k in P.EVALUATE_METRICS},
+                 "accountant": str(r.content[P.SITE]["accountant"])})
+            loss_sum += float(m[P.EVAL_LOSS_SUM])
+            count += float(m[P.EVAL_COUNT])
+            loss_var += float(m[P.EVAL_LOSS_SUM_STD]) ** 2
+            count_var += float(m[P.EVAL_COUNT_STD]) ** 2
+            sites += 1
+        if not sites:
+            return None
+        metrics = {"eval-sites": float(sites), "eval-count": count, "eval-loss-sum": loss_sum,
+                   "eval-loss-sum-std": math.sqrt(loss_var), "eval-count-std": math.sqrt(count_var)}
+        if count >= 1.0:
+            metrics["eval-loss"] = loss_sum / count
+        if self.rounds_log and self.rounds_log[-1]["round"] == server_round:
+            self.rounds_log[-1]["evaluate"] = metrics
+            self.rounds_log[-1]["server_seconds"] += round(time.perf_counter() - started, 4)
+            self._write_state(server_round)
+        return MetricRecord(metrics)
 
     def _validate(self, server_round: int, usable: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
         """Drop non-finite updates and updates whose change norm is an outlier."""
@@ -121,6 +159,11 @@ class SiteFedAvg(FedAvg):
             accepted.append((site, r))
         return accepted
 
+    def _write_state(self, server_round: int) -> None:
+        state = {"run_id": self.run_id, "round": server_round, "rounds": self.rounds_log, "rejected": self.rejected}
+        _write_json(self.run_dir / "checkpoint" / "state.json", state)
+        _write_json(self.run_dir / "privacy.json", {"run_id": self.run_id, "sites": self.privacy})
+
     def _reject(self, server_round: int, site: str, why: str) -> None:
         log.warning("round %d: rejected the update of site %s: %s", server_round, site, why)
         self.rejected.append({"round": server_round, "site": site, "reason": why})
@@ -143,9 +186,7 @@ class SiteFedAvg(FedAvg):
                                 "server_seconds": round(self._server_seconds + now - checkpoint_started, 4),
                                 "round_seconds": round(now - self._round_started, 4),
                                 "until_replies_seconds": round(aggregate_started - self._round_started, 4)})
-        state = {"run_id": self.run_id, "round": server_round, "rounds": self.rounds_log, "rejected": self.rejected}
-        _write_json(folder / "state.json", state)
-        _write_json(self.run_dir / "privacy.json", {"run_id": self.run_id, "sites": self.privacy})
+        self._write_state(server_round)
         if self.on_round is not None:
             self.on_round(self.rounds_log[-1], self.privacy)
 

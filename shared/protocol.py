@@ -36,6 +36,12 @@ CLIP_NORM = "clip-norm"
 NOISE_MULTIPLICITY = "noise-multiplicity"
 REFUSED = "refused"
 BUDGET_EPSILON = "budget-epsilon"
+EVAL_LOSS_SUM = "eval-loss-sum"  # noisy Σ of clipped per-patient losses (DP, charged)
+EVAL_COUNT = "eval-count"  # noisy patient count (same release)
+EVAL_LOSS_SUM_STD = "eval-loss-sum-std"
+EVAL_COUNT_STD = "eval-count-std"
+EVALUATE_METRICS = (EVAL_LOSS_SUM, EVAL_COUNT, EVAL_LOSS_SUM_STD, EVAL_COUNT_STD, EPSILON, BUDGET_EPSILON, DELTA,
+                    REFUSED)
 TRAIN_METRICS = (NUM_EXAMPLES, LOSS, EPSILON, DELTA, NOISE_MULTIPLIER, SAMPLE_RATE, STEPS, CLIP_NORM,
                  NOISE_MULTIPLICITY, REFUSED, BUDGET_EPSILON)
 

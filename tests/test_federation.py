@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from shared.ehr.omop import read_omop
 from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium, write_consortium
 from shared.errors import RareGraphError
 from shared.privacy.budget import epsilon_for
+from shared.privacy.state import PrivacyState
 from shared.signing import load_private_key, new_keypair
 from tests.test_cli import run as cli
 
@@ -47,15 +49,24 @@ def run_config(tmp: Path, bundle: Path, pub: Path, rounds: int, **kw) -> RunConf
 
 
 def test_three_sites_train_with_dp_and_the_model_generates_omop(sites, demo_bundle, coordinator_key, tmp_path):
-    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2)
-    privacy = run_simulated(run, nodes(sites, tmp_path / "state", coordinator_key[1], epsilon=6.0), show_progress=False)
+    """Two sites also release a DP evaluation each round (charged); the third declines."""
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2, evaluate_fraction=1.0)
+    site_cfgs = [dataclasses.replace(n, eval_noise_multiplier=5.0 if i < 2 else 0.0)
+                 for i, n in enumerate(nodes(sites, tmp_path / "state", coordinator_key[1], epsilon=6.0))]
+    privacy = run_simulated(run, site_cfgs, show_progress=False)
     assert set(privacy["sites"]) == {"site-1", "site-2", "site-3"}
-    for rows in privacy["sites"].values():
+    for site, rows in privacy["sites"].items():
         eps = [r["epsilon"] for r in rows]
-        assert len(eps) == 2 and 0 < eps[0] < eps[1] <= 6.0
-        assert all(r["refused"] == 0 and r["steps"] == 2 for r in rows)
+        assert all(a < b for a, b in zip(eps, eps[1:])) and 0 < eps[0] and eps[-1] <= 6.0  # every charge adds
+        train = [r for r in rows if r["kind"] == "train"]
+        assert len(train) == 2 and all(r["refused"] == 0 and r["steps"] == 2 for r in train)
+        assert [r["round"] for r in rows if r["kind"] == "evaluate"] == ([1, 2] if site != "site-3" else [])
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
     assert state["round"] == 2 and all(r["aggregated"] == 3 for r in state["rounds"])
+    for r in state["rounds"]:
+        assert r["evaluate"]["eval-sites"] == 2 and r["evaluate"]["eval-count-std"] > 0
+    recorded = PrivacyState.read(tmp_path / "state" / "site-1" / "privacy")
+    assert recorded.epsilon() == pytest.approx(privacy["sites"]["site-1"][-1]["epsilon"])
     code, _, stderr = cli("generate", tmp_path / "run" / "model", "--bundle", demo_bundle, "--pub", coordinator_key[1],
                           "--n", "12", "--steps", "8", "--out", tmp_path / "syn")
     assert code == 0, stderr

@@ -307,8 +307,13 @@ class PrivacyState:
         ConfigError
             An argument is out of range.
         """
+        return self.epsilon_after_all([(steps, noise_multiplier, sample_rate)])
+
+    def epsilon_after_all(self, charges: list[tuple[int, float, float]]) -> float:
+        """ε after several more charges ``(steps, σ, q)``, in order, without changing the state."""
         trial = self._accountant.copy()
-        trial.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
+        for steps, noise_multiplier, sample_rate in charges:
+            trial.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
         return trial.epsilon(delta=self.budget.delta)
 
     def can_afford(self, *, steps: int, noise_multiplier: float, sample_rate: float) -> bool:
@@ -320,11 +325,14 @@ class PrivacyState:
         return self.epsilon_after(steps=steps, noise_multiplier=noise_multiplier,
                                   sample_rate=sample_rate) <= self.budget.epsilon
 
-    def calibrate_remaining(self, *, sample_rate: float, steps: int) -> float:
+    def calibrate_remaining(self, *, sample_rate: float, steps: int,
+                            reserve: tuple[tuple[int, float, float], ...] = ()) -> float:
         """Smallest σ (within ε tolerance 0.01) for ``steps`` more steps to end at or below the budget.
 
         For a new run on a dataset that already spent part of its budget: the search is over
         the full history plus the new steps, so the result never crosses the budget.
+        ``reserve`` lists further charges ``(steps, σ, q)`` the plan must leave room for (the
+        site's DP evaluations).
 
         Raises
         ------
@@ -334,7 +342,7 @@ class PrivacyState:
         target = self.budget.epsilon
 
         def eps(sigma: float) -> float:
-            return self.epsilon_after(steps=steps, noise_multiplier=sigma, sample_rate=sample_rate)
+            return self.epsilon_after_all([(steps, sigma, sample_rate), *reserve])
 
         spent = self.epsilon()
         if spent >= target:  # no amount of noise brings ε back under the budget

@@ -107,3 +107,59 @@ def test_a_site_sends_only_weights_counts_and_metrics(node, bundle) -> None:
     third = call(node, train_message(bundle, server_round=3))  # planned for 2 rounds: the budget is spent
     assert third.content[P.METRICS][P.REFUSED] == 1 and third.content[P.METRICS][P.NUM_EXAMPLES] == 0
     assert third.content[P.METRICS][P.EPSILON] == second.content[P.METRICS][P.EPSILON]
+
+
+def evaluate_message(bundle: StudyBundle, *, server_round: int = 1, rounds: int = 2) -> Message:
+    msg = train_message(bundle, server_round=server_round, rounds=rounds)
+    return message(msg.content, "evaluate")
+
+
+def test_a_site_without_an_evaluation_noise_declines_and_reads_nothing(node, bundle) -> None:
+    reply = call(node, evaluate_message(bundle))  # bundle not even cached: nothing is opened
+    assert not reply.has_error()
+    metrics = dict(reply.content[P.METRICS])
+    assert metrics[P.REFUSED] == 1 and metrics[P.EVAL_COUNT] == 0 and metrics[P.EVAL_LOSS_SUM] == 0
+
+
+def test_evaluation_is_a_charged_gaussian_release(node, bundle) -> None:
+    """The reply holds noisy sums only; the charge is one full-batch Gaussian step at σ_e."""
+    from shared.privacy.budget import epsilon_for
+    from shared.privacy.state import PrivacyState
+
+    node = NodeConfig(**{**vars(node), "eval_noise_multiplier": 3.0})
+    call(node, offer(bundle, read_files(bundle.path)))
+    replies = [call(node, evaluate_message(bundle, server_round=r, rounds=3)) for r in (1, 2, 3)]
+    metrics = [dict(r.content[P.METRICS]) for r in replies]
+    assert set(replies[0].content.keys()) == {P.METRICS, P.SITE}
+    assert set(metrics[0]) == set(P.EVALUATE_METRICS)
+    assert all(m[P.REFUSED] == 0 for m in metrics)
+    std = metrics[0][P.EVAL_COUNT_STD]
+    assert std == pytest.approx(3.0 * 2 ** 0.5)
+    assert metrics[0][P.EVAL_LOSS_SUM_STD] == pytest.approx(std * node.eval_loss_clip)
+    counts = [m[P.EVAL_COUNT] for m in metrics]
+    assert all(abs(c - 40) < 6 * std for c in counts) and len(set(counts)) == 3  # fresh noise each time
+    assert metrics[-1][P.EPSILON] == pytest.approx(epsilon_for(noise_multiplier=3.0, sample_rate=1.0, steps=3,
+                                                               delta=1e-5), rel=1e-6)
+    state = PrivacyState.read(node.state_path / "privacy")
+    assert [r.round_id for r in state.rounds] == [f"test:{r}:evaluate" for r in (1, 2, 3)]
+
+
+def test_evaluation_never_takes_budget_training_still_needs(node, bundle) -> None:
+    call(node, offer(bundle, read_files(bundle.path)))
+    # planned without evaluations: the two training rounds use the whole budget
+    assert call(node, train_message(bundle, server_round=1, rounds=2, steps=2)).content[P.METRICS][P.REFUSED] == 0
+    late = NodeConfig(**{**vars(node), "eval_noise_multiplier": 1.0})
+    evaluated = call(late, evaluate_message(bundle, server_round=1, rounds=2))
+    assert evaluated.content[P.METRICS][P.REFUSED] == 1  # it would leave too little for round 2
+    second = call(late, train_message(bundle, server_round=2, rounds=2, steps=2))
+    assert second.content[P.METRICS][P.REFUSED] == 0
+
+
+def test_a_site_that_evaluates_plans_room_for_it(node, bundle) -> None:
+    node = NodeConfig(**{**vars(node), "eval_noise_multiplier": 1.0})
+    call(node, offer(bundle, read_files(bundle.path)))
+    for r in (1, 2):
+        trained = call(node, train_message(bundle, server_round=r, rounds=2, steps=2)).content[P.METRICS]
+        evaluated = call(node, evaluate_message(bundle, server_round=r, rounds=2)).content[P.METRICS]
+        assert trained[P.REFUSED] == 0 and evaluated[P.REFUSED] == 0
+    assert evaluated[P.EPSILON] <= node.epsilon
