@@ -5,7 +5,8 @@
 2. simulate a consortium of hospitals as OMOP tables; each keeps 20 % of its patients
    aside as held-out patients; validate every export;
 3. federated training with DP-SGD at every site (Flower simulation engine, one virtual
-   SuperNode per hospital, each with its own persistent privacy budget);
+   SuperNode per hospital, each with its own persistent privacy budget), from weights the
+   coordinator pretrained on patients drawn from the bundle's public knowledge alone;
 4. generate synthetic patients from the federated model, write them as OMOP with a data
    card, and evaluate them at each site against its training and held-out patients.
 """
@@ -67,6 +68,7 @@ def demo(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 5,
     local_steps: Annotated[int, typer.Option("--local-steps", min=1, help="DP-SGD steps per site per round.")] = 40,
     epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="Each site's privacy budget ε.")] = 8.0,
+    pretrain_steps: Annotated[int, typer.Option("--pretrain-steps", min=0, help="Coordinator pretraining on public-prior patients before round 1.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the consortium, training and sampling.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
@@ -106,6 +108,7 @@ def demo(
             step(f"federate: {sites} sites × {rounds} rounds of DP-SGD (Flower simulation engine)")
             run = RunConfig(run_dir=(tmp / "run").resolve(), bundle_path=(tmp / "bundle").resolve(),
                             bundle_pub=pub_path.resolve(), rounds=rounds, local_steps=local_steps, seed=seed,
+                            pretrain_steps=pretrain_steps,
                             min_sites=1)
             nodes = site_nodes([tmp / "sites" / r["name"] for r in site_rows], state_root=tmp / "run" / "state",
                                pub=pub_path, epsilon=epsilon, delta=1e-5, clip_norm=1.0, batch_size=32,

@@ -82,6 +82,7 @@ def federate(
     planned_rounds: Annotated[int, typer.Option("--planned-rounds", min=0, help="Rounds sites calibrate their noise for (0: --rounds); larger when later runs will continue.")] = 0,
     delta: Annotated[float, typer.Option("--delta", help="Each site's δ.")] = 1e-5,
     guidance: Annotated[str, typer.Option("--guidance", help="kg or none.")] = "kg",
+    pretrain_steps: Annotated[int, typer.Option("--pretrain-steps", min=0, help="Coordinator pretraining steps on patients drawn from the bundle's public knowledge (kg guidance only; no privacy cost).")] = 1000,
     local_steps: Annotated[int, typer.Option("--local-steps", min=1, help="DP-SGD steps per site per round.")] = 50,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Expected Poisson batch per site.")] = 32,
     clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm.")] = 1.0,
@@ -107,7 +108,7 @@ def federate(
                            clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
                            eval_noise_multiplier=eval_noise_multiplier)
         run = RunConfig(run_dir=out.resolve(), bundle_path=bundle.resolve(), bundle_pub=pub.resolve(), rounds=rounds,
-                        guidance=guidance, local_steps=local_steps, lr=lr, seed=seed, planned_rounds=planned_rounds,
+                        guidance=guidance, pretrain_steps=pretrain_steps, local_steps=local_steps, lr=lr, seed=seed, planned_rounds=planned_rounds,
                         min_sites=min(min_sites, len(nodes)), evaluate_fraction=evaluate_fraction)
         privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
     if json_out:

@@ -17,6 +17,8 @@ KEYS: dict[str, tuple[str, type]] = {
     "bundle.path": ("bundle_path", str),
     "bundle.pub": ("bundle_pub", str),
     "model.guidance": ("guidance", str),
+    "model.pretrain-steps": ("pretrain_steps", int),
+    "model.pretrain-patients": ("pretrain_patients", int),
     "train.local-steps": ("local_steps", int),
     "train.lr": ("lr", float),
     "train.seed": ("seed", int),
@@ -36,6 +38,8 @@ class RunConfig:
     bundle_pub: Path  # the coordinator public key the bundle must verify with
     rounds: int = 5  # federated rounds
     guidance: str = "kg"  # kg or none (plain diffusion, γ = 0, no graph inputs)
+    pretrain_steps: int = 1000  # coordinator steps on public-prior patients before round 1 (kg guidance; 0: none)
+    pretrain_patients: int = 3000  # patients drawn from the bundle's knowledge for pretraining
     local_steps: int = 50  # DP-SGD steps per site per round
     lr: float = 2e-3  # site optimizer learning rate (AdamW, fresh each round)
     seed: int = 0  # initial weights and site randomness
@@ -53,6 +57,8 @@ class RunConfig:
             raise ConfigError(f"dp.accountant must be rdp or prv, got {self.accountant!r}")
         if self.planned_rounds and self.planned_rounds < self.rounds:
             raise ConfigError(f"dp.planned-rounds ({self.planned_rounds}) must be 0 or ≥ num-server-rounds ({self.rounds})")
+        if self.pretrain_steps < 0 or self.pretrain_patients < 1:
+            raise ConfigError("model.pretrain-steps must be ≥ 0 and model.pretrain-patients ≥ 1")
         for name in ("rounds", "local_steps", "min_sites"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")

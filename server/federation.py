@@ -5,9 +5,12 @@ rounds, write the final model.
 2. Bundle distribution (``query`` messages): each site says whether it has the bundle's
    sha256 cached; those that do not get the files once, verify them with the key pinned in
    their node config, and cache them.
-3. ``strategy.start``: each round sends the global weights and the round config (with the
+3. With knowledge guidance, the coordinator pretrains the shared model on patients drawn
+   from the bundle's public knowledge alone (:mod:`shared.prior_sampler`; no patient data,
+   no privacy cost): the sites' DP-SGD then starts from the textbook, not from zero.
+4. ``strategy.start``: each round sends the global weights and the round config (with the
    bundle's hash only); sites train with DP-SGD and reply with weights and numbers.
-4. The final weights become ``RUN/model`` (what ``raregraph generate`` reads).
+5. The final weights become ``RUN/model`` (what ``raregraph generate`` reads).
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from server.strategy import SiteFedAvg
 from shared import protocol as P
 from shared.bundle import StudyBundle, read_files
 from shared.errors import RareGraphError
-from shared.local_training import json_dict
+from shared.local_training import json_dict, train_local
 from shared.model.checkpoint import FORMAT, FORMAT_VERSION, TrainedModel, build
+from shared.prior_sampler import PriorSampler
+from shared.training import TrainConfig
 
 log = logging.getLogger("raregraph.server")
 DP_STATEMENT = (
@@ -95,6 +100,17 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
 
     torch.manual_seed(run.seed)
     model, schedule, tables, layout = build(bundle, guidance=run.guidance)
+    pretraining = None
+    if run.guidance == "kg" and run.pretrain_steps:
+        started = time.perf_counter()
+        public = PriorSampler().sample(bundle, run.pretrain_patients, seed=run.seed)
+        pretrained, losses = train_local(public, bundle, guidance=run.guidance,
+                                         config=TrainConfig(steps=run.pretrain_steps, seed=run.seed))
+        model.load_state_dict(pretrained.model.state_dict())
+        pretraining = {"patients": run.pretrain_patients, "steps": run.pretrain_steps, "final_loss": losses[-1],
+                       "seconds": round(time.perf_counter() - started, 1), "source": "public knowledge (bundle)"}
+        log.info("pretrained on %d public-prior patients, %d steps, %.0f s", run.pretrain_patients,
+                 run.pretrain_steps, pretraining["seconds"])
     strategy = SiteFedAvg(run_dir=run.run_dir, run_id=run_id, outlier_factor=run.outlier_factor,
                           min_sites=run.min_sites, evaluate_fraction=run.evaluate_fraction, on_round=on_round)
     train_config = ConfigRecord({P.RUN_ID: run_id, P.ROUNDS: run.participation_rounds, P.LOCAL_STEPS: run.local_steps, P.LR: run.lr,
@@ -116,7 +132,8 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
         "diseases": list(bundle.diseases["id"]),
         # site disease mixes are not shared: conditions are drawn uniformly unless asked
         "disease_counts": np.ones(len(bundle.diseases), dtype=int).tolist(),
-        "train": {"rounds": run.rounds, "local_steps": run.local_steps, "lr": run.lr, "seed": run.seed},
+        "train": {"rounds": run.rounds, "local_steps": run.local_steps, "lr": run.lr, "seed": run.seed,
+                  "pretraining": pretraining},
         "training": {"patients": None, "steps": run.rounds * run.local_steps, "seconds": round(seconds, 1),
                      "final_loss": strategy.rounds_log[-1]["metrics"].get(P.LOSS), "run_id": run_id,
                      "sites": sorted(strategy.privacy)},

@@ -142,7 +142,8 @@ def test_bundle_make_bad_input(real_graph_dir, coordinator_key, tmp_path, study_
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path) -> None:
     out = tmp_path / "demo"
-    code, stdout, stderr = run("demo", "--out", out, "--sites", "2", "--rounds", "2", "--local-steps", "3")
+    code, stdout, stderr = run("demo", "--out", out, "--sites", "2", "--rounds", "2", "--local-steps", "3",
+                               "--pretrain-steps", "10")
     assert code == 0, stderr
     text = " ".join(stdout.split())  # rich wraps at the runner's 80 columns
     assert "verified with" in text and "ORPHA:355" in text and "Imiglucerase" in text

@@ -27,7 +27,7 @@ from shared.signing import load_private_key, new_keypair
 from tests.test_cli import run as cli
 
 pytestmark = pytest.mark.slow
-FAST = {"local_steps": 2, "lr": 1e-3}
+FAST = {"local_steps": 2, "lr": 1e-3, "pretrain_steps": 10, "pretrain_patients": 64}
 
 
 @pytest.fixture(scope="module")
