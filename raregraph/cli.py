@@ -8,6 +8,7 @@ from kg.cli import bundle_app, kg_app
 from raregraph.demo import demo
 from raregraph.federate import federate
 from raregraph.simulate import simulate
+from shared.audit.cli import audit
 from shared.cli import keys_app
 from shared.ehr.cli import data_app
 from shared.evaluation.cli import evaluate
@@ -34,6 +35,7 @@ app.command("generate")(generate_cmd)
 app.command("evaluate")(evaluate)
 app.command("federate")(federate)
 app.command("demo")(demo)
+app.command("audit")(audit)
 
 
 def main() -> None:

@@ -32,11 +32,11 @@ def one_line_error(stderr: str) -> str:
 @pytest.mark.parametrize("command", [[], ["kg"], ["bundle"], ["keys"], ["kg", "build"], ["kg", "stats"],
                                      ["kg", "paths"], ["bundle", "make"], ["bundle", "verify"], ["keys", "new"],
                                      ["demo"], ["privacy", "plan"], ["federate"], ["train"], ["generate"],
-                                     ["evaluate"], ["data", "validate"], ["data", "simulate"]])
+                                     ["evaluate"], ["data", "validate"], ["data", "simulate"], ["audit"]])
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     code, out, _ = run(*command, "--help")
     assert code == 0
-    if len(command) == 2 or command in (["demo"], ["federate"], ["train"], ["generate"], ["evaluate"]):
+    if len(command) == 2 or command in (["demo"], ["federate"], ["train"], ["generate"], ["evaluate"], ["audit"]):
         assert "Example: raregraph" in out
 
 
