@@ -48,15 +48,28 @@ def atomic_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, with ``mode``."""
+def write_bytes_atomic(path: str | Path, data: bytes, *, mode: int = 0o644, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, with ``mode``.
+
+    ``durable``: fsync the file before the rename and the folder after it, so that a crash or
+    power loss leaves the old file or the new one, never neither (privacy state, ledgers).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -44,9 +44,7 @@ import fcntl
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,6 +55,7 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from shared.atomic import write_bytes_atomic
 from shared.errors import ConfigError, InputError, RareGraphError, SignatureError
 from shared.privacy.state import PrivacyState, RoundRecord
 from shared.signing import key_id, sign, verify
@@ -434,26 +433,6 @@ def parse_entries(text: str, *, source: str = "ledger reply") -> list[LedgerEntr
     return entries
 
 
-def _write_text_atomic(path: Path, data: bytes) -> None:
-    """Temporary file, fsync, rename, fsync the folder: a crash leaves the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Exclusive advisory lock beside ``path``, so two processes never append at once."""
@@ -705,7 +684,7 @@ class Ledger:
             except ConfigError as exc:
                 raise ConfigError(f"ledger entry for {where(self.site_id, body['seq'], server_round)}: {exc}") from None
             old = self.path.read_bytes() if self.path.exists() else b""
-            _write_text_atomic(self.path, old + (entry.line + "\n").encode("utf-8"))
+            write_bytes_atomic(self.path, old + (entry.line + "\n").encode("utf-8"), durable=True)
             self._entries.append(entry)
         return entry
 
@@ -868,5 +847,5 @@ def merge_site_entries(run_dir: str | Path, entries: Sequence[LedgerEntry], *,
             check_chain([*held, *new], public_key, site_id=site_id)
         if new:
             old = path.read_bytes() if path.exists() else b""
-            _write_text_atomic(path, old + export_entries(new).encode("utf-8"))
+            write_bytes_atomic(path, old + export_entries(new).encode("utf-8"), durable=True)
     return MergeResult(site_id=site_id, path=path, added=len(new), head_seq=head + len(new))

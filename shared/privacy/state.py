@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.atomic import write_bytes_atomic
 from shared.errors import ConfigError, InputError
 from shared.privacy.accountant import OpacusAccountant, merge_history
 from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget, PrivacyWarning
@@ -67,25 +66,6 @@ class RoundRecord:
 def _now() -> str:
     """UTC time stamp, seconds."""
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file, fsync, rename, fsync the folder: a crash leaves old or new."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @contextmanager
@@ -243,7 +223,8 @@ class PrivacyState:
     def _save(self) -> None:
         """Atomic write of the document."""
         self._doc["updated_at"] = _now()
-        _write_atomic(self.path, json.dumps(self._doc, indent=2, ensure_ascii=False) + "\n")
+        write_bytes_atomic(self.path, (json.dumps(self._doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+                           durable=True)
 
     # read-only views
 

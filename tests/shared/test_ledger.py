@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import shared.ledger as ledger_module
+import shared.atomic as atomic_module
 from shared.errors import InputError
 from shared.ledger import (
     FORMAT,
@@ -240,7 +240,7 @@ def test_a_crash_during_append_leaves_the_old_file(chain, keys, monkeypatch) -> 
     def crash(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(ledger_module.os, "replace", crash)
+    monkeypatch.setattr(atomic_module.os, "replace", crash)
     with pytest.raises(OSError, match="disk gone"):
         _append(ledger, 6, 3.0)
     monkeypatch.undo()

@@ -153,10 +153,10 @@ def test_round_ids_are_unique_and_arguments_checked(tmp_path) -> None:
 def test_a_failed_save_charges_nothing(tmp_path, monkeypatch) -> None:
     state = _open(tmp_path)
 
-    def fail(path: Path, text: str) -> None:
+    def fail(path: Path, data: bytes, **kwargs) -> None:
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(state_module, "_write_atomic", fail)
+    monkeypatch.setattr(state_module, "write_bytes_atomic", fail)
     with pytest.raises(OSError, match="No space left"):
         _record(state, "r0")
     monkeypatch.undo()
