@@ -213,8 +213,9 @@ class PrivacyState:
             self._doc[what] = new
         self._doc["changes"].append({"what": what, "old": old, "new": new, "after_rounds": len(self._doc["rounds"]),
                                      "at": _now()})
-        warnings.warn(f"{self.path}: {what} changed from {old} to {new}; the privacy budget already spent "
-                      f"({len(self._doc['rounds'])} rounds) still counts", PrivacyWarning, stacklevel=3)
+        if old is not None:  # a first plan is not a change worth a warning (it is still logged)
+            warnings.warn(f"{self.path}: {what} changed from {old} to {new}; the privacy budget already spent "
+                          f"({len(self._doc['rounds'])} rounds) still counts", PrivacyWarning, stacklevel=3)
 
     def _sync_doc(self) -> None:
         """Copy the accountant state into the document."""
