@@ -61,7 +61,8 @@ def nonprivate_client(nodes) -> ClientApp:
     def train(msg, context):
         node = resolve(context)
         cfg = RoundConfig.from_record(msg.content[P.CONFIG])
-        bundle, tensors, _ = open_site(node, cfg)
+        site = open_site(node, cfg)
+        bundle, tensors = site.bundle, site.tensors
         model, schedule, tables, layout = build(bundle, guidance=cfg.guidance)
         model.load_state_dict(msg.content[P.ARRAYS].to_torch_state_dict())
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + cfg.server_round + int(context.node_config["partition-id"]))

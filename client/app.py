@@ -3,7 +3,8 @@
 Handlers: ``query`` (the study bundle: offer → cached or need; files → verify with the
 pinned key and cache), ``train`` (one DP round, :mod:`client.training`) and ``evaluate``
 (the global model's loss on the site's patients, released with DP and charged, or declined;
-:mod:`client.evaluation`). Replies carry weights, counts and metrics only.
+:mod:`client.evaluation`). Replies carry weights, counts, metrics and the site's signed
+privacy ledger only.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
             P.ARRAYS: ArrayRecord(weights),
             P.METRICS: MetricRecord(outcome.metrics),
             P.SITE: ConfigRecord({P.SITE_ID: node.site_id, "accountant": cfg.accountant}),
+            P.LEDGER: ConfigRecord({P.LEDGER_ENTRIES: outcome.ledger}),
         }), reply_to=msg)
 
     @app.evaluate()
@@ -71,13 +73,16 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
         try:
             node = resolve(context)
             cfg = RoundConfig.from_record(msg.content[P.CONFIG])
-            metrics = evaluate_round(node, cfg, msg.content[P.ARRAYS].to_torch_state_dict())
+            metrics, ledger = evaluate_round(node, cfg, msg.content[P.ARRAYS].to_torch_state_dict())
         except RareGraphError as exc:
             return Message(Error(code=REFUSED_CODE, reason=f"site refuses to evaluate: {exc}"), reply_to=msg)
-        return Message(RecordDict({
+        content = RecordDict({
             P.METRICS: MetricRecord(metrics),
             P.SITE: ConfigRecord({P.SITE_ID: node.site_id, "accountant": cfg.accountant}),
-        }), reply_to=msg)
+        })
+        if ledger is not None:
+            content[P.LEDGER] = ConfigRecord({P.LEDGER_ENTRIES: ledger})
+        return Message(content, reply_to=msg)
 
     return app
 

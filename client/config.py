@@ -17,6 +17,7 @@ KEYS: dict[str, tuple[str, type, object]] = {
     "data-path": ("data_path", str, REQUIRED),  # the site's OMOP folder (read-only is enough)
     "state-path": ("state_path", str, REQUIRED),  # privacy state and bundle cache (must persist)
     "coordinator-pub": ("coordinator_pub", str, REQUIRED),  # pinned coordinator key (PEM)
+    "site-key": ("site_key", str, REQUIRED),  # the site's own Ed25519 private key (PEM): signs its privacy ledger
     "epsilon": ("epsilon", float, REQUIRED),  # the site's lifetime ε for this dataset
     "delta": ("delta", float, 1e-5),  # δ; keep it below 1 / number of patients
     "clip-norm": ("clip_norm", float, 1.0),  # per-patient gradient norm bound C
@@ -27,6 +28,7 @@ KEYS: dict[str, tuple[str, type, object]] = {
     "eval-noise-multiplier": ("eval_noise_multiplier", float, 0.0),  # σ of DP evaluation releases; 0: never evaluate
     "eval-loss-clip": ("eval_loss_clip", float, 2.0),  # per-patient loss bound B of DP evaluation
 }
+PATH_FIELDS = ("data_path", "state_path", "coordinator_pub", "site_key")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class NodeConfig:
     data_path: Path
     state_path: Path
     coordinator_pub: Path
+    site_key: Path
     epsilon: float
     delta: float = 1e-5
     clip_norm: float = 1.0
@@ -85,7 +88,7 @@ class NodeConfig:
                 value = value.lower() == "true"
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise ConfigError(f"node config {key!r} must be {kind.__name__}, got {value!r}")
-            parsed[name] = Path(value) if name.endswith(("_path", "_pub")) else value
+            parsed[name] = Path(value) if name in PATH_FIELDS else value
         return cls(**parsed)
 
     def as_mapping(self) -> dict:

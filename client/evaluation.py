@@ -30,6 +30,7 @@ import torch
 from client.config import NodeConfig
 from client.training import RoundConfig, open_site
 from shared import protocol as P
+from shared.ledger import export_entries, round_key
 from shared.model.checkpoint import build
 from shared.training import per_sample_loss
 
@@ -43,25 +44,28 @@ def declined(node: NodeConfig, epsilon: float) -> dict[str, float]:
             P.BUDGET_EPSILON: node.epsilon, P.DELTA: node.delta, P.REFUSED: 1.0}
 
 
-def evaluate_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, torch.Tensor]) -> dict[str, float]:
+def evaluate_round(node: NodeConfig, cfg: RoundConfig,
+                   global_weights: dict[str, torch.Tensor]) -> tuple[dict[str, float], str | None]:
     """Evaluate the global weights on the site's patients (see the module docstring).
 
     Returns
     -------
-    dict
-        ``eval-loss-sum`` and ``eval-count`` (noisy; loss units and patients) with the
-        standard deviations of their noise, ε spent so far, and ``refused`` = 1 when the
-        site declined.
+    tuple
+        The metrics: ``eval-loss-sum`` and ``eval-count`` (noisy; loss units and patients)
+        with the standard deviations of their noise, ε spent so far, and ``refused`` = 1 when
+        the site declined; and the site's signed ledger (``None`` when the site declined
+        without opening its state).
 
     Raises
     ------
-    SignatureError, InputError
-        As for training: a bundle that does not verify, bad site data, a foreign state.
+    LedgerError, SignatureError, InputError
+        As for training: a ledger or bundle that does not verify, bad site data, a foreign state.
     """
     if node.eval_noise_multiplier == 0:
         log.info("site %s declines evaluation round %d: eval-noise-multiplier is 0", node.site_id, cfg.server_round)
-        return declined(node, float("nan"))
-    bundle, tensors, state = open_site(node, cfg)
+        return declined(node, float("nan")), None
+    site = open_site(node, cfg)
+    bundle, tensors, state = site.bundle, site.tensors, site.state
     sigma = node.eval_noise_multiplier
     remaining = []
     plan = state.plan
@@ -73,7 +77,7 @@ def evaluate_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str,
         log.warning("site %s declines evaluation round %d: ε with the %d training rounds still planned would reach "
                     "%.3f > budget %.3f", node.site_id, cfg.server_round, cfg.rounds - cfg.server_round, after,
                     node.epsilon)
-        return declined(node, state.epsilon())
+        return declined(node, state.epsilon()), export_entries(site.ledger.entries)
 
     model, schedule, tables, layout = build(bundle, guidance=cfg.guidance)
     model.load_state_dict(global_weights)
@@ -88,11 +92,13 @@ def evaluate_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str,
     contribution = torch.stack([losses.clamp(0.0, clip) / clip, torch.ones_like(losses)], dim=1) / math.sqrt(2.0)
     noise = torch.Generator().manual_seed(secrets.randbits(63))  # never predictable from the run's seed
     released = contribution.sum(dim=0) + sigma * torch.randn(2, generator=noise)
-    epsilon = state.record_round(round_id=f"{cfg.run_id}:{cfg.server_round}:evaluate", steps=1,
+    epsilon = state.record_round(round_id=round_key(cfg.run_id, cfg.server_round, "evaluate"), steps=1,
                                  noise_multiplier=sigma, sample_rate=1.0, clip_norm=clip,
                                  noise_multiplicity=EVAL_DRAWS)
+    site.ledger.append_round(state, run_id=cfg.run_id, server_round=cfg.server_round, kind="evaluate")
     log.info("site %s evaluation round %d: ε = %.3f of %.3f", node.site_id, cfg.server_round, epsilon, node.epsilon)
     scale = math.sqrt(2.0)
-    return {P.EVAL_LOSS_SUM: float(released[0]) * scale * clip, P.EVAL_COUNT: float(released[1]) * scale,
-            P.EVAL_LOSS_SUM_STD: sigma * scale * clip, P.EVAL_COUNT_STD: sigma * scale, P.EPSILON: epsilon, P.BUDGET_EPSILON: node.epsilon,
-            P.DELTA: node.delta, P.REFUSED: 0.0}
+    metrics = {P.EVAL_LOSS_SUM: float(released[0]) * scale * clip, P.EVAL_COUNT: float(released[1]) * scale,
+               P.EVAL_LOSS_SUM_STD: sigma * scale * clip, P.EVAL_COUNT_STD: sigma * scale, P.EPSILON: epsilon,
+               P.BUDGET_EPSILON: node.epsilon, P.DELTA: node.delta, P.REFUSED: 0.0}
+    return metrics, export_entries(site.ledger.entries)

@@ -10,7 +10,14 @@
    DP evaluations (``eval-noise-multiplier`` > 0) plans room for one per round.
 4. If the round's steps would take ε past the budget, the site refuses and sits out.
 5. Otherwise: DP-SGD for the round's steps from the global weights; the round is charged
-   to the accountant and saved *before* the weights leave the site.
+   to the accountant and saved, then signed into the site's privacy ledger, *before* the
+   weights leave the site. The reply carries the ledger (every entry, signed) so that the
+   server keeps a copy the site cannot later roll back.
+
+The ledger (``STATE/privacy/ledger.jsonl``, :mod:`shared.ledger`) is opened and verified
+with the site's own key before anything else: a ledger that does not verify (edited,
+truncated, another site's or another key's) stops the site, since a rewritten history is a
+privacy incident. Charges a crash left out of it are appended from the privacy state.
 """
 
 from __future__ import annotations
@@ -30,9 +37,11 @@ from shared.bundle import StudyBundle
 from shared.dp_sgd import Mechanism, make_private
 from shared.dp_sgd import backward as private_backward
 from shared.ehr.omop import data_fingerprint, read_omop
+from shared.ledger import Ledger, export_entries, round_key
 from shared.model.checkpoint import build
 from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget
 from shared.privacy.state import PrivacyState
+from shared.signing import load_private_key
 from shared.tensorize import tensorize
 from shared.trajectories import TrajectoryTensors
 from shared.training import train_steps
@@ -66,10 +75,43 @@ class RoundConfig:
 class RoundOutcome:
     weights: dict[str, torch.Tensor] | None  # None when the site sat out
     metrics: dict[str, float]
+    ledger: str  # the site's whole signed ledger (JSON Lines), for the server's copy
+
+
+@dataclass(frozen=True)
+class Site:
+    """What a round works with, opened and checked: bundle, patients, privacy state, ledger."""
+
+    bundle: StudyBundle
+    tensors: TrajectoryTensors
+    state: PrivacyState
+    ledger: Ledger
 
 
 def privacy_folder(node: NodeConfig) -> Path:
     return node.state_path / "privacy"
+
+
+def ledger_file(node: NodeConfig) -> Path:
+    return privacy_folder(node) / "ledger.jsonl"
+
+
+def open_ledger(node: NodeConfig, state: PrivacyState) -> Ledger:
+    """The site's ledger, verified with its key and reconciled with the privacy state.
+
+    Raises
+    ------
+    LedgerError
+        The ledger does not verify, is another dataset's, or records a charge the state lacks
+        (the state was reset).
+    SignatureError, InputError
+        The site key cannot be read.
+    """
+    ledger = Ledger(ledger_file(node), node.site_id, load_private_key(node.site_key))
+    for entry in ledger.reconcile(state):
+        log.warning("site %s: ledger entry %d (run %s round %d, %s) added from the privacy state: a charge an earlier "
+                    "process recorded but did not sign", node.site_id, entry.seq, entry.run_id, entry.round, entry.kind)
+    return ledger
 
 
 def _plan(state: PrivacyState, node: NodeConfig, cfg: RoundConfig, sample_rate: float) -> PrivacyState:
@@ -90,24 +132,28 @@ def _plan(state: PrivacyState, node: NodeConfig, cfg: RoundConfig, sample_rate: 
                                        accountant=cfg.accountant, plan=new_plan)
 
 
-def open_site(node: NodeConfig, cfg: RoundConfig) -> tuple[StudyBundle, TrajectoryTensors, PrivacyState]:
-    """The verified cached bundle, the site's patients as tensors, and its privacy state.
+def open_site(node: NodeConfig, cfg: RoundConfig) -> Site:
+    """The site's privacy state and verified ledger, the verified cached bundle, and the
+    site's patients as tensors.
 
     Raises
     ------
+    LedgerError
+        The site's ledger does not verify or disagrees with its privacy state.
     SignatureError
         The bundle is not cached or does not verify.
     InputError
         Bad site data or a privacy state for another dataset.
     """
     torch.set_num_threads(node.threads)
-    bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
-    cohort, _ = read_omop(node.data_path, skip_bad_rows=node.skip_bad_rows)
-    tensors, _ = tensorize(cohort, bundle)
     budget = PrivacyBudget(epsilon=node.epsilon, delta=node.delta)
     state = PrivacyState.load_or_create(privacy_folder(node), fingerprint=data_fingerprint(node.data_path),
                                         budget=budget, accountant=cfg.accountant)
-    return bundle, tensors, state
+    ledger = open_ledger(node, state)
+    bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
+    cohort, _ = read_omop(node.data_path, skip_bad_rows=node.skip_bad_rows)
+    tensors, _ = tensorize(cohort, bundle)
+    return Site(bundle, tensors, state, ledger)
 
 
 def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, torch.Tensor]) -> RoundOutcome:
@@ -120,7 +166,8 @@ def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, to
     InputError
         Bad site data or a privacy state for another dataset.
     """
-    bundle, tensors, state = open_site(node, cfg)
+    site = open_site(node, cfg)
+    bundle, tensors, state = site.bundle, site.tensors, site.state
     n = tensors.n
     sample_rate = min(1.0, node.batch_size / n)
     try:
@@ -138,7 +185,7 @@ def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, to
         log.warning("site %s sits out round %d: ε would reach %.3f > budget %.3f (spent %.3f)", node.site_id,
                     cfg.server_round, after, node.epsilon, state.epsilon())
         return RoundOutcome(None, {**base, P.NUM_EXAMPLES: 0.0, P.LOSS: 0.0, P.EPSILON: state.epsilon(),
-                                   P.REFUSED: 1.0, P.STEPS: 0.0})
+                                   P.REFUSED: 1.0, P.STEPS: 0.0}, export_entries(site.ledger.entries))
 
     seed = (cfg.seed * 1_000_003 + cfg.server_round * 7919 + int(hashlib.sha256(node.site_id.encode()).hexdigest()[:8], 16))
     torch.manual_seed(seed)
@@ -154,12 +201,13 @@ def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, to
     losses = train_steps(private_model, private_optimizer, batches, schedule=schedule, tables=tables,
                          steps=cfg.local_steps, cond_drop=0.1, generator=generator,
                          multiplicity=node.noise_multiplicity, backward=private_backward)
-    epsilon = state.record_round(round_id=f"{cfg.run_id}:{cfg.server_round}", steps=cfg.local_steps,
+    epsilon = state.record_round(round_id=round_key(cfg.run_id, cfg.server_round, "train"), steps=cfg.local_steps,
                                  noise_multiplier=plan.noise_multiplier, sample_rate=sample_rate,
                                  clip_norm=node.clip_norm, noise_multiplicity=node.noise_multiplicity)
+    site.ledger.append_round(state, run_id=cfg.run_id, server_round=cfg.server_round, kind="train")
     log.info("site %s round %d: %d DP-SGD steps, ε = %.3f of %.3f", node.site_id, cfg.server_round, cfg.local_steps,
              epsilon, node.epsilon)
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     loss = float(np.nanmean(losses)) if np.isfinite(losses).any() else 0.0
     return RoundOutcome(weights, {**base, P.NUM_EXAMPLES: float(n), P.LOSS: loss, P.EPSILON: epsilon,
-                                  P.REFUSED: 0.0})
+                                  P.REFUSED: 0.0}, export_entries(site.ledger.entries))

@@ -8,7 +8,9 @@
    SuperNode per hospital, each with its own persistent privacy budget), from weights the
    coordinator pretrained on patients drawn from the bundle's public knowledge alone;
 4. generate synthetic patients from the federated model, write them as OMOP with a data
-   card, and evaluate them at each site against its training and held-out patients.
+   card, and evaluate them at each site against its training and held-out patients;
+5. audit: every site's signed privacy ledger (the server's copy) verified against the
+   site's public key, ε recomputed with an independent accountant, the auditor's report.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from kg.build import Sources, build_graph
 from kg.bundle import make_bundle
 from kg.sources.curated import default_curated_dir
 from kg.study import load_study
-from raregraph.federate import run_simulated, site_nodes
+from raregraph.federate import SITE_KEYS_DIR, audit_run, print_audit_summary, publish_site_keys, run_simulated, site_nodes
 from server.config import RunConfig
 from shared.atomic import atomic_dir
+from shared.audit.report import write_report as write_audit_report
 from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, steps
 from shared.ehr.cohort import Cohort
@@ -106,13 +109,13 @@ def demo(
                                   "holdout": tensorize(read_omop(tmp / "holdout" / name)[0], bundle)[0]})
 
             step(f"federate: {sites} sites × {rounds} rounds of DP-SGD (Flower simulation engine)")
-            run = RunConfig(run_dir=(tmp / "run").resolve(), bundle_path=(tmp / "bundle").resolve(),
-                            bundle_pub=pub_path.resolve(), rounds=rounds, local_steps=local_steps, seed=seed,
-                            pretrain_steps=pretrain_steps,
-                            min_sites=1)
             nodes = site_nodes([tmp / "sites" / r["name"] for r in site_rows], state_root=tmp / "run" / "state",
                                pub=pub_path, epsilon=epsilon, delta=1e-5, clip_norm=1.0, batch_size=32,
                                noise_multiplicity=2)
+            run = RunConfig(run_dir=(tmp / "run").resolve(), bundle_path=(tmp / "bundle").resolve(),
+                            bundle_pub=pub_path.resolve(), rounds=rounds, local_steps=local_steps, seed=seed,
+                            pretrain_steps=pretrain_steps, min_sites=1,
+                            site_keys=publish_site_keys(nodes, (tmp / "run" / SITE_KEYS_DIR).resolve()))
             privacy = run_simulated(run, nodes, show_progress=not quiet)
             trained = load_model(tmp / "run" / "model", bundle)
 
@@ -131,7 +134,14 @@ def demo(
             write_synthetic(synthetic, tmp / "synthetic",
                             card=data_card(trained, bundle, synthetic, seed=seed, steps=50, guidance_scale=1.0,
                                            eta=0.0, disease=None))
+        step("audit: verifying the sites' signed privacy ledgers, recomputing ε independently")
+        audit = audit_run(out / "run")
+        write_audit_report(audit, out / "audit")
     _summary(out, graph.counts(), bundle, site_rows, privacy, time.perf_counter() - started)
+    print_audit_summary(audit, out / "run")
+    console.print(f"[bold]auditor's report[/] {out / 'audit' / 'report.html'}")
+    if not audit.ok:
+        raise typer.Exit(1)
 
 
 def _summary(out: Path, counts: dict, bundle: StudyBundle, site_rows: list[dict], privacy: dict,

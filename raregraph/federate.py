@@ -23,19 +23,46 @@ from server.app import make_app as make_server_app
 from server.config import RunConfig
 from shared import protocol as P
 from shared.console import cli_errors, console, err_console, print_json
+from shared.atomic import write_bytes_atomic
+from shared.audit.audit import AuditResult, audit_ledgers
 from shared.errors import InputError, RareGraphError
+from shared.ledger import LEDGER_DIR
+from shared.signing import new_keypair
+
+SITE_KEYS_DIR = "site-keys"  # RUN/site-keys/<site-id>.pub: the sites' public keys, for the server and auditors
 
 
 def site_nodes(sites: list[Path], *, state_root: Path, pub: Path, epsilon: float, delta: float, clip_norm: float,
                batch_size: int, noise_multiplicity: int, eval_noise_multiplier: float = 0.0) -> list[NodeConfig]:
-    """One node config per site folder; state folders under ``state_root``."""
+    """One node config per site folder; state folders under ``state_root``.
+
+    Each simulated site gets its own Ed25519 identity key in its state folder
+    (``STATE/<site>/identity/site.key``), made on first use and kept: the key signs the
+    site's ledger across every run over the same state.
+    """
     names = [s.name for s in sites]
     if len(set(names)) != len(names):
         raise InputError("site folders must have distinct names (they name the state folders)")
-    return [NodeConfig(site_id=s.name, data_path=s.resolve(), state_path=(state_root / s.name).resolve(),
-                       coordinator_pub=pub.resolve(), epsilon=epsilon, delta=delta, clip_norm=clip_norm,
-                       batch_size=batch_size, noise_multiplicity=noise_multiplicity, threads=1,
-                       eval_noise_multiplier=eval_noise_multiplier) for s in sites]
+    nodes = []
+    for s in sites:
+        state = (state_root / s.name).resolve()
+        key = state / "identity" / "site.key"
+        if not key.exists():
+            new_keypair(key.with_suffix(""))
+        nodes.append(NodeConfig(site_id=s.name, data_path=s.resolve(), state_path=state, coordinator_pub=pub.resolve(),
+                                site_key=key, epsilon=epsilon, delta=delta, clip_norm=clip_norm, batch_size=batch_size,
+                                noise_multiplicity=noise_multiplicity, threads=1,
+                                eval_noise_multiplier=eval_noise_multiplier))
+    return nodes
+
+
+def publish_site_keys(nodes: list[NodeConfig], folder: Path) -> Path:
+    """Copy each site's public key to ``folder/<site-id>.pub`` (what the coordinator and the
+    auditor hold); returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for node in nodes:
+        write_bytes_atomic(folder / f"{node.site_id}.pub", node.site_key.with_suffix(".pub").read_bytes())
+    return folder
 
 
 def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: bool, client_app=None) -> dict:
@@ -108,12 +135,15 @@ def federate(
                            clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
                            eval_noise_multiplier=eval_noise_multiplier)
         run = RunConfig(run_dir=out.resolve(), bundle_path=bundle.resolve(), bundle_pub=pub.resolve(), rounds=rounds,
-                        guidance=guidance, pretrain_steps=pretrain_steps, local_steps=local_steps, lr=lr, seed=seed, planned_rounds=planned_rounds,
-                        min_sites=min(min_sites, len(nodes)), evaluate_fraction=evaluate_fraction)
+                        guidance=guidance, pretrain_steps=pretrain_steps, local_steps=local_steps, lr=lr, seed=seed,
+                        planned_rounds=planned_rounds, min_sites=min(min_sites, len(nodes)),
+                        evaluate_fraction=evaluate_fraction,
+                        site_keys=publish_site_keys(nodes, out.resolve() / SITE_KEYS_DIR))
         privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
+        audit = audit_run(run.run_dir)
     if json_out:
-        print_json(privacy)
-        return
+        print_json({**privacy, "audit": audit.to_json()})
+        raise typer.Exit(0 if audit.ok else 1)
     table = Table(title=f"privacy spent per site ({out / 'privacy.json'})", show_edge=False)
     for col in ("site", "rounds trained", "sat out", "ε spent", "budget", "σ", "q"):
         table.add_column(col, justify="left" if col == "site" else "right")
@@ -125,3 +155,23 @@ def federate(
                       f"{last['noise-multiplier']:.3f}", f"{last['sample-rate']:.4f}")
     console.print(table)
     console.print(f"model: {out / 'model'} (sample with `raregraph generate {out / 'model'} --bundle {bundle} ...`)")
+    print_audit_summary(audit, run.run_dir)
+    if not audit.ok:
+        raise typer.Exit(1)
+
+
+def audit_run(run_dir: Path) -> AuditResult:
+    """Audit the ledgers the server merged during the run against the published site keys."""
+    return audit_ledgers(run_dir / LEDGER_DIR, run_dir / SITE_KEYS_DIR)
+
+
+def print_audit_summary(audit: AuditResult, run_dir: Path) -> None:
+    """One line when every ledger holds; every problem otherwise."""
+    command = f"raregraph audit {run_dir / LEDGER_DIR} --keys {run_dir / SITE_KEYS_DIR} --out REPORT"
+    if audit.ok:
+        console.print(f"privacy ledgers: {len(audit.sites)} sites, chains and signatures verify, ε recomputed "
+                      f"independently agrees (full report: `{command}`)")
+        return
+    for problem in audit.all_problems:
+        err_console.print(f"[red]ledger problem[/] {problem.message}", highlight=False)
+    err_console.print(f"privacy ledgers do NOT verify; see `{command}`")

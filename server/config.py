@@ -28,6 +28,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "fed.round-timeout": ("round_timeout", float),
     "fed.outlier-factor": ("outlier_factor", float),
     "fed.evaluate-fraction": ("evaluate_fraction", float),
+    "fed.site-keys": ("site_keys", str),
 }
 
 
@@ -49,6 +50,7 @@ class RunConfig:
     round_timeout: float = 3600.0  # seconds a round waits for sites
     outlier_factor: float = 10.0  # reject an update whose change norm exceeds factor × the round's median
     evaluate_fraction: float = 0.0  # sites asked for a DP evaluation after each round (each charges its budget)
+    site_keys: Path | None = None  # folder of the sites' public keys <site-id>.pub: ledgers verified on merge
 
     def __post_init__(self) -> None:
         if self.guidance not in ("kg", "none"):
@@ -86,6 +88,8 @@ class RunConfig:
                 if value == "":
                     raise ConfigError(f"run config {key!r} must be set (flwr run . --run-config '{key}=\"...\"')")
                 value = Path(value)
+            if name == "site_keys":
+                value = Path(value) if value else None
             parsed[name] = value
         for required in ("run_dir", "bundle_path", "bundle_pub"):
             if required not in parsed:
@@ -100,4 +104,5 @@ class RunConfig:
 
     def as_mapping(self) -> dict:
         by_name = {name: key for key, (name, _) in KEYS.items()}
-        return {by_name[f.name]: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
+        return {by_name[f.name]: (str(v) if isinstance(v := getattr(self, f.name), Path) else "" if v is None else v)
+                for f in fields(self)}

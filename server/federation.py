@@ -112,7 +112,8 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
         log.info("pretrained on %d public-prior patients, %d steps, %.0f s", run.pretrain_patients,
                  run.pretrain_steps, pretraining["seconds"])
     strategy = SiteFedAvg(run_dir=run.run_dir, run_id=run_id, outlier_factor=run.outlier_factor,
-                          min_sites=run.min_sites, evaluate_fraction=run.evaluate_fraction, on_round=on_round)
+                          min_sites=run.min_sites, evaluate_fraction=run.evaluate_fraction,
+                          site_keys=run.site_keys, on_round=on_round)
     train_config = ConfigRecord({P.RUN_ID: run_id, P.ROUNDS: run.participation_rounds, P.LOCAL_STEPS: run.local_steps, P.LR: run.lr,
                                  P.GUIDANCE: run.guidance, P.BUNDLE_SHA256: bundle.bundle_hash,
                                  P.ACCOUNTANT: run.accountant, P.SEED: run.seed})

@@ -5,6 +5,12 @@ An update is rejected (logged; the round goes on with the rest) when it has a no
 value, or when its change from the round's global weights has a norm above
 ``outlier_factor`` × the median change of the round. A site that refused the round (budget
 spent) is recorded but not averaged.
+
+Every reply's privacy ledger is merged into the server's copy ``RUN/ledger/<site_id>.jsonl``
+(:func:`shared.ledger.merge_site_entries`), verified with the site's public key when the
+coordinator holds one (``fed.site-keys``). A ledger that forks, rolls back or does not verify
+is a privacy incident: the site's update and evaluation are rejected. A reply without a
+ledger is logged and recorded; ``raregraph audit`` then reports the site's ledger missing.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from shared import protocol as P
+from shared.errors import RareGraphError
+from shared.ledger import merge_site_entries, parse_entries
+from shared.signing import load_public_key
 
 log = logging.getLogger("raregraph.server")
 
@@ -45,7 +54,7 @@ class SiteFedAvg(FedAvg):
     """FedAvg with update validation, per-site privacy records and per-round checkpoints."""
 
     def __init__(self, *, run_dir: Path, run_id: str, outlier_factor: float, min_sites: int,
-                 evaluate_fraction: float = 0.0,
+                 evaluate_fraction: float = 0.0, site_keys: Path | None = None,
                  on_round: Callable[[dict, dict[str, list[dict]]], None] | None = None) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=evaluate_fraction, min_train_nodes=min_sites,
                          min_evaluate_nodes=0, min_available_nodes=min_sites, arrayrecord_key=P.ARRAYS,
@@ -53,6 +62,7 @@ class SiteFedAvg(FedAvg):
         self.run_dir = run_dir
         self.run_id = run_id
         self.outlier_factor = outlier_factor
+        self.site_keys = site_keys
         self.current: ArrayRecord | None = None
         self.privacy: dict[str, list[dict]] = {}
         self.rejected: list[dict] = []
@@ -83,10 +93,14 @@ class SiteFedAvg(FedAvg):
         for r in ok:
             site = str(r.content[P.SITE][P.SITE_ID]) if P.SITE in r.content else str(r.metadata.src_node_id)
             m = r.content[P.METRICS]
+            ledger_ok = self._merge_ledger(server_round, site, r, "train")
             self.privacy.setdefault(site, []).append(
                 {"round": server_round, "run_id": self.run_id, "kind": "train",
                  **{k: float(m[k]) for k in P.TRAIN_METRICS if k in m},
-                 "accountant": str(r.content[P.SITE]["accountant"]) if P.SITE in r.content else ""})
+                 "accountant": str(r.content[P.SITE]["accountant"]) if P.SITE in r.content else "",
+                 "ledger": ledger_ok})
+            if ledger_ok is False:
+                continue
             if m[P.REFUSED]:
                 log.warning("round %d: site %s sat out (privacy budget: ε spent %.3f of %.3f)", server_round, site,
                             m[P.EPSILON], m[P.BUDGET_EPSILON])
@@ -111,6 +125,8 @@ class SiteFedAvg(FedAvg):
                 continue
             m = r.content[P.METRICS]
             site = str(r.content[P.SITE][P.SITE_ID])
+            if self._merge_ledger(server_round, site, r, "evaluate") is False:
+                continue
             if m[P.REFUSED]:
                 log.info("round %d: site %s declined evaluation", server_round, site)
                 continue
@@ -134,6 +150,34 @@ class SiteFedAvg(FedAvg):
             self.rounds_log[-1]["server_seconds"] += round(time.perf_counter() - started, 4)
             self._write_state(server_round)
         return MetricRecord(metrics)
+
+    def _merge_ledger(self, server_round: int, site: str, reply: Message, kind: str) -> bool | None:
+        """Merge the reply's ledger into the server's copy: True merged, None absent, False rejected.
+
+        A reply that charged the site's budget (not refused) must carry that charge: an entry for
+        this run, round and kind with the ε the metrics report.
+        """
+        if P.LEDGER not in reply.content:
+            log.warning("round %d: site %s sent no privacy ledger", server_round, site)
+            return None
+        metrics = reply.content[P.METRICS]
+        try:
+            entries = parse_entries(str(reply.content[P.LEDGER][P.LEDGER_ENTRIES]), source=f"site {site}'s ledger")
+            if entries and entries[0].site_id != site:
+                raise RareGraphError(f"the ledger is site {entries[0].site_id!r}'s")
+            if entries:
+                key = None if self.site_keys is None else load_public_key(self.site_keys / f"{site}.pub")
+                merge_site_entries(self.run_dir, entries, public_key=key)
+            if not metrics[P.REFUSED]:
+                charge = next((e for e in entries if (e.run_id, e.round, e.kind) == (self.run_id, server_round, kind)),
+                              None)
+                if charge is None or not math.isclose(charge.epsilon, float(metrics[P.EPSILON]), rel_tol=1e-9):
+                    raise RareGraphError(f"no entry for run {self.run_id} round {server_round} ({kind}) with the "
+                                         f"ε = {float(metrics[P.EPSILON]):.6g} the reply reports")
+        except RareGraphError as exc:
+            self._reject(server_round, site, f"privacy ledger: {exc}")
+            return False
+        return True
 
     def _validate(self, server_round: int, usable: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
         """Drop non-finite updates and updates whose change norm is an outlier."""

@@ -1,7 +1,8 @@
 """Keys of the messages between the ServerApp and the ClientApps, defined once.
 
-Everything a site sends is in these records: weights (``arrays``), numbers (``metrics``)
-and its site id and accountant name (``site``). Nothing row-level, ever.
+Everything a site sends is in these records: weights (``arrays``), numbers (``metrics``),
+its site id and accountant name (``site``) and its signed privacy ledger (``ledger``: one
+entry per charge to its accountant, mechanism and ε only). Nothing row-level, ever.
 """
 
 # records
@@ -12,6 +13,7 @@ SITE = "site"
 BUNDLE_OFFER = "bundle-offer"
 BUNDLE_FILES = "bundle-files"
 BUNDLE_STATUS = "bundle-status"
+LEDGER = "ledger"
 
 # config keys (server → site, per round)
 SERVER_ROUND = "server-round"
@@ -47,6 +49,9 @@ TRAIN_METRICS = (NUM_EXAMPLES, LOSS, EPSILON, DELTA, NOISE_MULTIPLIER, SAMPLE_RA
 
 # site record keys
 SITE_ID = "site-id"
+
+# ledger record keys
+LEDGER_ENTRIES = "entries"  # the site's ledger as JSON Lines (shared.ledger.export_entries)
 
 # bundle status values
 CACHED = "cached"

@@ -14,13 +14,14 @@ from flwr.clientapp import ClientApp
 from client.app import make_app as make_client_app
 from kg.bundle import make_bundle
 from kg.study import parse_study
-from raregraph.federate import run_simulated, site_nodes
+from raregraph.federate import SITE_KEYS_DIR, audit_run, publish_site_keys, run_simulated, site_nodes
 from server.config import RunConfig
 from shared import protocol as P
 from shared.bundle import StudyBundle
 from shared.ehr.omop import read_omop
 from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium, write_consortium
 from shared.errors import RareGraphError
+from shared.ledger import LEDGER_DIR, export_entries, parse_entries, read_ledger
 from shared.privacy.budget import epsilon_for
 from shared.privacy.state import PrivacyState
 from shared.signing import load_private_key, new_keypair
@@ -49,10 +50,14 @@ def run_config(tmp: Path, bundle: Path, pub: Path, rounds: int, **kw) -> RunConf
 
 
 def test_three_sites_train_with_dp_and_the_model_generates_omop(sites, demo_bundle, coordinator_key, tmp_path):
-    """Two sites also release a DP evaluation each round (charged); the third declines."""
-    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2, evaluate_fraction=1.0)
+    """Two sites also release a DP evaluation each round (charged); the third declines. Every
+    charge is in the site's signed ledger, the server's copy verifies, and ε recomputed with
+    an independent accountant agrees with the one that trained within 1 %."""
     site_cfgs = [dataclasses.replace(n, eval_noise_multiplier=5.0 if i < 2 else 0.0)
                  for i, n in enumerate(nodes(sites, tmp_path / "state", coordinator_key[1], epsilon=6.0))]
+    keys = publish_site_keys(site_cfgs, tmp_path / "run" / SITE_KEYS_DIR)
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2, evaluate_fraction=1.0,
+                     site_keys=keys)
     privacy = run_simulated(run, site_cfgs, show_progress=False)
     assert set(privacy["sites"]) == {"site-1", "site-2", "site-3"}
     for site, rows in privacy["sites"].items():
@@ -67,6 +72,14 @@ def test_three_sites_train_with_dp_and_the_model_generates_omop(sites, demo_bund
         assert r["evaluate"]["eval-sites"] == 2 and r["evaluate"]["eval-count-std"] > 0
     recorded = PrivacyState.read(tmp_path / "state" / "site-1" / "privacy")
     assert recorded.epsilon() == pytest.approx(privacy["sites"]["site-1"][-1]["epsilon"])
+    for site, rows in privacy["sites"].items():
+        held = read_ledger(tmp_path / "run" / LEDGER_DIR / f"{site}.jsonl")
+        assert [(e.round, e.kind, e.epsilon) for e in held] == [(r["round"], r["kind"], r["epsilon"]) for r in rows]
+        assert all(r["ledger"] for r in rows if r["kind"] == "train")
+    audit = audit_run(tmp_path / "run")
+    assert audit.ok, audit.all_problems
+    checks = [c for site in audit.sites for c in site.entries]
+    assert len(checks) == 10 and all(abs(c.independent_epsilon - c.epsilon) <= 0.01 * c.epsilon for c in checks)
     code, _, stderr = cli("generate", tmp_path / "run" / "model", "--bundle", demo_bundle, "--pub", coordinator_key[1],
                           "--n", "12", "--steps", "8", "--out", tmp_path / "syn")
     assert code == 0, stderr
@@ -90,6 +103,10 @@ def test_a_restart_keeps_composing(sites, demo_bundle, coordinator_key, tmp_path
         assert first[-1]["noise-multiplier"] == sigma  # calibrated once, kept across runs
         four_rounds = epsilon_for(noise_multiplier=sigma, sample_rate=q, steps=4 * FAST["local_steps"], delta=1e-5)
         assert rows[-1]["epsilon"] == pytest.approx(four_rounds, rel=1e-9)
+        # the site's ledger spans both runs; run b's server copy holds all of it
+        held = read_ledger(tmp_path / "b" / LEDGER_DIR / f"{site}.jsonl")
+        assert [e.seq for e in held] == [0, 1, 2, 3] and held[-1].epsilon == rows[-1]["epsilon"]
+        assert len({e.run_id for e in held}) == 2
 
 
 def test_a_site_out_of_budget_sits_out_and_the_others_go_on(sites, demo_bundle, coordinator_key, tmp_path):
@@ -117,7 +134,9 @@ def test_every_site_refuses_a_bundle_signed_by_another_key(sites, real_graph, co
     assert not (tmp_path / "run" / "model").exists()
 
 
-def test_a_nan_update_is_rejected_and_the_run_completes(sites, demo_bundle, coordinator_key, tmp_path):
+def test_a_nan_update_and_a_hidden_charge_are_rejected_and_the_run_completes(sites, demo_bundle, coordinator_key,
+                                                                              tmp_path):
+    """site-3 sends NaN weights; in round 2, site-2 leaves that round's charge out of its ledger."""
     site_cfgs = nodes(sites, tmp_path / "state", coordinator_key[1])
     honest = make_client_app(lambda context: site_cfgs[int(context.node_config["partition-id"])])
     faulty = ClientApp()
@@ -134,13 +153,37 @@ def test_a_nan_update_is_rejected_and_the_run_completes(sites, demo_bundle, coor
             first = next(iter(weights))
             weights[first] = torch.full_like(weights[first], float("nan"))
             reply.content[P.ARRAYS] = ArrayRecord(weights)
+        if int(context.node_config["partition-id"]) == 1 and msg.content[P.CONFIG][P.SERVER_ROUND] == 2:
+            entries = parse_entries(reply.content[P.LEDGER][P.LEDGER_ENTRIES])
+            reply.content[P.LEDGER][P.LEDGER_ENTRIES] = export_entries(entries[:-1])
         return reply
 
     run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2)
     run_simulated(run, site_cfgs, show_progress=False, client_app=faulty)
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
-    assert [r["site"] for r in state["rejected"]] == ["site-3", "site-3"]
-    assert all("non-finite" in r["reason"] for r in state["rejected"])
-    assert all(r["aggregated"] == 2 for r in state["rounds"])
+    rejected = sorted((r["round"], r["site"], r["reason"].split(":")[0]) for r in state["rejected"])
+    assert rejected == [(1, "site-3", "non-finite values"), (2, "site-2", "privacy ledger"),
+                        (2, "site-3", "non-finite values")]
+    assert [r["aggregated"] for r in state["rounds"]] == [2, 1]
     weights = torch.load(tmp_path / "run" / "model" / "weights.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_federate_command_ends_with_ledgers_an_auditor_verifies(sites, demo_bundle, coordinator_key, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, stderr = cli("federate", "--bundle", demo_bundle, "--pub", coordinator_key[1], "--sites", sites[0],
+                               "--sites", sites[1], "--rounds", "1", "--epsilon", "5", "--local-steps", "2",
+                               "--batch-size", "8", "--pretrain-steps", "5", "--out", out)
+    assert code == 0, stderr
+    assert "chains and signatures verify" in " ".join(stdout.split())
+    assert sorted(p.name for p in (out / SITE_KEYS_DIR).iterdir()) == ["site-1.pub", "site-2.pub"]
+    code, stdout, stderr = cli("audit", out / LEDGER_DIR, "--keys", out / SITE_KEYS_DIR, "--out", tmp_path / "audit",
+                               "--json")
+    assert code == 0, stderr
+    audit = json.loads(stdout)
+    assert audit["ok"] and sorted(audit["sites"]) == ["site-1", "site-2"]
+    # a key swapped after the fact no longer matches the ledger's signatures: the audit fails
+    new_keypair(tmp_path / "other")
+    (out / SITE_KEYS_DIR / "site-2.pub").write_bytes((tmp_path / "other.pub").read_bytes())
+    code, _, _ = cli("audit", out / LEDGER_DIR, "--keys", out / SITE_KEYS_DIR, "--json")
+    assert code == 1

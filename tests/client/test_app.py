@@ -15,7 +15,8 @@ from shared import protocol as P
 from shared.bundle import StudyBundle, read_files
 from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium, write_consortium
 from shared.model.checkpoint import build
-from shared.signing import new_keypair
+from shared.ledger import parse_entries, verify_chain
+from shared.signing import load_private_key, new_keypair
 
 
 def message(content: RecordDict, message_type: str) -> Message:
@@ -34,8 +35,10 @@ def node(tmp_path_factory, bundle, coordinator_key) -> NodeConfig:
     root = tmp_path_factory.mktemp("site")
     write_consortium(simulate_consortium(knowledge_from_bundle(bundle), sites=1, seed=2, min_patients=40,
                                          max_patients=40), root / "sites")
+    site_key, _ = new_keypair(root / "identity" / "site-1")
     return NodeConfig(site_id="site-1", data_path=root / "sites" / "site-1", state_path=root / "state",
-                      coordinator_pub=coordinator_key[1], epsilon=8.0, delta=1e-5, batch_size=8, noise_multiplicity=2)
+                      coordinator_pub=coordinator_key[1], site_key=site_key, epsilon=8.0, delta=1e-5, batch_size=8,
+                      noise_multiplicity=2)
 
 
 def call(node: NodeConfig, msg: Message) -> Message:
@@ -90,7 +93,7 @@ def test_a_site_sends_only_weights_counts_and_metrics(node, bundle) -> None:
     reply = call(node, sent)
     assert not reply.has_error(), reply.error
     content = reply.content
-    assert set(content.keys()) == {P.ARRAYS, P.METRICS, P.SITE}
+    assert set(content.keys()) == {P.ARRAYS, P.METRICS, P.SITE, P.LEDGER}
     assert isinstance(content[P.ARRAYS], ArrayRecord) and isinstance(content[P.METRICS], MetricRecord)
     weights = content[P.ARRAYS].to_torch_state_dict()
     expected = sent.content[P.ARRAYS].to_torch_state_dict()
@@ -102,11 +105,40 @@ def test_a_site_sends_only_weights_counts_and_metrics(node, bundle) -> None:
     assert all(isinstance(v, float) for v in metrics.values())
     assert metrics[P.NUM_EXAMPLES] == 40 and metrics[P.REFUSED] == 0 and 0 < metrics[P.EPSILON] <= 8.0
     assert dict(content[P.SITE]) == {P.SITE_ID: "site-1", "accountant": "rdp"}
+    # the ledger: signed mechanism and ε per charge, nothing about any patient
+    assert set(dict(content[P.LEDGER])) == {P.LEDGER_ENTRIES}
+    (entry,) = parse_entries(content[P.LEDGER][P.LEDGER_ENTRIES])
+    assert set(entry.to_json()) == LEDGER_FIELDS
+    assert (entry.site_id, entry.run_id, entry.round, entry.kind) == ("site-1", "test", 1, "train")
+    assert entry.epsilon == metrics[P.EPSILON] and entry.mechanism.steps == metrics[P.STEPS]
     second = call(node, train_message(bundle, server_round=2))
     assert second.content[P.METRICS][P.EPSILON] > metrics[P.EPSILON]
     third = call(node, train_message(bundle, server_round=3))  # planned for 2 rounds: the budget is spent
     assert third.content[P.METRICS][P.REFUSED] == 1 and third.content[P.METRICS][P.NUM_EXAMPLES] == 0
     assert third.content[P.METRICS][P.EPSILON] == second.content[P.METRICS][P.EPSILON]
+    entries = parse_entries(third.content[P.LEDGER][P.LEDGER_ENTRIES])  # sitting out charges nothing
+    assert [e.round for e in entries] == [1, 2] and entries[-1].epsilon == second.content[P.METRICS][P.EPSILON]
+    assert not verify_chain(entries, load_private_key(node.site_key).public_key(), site_id="site-1")
+
+
+LEDGER_FIELDS = {"format", "seq", "site_id", "run_id", "round", "time", "kind", "mechanism", "accountant", "epsilon",
+                 "delta", "budget_epsilon", "dataset_fingerprint", "key_id", "prev_hash", "signature"}
+
+
+@pytest.mark.slow
+def test_a_site_whose_ledger_was_edited_or_whose_state_was_reset_refuses_to_train(node, bundle) -> None:
+    call(node, offer(bundle, read_files(bundle.path)))
+    assert not call(node, train_message(bundle, server_round=1)).has_error()
+    ledger = node.state_path / "privacy" / "ledger.jsonl"
+    honest = ledger.read_text()
+    assert '"round":1,' in honest
+    ledger.write_text(honest.replace('"round":1,', '"round":7,', 1))
+    reply = call(node, train_message(bundle, server_round=2))
+    assert reply.has_error() and "privacy ledger does not verify" in reply.error.reason
+    ledger.write_text(honest)
+    (node.state_path / "privacy" / "privacy_state.json").unlink()  # a reset privacy state: the ledger is the witness
+    reply = call(node, train_message(bundle, server_round=2))
+    assert reply.has_error() and "the state was reset" in reply.error.reason
 
 
 def evaluate_message(bundle: StudyBundle, *, server_round: int = 1, rounds: int = 2) -> Message:
@@ -130,7 +162,9 @@ def test_evaluation_is_a_charged_gaussian_release(node, bundle) -> None:
     call(node, offer(bundle, read_files(bundle.path)))
     replies = [call(node, evaluate_message(bundle, server_round=r, rounds=3)) for r in (1, 2, 3)]
     metrics = [dict(r.content[P.METRICS]) for r in replies]
-    assert set(replies[0].content.keys()) == {P.METRICS, P.SITE}
+    assert set(replies[0].content.keys()) == {P.METRICS, P.SITE, P.LEDGER}
+    entries = parse_entries(replies[-1].content[P.LEDGER][P.LEDGER_ENTRIES])
+    assert [(e.round, e.kind, e.mechanism.sample_rate) for e in entries] == [(r, "evaluate", 1.0) for r in (1, 2, 3)]
     assert set(metrics[0]) == set(P.EVALUATE_METRICS)
     assert all(m[P.REFUSED] == 0 for m in metrics)
     std = metrics[0][P.EVAL_COUNT_STD]

@@ -9,12 +9,14 @@ import pytest
 from client.config import NodeConfig
 from shared.errors import ConfigError
 
-BASE = {"site-id": "h1", "data-path": "/data", "state-path": "/state", "coordinator-pub": "/k.pub", "epsilon": 4}
+BASE = {"site-id": "h1", "data-path": "/data", "state-path": "/state", "coordinator-pub": "/k.pub",
+        "site-key": "/identity/site.key", "epsilon": 4}
 
 
 def test_defaults_and_round_trip() -> None:
     node = NodeConfig.from_mapping(BASE)
     assert node.epsilon == 4.0 and node.delta == 1e-5 and node.batch_size == 32 and node.data_path == Path("/data")
+    assert node.site_key == Path("/identity/site.key")
     assert NodeConfig.from_mapping(node.as_mapping()) == node
     assert NodeConfig.from_mapping({**BASE, "partition-id": 0, "num-partitions": 3}) == node
 
@@ -23,6 +25,7 @@ def test_defaults_and_round_trip() -> None:
     ("change", "message"),
     [
         ({"epsilon": None}, "missing 'epsilon'"),
+        ({"site-key": None}, "missing 'site-key'"),
         ({"epsilon": "four"}, "'epsilon' must be float"),
         ({"batch-size": 2.5}, "'batch-size' must be int"),
         ({"batch-size": True}, "'batch-size' must be int"),
