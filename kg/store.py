@@ -3,6 +3,7 @@
 Layout of a graph folder::
 
     manifest.json      sources (file, sha256, bytes, release), table hashes, counts
+    build_report.json  what each source gave: rows, nodes, edges, conflicts, drops (kg.report)
     nodes.parquet      id (CURIE), type, name, source, obsolete
     edges.parquet      source, target, relation, weight, provenance, qualifier, onset, sex
     synonyms.parquet   id, synonym, scope
@@ -31,6 +32,7 @@ from shared.signing import sha256_file
 FORMAT = "raregraph-kg"
 FORMAT_VERSION = 1
 TABLES = ("nodes", "edges", "synonyms", "xrefs", "labs")
+REPORT = "build_report.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +61,18 @@ class KnowledgeGraph:
     xrefs: pd.DataFrame
     labs: pd.DataFrame
     manifest: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)  # the build report; {} for a graph not built here
     # Memo of built matrices and per-relation edge groups; the tables are never changed
     # after construction, so entries stay valid for the object's life.
     _adjacency_cache: dict = field(default_factory=dict, repr=False)
-    _edge_groups: dict | None = field(default=None, repr=False)
+    _edge_groups: dict | None = field(default=None, repr=False)  # relation → row positions
+    _edge_frames: dict = field(default_factory=dict, repr=False)  # relation → its edge rows
+    _position_cache: dict = field(default_factory=dict, repr=False)  # node type → pd.Index of ids
 
     # --- persistence -------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
-        """Write the tables and ``manifest.json`` (with each table's sha256) into ``folder``."""
+        """Write the tables, ``manifest.json`` (with each table's sha256) and, when there is
+        one, the build report ``build_report.json`` into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         hashes = {}
@@ -77,6 +83,8 @@ class KnowledgeGraph:
         self.manifest = {**self.manifest, "format": FORMAT, "format_version": FORMAT_VERSION,
                          "tables": hashes, "counts": self.counts()}
         (folder / "manifest.json").write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+        if self.report:
+            (folder / REPORT).write_text(json.dumps(self.report, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, folder: str | Path) -> KnowledgeGraph:
@@ -104,7 +112,9 @@ class KnowledgeGraph:
             if not path.is_file():
                 raise InputError("table missing from graph folder", file=path)
             tables[name] = pd.read_parquet(path)
-        return cls(manifest=manifest, **tables)
+        report_path = folder / REPORT
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        return cls(manifest=manifest, report=report, **tables)
 
     # --- indices and matrices ----------------------------------------------------------
     @cached_property
@@ -113,10 +123,6 @@ class KnowledgeGraph:
         for node_type, group in self.nodes.groupby("type", sort=True):
             ids[str(node_type)] = tuple(sorted(group["id"].tolist()))
         return ids
-
-    @cached_property
-    def _type_index(self) -> dict[str, dict[str, int]]:
-        return {t: {n: i for i, n in enumerate(ids)} for t, ids in self._type_ids.items()}
 
     def ids_of_type(self, node_type: str) -> tuple[str, ...]:
         """Sorted ids of all nodes of ``node_type`` (the row/column order of matrices)."""
@@ -162,17 +168,18 @@ class KnowledgeGraph:
         if key in cache:
             return cache[key]
         rows_ids, cols_ids = self.ids_of_type(src_type), self.ids_of_type(dst_type)
-        src_index, dst_index = self._type_index.get(src_type, {}), self._type_index.get(dst_type, {})
-        edges = self.edges_of(relation)
-        r = edges["source"].map(src_index)
-        c = edges["target"].map(dst_index)
-        keep = (r.notna() & c.notna()).to_numpy()
-        r = r.to_numpy()[keep].astype(np.int64)
-        c = c.to_numpy()[keep].astype(np.int64)
+        rows = self._relation_rows(relation)
+        # positions by hashing each distinct id once (categorical codes, or a vectorised
+        # Index lookup), never a per-row Python dict lookup: relations reach millions of rows
+        r = _positions(self.edges["source"], rows, self._type_position(src_type))
+        c = _positions(self.edges["target"], rows, self._type_position(dst_type))
+        keep = (r >= 0) & (c >= 0)
+        r, c = r[keep], c[keep]
         if weight == "binary":
             data = np.ones(len(r))
         else:
-            data = np.nan_to_num(edges["weight"].to_numpy(dtype=np.float64)[keep], nan=fill)
+            w = self.edges["weight"].to_numpy(dtype=np.float64)[rows]
+            data = np.nan_to_num(w[keep], nan=fill)
         m = sp.csr_matrix((data, (r, c)), shape=(len(rows_ids), len(cols_ids)))
         m.sum_duplicates()
         if weight == "binary":
@@ -181,11 +188,28 @@ class KnowledgeGraph:
         cache[key] = LabeledMatrix(rows_ids, cols_ids, m)
         return cache[key]
 
-    def edges_of(self, relation: str) -> pd.DataFrame:
-        """The edge rows of one relation."""
+    def _type_position(self, node_type: str) -> pd.Index:
+        """Index over the sorted ids of ``node_type`` (position = matrix row/column)."""
+        index = self._position_cache.get(node_type)
+        if index is None:
+            index = self._position_cache[node_type] = pd.Index(self.ids_of_type(node_type), dtype=object)
+        return index
+
+    def _relation_rows(self, relation: str) -> np.ndarray:
+        """Positions (row numbers) of the edges of one relation, in table order."""
         if self._edge_groups is None:
-            self._edge_groups = {str(k): g for k, g in self.edges.groupby("relation", sort=False)}
-        return self._edge_groups.get(relation, self.edges.iloc[0:0])
+            codes, uniques = pd.factorize(self.edges["relation"], sort=False)
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+            self._edge_groups = {str(u): order[bounds[i]:bounds[i + 1]] for i, u in enumerate(uniques)}
+        return self._edge_groups.get(relation, np.empty(0, dtype=np.intp))
+
+    def edges_of(self, relation: str) -> pd.DataFrame:
+        """The edge rows of one relation (original index labels kept)."""
+        frame = self._edge_frames.get(relation)
+        if frame is None:
+            frame = self._edge_frames[relation] = self.edges.iloc[self._relation_rows(relation)]
+        return frame
 
     # --- summaries ---------------------------------------------------------------------
     def counts(self) -> dict:
@@ -206,6 +230,16 @@ class KnowledgeGraph:
             "xrefs": {str(k): int(v) for k, v in self.xrefs["kind"].value_counts().sort_index().items()},
             "labs": int(len(self.labs)),
         }
+
+
+def _positions(column: pd.Series, rows: np.ndarray, index: pd.Index) -> np.ndarray:
+    """Position in ``index`` of ``column[rows]`` (int64; -1 where absent)."""
+    values = column.array
+    if isinstance(values, pd.Categorical):
+        by_category = index.get_indexer(values.categories)
+        codes = values.codes[rows]
+        return np.where(codes >= 0, by_category[codes], -1).astype(np.int64)
+    return index.get_indexer(column.take(rows).to_numpy(dtype=object)).astype(np.int64)
 
 
 def empty_nodes() -> pd.DataFrame:
