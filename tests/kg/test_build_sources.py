@@ -23,7 +23,7 @@ DATA = Path(__file__).parents[1] / "data"
 MINI, CURATED_MINI = DATA / "hpo_mini", DATA / "curated_mini"
 FIX = Path(__file__).parent / "fixtures"
 ORPHADATA, PRIMEKG, FAERS = FIX / "orphadata", FIX / "primekg", FIX / "faers"
-GARD = FIX / "build" / "gard"  # Marfan, Wilson and Fabry with their ORPHA/OMIM/MONDO xrefs
+GARD = FIX / "joined" / "gard"  # Marfan, Wilson and Fabry with their ORPHA/OMIM/MONDO xrefs
 QUARTERS = (FAERS / "faers_ascii_2019Q1", FAERS / "faers_ascii_2012Q4", FAERS / "aers_ascii_2011Q4")
 runner = CliRunner()
 
