@@ -36,7 +36,7 @@ from shared import protocol as P
 from shared.bundle import StudyBundle
 from shared.dp_sgd import Mechanism, make_private
 from shared.dp_sgd import backward as private_backward
-from shared.ehr.omop import data_fingerprint, read_omop
+from shared.ehr.site import data_fingerprint, read_site
 from shared.ledger import Ledger, export_entries, round_key
 from shared.model.checkpoint import build
 from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget
@@ -151,7 +151,7 @@ def open_site(node: NodeConfig, cfg: RoundConfig) -> Site:
                                         budget=budget, accountant=cfg.accountant)
     ledger = open_ledger(node, state)
     bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
-    cohort, _ = read_omop(node.data_path, skip_bad_rows=node.skip_bad_rows)
+    cohort, _ = read_site(node.data_path, skip_bad_rows=node.skip_bad_rows, bundle=bundle)
     tensors, _ = tensorize(cohort, bundle)
     return Site(bundle, tensors, state, ledger)
 

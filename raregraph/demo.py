@@ -34,9 +34,9 @@ from shared.audit.report import write_report as write_audit_report
 from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, steps
 from shared.ehr.cohort import Cohort
-from shared.ehr.omop import read_omop
 from shared.ehr.omop_tables import write_omop
 from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium
+from shared.ehr.site import read_site
 from shared.evaluation.report import evaluate, write_report
 from shared.generation import data_card, generate, generate_tensors, write_synthetic
 from shared.model.checkpoint import load_model
@@ -103,10 +103,10 @@ def demo(
                 write_omop(train_part, tmp / "sites" / name, fmt="csv" if profile.site % 2 else "parquet")
                 write_omop(held_part, tmp / "holdout" / name)
                 step(f"data: validating {name}")
-                read_cohort, report = read_omop(tmp / "sites" / name)
+                read_cohort, report = read_site(tmp / "sites" / name, bundle=bundle)
                 site_rows.append({"name": name, "report": report,
                                   "train": tensorize(read_cohort, bundle)[0],
-                                  "holdout": tensorize(read_omop(tmp / "holdout" / name)[0], bundle)[0]})
+                                  "holdout": tensorize(read_site(tmp / "holdout" / name, bundle=bundle)[0], bundle)[0]})
 
             step(f"federate: {sites} sites × {rounds} rounds of DP-SGD (Flower simulation engine)")
             nodes = site_nodes([tmp / "sites" / r["name"] for r in site_rows], state_root=tmp / "run" / "state",

@@ -1,4 +1,4 @@
-"""``raregraph data validate``: what a site's OMOP export holds and what is wrong with it."""
+"""``raregraph data validate``: what a site's export (OMOP or FHIR Bulk) holds and what is wrong with it."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import typer
 from rich.table import Table
 
 from shared.console import cli_errors, console, load_bundle, print_json
-from shared.ehr.omop import check_vocabulary, read_omop
+from shared.ehr.omop import check_vocabulary
+from shared.ehr.site import read_site
 from shared.tensorize import tensorize
 
-data_app = typer.Typer(help="Check and simulate hospital OMOP data.", no_args_is_help=True)
+data_app = typer.Typer(help="Check and simulate hospital data (OMOP tables or FHIR Bulk NDJSON).", no_args_is_help=True)
 
 BundleOpt = Annotated[Path | None, typer.Option("--bundle", help="Study bundle: also count codes outside its vocabulary.")]
 PubOpt = Annotated[Path | None, typer.Option("--pub", help="Coordinator public key that must have signed the bundle.")]
@@ -20,22 +21,22 @@ PubOpt = Annotated[Path | None, typer.Option("--pub", help="Coordinator public k
 
 @data_app.command("validate")
 def validate(
-    site: Annotated[Path, typer.Argument(help="Site folder with the five OMOP tables (CSV or Parquet).")],
+    site: Annotated[Path, typer.Argument(help="Site folder: the five OMOP tables (CSV or Parquet) or a FHIR Bulk export (NDJSON).")],
     bundle: BundleOpt = None,
     pub: PubOpt = None,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and drop bad rows instead of stopping.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Report patients, events per domain, codes outside the vocabulary and every problem;
-    exit 1 on the first bad row (file, row, column) unless --skip-bad-rows.
+    exit 1 on the first bad row or line (file, row, column or field) unless --skip-bad-rows.
 
     Example: raregraph data validate sites/site-1 --bundle out/bundle --pub keys/coordinator.pub
     """
     with cli_errors():
-        cohort, report = read_omop(site, skip_bad_rows=skip_bad_rows)
+        b = load_bundle(bundle, pub) if bundle is not None else None
+        cohort, report = read_site(site, skip_bad_rows=skip_bad_rows, bundle=b)
         grid = None
-        if bundle is not None:
-            b = load_bundle(bundle, pub)
+        if b is not None:
             check_vocabulary(cohort, report, vocabulary=b.vocabulary, diseases=list(b.diseases["id"]))
             try:
                 _, stats = tensorize(cohort, b)
@@ -46,7 +47,7 @@ def validate(
     if json_out:
         print_json(data)
         return
-    console.print(f"[bold]{site}[/]: {report.patients:,} patients, {report.events:,} events "
+    console.print(f"[bold]{site}[/] ({report.format}): {report.patients:,} patients, {report.events:,} events "
                   f"({', '.join(f'{n:,} {d}' for d, n in report.events_per_domain.items())})")
     if report.skipped_rows:
         console.print(f"[yellow]skipped rows[/]: " + ", ".join(f"{n:,} {why}" for why, n in report.skipped_rows.items()))
@@ -54,6 +55,19 @@ def validate(
         for p in report.problems:
             table.add_row(Path(p.file).name, str(p.row), p.column, p.message)
         console.print(table)
+    if report.codes_outside_graph:
+        outside = report.as_dict()["codes_outside_graph"]
+        console.print("codes outside the graph's systems (not read): " +
+                      ", ".join(f"{s} {o['resources']:,}" for s, o in outside.items()))
+    if report.not_used:
+        console.print("not used: " + ", ".join(f"{n:,} {why}" for why, n in report.not_used.items()))
+    if report.lab_units["converted"]:
+        console.print("lab units converted: " + ", ".join(f"{k} ({n:,})" for k, n in report.lab_units["converted"].items()))
+    if report.lab_units["unconvertible"]:
+        console.print("[yellow]lab units not convertible[/] (dropped from training): " +
+                      ", ".join(f"{k} ({n:,})" for k, n in report.lab_units["unconvertible"].items()))
+    if report.ignored_files:
+        console.print("files not read: " + ", ".join(report.ignored_files))
     if report.vocabulary:
         voc = report.vocabulary
         console.print(f"vocabulary: {voc['events_in_vocabulary']:,} events in, {voc['events_outside_vocabulary']:,} "

@@ -9,6 +9,7 @@ import typer
 
 from shared.console import cli_errors, console, load_bundle, print_json, steps
 from shared.ehr.omop import read_omop
+from shared.ehr.site import read_site
 from shared.errors import InputError
 from shared.evaluation.report import evaluate as run_evaluation
 from shared.evaluation.report import write_report
@@ -40,7 +41,8 @@ def evaluate(
                                             ("holdout", holdout, False)):
             if folder is None:
                 continue
-            cohort, _ = read_omop(folder, synthetic=synthetic_ids)
+            # real sites may be OMOP or FHIR; a synthetic release is always OMOP in the synthetic id range
+            cohort, _ = read_omop(folder, synthetic=True) if synthetic_ids else read_site(folder, bundle=b)
             try:
                 tensors[name], _ = tensorize(cohort, b)
             except ValueError as exc:

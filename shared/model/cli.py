@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from shared.atomic import atomic_dir
 from shared.console import cli_errors, console, err_console, load_bundle, print_json
-from shared.ehr.omop import data_fingerprint, read_omop
+from shared.ehr.site import data_fingerprint, read_site
 from shared.errors import InputError
 from shared.generation import data_card, generate, write_synthetic
 from shared.local_training import PrivateTraining, train_local
@@ -24,7 +24,7 @@ DEFAULT_STEPS = TrainConfig().steps
 
 
 def train(
-    site: Annotated[Path, typer.Argument(help="Site folder with the OMOP tables.")],
+    site: Annotated[Path, typer.Argument(help="Site folder: OMOP tables or a FHIR Bulk export.")],
     bundle: BundleOpt,
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     pub: PubOpt = None,
@@ -52,7 +52,7 @@ def train(
         if guidance not in ("kg", "none"):
             raise InputError(f"--guidance must be kg or none, got {guidance!r}")
         b = load_bundle(bundle, pub)
-        cohort, _ = read_omop(site, skip_bad_rows=skip_bad_rows)
+        cohort, _ = read_site(site, skip_bad_rows=skip_bad_rows, bundle=b)
         try:
             tensors, stats = tensorize(cohort, b)
         except ValueError as exc:

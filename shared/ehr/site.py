@@ -1,0 +1,106 @@
+"""One entry point for a hospital's data folder, whatever format it was exported in.
+
+A site folder holds either OMOP CDM tables (``person.csv``, ``condition_occurrence.parquet``,
+... — :mod:`shared.ehr.omop`) or a FHIR R4 Bulk Data export (``Patient.ndjson``, ... —
+:mod:`shared.ehr.fhir`). :func:`read_site` detects which, reads it into the same
+:class:`Cohort`, converts lab values to the bundle's units where it can
+(:mod:`shared.ehr.units`), and returns the same :class:`SiteReport` shape for both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from shared.bundle import StudyBundle
+from shared.ehr.cohort import Cohort
+from shared.ehr.fhir import is_fhir_file, read_fhir
+from shared.ehr.omop import read_omop
+from shared.ehr.omop_tables import TABLES
+from shared.ehr.report import SiteReport
+from shared.ehr.units import convert_labs
+from shared.errors import InputError
+
+OMOP_FILES = frozenset(f"{t.name}{ext}" for t in TABLES for ext in (".csv", ".csv.gz", ".parquet"))
+CHUNK = 1 << 20  # bytes hashed at a time: memory stays flat on multi-GB exports
+
+
+def detect_format(folder: str | Path) -> Literal["omop", "fhir"]:
+    """``"omop"`` or ``"fhir"`` from the files in the folder.
+
+    Raises
+    ------
+    InputError
+        The folder is missing, or holds both formats or neither.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("site folder not found", file=folder)
+    files = [p for p in folder.iterdir() if p.is_file()]
+    omop = sorted(p.name for p in files if p.name in OMOP_FILES)
+    fhir = sorted(p.name for p in files if is_fhir_file(p))
+    if omop and fhir:
+        raise InputError(f"holds both OMOP tables ({', '.join(omop[:3])}) and FHIR NDJSON files "
+                         f"({', '.join(fhir[:3])}); keep one format per site folder", file=folder)
+    if not omop and not fhir:
+        raise InputError("no site data: expected OMOP tables (person.csv or person.parquet, ...) or a FHIR Bulk "
+                         "export (Patient.ndjson, Condition.ndjson, ...)", file=folder)
+    return "omop" if omop else "fhir"
+
+
+def read_site(folder: str | Path, *, skip_bad_rows: bool = False,
+              bundle: StudyBundle | None = None) -> tuple[Cohort, SiteReport]:
+    """Read and check one site's export, OMOP or FHIR (detected).
+
+    Parameters
+    ----------
+    folder
+        The site folder (see :func:`detect_format`).
+    skip_bad_rows
+        Drop rows (OMOP) or resources (FHIR) with problems and count them, instead of
+        stopping at the first.
+    bundle
+        The study bundle: lab values in another unit than the bundle's are converted where
+        :mod:`shared.ehr.units` knows how; the rest are listed in ``report.lab_units``.
+
+    Returns
+    -------
+    (Cohort, SiteReport)
+
+    Raises
+    ------
+    InputError
+        Folder missing, both formats or neither, a fatal problem, or the first row
+        problem when ``skip_bad_rows`` is false.
+    """
+    if detect_format(folder) == "fhir":
+        cohort, report = read_fhir(folder, skip_bad_rows=skip_bad_rows)
+    else:
+        cohort, omop_report = read_omop(folder, skip_bad_rows=skip_bad_rows)
+        report = SiteReport.from_validation(omop_report, format="omop")
+        known = {name for t in report.tables.values() for name in t["file"].split(", ")}
+        report.ignored_files = sorted(p.name for p in Path(folder).iterdir() if p.is_file() and p.name not in known)
+    if bundle is not None:
+        events, report.lab_units = convert_labs(cohort.events, dict(zip(bundle.labs["code"], bundle.labs["unit"])))
+        cohort = Cohort.from_frames(cohort.persons, events)
+    return cohort, report
+
+
+def data_fingerprint(folder: str | Path) -> str:
+    """Identity of a site's export: sha256 over its files' names and contents.
+
+    Every file directly in the folder counts (OMOP tables, NDJSON parts, anything else),
+    so any change to the export is a new dataset; the privacy state is tied to it, so a
+    budget is never reused for another dataset. Files are hashed in chunks; the value is
+    the same as the OMOP reader's :func:`shared.ehr.omop.data_fingerprint`.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        content = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(CHUNK):
+                content.update(block)
+        digest.update(content.digest())
+    return "sha256:" + digest.hexdigest()
