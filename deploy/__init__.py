@@ -1,0 +1,1 @@
+"""Deployment: certificates and keys, the loopback process launcher, container files."""

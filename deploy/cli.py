@@ -1,0 +1,120 @@
+"""``raregraph deploy``: certificates and keys for a real federation, and the loopback launcher."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from deploy.certs import make_certs
+from deploy.local import prepare, run_local
+from raregraph.federate import audit_run, print_audit_summary
+from shared.console import cli_errors, console, err_console, print_json, steps
+from shared.errors import ConfigError
+
+deploy_app = typer.Typer(help="Deploy a real federation: certificates and keys, a launcher on one host.",
+                         no_args_is_help=True)
+
+
+@deploy_app.command("certs")
+def certs(
+    out: Annotated[Path, typer.Option("--out", help="Folder for ca.crt, superlink.crt/.key, supernode-auth/<site>.key/.pub.")],
+    superlink_host: Annotated[str | None, typer.Option("--superlink-host", help="IP address or DNS name the SuperNodes dial; goes into the SuperLink certificate. Leave out to make site keys only.")] = None,
+    sites: Annotated[int | None, typer.Option("--sites", min=1, max=256, help="Make auth keys for site-1 … site-N.")] = None,
+    site: Annotated[list[str] | None, typer.Option("--site", help="Make an auth key for this site (repeat the option).")] = None,
+    loopback: Annotated[bool, typer.Option("--loopback", help="Also put localhost, 127.0.0.1 and ::1 in the SuperLink certificate.")] = False,
+    server_days: Annotated[int, typer.Option("--days", min=1, help="Validity of the SuperLink certificate in days.")] = 825,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing SuperLink certificate or site key (an existing CA is always reused).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+) -> None:
+    """Make the consortium CA, the SuperLink's TLS certificate and each site's SuperNode
+    authentication key pair (EC P-384, OpenSSH). Private keys are written 0600; nothing is
+    replaced without --overwrite.
+
+    Example: raregraph deploy certs --out certs --superlink-host coordinator.example.org --sites 3
+    """
+    with cli_errors():
+        if sites is not None and site:
+            raise ConfigError("give --sites N or --site NAME (repeated), not both")
+        names = [f"site-{k}" for k in range(1, sites + 1)] if sites is not None else list(site or [])
+        files = make_certs(out, superlink_host=superlink_host, sites=names, loopback=loopback, overwrite=overwrite,
+                           server_days=server_days)
+    written = {"ca": str(files.ca_cert) if files.ca_cert else None, "ca_reused": files.ca_reused,
+               "superlink_cert": str(files.server_cert) if files.server_cert else None,
+               "superlink_key": str(files.server_key) if files.server_key else None,
+               "sites": {s: {"private_key": str(k), "public_key": str(p)} for s, (k, p) in files.site_keys.items()}}
+    if json_out:
+        print_json(written)
+        return
+    if files.server_cert:
+        console.print(f"CA          {files.ca_cert} ({'reused' if files.ca_reused else 'new'}; its key {files.ca_key} "
+                      "stays with the coordinator, offline)")
+        console.print(f"SuperLink   {files.server_cert} + {files.server_key} (0600), for {superlink_host}")
+    for s, (key, pub) in files.site_keys.items():
+        console.print(f"{s:<11} {key} (0600, stays at the site) + {pub} (register: "
+                      f"flwr supernode register {pub})")
+
+
+@deploy_app.command("local")
+def local(
+    out: Annotated[Path, typer.Option("--out", help="Folder for everything: bundle, sites, state, certs, logs, run.")],
+    sites: Annotated[int, typer.Option("--sites", min=1, max=16, help="Simulated hospitals, one SuperNode each.")] = 3,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 3,
+    local_steps: Annotated[int, typer.Option("--local-steps", min=1, help="DP-SGD steps per site per round.")] = 20,
+    epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="Each site's privacy budget ε.")] = 8.0,
+    delta: Annotated[float, typer.Option("--delta", help="Each site's δ.")] = 1e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Expected Poisson batch per site.")] = 16,
+    pretrain_steps: Annotated[int, typer.Option("--pretrain-steps", min=0, help="Coordinator pretraining steps on public-prior patients.")] = 200,
+    min_sites: Annotated[int | None, typer.Option("--min-sites", min=1, help="Replies a round needs [default: every site].")] = None,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="An existing signed study bundle [default: the demo study, built now].")] = None,
+    pub: Annotated[Path | None, typer.Option("--pub", help="Coordinator public key of --bundle.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the simulated hospitals and training.")] = 0,
+    timeout: Annotated[float, typer.Option("--timeout", min=10.0, help="Seconds the run may take before everything is stopped.")] = 1800.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out that an earlier `deploy local` made.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Run a real deployment on this machine: a SuperLink with TLS and SuperNode
+    authentication, one SuperNode per simulated hospital, the federation submitted with
+    `flwr run`. Every process started is stopped on exit, error or Ctrl-C; logs are in
+    OUT/logs.
+
+    Example: raregraph deploy local --sites 3 --rounds 3 --out out/deploy
+    """
+    previous = signal.signal(signal.SIGTERM, _terminate)  # a SIGTERM unwinds like Ctrl-C: processes are stopped
+    try:
+        with cli_errors(), steps("deploy local", quiet=quiet or json_out) as step:
+            layout = prepare(out, sites=sites, bundle=bundle, pub=pub, epsilon=epsilon, delta=delta,
+                             batch_size=batch_size, rounds=rounds, local_steps=local_steps,
+                             pretrain_steps=pretrain_steps, min_sites=min_sites, seed=seed, overwrite=overwrite,
+                             step=step)
+            summary = run_local(layout, timeout=timeout, step=step)
+            audit = audit_run(layout.run.run_dir)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: every process this command started was stopped (logs in {out / 'logs'})",
+                          highlight=False)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if json_out:
+        print_json({**summary, "audit": audit.to_json()})
+        raise typer.Exit(0 if audit.ok else 1)
+    table = Table(title=f"run {summary['run_id']}: {summary['status']} in {summary['seconds']:.0f} s", show_edge=False)
+    for col in ("site", "SuperNode id", "rounds trained", "ε spent", "budget"):
+        table.add_column(col, justify="left" if col == "site" else "right")
+    for site, rows in sorted(summary["privacy"]["sites"].items()):
+        train = [r for r in rows if r["kind"] == "train"]
+        table.add_row(site, str(summary["node_ids"].get(site, "?")), str(sum(not r["refused"] for r in train)),
+                      f"{max(r['epsilon'] for r in rows):.3f}", f"{train[-1]['budget-epsilon']:.3f}")
+    console.print(table)
+    console.print(f"model: {summary['model']}; logs: {layout.logs}")
+    print_audit_summary(audit, layout.run.run_dir)
+    if not audit.ok:
+        raise typer.Exit(1)
+
+
+def _terminate(signum: int, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
