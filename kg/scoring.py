@@ -211,6 +211,11 @@ def _drop_same_node(m: sp.csr_matrix, row_ids: Sequence[str], col_ids: Sequence[
     return m
 
 
+#: Most entries of M = H·Hᵀ that PathSim forms at once (a block of source rows); bounds the
+#: memory of the product whatever the number of sources (≈ 16 bytes per entry in flight).
+PATHSIM_BLOCK_ENTRIES = 1 << 22
+
+
 def pathsim(
     graph: KnowledgeGraph,
     metapath: str,
@@ -221,8 +226,24 @@ def pathsim(
     """PathSim similarity of each source to every node of the same type (Sun et al. 2011).
 
     s(x, y) = 2·M[x, y] / (M[x, x] + M[y, y]), with M = H·Hᵀ the walk count of a symmetric
-    meta-path whose first half has walk-count matrix H. Only the source rows of M are
-    formed and the diagonal comes from row norms of H, so the result never goes dense.
+    meta-path whose first half has walk-count matrix H.
+
+    ==============  ==========================================
+    variable        symbol (Sun et al. 2011, Definition 4)
+    ==============  ==========================================
+    ``h``           H, walk counts of the first half path
+    ``diag``        M[y, y] = |H[y]|², from row norms of H
+    ``block``       rows of M for a block of sources, H[rows]·Hᵀ
+    ==============  ==========================================
+
+    1. H is formed once (sparse), and the diagonal of M from its row norms.
+    2. Sources are split into blocks whose product H[block]·Hᵀ has at most
+       :data:`PATHSIM_BLOCK_ENTRIES` entries (an upper bound computed from the column
+       counts of H), so even every disease against every disease never forms all of M
+       at once, let alone densely.
+    3. Per block: similarities, the source itself dropped, and with ``top_k`` only the k
+       largest per row kept before the next block starts, so memory stays bounded by the
+       block and the k·|sources| kept entries.
 
     Parameters
     ----------
@@ -231,7 +252,13 @@ def pathsim(
     sources
         Row node ids.
     top_k
-        Keep only the k largest similarities per row (the source itself excluded).
+        Keep only the k largest similarities per row (the source itself excluded; ties
+        broken by column order).
+
+    Returns
+    -------
+    LabeledMatrix
+        Rows: ``sources``; columns: every node of the source type; CSR, zeros not stored.
 
     Raises
     ------
@@ -245,39 +272,68 @@ def pathsim(
         raise ValueError(f"top_k must be ≥ 1, got {top_k}")
     half_name = metapath[: len(metapath) // 2 + 1]
     half = _product(graph, parse_metapath(half_name), damping=0.0, sources=None)
-    h = half.matrix
+    h = sp.csr_matrix(half.matrix)
     index = {n: i for i, n in enumerate(half.row_ids)}
     missing = [s for s in sources if s not in index]
     if missing:
         raise ValueError(f"{missing[0]} is not a {path.source_type} node of the graph")
     rows = np.fromiter((index[s] for s in sources), dtype=np.int64, count=len(sources))
     diag = np.asarray(h.multiply(h).sum(axis=1)).ravel()  # M[y, y] = |H[y]|²
-    m = sp.csr_matrix(h[rows] @ h.T)
-    m = sp.coo_matrix(m)
-    denom = diag[rows][m.row] + diag[m.col]
-    sim = np.where(denom > 0, 2.0 * m.data / np.where(denom > 0, denom, 1.0), 0.0)
-    keep = m.col != rows[m.row]
-    out = sp.csr_matrix((sim[keep], (m.row[keep], m.col[keep])), shape=(len(rows), h.shape[0]))
-    if top_k is not None:
-        out = _top_k_rows(out, top_k)
+    ht = sp.csr_matrix(h.T)
+    # entries of H[x]·Hᵀ are at most Σ_j [H[x, j] ≠ 0] · nnz(column j of H)
+    pattern = h[rows]
+    pattern.data = np.ones_like(pattern.data)
+    bound = pattern @ np.diff(ht.indptr).astype(np.float64)
+    parts = []
+    for lo, hi in _blocks(bound, PATHSIM_BLOCK_ENTRIES):
+        block = sp.csr_matrix(h[rows[lo:hi]] @ ht)
+        block.sort_indices()  # column order within rows: ties in top_k go to the lower column
+        r = np.repeat(np.arange(hi - lo), np.diff(block.indptr))
+        c = block.indices.astype(np.int64)
+        denom = diag[rows[lo:hi]][r] + diag[c]
+        sim = np.where(denom > 0, 2.0 * block.data / np.where(denom > 0, denom, 1.0), 0.0)
+        keep = (c != rows[lo:hi][r]) & (sim != 0)
+        r, c, sim = r[keep], c[keep], sim[keep]
+        if top_k is not None:
+            r, c, sim = _top_k(r, c, sim, top_k)
+        parts.append((r + lo, c, sim))
+        del block
+    if parts:
+        r, c, sim = (np.concatenate(x) for x in zip(*parts))
+    else:
+        r, c, sim = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    out = sp.csr_matrix((sim, (r, c)), shape=(len(rows), h.shape[0]))
     out.eliminate_zeros()
     return LabeledMatrix(tuple(sources), half.row_ids, out)
 
 
-def _top_k_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Keep the k largest entries of each row (ties broken by column order)."""
-    m = m.tocsr()
-    data, indices, indptr = [], [], [0]
-    for i in range(m.shape[0]):
-        lo, hi = m.indptr[i], m.indptr[i + 1]
-        vals, cols = m.data[lo:hi], m.indices[lo:hi]
-        if len(vals) > k:
-            order = np.lexsort((cols, -vals))[:k]
-            vals, cols = vals[order], cols[order]
-        data.append(vals)
-        indices.append(cols)
-        indptr.append(indptr[-1] + len(vals))
-    return sp.csr_matrix(
-        (np.concatenate(data) if data else np.array([]), np.concatenate(indices) if indices else np.array([], int), indptr),
-        shape=m.shape,
-    )
+def _blocks(bound: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive [lo, hi) row ranges whose summed ``bound`` stays within ``budget`` (≥ 1 row each)."""
+    out, lo, acc = [], 0, 0.0
+    for i, b in enumerate(bound):
+        if i > lo and acc + b > budget:
+            out.append((lo, i))
+            lo, acc = i, 0.0
+        acc += b
+    if lo < len(bound):
+        out.append((lo, len(bound)))
+    return out
+
+
+def _top_k(r: np.ndarray, c: np.ndarray, v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k largest values per row of a COO triple sorted by (row, column); ties go to the
+    lower column. Rows of at most k entries are kept whole; longer rows find their k-th
+    largest value with a linear-time partition (no sort of the whole block)."""
+    n_rows = int(r[-1]) + 1 if len(r) else 0
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n_rows))])
+    keep = np.ones(len(r), dtype=bool)
+    for i in np.flatnonzero(np.diff(indptr) > k):
+        lo, hi = indptr[i], indptr[i + 1]
+        vals = v[lo:hi]
+        kth = np.partition(vals, len(vals) - k)[len(vals) - k]  # the k-th largest
+        above = vals > kth
+        ties = np.flatnonzero(vals == kth)[: k - int(np.count_nonzero(above))]
+        row_keep = above
+        row_keep[ties] = True
+        keep[lo:hi] = row_keep
+    return r[keep], c[keep], v[keep]

@@ -177,3 +177,49 @@ def test_real_marfan_phenotype_count(real_graph) -> None:
     annotated = real_graph.edges_of("has_phenotype").query("source == 'ORPHA:558'")
     assert pc.matrix.nnz == annotated["target"].nunique() > 50
     assert pc.matrix[0, pc.col_ids.index("HP:0001166")] == 1.0  # Arachnodactyly
+
+
+def _shared_phenotype_graph(n: int) -> KnowledgeGraph:
+    """n diseases that all share one phenotype (and each has one of its own): M = H·Hᵀ is full."""
+    from tests.kg.graphs import make_graph
+
+    nodes = [(f"D{i:05d}", "disease") for i in range(n)] + [(f"P{i:05d}", "phenotype") for i in range(n + 1)]
+    edges = [(f"D{i:05d}", "has_phenotype", f"P{n:05d}") for i in range(n)]
+    edges += [(f"D{i:05d}", "has_phenotype", f"P{i:05d}") for i in range(n)]
+    return make_graph(nodes, edges)
+
+
+@pytest.mark.parametrize("budget", [1, 7, 1 << 22])
+def test_pathsim_blocks_agree_with_one_block(monkeypatch, budget: int) -> None:
+    g = random_graph(6, diseases=25, density=0.5)
+    diseases = list(g.ids_of_type("disease"))
+    whole = pathsim(g, "DhPhD", sources=diseases, top_k=4)
+    monkeypatch.setattr("kg.scoring.PATHSIM_BLOCK_ENTRIES", budget)
+    blocked = pathsim(g, "DhPhD", sources=diseases, top_k=4)
+    assert _as_dict(blocked) == pytest.approx(_as_dict(whole))
+    # without top_k, blocks change nothing either, whatever the row order
+    assert _as_dict(pathsim(g, "DhPhD", sources=diseases[::-1])) == pytest.approx(
+        _as_dict(pathsim(g, "DhPhD", sources=diseases)))
+
+
+def test_pathsim_all_against_all_never_forms_the_full_product(monkeypatch) -> None:
+    """3,000 diseases sharing a phenotype: all of M would be 9 M entries (> 100 MB as CSR);
+    with top_k the blocked computation stays far below that."""
+    import tracemalloc
+
+    n = 3_000
+    g = _shared_phenotype_graph(n)
+    diseases = list(g.ids_of_type("disease"))
+    pathsim(g, "DhPhD", sources=diseases[:2], top_k=3)  # warm the adjacency cache outside the measurement
+    monkeypatch.setattr("kg.scoring.PATHSIM_BLOCK_ENTRIES", 1 << 16)
+    tracemalloc.start()
+    try:
+        sim = pathsim(g, "DhPhD", sources=diseases, top_k=3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sim.matrix.format == "csr" and sim.matrix.shape == (n, n)
+    assert max(np.diff(sim.matrix.indptr)) == 3 and sim.matrix.nnz == 3 * n
+    # every pair shares exactly the one phenotype: 2·1 / (2 + 2)
+    assert np.allclose(sim.matrix.data, 0.5)
+    assert peak < 20 * 2**20, f"PathSim peaked at {peak / 2**20:.0f} MiB"
