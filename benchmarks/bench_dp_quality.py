@@ -39,6 +39,7 @@ from raregraph.demo import HOLDOUT_SHARE, split_patients  # noqa: E402
 from raregraph.federate import run_simulated, site_nodes  # noqa: E402
 from server.config import RunConfig  # noqa: E402
 from shared import protocol as P  # noqa: E402
+from shared.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
 from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.evaluation.report import evaluate  # noqa: E402
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--local-steps", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=RunConfig.lr)
+    parser.add_argument("--clip-norm", type=float, default=DEFAULT_CLIP_NORM, help="per-patient clip norm C")
     parser.add_argument("--epsilons", default="1,4,10,nodp", help="comma-separated; nodp: no DP")
     parser.add_argument("--guidance", default="kg,none")
     parser.add_argument("--json", action="store_true")
@@ -110,7 +112,7 @@ def main() -> None:
             for epsilon in epsilons:
                 label = f"{guidance}-{'nodp' if epsilon is None else epsilon}"
                 nodes = site_nodes([tmp / "sites" / s["name"] for s in sites], state_root=tmp / label / "state",
-                                   pub=pub, epsilon=epsilon or 1.0, delta=1e-5, clip_norm=1.0, batch_size=32,
+                                   pub=pub, epsilon=epsilon or 1.0, delta=1e-5, clip_norm=args.clip_norm, batch_size=32,
                                    noise_multiplicity=2)
                 run = RunConfig(run_dir=tmp / label, bundle_path=tmp / "bundle", bundle_pub=pub, rounds=args.rounds,
                                 local_steps=args.local_steps, guidance=guidance, seed=args.seed, min_sites=3,
@@ -135,7 +137,7 @@ def main() -> None:
         return
     n = [len(s["train"].disease) for s in sites]
     print(f"3 sites ({', '.join(map(str, n))} training patients), {args.rounds} rounds × {args.local_steps} local "
-          f"steps, lr {args.lr:g}, batch 32, noise multiplicity 2, δ = 1e-5; mean over sites (min–max).\n")
+          f"steps, lr {args.lr:g}, clip norm {args.clip_norm:g}, batch 32, noise multiplicity 2, δ = 1e-5; mean over sites (min–max).\n")
     print("| guidance | ε per site | MMD²_u ↓ | prevalence R² ↑ | DCR membership AUROC (→ 0.5) | run (s) |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:

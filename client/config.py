@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from shared.dp_sgd import DEFAULT_CLIP_NORM
 from shared.errors import ConfigError
 
 #: node-config key → (field, type, default or REQUIRED)
@@ -20,7 +21,7 @@ KEYS: dict[str, tuple[str, type, object]] = {
     "site-key": ("site_key", str, REQUIRED),  # the site's own Ed25519 private key (PEM): signs its privacy ledger
     "epsilon": ("epsilon", float, REQUIRED),  # the site's lifetime ε for this dataset
     "delta": ("delta", float, 1e-5),  # δ; keep it below 1 / number of patients
-    "clip-norm": ("clip_norm", float, 1.0),  # per-patient gradient norm bound C
+    "clip-norm": ("clip_norm", float, DEFAULT_CLIP_NORM),  # per-patient gradient norm bound C
     "batch-size": ("batch_size", int, 32),  # expected Poisson batch; q = batch-size / patients
     "noise-multiplicity": ("noise_multiplicity", int, 4),  # diffusion noise draws per patient and step
     "skip-bad-rows": ("skip_bad_rows", bool, False),  # count and drop bad OMOP rows
@@ -40,7 +41,7 @@ class NodeConfig:
     site_key: Path
     epsilon: float
     delta: float = 1e-5
-    clip_norm: float = 1.0
+    clip_norm: float = DEFAULT_CLIP_NORM
     batch_size: int = 32
     noise_multiplicity: int = 4
     skip_bad_rows: bool = False

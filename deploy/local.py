@@ -34,6 +34,7 @@ from deploy.certs import CertFiles, make_certs
 from deploy.processes import ProcessError, ProcessGroup, Started, free_port, wait_for_port
 from raregraph.federate import SITE_KEYS_DIR, publish_site_keys, site_nodes
 from server.config import RunConfig
+from shared.dp_sgd import DEFAULT_CLIP_NORM
 from shared.errors import ConfigError, OutputExistsError, RareGraphError
 
 Step = Callable[[str], None]
@@ -91,7 +92,7 @@ def _simulate_sites(out: Path, bundle: Path, pub: Path, *, sites: int, seed: int
 
 def prepare(out: Path, *, sites: int | None = None, site_data: list[Path] | None = None,
             bundle: Path | None = None, pub: Path | None = None, host: str = "127.0.0.1",
-            epsilon: float, delta: float = 1e-5, clip_norm: float = 1.0, batch_size: int = 32,
+            epsilon: float, delta: float = 1e-5, clip_norm: float = DEFAULT_CLIP_NORM, batch_size: int = 32,
             noise_multiplicity: int = 2, rounds: int = 3, local_steps: int = 20, pretrain_steps: int = 200,
             pretrain_patients: int = 3000, min_sites: int | None = None, round_timeout: float = 600.0,
             seed: int = 0, min_patients: int = 30, max_patients: int = 120, overwrite: bool = False,

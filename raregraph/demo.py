@@ -33,6 +33,7 @@ from shared.atomic import atomic_dir
 from shared.audit.report import write_report as write_audit_report
 from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, steps
+from shared.dp_sgd import DEFAULT_CLIP_NORM
 from shared.ehr.cohort import Cohort
 from shared.ehr.omop_tables import write_omop
 from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium
@@ -110,7 +111,7 @@ def demo(
 
             step(f"federate: {sites} sites × {rounds} rounds of DP-SGD (Flower simulation engine)")
             nodes = site_nodes([tmp / "sites" / r["name"] for r in site_rows], state_root=tmp / "run" / "state",
-                               pub=pub_path, epsilon=epsilon, delta=1e-5, clip_norm=1.0, batch_size=32,
+                               pub=pub_path, epsilon=epsilon, delta=1e-5, clip_norm=DEFAULT_CLIP_NORM, batch_size=32,
                                noise_multiplicity=2)
             run = RunConfig(run_dir=(tmp / "run").resolve(), bundle_path=(tmp / "bundle").resolve(),
                             bundle_pub=pub_path.resolve(), rounds=rounds, local_steps=local_steps, seed=seed,

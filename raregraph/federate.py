@@ -25,6 +25,7 @@ from shared import protocol as P
 from shared.console import cli_errors, console, err_console, print_json
 from shared.atomic import write_bytes_atomic
 from shared.audit.audit import AuditResult, audit_ledgers
+from shared.dp_sgd import DEFAULT_CLIP_NORM
 from shared.errors import InputError, RareGraphError
 from shared.ledger import LEDGER_DIR
 from shared.signing import new_keypair
@@ -112,7 +113,7 @@ def federate(
     pretrain_steps: Annotated[int, typer.Option("--pretrain-steps", min=0, help="Coordinator pretraining steps on patients drawn from the bundle's public knowledge (kg guidance only; no privacy cost).")] = 1000,
     local_steps: Annotated[int, typer.Option("--local-steps", min=1, help="DP-SGD steps per site per round.")] = 50,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Expected Poisson batch per site.")] = 32,
-    clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm.")] = 1.0,
+    clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm.")] = DEFAULT_CLIP_NORM,
     noise_multiplicity: Annotated[int, typer.Option("--noise-multiplicity", min=1, help="Diffusion noise draws per patient and step.")] = 4,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Site learning rate.")] = 2e-3,
     state_root: Annotated[Path | None, typer.Option("--state-root", help="Per-site state folders [default: OUT/state]; reuse it to keep composing ε across runs.")] = None,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from shared.bundle import StudyBundle
-from shared.dp_sgd import Mechanism, make_private
+from shared.dp_sgd import DEFAULT_CLIP_NORM, Mechanism, make_private
 from shared.dp_sgd import backward as private_backward
 from shared.privacy.budget import PrivacyBudget
 from shared.privacy.state import PrivacyState
@@ -49,7 +49,7 @@ class PrivateTraining:
     fingerprint: str  # the dataset's identity (sha256 of its files)
     epsilon: float
     delta: float = 1e-5
-    clip_norm: float = 1.0
+    clip_norm: float = DEFAULT_CLIP_NORM
     noise_multiplicity: int = 4
     accountant: str = "rdp"
 

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from shared.atomic import atomic_dir
 from shared.console import cli_errors, console, err_console, load_bundle, print_json
 from shared.ehr.site import data_fingerprint, read_site
+from shared.dp_sgd import DEFAULT_CLIP_NORM
 from shared.errors import InputError
 from shared.generation import data_card, generate, write_synthetic
 from shared.local_training import PrivateTraining, train_local
@@ -36,7 +37,7 @@ def train(
     epsilon: Annotated[float | None, typer.Option("--epsilon", min=0.0, help="Train with DP-SGD under this lifetime ε for the dataset (needs --state).")] = None,
     delta: Annotated[float, typer.Option("--delta", help="δ for --epsilon.")] = 1e-5,
     state: Annotated[Path | None, typer.Option("--state", help="The site's privacy state folder (keeps ε composing across trainings).")] = None,
-    clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm (DP).")] = 1.0,
+    clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm (DP).")] = DEFAULT_CLIP_NORM,
     noise_multiplicity: Annotated[int, typer.Option("--noise-multiplicity", min=1, help="Diffusion noise draws per patient and step (DP).")] = 4,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
