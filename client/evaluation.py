@@ -66,6 +66,10 @@ def evaluate_round(node: NodeConfig, cfg: RoundConfig,
         return declined(node, float("nan")), None
     site = open_site(node, cfg)
     bundle, tensors, state = site.bundle, site.tensors, site.state
+    if any(r.round_id == round_key(cfg.run_id, cfg.server_round, "evaluate") for r in state.rounds):
+        log.info("site %s declines evaluation round %d of run %s: already released", node.site_id, cfg.server_round,
+                 cfg.run_id)
+        return declined(node, state.epsilon()), export_entries(site.ledger.entries)
     sigma = node.eval_noise_multiplier
     remaining = []
     plan = state.plan

@@ -8,7 +8,9 @@
    size, steps, clip norm and multiplicity reuses it. Anything else is re-planned against
    what is left of the budget, never resetting what was spent. A site that takes part in
    DP evaluations (``eval-noise-multiplier`` > 0) plans room for one per round.
-4. If the round's steps would take ε past the budget, the site refuses and sits out.
+4. If the round's steps would take ε past the budget, the site refuses and sits out. A round
+   it already trained (a coordinator that crashed and resumed asks again) is never trained or
+   charged twice: the kept reply is resent.
 5. Otherwise: DP-SGD for the round's steps from the global weights; the round is charged
    to the accountant and saved, then signed into the site's privacy ledger, *before* the
    weights leave the site. The reply carries the ledger (every entry, signed) so that the
@@ -23,6 +25,7 @@ privacy incident. Charges a crash left out of it are appended from the privacy s
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ from client import bundle_cache
 from client.config import NodeConfig
 from shared import protocol as P
 from shared.bundle import StudyBundle
+from shared.atomic import write_bytes_atomic
 from shared.dp_sgd import Mechanism, make_private
 from shared.dp_sgd import backward as private_backward
 from shared.ehr.site import data_fingerprint, read_site
@@ -86,6 +90,9 @@ class Site:
     tensors: TrajectoryTensors
     state: PrivacyState
     ledger: Ledger
+
+
+LAST_REPLY = "last_reply.pt"  # the last round's reply, resent if a resumed coordinator asks for it again
 
 
 def privacy_folder(node: NodeConfig) -> Path:
@@ -179,6 +186,10 @@ def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, to
     base = {P.DELTA: node.delta, P.NOISE_MULTIPLIER: sigma, P.SAMPLE_RATE: sample_rate,
             P.STEPS: float(cfg.local_steps), P.CLIP_NORM: node.clip_norm,
             P.NOISE_MULTIPLICITY: float(node.noise_multiplicity), P.BUDGET_EPSILON: node.epsilon}
+    charged = round_key(cfg.run_id, cfg.server_round, "train")
+    if any(r.round_id == charged for r in state.rounds):  # a coordinator that resumed asks again
+        return _repeat(node, cfg, site, charged, {**base, P.NUM_EXAMPLES: 0.0, P.LOSS: 0.0, P.EPSILON: state.epsilon(),
+                                                  P.REFUSED: 1.0, P.STEPS: 0.0})
     if plan is None or not state.can_afford(steps=cfg.local_steps, noise_multiplier=sigma, sample_rate=sample_rate):
         after = state.epsilon_after(steps=cfg.local_steps, noise_multiplier=sigma, sample_rate=sample_rate) \
             if plan is not None else float("inf")
@@ -209,5 +220,28 @@ def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, to
              epsilon, node.epsilon)
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     loss = float(np.nanmean(losses)) if np.isfinite(losses).any() else 0.0
-    return RoundOutcome(weights, {**base, P.NUM_EXAMPLES: float(n), P.LOSS: loss, P.EPSILON: epsilon,
-                                  P.REFUSED: 0.0}, export_entries(site.ledger.entries))
+    metrics = {**base, P.NUM_EXAMPLES: float(n), P.LOSS: loss, P.EPSILON: epsilon, P.REFUSED: 0.0}
+    _save_reply(node, charged, weights, metrics)
+    return RoundOutcome(weights, metrics, export_entries(site.ledger.entries))
+
+
+def _save_reply(node: NodeConfig, round_id: str, weights: dict[str, torch.Tensor], metrics: dict[str, float]) -> None:
+    """Keep the round's reply (weights already released, so no new privacy cost to resend)."""
+    buffer = io.BytesIO()
+    torch.save({"round_id": round_id, "weights": weights, "metrics": metrics}, buffer)
+    write_bytes_atomic(privacy_folder(node) / LAST_REPLY, buffer.getvalue())
+
+
+def _repeat(node: NodeConfig, cfg: RoundConfig, site: Site, round_id: str, sat_out: dict[str, float]) -> RoundOutcome:
+    """A round this site already trained and was charged for: resend that reply, never train
+    (and charge) it again; sit out if the reply is not kept (it was not the last one)."""
+    path = privacy_folder(node) / LAST_REPLY
+    saved = torch.load(path, weights_only=True) if path.is_file() else None
+    ledger = export_entries(site.ledger.entries)
+    if saved is not None and saved["round_id"] == round_id:
+        log.info("site %s: round %d of run %s was already trained; resending that reply", node.site_id,
+                 cfg.server_round, cfg.run_id)
+        return RoundOutcome(saved["weights"], saved["metrics"], ledger)
+    log.warning("site %s sits out round %d of run %s: it was already trained and charged, and its reply is no longer "
+                "kept", node.site_id, cfg.server_round, cfg.run_id)
+    return RoundOutcome(None, sat_out, ledger)

@@ -66,10 +66,13 @@ def publish_site_keys(nodes: list[NodeConfig], folder: Path) -> Path:
     return folder
 
 
-def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: bool, client_app=None) -> dict:
+def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: bool, client_app=None,
+                  after_round=None) -> dict:
     """Run the federation on the simulation engine; return privacy.json's content.
 
-    ``client_app`` replaces the standard ClientApp (tests use it to play a faulty site).
+    ``client_app`` replaces the standard ClientApp (tests use it to play a faulty site);
+    ``after_round(row)`` runs after each round's checkpoint (tests use it to stop the
+    coordinator mid-run).
     """
     from flwr.simulation import run_simulation
 
@@ -78,6 +81,8 @@ def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: boo
         os.environ.setdefault(key, value)
 
     def on_round(row: dict, privacy: dict[str, list[dict]]) -> None:
+        if after_round is not None:
+            after_round(row)
         if not show_progress:
             return
         loss = row["metrics"].get(P.LOSS)

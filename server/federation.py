@@ -11,6 +11,9 @@ rounds, write the final model.
 4. ``strategy.start``: each round sends the global weights and the round config (with the
    bundle's hash only); sites train with DP-SGD and reply with weights and numbers.
 5. The final weights become ``RUN/model`` (what ``raregraph generate`` reads).
+
+A coordinator that stopped mid-run (crash, kill, reboot) and is started again on the same
+run folder and settings resumes after the last checkpointed round.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from server.config import RunConfig
-from server.strategy import SiteFedAvg
+from server.strategy import Resume, SiteFedAvg, read_checkpoint
 from shared import protocol as P
 from shared.bundle import StudyBundle, read_files
 from shared.errors import RareGraphError
@@ -43,6 +46,21 @@ DP_STATEMENT = (
     "Sampling and noise drew from generators seeded with OS entropy at each site (not Opacus' secure "
     "RNG: torchcsprng is not installable here)."
 )
+
+
+def _resume_point(run: RunConfig) -> Resume | None:
+    """The checkpoint to resume from, after checking it belongs to a run with these settings."""
+    resume = read_checkpoint(run.run_dir)
+    if resume is None:
+        return None
+    if (run.run_dir / "model" / "model.json").is_file():
+        raise FederationError(f"{run.run_dir}: this run finished (it has a model); start a new run in a new folder")
+    recorded = json.loads((run.run_dir / "run.json").read_text())
+    changed = sorted(k for k, v in run.as_mapping().items() if recorded.get(k) != v and k != "fed.round-timeout")
+    if changed or recorded.get("run_id") != resume.run_id:
+        raise FederationError(f"{run.run_dir}: cannot resume run {resume.run_id}: its settings differ "
+                              f"({', '.join(changed) or 'run id'}); resume with the same run config or use a new folder")
+    return resume
 
 
 class FederationError(RareGraphError):
@@ -87,11 +105,21 @@ def distribute_bundle(grid: Grid, nodes: list[int], bundle: StudyBundle, timeout
 
 
 def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
-    """Run all rounds; return a summary. Writes RUN/model, RUN/privacy.json, RUN/checkpoint."""
+    """Run all rounds; return a summary. Writes RUN/model, RUN/privacy.json, RUN/checkpoint.
+
+    A run folder that holds a checkpoint but no model is resumed from its last round (same run
+    id, same settings, the checkpointed weights, no pretraining); one that holds a model is
+    finished and refused.
+    """
     run.run_dir.mkdir(parents=True, exist_ok=True)
     bundle = StudyBundle.load(run.bundle_path, run.bundle_pub)
-    run_id = uuid.uuid4().hex[:12]
-    (run.run_dir / "run.json").write_text(json.dumps({"run_id": run_id, **run.as_mapping()}, indent=2) + "\n")
+    resume = _resume_point(run)
+    run_id = resume.run_id if resume is not None else uuid.uuid4().hex[:12]
+    if resume is None:
+        (run.run_dir / "run.json").write_text(json.dumps({"run_id": run_id, **run.as_mapping()}, indent=2) + "\n")
+    else:
+        log.warning("resuming run %s after round %d of %d from %s", run_id, resume.round, run.rounds,
+                    run.run_dir / "checkpoint")
     nodes = wait_for_sites(grid, run.min_sites, run.round_timeout)
     ready = distribute_bundle(grid, nodes, bundle, run.round_timeout)
     log.info("bundle %s verified at %d of %d sites", bundle.bundle_hash[:16], len(ready), len(nodes))
@@ -101,7 +129,9 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
     torch.manual_seed(run.seed)
     model, schedule, tables, layout = build(bundle, guidance=run.guidance)
     pretraining = None
-    if run.guidance == "kg" and run.pretrain_steps:
+    if resume is not None and resume.weights is not None:
+        model.load_state_dict(resume.weights)
+    elif run.guidance == "kg" and run.pretrain_steps:
         started = time.perf_counter()
         public = PriorSampler().sample(bundle, run.pretrain_patients, seed=run.seed)
         pretrained, losses = train_local(public, bundle, guidance=run.guidance,
@@ -113,18 +143,21 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
                  run.pretrain_steps, pretraining["seconds"])
     strategy = SiteFedAvg(run_dir=run.run_dir, run_id=run_id, outlier_factor=run.outlier_factor,
                           min_sites=run.min_sites, evaluate_fraction=run.evaluate_fraction,
-                          site_keys=run.site_keys, on_round=on_round)
+                          site_keys=run.site_keys, resume=resume, on_round=on_round)
     train_config = ConfigRecord({P.RUN_ID: run_id, P.ROUNDS: run.participation_rounds, P.LOCAL_STEPS: run.local_steps, P.LR: run.lr,
                                  P.GUIDANCE: run.guidance, P.BUNDLE_SHA256: bundle.bundle_hash,
                                  P.ACCOUNTANT: run.accountant, P.SEED: run.seed})
     started = time.perf_counter()
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=run.rounds,
-                            timeout=run.round_timeout, train_config=train_config,
-                            evaluate_config=ConfigRecord(dict(train_config)))
+    remaining = run.rounds - strategy.done
+    if remaining > 0:
+        initial = ArrayRecord(model.state_dict())
+        result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=remaining, timeout=run.round_timeout,
+                                train_config=train_config, evaluate_config=ConfigRecord(dict(train_config)))
+        if result.arrays is not None and len(result.arrays):
+            model.load_state_dict(result.arrays.to_torch_state_dict())
     seconds = time.perf_counter() - started
     if not any(r["aggregated"] for r in strategy.rounds_log):
         raise FederationError("no round aggregated any site's update")
-    model.load_state_dict(result.arrays.to_torch_state_dict())
     epsilons = {site: max(r["epsilon"] for r in rows) for site, rows in strategy.privacy.items()}
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION,

@@ -6,6 +6,11 @@ value, or when its change from the round's global weights has a norm above
 ``outlier_factor`` × the median change of the round. A site that refused the round (budget
 spent) is recorded but not averaged.
 
+After every round the weights, the round and the strategy's records are checkpointed
+(``RUN/checkpoint``); a coordinator restarted on the same run folder resumes from there
+(:func:`read_checkpoint`), with the same run id, so the sites recognise rounds they already
+trained and resend those replies instead of training (and being charged) again.
+
 Every reply's privacy ledger is merged into the server's copy ``RUN/ledger/<site_id>.jsonl``
 (:func:`shared.ledger.merge_site_entries`), verified with the site's public key when the
 coordinator holds one (``fed.site-keys``). A ledger that forks, rolls back or does not verify
@@ -20,6 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +40,30 @@ from shared.ledger import merge_site_entries, parse_entries
 from shared.signing import load_public_key
 
 log = logging.getLogger("raregraph.server")
+
+
+@dataclass
+class Resume:
+    """Where a run stopped: its last checkpointed round and what the strategy had recorded."""
+
+    run_id: str
+    round: int
+    rounds: list[dict]
+    rejected: list[dict]
+    privacy: dict[str, list[dict]]
+    weights: dict[str, torch.Tensor] | None  # None when no round had aggregated yet
+
+
+def read_checkpoint(run_dir: Path) -> Resume | None:
+    """The run's checkpoint (``RUN/checkpoint``, ``RUN/privacy.json``), or ``None`` if it has none."""
+    folder = run_dir / "checkpoint"
+    if not (folder / "state.json").is_file():
+        return None
+    state = json.loads((folder / "state.json").read_text())
+    privacy = json.loads((run_dir / "privacy.json").read_text())["sites"] if (run_dir / "privacy.json").is_file() else {}
+    weights = torch.load(folder / "weights.pt", weights_only=True) if (folder / "weights.pt").is_file() else None
+    return Resume(run_id=state["run_id"], round=int(state["round"]), rounds=state["rounds"], rejected=state["rejected"],
+                  privacy=privacy, weights=weights)
 
 
 def _privacy_max(contents, weighting_key: str) -> MetricRecord:
@@ -54,7 +84,7 @@ class SiteFedAvg(FedAvg):
     """FedAvg with update validation, per-site privacy records and per-round checkpoints."""
 
     def __init__(self, *, run_dir: Path, run_id: str, outlier_factor: float, min_sites: int,
-                 evaluate_fraction: float = 0.0, site_keys: Path | None = None,
+                 evaluate_fraction: float = 0.0, site_keys: Path | None = None, resume: Resume | None = None,
                  on_round: Callable[[dict, dict[str, list[dict]]], None] | None = None) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=evaluate_fraction, min_train_nodes=min_sites,
                          min_evaluate_nodes=0, min_available_nodes=min_sites, arrayrecord_key=P.ARRAYS,
@@ -64,15 +94,18 @@ class SiteFedAvg(FedAvg):
         self.outlier_factor = outlier_factor
         self.site_keys = site_keys
         self.current: ArrayRecord | None = None
-        self.privacy: dict[str, list[dict]] = {}
-        self.rejected: list[dict] = []
-        self.rounds_log: list[dict] = []
+        # a resumed run continues the round numbers, records and rejections of its checkpoint
+        self.done = resume.round if resume is not None else 0  # Flower counts from 1 again: shifted by this
+        self.privacy: dict[str, list[dict]] = resume.privacy if resume is not None else {}
+        self.rejected: list[dict] = resume.rejected if resume is not None else []
+        self.rounds_log: list[dict] = resume.rounds if resume is not None else []
         self.on_round = on_round
         self._round_started = time.perf_counter()
         self._server_seconds = 0.0
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        server_round += self.done
         started = time.perf_counter()
         self._round_started = started
         self.current = arrays
@@ -83,6 +116,7 @@ class SiteFedAvg(FedAvg):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.done
         aggregate_started = time.perf_counter()
         replies = list(replies)
         ok = [r for r in replies if not r.has_error()]
@@ -115,6 +149,7 @@ class SiteFedAvg(FedAvg):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Pool the sites' DP evaluation releases: loss = Σ noisy sums / Σ noisy counts."""
+        server_round += self.done
         started = time.perf_counter()
         loss_sum = count = loss_var = count_var = 0.0
         sites = 0
@@ -150,6 +185,10 @@ class SiteFedAvg(FedAvg):
             self.rounds_log[-1]["server_seconds"] += round(time.perf_counter() - started, 4)
             self._write_state(server_round)
         return MetricRecord(metrics)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return super().configure_evaluate(server_round + self.done, arrays, config, grid)
 
     def _merge_ledger(self, server_round: int, site: str, reply: Message, kind: str) -> bool | None:
         """Merge the reply's ledger into the server's copy: True merged, None absent, False rejected.

@@ -187,3 +187,41 @@ def test_federate_command_ends_with_ledgers_an_auditor_verifies(sites, demo_bund
     (out / SITE_KEYS_DIR / "site-2.pub").write_bytes((tmp_path / "other.pub").read_bytes())
     code, _, _ = cli("audit", out / LEDGER_DIR, "--keys", out / SITE_KEYS_DIR, "--json")
     assert code == 1
+
+
+def test_a_coordinator_stopped_mid_run_resumes_and_no_site_is_charged_twice(sites, demo_bundle, coordinator_key,
+                                                                             tmp_path):
+    """The coordinator dies after round 2's checkpoint; its checkpoint is then set back to
+    round 1 (as if it had died after the sites replied to round 2 but before it checkpointed).
+    Restarted on the same folder, it resumes: the sites resend their round-2 replies instead
+    of training again, and ε ends where one uninterrupted 3-round run puts it."""
+    site_cfgs = nodes(sites[:2], tmp_path / "state", coordinator_key[1], epsilon=5.0)
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=3)
+
+    def crash(row):
+        if row["round"] == 2:
+            raise RuntimeError("coordinator killed")
+
+    with pytest.raises(RuntimeError, match="coordinator killed"):
+        run_simulated(run, site_cfgs, show_progress=False, after_round=crash)
+    assert not (tmp_path / "run" / "model").exists()
+    state_file = tmp_path / "run" / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["round"] == 2
+    state_file.write_text(json.dumps({**state, "round": 1, "rounds": state["rounds"][:1]}))
+    privacy_file = tmp_path / "run" / "privacy.json"
+    recorded = json.loads(privacy_file.read_text())
+    privacy_file.write_text(json.dumps({**recorded, "sites": {s: rows[:1] for s, rows in recorded["sites"].items()}}))
+
+    privacy = run_simulated(run, site_cfgs, show_progress=False)
+    for site, rows in privacy["sites"].items():
+        assert [r["round"] for r in rows] == [1, 2, 3] and all(r["refused"] == 0 for r in rows)
+        assert len({r["run_id"] for r in rows}) == 1
+        sigma, q = rows[-1]["noise-multiplier"], rows[-1]["sample-rate"]
+        three = epsilon_for(noise_multiplier=sigma, sample_rate=q, steps=3 * FAST["local_steps"], delta=1e-5)
+        assert rows[-1]["epsilon"] == pytest.approx(three, rel=1e-9)  # round 2 charged once
+        held = read_ledger(tmp_path / "run" / LEDGER_DIR / f"{site}.jsonl")
+        assert [e.round for e in held] == [1, 2, 3]
+    assert (tmp_path / "run" / "model" / "weights.pt").is_file()
+    with pytest.raises(RareGraphError, match="this run finished"):  # a finished run is not run again
+        run_simulated(run, site_cfgs, show_progress=False)
