@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from deploy.cli import deploy_app
 from kg.cli import bundle_app, kg_app
 from raregraph.demo import demo
 from raregraph.federate import federate
 from raregraph.simulate import simulate
-from shared.audit.cli import audit
+from shared.audit.cli import audit_app
 from shared.cli import keys_app
 from shared.ehr.cli import data_app
 from shared.evaluation.cli import evaluate
@@ -35,7 +36,8 @@ app.command("generate")(generate_cmd)
 app.command("evaluate")(evaluate)
 app.command("federate")(federate)
 app.command("demo")(demo)
-app.command("audit")(audit)
+app.add_typer(audit_app, name="audit")
+app.add_typer(deploy_app, name="deploy")
 
 
 def main() -> None:

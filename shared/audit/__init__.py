@@ -6,8 +6,13 @@ audit
     :func:`audit_ledgers`: chains, signatures, independent ε (dp-accounting), budgets, mechanisms.
 report
     :func:`write_report`: ``audit.json`` and a self-contained ``report.html``.
+one_run
+    :func:`epsilon_lower_bound`: the ε lower bound of a one-run audit (Steinke, Nasr & Jagielski 2023).
+empirical
+    :func:`run_empirical_audit`: canaries, one training, a membership test, the bound (imports
+    torch, so it is not re-exported here).
 cli
-    The ``audit`` Typer command.
+    The ``audit`` Typer group: the ledger audit (default) and ``audit empirical``.
 """
 
 from shared.audit.audit import AuditResult, BudgetFile, EntryCheck, SiteAudit, SiteBudget, audit_ledgers, load_budget_file
