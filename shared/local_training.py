@@ -103,7 +103,7 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
         batches = shuffled_batches(x0, disease, batch_size=config.batch_size, generator=generator)
         net = model
     else:
-        mechanism, state = private.prepare(tensors.n, steps=config.steps)
+        mechanism, state = private.prepare(tensors.n, steps=config.steps, batch_size=config.batch_size)
         net, optimizer, batches = make_private(model, optimizer, x0, disease, mechanism=mechanism)
         multiplicity, backward = mechanism.noise_multiplicity, private_backward
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_decay(config.steps))

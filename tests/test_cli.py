@@ -32,7 +32,8 @@ def one_line_error(stderr: str) -> str:
 @pytest.mark.parametrize("command", [[], ["kg"], ["bundle"], ["keys"], ["kg", "build"], ["kg", "stats"],
                                      ["kg", "paths"], ["bundle", "make"], ["bundle", "verify"], ["keys", "new"],
                                      ["demo"], ["privacy", "plan"], ["federate"], ["train"], ["generate"],
-                                     ["evaluate"], ["data", "validate"], ["data", "simulate"], ["audit"]])
+                                     ["evaluate"], ["data", "validate"], ["data", "simulate"], ["audit"],
+                                     ["audit", "empirical"], ["deploy"], ["deploy", "certs"], ["deploy", "local"]])
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     code, out, _ = run(*command, "--help")
     assert code == 0

@@ -23,7 +23,8 @@ from shared.audit.audit import audit_ledgers
 from shared.audit.empirical import EmpiricalAudit, EmpiricalAuditConfig, run_empirical_audit, write_empirical_report
 from shared.audit.report import write_report
 from shared.console import cli_errors, console, err_console, load_bundle, print_json, steps
-from shared.ehr.omop import data_fingerprint, read_omop
+from shared.dp_sgd import DEFAULT_CLIP_NORM
+from shared.ehr.site import data_fingerprint, read_site
 from shared.errors import InputError, OutputExistsError
 from shared.local_training import PrivateTraining
 from shared.tensorize import tensorize
@@ -99,7 +100,7 @@ def empirical(
     no_dp: Annotated[bool, typer.Option("--no-dp", help="Control run without DP: the bound should come out clearly above 0.")] = False,
     delta: Annotated[float, typer.Option("--delta", help="δ of the training and of the bound.")] = 1e-5,
     state: Annotated[Path | None, typer.Option("--state", help="Privacy state folder to charge (the site's, on real patients; default: a throw-away one).")] = None,
-    clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm (DP).")] = 1.0,
+    clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm (DP).")] = DEFAULT_CLIP_NORM,
     noise_multiplicity: Annotated[int, typer.Option("--noise-multiplicity", min=1, help="Diffusion noise draws per patient and step (DP).")] = 4,
     guidance: Annotated[str, typer.Option("--guidance", help="kg: knowledge-guided; none: plain diffusion.")] = "kg",
     train_steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = TrainConfig().steps,
@@ -139,7 +140,7 @@ def empirical(
         config = EmpiricalAuditConfig(canaries=canaries, guesses_in=guesses, guesses_out=guesses, draws=draws,
                                       beta=beta, seed=seed)
         b = load_bundle(bundle, pub)
-        cohort, _ = read_omop(site, skip_bad_rows=skip_bad_rows)
+        cohort, _ = read_site(site, skip_bad_rows=skip_bad_rows, bundle=b)
         try:
             tensors, _ = tensorize(cohort, b)
         except ValueError as exc:

@@ -11,7 +11,6 @@ or, with ``skip_bad_rows``, are dropped and counted in the report.
 from __future__ import annotations
 
 import gzip
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -265,18 +264,6 @@ def _events(frame: pd.DataFrame, t: OmopTable, path: Path, fmt: str, skip: bool,
         out["value"] = frame["_value"].to_numpy()
         out["unit"] = frame[t.unit].astype(str).str.strip().to_numpy()
     return out
-
-
-def data_fingerprint(folder: str | Path) -> str:
-    """Identity of a site's export: sha256 over its files' names and contents.
-
-    The privacy state is tied to it, so a budget is never reused for another dataset.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
-        digest.update(path.name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return "sha256:" + digest.hexdigest()
 
 
 def check_vocabulary(cohort: Cohort, report: ValidationReport, *, vocabulary: pd.DataFrame,

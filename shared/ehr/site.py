@@ -92,8 +92,8 @@ def data_fingerprint(folder: str | Path) -> str:
 
     Every file directly in the folder counts (OMOP tables, NDJSON parts, anything else),
     so any change to the export is a new dataset; the privacy state is tied to it, so a
-    budget is never reused for another dataset. Files are hashed in chunks; the value is
-    the same as the OMOP reader's :func:`shared.ehr.omop.data_fingerprint`.
+    budget is never reused for another dataset. Files are hashed in chunks, so a multi-GB
+    export never has to fit in memory.
     """
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
