@@ -6,7 +6,7 @@ Vocabulary and scores come from public knowledge only; no site data is read.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,15 @@ import pandas as pd
 import scipy.sparse as sp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from kg.codemap import (
+    CODEMAP_FILE,
+    build_codemap,
+    codemap_summary,
+    default_code_tables,
+    read_code_table,
+    source_labels,
+    xref_mappings,
+)
 from kg.metapaths import FEATURE_METAPATHS, parse_metapath
 from kg.ontology import ancestors, is_a_graph
 from kg.scoring import metapath_scores, pathsim
@@ -237,6 +246,14 @@ def build_prior_graph(graph: KnowledgeGraph, study: Study, vocab: pd.DataFrame) 
     return prior.sort_values(["kind", "source", "target"], ignore_index=True)
 
 
+def build_study_codemap(graph: KnowledgeGraph, vocab: pd.DataFrame, diseases: list[str],
+                        tables: Sequence[Path]) -> pd.DataFrame:
+    """The bundle's code map (:mod:`kg.codemap`): graph xrefs plus curated tables, cut to the study."""
+    hpo_label, disease_label = source_labels(graph.manifest.get("sources", []), graph.manifest.get("hpo_release", ""))
+    xrefs = xref_mappings(graph.xrefs, graph.nodes, hpo_source=hpo_label, orphanet_source=disease_label)
+    return build_codemap(xrefs, [read_code_table(t) for t in tables], in_scope=set(vocab["code"]) | set(diseases))
+
+
 def make_bundle(
     graph: KnowledgeGraph,
     study: Study,
@@ -245,19 +262,29 @@ def make_bundle(
     out: str | Path,
     study_source: str = "<study>",
     overwrite: bool = False,
+    code_tables: Sequence[str | Path] | None = None,
     step: Step = lambda _: None,
 ) -> dict:
     """Compute, write and sign a study bundle; return its manifest.
+
+    Parameters
+    ----------
+    code_tables
+        Curated local-code mapping tables (:func:`kg.codemap.read_code_table`); None: the
+        demo tables in ``kg/data``. Their rows join the graph's xrefs in ``codemap.parquet``.
 
     Raises
     ------
     ConfigError
         A study disease is not in the graph.
+    InputError
+        A code mapping table is missing or malformed.
     OutputExistsError
         ``out`` exists and ``overwrite`` is false.
     """
     check_study_diseases(graph, study, source=study_source)
     diseases = list(study.study.diseases)
+    tables = [Path(t) for t in (default_code_tables() if code_tables is None else code_tables)]
     with atomic_dir(out, overwrite=overwrite) as tmp:
         step("scoring meta-paths")
         per_path = _domain_scores(graph, study, diseases)
@@ -288,6 +315,9 @@ def make_bundle(
         pd.DataFrame({"index": np.arange(len(diseases)), "id": diseases,
                       "name": [graph.node_names.get(d, "") for d in diseases]}).to_parquet(
             tmp / "diseases.parquet", index=False)
+        step("mapping local codes")
+        codemap = build_study_codemap(graph, vocab, diseases, tables)
+        codemap.to_parquet(tmp / CODEMAP_FILE, index=False)
         labs = graph.labs[graph.labs["id"].isin(vocab.loc[vocab["domain"] == "lab", "code"])]
         labs.rename(columns={"id": "code"}).sort_values("code").to_parquet(tmp / "labs.parquet", index=False)
         (tmp / "study.json").write_text(json.dumps(study.model_dump(by_alias=True, mode="json"), indent=2,
@@ -307,6 +337,7 @@ def make_bundle(
                 "sources": graph.manifest.get("sources", []),
                 "tables": graph.manifest.get("tables", {}),
             },
+            "codemap": codemap_summary(codemap, tables),
             "signer_key_id": key_id(public),
             "signer_public_key": public_key_b64(public),
             "files": {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
@@ -318,4 +349,4 @@ def make_bundle(
     return manifest
 
 
-__all__ = ["build_prior_graph", "build_vocabulary", "check_study_diseases", "make_bundle", "parse_metapath"]
+__all__ = ["build_prior_graph", "build_study_codemap", "build_vocabulary", "check_study_diseases", "make_bundle", "parse_metapath"]

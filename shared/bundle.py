@@ -13,6 +13,9 @@ A bundle is a folder::
     scores/<metric>/<metapath>.npz   sparse [diseases × vocabulary] per meta-path
     negative.npz         sparse [diseases × vocabulary]: 1 where HPO says NOT
     prior_graph.parquet  source, target (vocabulary indices), kind, weight
+    codemap.parquet      system, code, target, relation, source: local codes (ICD-10, SNOMED CT,
+                         RxNorm, ATC, ...) → graph codes (kg.codemap); bundles made before it
+                         existed have none, and load with an empty map
 
 It holds public knowledge only. This module reads and verifies bundles; ``kg.bundle``
 makes them.
@@ -33,10 +36,12 @@ from shared.errors import InputError, SignatureError
 from shared.signing import key_id, load_public_key, public_key_from_b64, sha256_file, verify
 
 FORMAT = "raregraph-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds codemap.parquet; a version-1 bundle still verifies and loads, with an empty code map
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 DOMAINS = ("phenotype", "drug", "adverse_event", "lab")
+CODEMAP = "codemap.parquet"
+CODEMAP_COLUMNS = ("system", "code", "target", "relation", "source")
 
 
 def bundle_files(folder: Path) -> list[str]:
@@ -119,6 +124,7 @@ class StudyBundle:
     frequency: np.ndarray  # float32 [n_diseases, n_vocabulary], NaN unknown
     negative: sp.csr_matrix
     prior_graph: pd.DataFrame
+    codemap: pd.DataFrame  # CODEMAP_COLUMNS; empty for a bundle made before code maps
 
     @property
     def bundle_hash(self) -> str:
@@ -153,7 +159,20 @@ class StudyBundle:
             frequency=np.load(folder / "scores" / "frequency.npy", allow_pickle=False),
             negative=sp.load_npz(folder / "negative.npz").tocsr(),
             prior_graph=pd.read_parquet(folder / "prior_graph.parquet"),
+            codemap=_read_codemap(folder, manifest),
         )
+
+
+def _read_codemap(folder: Path, manifest: dict) -> pd.DataFrame:
+    """The signed code map; an empty one when the manifest lists none (an older bundle)."""
+    if CODEMAP not in manifest.get("files", {}):
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in CODEMAP_COLUMNS})
+    table = pd.read_parquet(folder / CODEMAP)
+    missing = [c for c in CODEMAP_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(f"code map lacks column {missing[0]!r} (expected {', '.join(CODEMAP_COLUMNS)})",
+                         file=folder / CODEMAP)
+    return table[list(CODEMAP_COLUMNS)]
 
 
 __all__ = ["DOMAINS", "FORMAT", "StudyBundle", "bundle_files", "key_id", "verify_bundle"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -9,8 +10,11 @@ import typer
 from rich.table import Table
 
 from shared.console import cli_errors, console, load_bundle, print_json
+from shared.ehr.codemap import ACCEPT, DEFAULT_ACCEPT
 from shared.ehr.omop import check_vocabulary
+from shared.ehr.report_html import render_html
 from shared.ehr.site import read_site
+from shared.errors import InputError
 from shared.tensorize import tensorize
 
 data_app = typer.Typer(help="Check and simulate hospital data (OMOP tables or FHIR Bulk NDJSON).", no_args_is_help=True)
@@ -26,15 +30,33 @@ def validate(
     pub: PubOpt = None,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and drop bad rows instead of stopping.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Folder to write report.html (for people, no scripts) and report.json into.")] = None,
+    accept: Annotated[str, typer.Option(
+        "--accept", help=f"Weakest code-mapping relation used: {', '.join(ACCEPT)}.")] = DEFAULT_ACCEPT,
+    site_map: Annotated[Path | None, typer.Option(
+        "--site-map", help="The site's own code mapping table (TSV: system, code, relation, target, target_name, "
+                           "citation); needs --bundle; never leaves the site.")] = None,
 ) -> None:
-    """Report patients, events per domain, codes outside the vocabulary and every problem;
-    exit 1 on the first bad row or line (file, row, column or field) unless --skip-bad-rows.
+    """Report patients, events per domain, code coverage per code system, lab units, date
+    ranges, patients per study disease and every problem; exit 1 on the first bad row or
+    line (file, row, column or field) unless --skip-bad-rows.
 
-    Example: raregraph data validate sites/site-1 --bundle out/bundle --pub keys/coordinator.pub
+    Example: raregraph data validate sites/site-1 --bundle out/bundle --pub keys/coordinator.pub --out report/
     """
     with cli_errors():
+        if accept not in ACCEPT:
+            raise InputError(f"--accept must be one of {', '.join(ACCEPT)}, got {accept!r}")
+        if site_map is not None and bundle is None:
+            raise InputError("--site-map needs --bundle (the bundle's code map is the base)")
         b = load_bundle(bundle, pub) if bundle is not None else None
-        cohort, report = read_site(site, skip_bad_rows=skip_bad_rows, bundle=b)
+        try:
+            cohort, report = read_site(site, skip_bad_rows=skip_bad_rows, bundle=b, accept=accept,  # type: ignore[arg-type]
+                                       site_codemap=site_map)
+        except InputError as exc:
+            if out is not None:
+                _write(out, {"site": str(site), "fatal": {"message": str(exc)}})
+            raise
         grid = None
         if b is not None:
             check_vocabulary(cohort, report, vocabulary=b.vocabulary, diseases=list(b.diseases["id"]))
@@ -44,6 +66,9 @@ def validate(
             except ValueError as exc:
                 grid = {"error": str(exc)}
     data = {**report.as_dict(), "tensors": grid}
+    if out is not None:
+        with cli_errors():
+            _write(out, data)
     if json_out:
         print_json(data)
         return
@@ -82,3 +107,19 @@ def validate(
                       f"{grid['lab_unit_mismatch']:,} lab values in another unit")
     elif grid:
         console.print(f"[red]trajectories:[/] {grid['error']}")
+    if report.code_mapping:
+        for system, c in report.code_mapping["systems"].items():
+            console.print(f"codes {system}: {sum(c['mapped'].values()):,} rows mapped, {c['unmapped']:,} unmapped, "
+                          f"{c['ambiguous']:,} ambiguous" + ("; most frequent unmapped: " + ", ".join(
+                              f"{u['code']} ({u['rows']})" for u in c["top_unmapped"][:5]) if c["top_unmapped"] else ""))
+    if report.study_diseases:
+        console.print("study patients: " + ", ".join(f"{d} {v['patients']:,}" for d, v in report.study_diseases.items()))
+    if out is not None:
+        console.print(f"report written to {out / 'report.html'} and {out / 'report.json'}")
+
+
+def _write(folder: Path, data: dict) -> None:
+    """report.json and report.html into ``folder`` (created; earlier reports there are replaced)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    (folder / "report.html").write_text(render_html(data), encoding="utf-8")

@@ -30,9 +30,10 @@ AdverseEvent                  an event (the reaction in ``event``) at ``date`` /
 ============================  =================================================================
 
 Codes: the first coding whose system the graph speaks (:data:`GRAPH_SYSTEMS`) becomes a
-CURIE (``http://loinc.org`` ``2160-0`` → ``LOINC:2160-0``); a resource whose codings are all
-in other systems (ICD-10, SNOMED CT, RxNorm, ATC) is counted per system in the report, not
-read. Dates keep the local calendar day written in the record (no time-zone shift) and need
+CURIE (``http://loinc.org`` ``2160-0`` → ``LOINC:2160-0``). A resource whose codings are all
+in other systems (ICD-10, SNOMED CT, RxNorm, ATC) is mapped through the bundle's code map
+when a :class:`~shared.ehr.codemap.CodeMapper` is given (rules there); what does not map is
+counted per system in the report, not read. Dates keep the local calendar day written in the record (no time-zone shift) and need
 a day: ``2020-05`` cannot be placed on the time grid. References ``Patient/<id>``,
 ``<base>/Patient/<id>[/_history/n]`` and ``urn:uuid:<id>`` resolve to persons.
 
@@ -55,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared.ehr.codemap import CodeMapper, Resolution
 from shared.ehr.cohort import SYNTHETIC_ID_BASE, Cohort
 from shared.ehr.fhir_fields import (
     UCUM,
@@ -135,8 +137,9 @@ class _FhirReader:
     """One pass over an export: the handlers fill column lists; ``persons_frame`` and
     ``events_frame`` turn them into the cohort's frames."""
 
-    def __init__(self, skip: bool, report: SiteReport) -> None:
-        self.skip, self.report = skip, report
+    def __init__(self, skip: bool, report: SiteReport, mapper: CodeMapper | None = None) -> None:
+        self.skip, self.report, self.mapper = skip, report, mapper
+        self.where: tuple[str, int] = ("", 0)  # file and line being read (for the mapping report)
         self.persons: dict[str, int] = {}  # FHIR Patient id → person_id
         self.medications: dict[str, str | None] = {}  # Medication id → CURIE (None: outside the graph)
         self.exposures: dict[str, str] = {}  # "MedicationRequest/<id>" → drug CURIE
@@ -153,6 +156,7 @@ class _FhirReader:
                 if not raw.strip():
                     continue
                 rows += 1
+                self.where = (str(path), line)
                 try:
                     resource = self._parse(raw, rtype)
                     if (status := _status(resource, rtype)) is not None:
@@ -192,11 +196,32 @@ class _FhirReader:
                                "unknown person")
         return self.persons[key]
 
+    def _lookup(self, concept: object, field: str) -> tuple[str | None, Resolution | None]:
+        """Graph CURIE of a concept (its own graph coding first, else mapped), and the mapping
+        outcome (None when the concept is graph-coded or no mapper is given). Counts nothing."""
+        code = graph_code(concept, field)
+        if code is not None or self.mapper is None or not isinstance(concept, dict):
+            return code, None
+        codings = [(code_system(c), str(c.get("code") or "")) for c in concept.get("coding") or []
+                   if isinstance(c, dict)]
+        res = self.mapper.resolve_concept(codings)
+        return (res.target if res is not None and res.status == "mapped" else None), res
+
+    def _record(self, code: str | None, res: Resolution | None, field: str) -> None:
+        """Count one resource's coding outcome in the mapping report."""
+        if self.mapper is None:
+            return
+        if res is not None:
+            self.mapper.record(res, file=self.where[0], line=self.where[1], field=field)
+        elif code is not None:
+            self.mapper.count_native(code)
+
     def _code(self, concept: object, field: str) -> str | None:
         """Graph CURIE of a required concept; None (and counted) when its codings are elsewhere."""
         if concept is None:
             raise FieldProblem(field, "missing required field", "missing field")
-        code = graph_code(concept, field)
+        code, res = self._lookup(concept, field)
+        self._record(code, res, field)
         if code is None:
             self.report.count_outside(*outside_code(concept))
         return code
@@ -310,17 +335,20 @@ class _FhirReader:
         # the finding is the value's code, else the observation's own (an HP term observed)
         if r.get("code") is None:
             raise FieldProblem("code", "missing required field", "missing field")
-        code = graph_code(value, "valueCodeableConcept")
+        code, res = self._lookup(value, "valueCodeableConcept")
+        field = "valueCodeableConcept"
         if code is None:
-            own = graph_code(r.get("code"), "code")
+            own, own_res = self._lookup(r.get("code"), "code")
             if own is not None and not own.startswith("LOINC:"):
-                code = own
+                code, res, field = own, own_res, "code"
             elif value is not None or own is None:  # the finding is coded elsewhere
+                self._record(None, res if value is not None else own_res, field if value is not None else "code")
                 self.report.count_outside(*outside_code(value if value is not None else r.get("code")))
                 return
             else:  # a lab test without a numeric result
                 self.report.count_not_used("lab Observation without a numeric value")
                 return
+        self._record(code, res, field)
         self._event(person, day, code)
 
     def _adverseevent(self, r: dict) -> None:
@@ -385,7 +413,8 @@ class _FhirReader:
         return pd.concat([frame, added], ignore_index=True), int(len(added))
 
 
-def read_fhir(folder: str | Path, *, skip_bad_rows: bool = False) -> tuple[Cohort, SiteReport]:
+def read_fhir(folder: str | Path, *, skip_bad_rows: bool = False,
+              mapper: CodeMapper | None = None) -> tuple[Cohort, SiteReport]:
     """Read and check one site's FHIR R4 Bulk Data export.
 
     Parameters
@@ -396,6 +425,9 @@ def read_fhir(folder: str | Path, *, skip_bad_rows: bool = False) -> tuple[Cohor
         (``.ndjson`` or ``.ndjson.gz``, possibly split into numbered parts).
     skip_bad_rows
         Drop resources with problems and count them instead of stopping at the first.
+    mapper
+        Maps codings outside the graph's systems (and counts every outcome); None: such
+        codings are only counted in ``codes_outside_graph``.
 
     Returns
     -------
@@ -415,7 +447,7 @@ def read_fhir(folder: str | Path, *, skip_bad_rows: bool = False) -> tuple[Cohor
     report = SiteReport(site=str(folder), format="fhir", ignored_files=ignored)
     if "Patient" not in files:
         raise InputError("no Patient.ndjson (or Patient.ndjson.gz) in the FHIR export", file=folder)
-    reader = _FhirReader(skip_bad_rows, report)
+    reader = _FhirReader(skip_bad_rows, report, mapper)
     for rtype in RESOURCE_TYPES:
         if rtype not in files:
             continue

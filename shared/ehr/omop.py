@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from shared.ehr.codemap import CodeMapper
 from shared.ehr.cohort import SYNTHETIC_ID_BASE, Cohort
 from shared.ehr.omop_tables import EVENT_TABLES, PERSON, TABLES, OmopTable
 from shared.errors import InputError
@@ -37,6 +38,7 @@ class Problem:
     row: int  # CSV: line number in the file; Parquet: 1-based data row
     column: str
     message: str
+    reason: str = ""  # the count it is skipped under (filled when skipped)
 
     def as_error(self, parquet: bool) -> InputError:
         if parquet:
@@ -56,9 +58,13 @@ class ValidationReport:
     skipped_rows: dict[str, int] = field(default_factory=dict)  # reason → count
     problems: list[Problem] = field(default_factory=list)  # examples, at most EXAMPLES_KEPT
     vocabulary: dict | None = None  # filled by check_vocabulary
+    skipped_per_file: dict[str, int] = field(default_factory=dict)  # file name → rows skipped
 
     def add_skip(self, problem: Problem, reason: str, count: int) -> None:
         self.skipped_rows[reason] = self.skipped_rows.get(reason, 0) + count
+        name = Path(problem.file).name
+        self.skipped_per_file[name] = self.skipped_per_file.get(name, 0) + count
+        problem.reason = reason
         if len(self.problems) < EXAMPLES_KEPT:
             self.problems.append(problem)
 
@@ -68,6 +74,7 @@ class ValidationReport:
             "events_per_domain": self.events_per_domain, "skipped_rows": self.skipped_rows,
             "skipped_total": int(sum(self.skipped_rows.values())),
             "problems": [vars(p) for p in self.problems], "vocabulary": self.vocabulary,
+            "skipped_per_file": self.skipped_per_file,
         }
 
 
@@ -160,8 +167,8 @@ def _numbers(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return parsed, (~np.isfinite(parsed.to_numpy()))
 
 
-def read_omop(folder: str | Path, *, skip_bad_rows: bool = False,
-              synthetic: bool = False) -> tuple[Cohort, ValidationReport]:
+def read_omop(folder: str | Path, *, skip_bad_rows: bool = False, synthetic: bool = False,
+              mapper: CodeMapper | None = None) -> tuple[Cohort, ValidationReport]:
     """Read and check one site's OMOP tables.
 
     Parameters
@@ -174,6 +181,9 @@ def read_omop(folder: str | Path, *, skip_bad_rows: bool = False,
     synthetic
         Read a synthetic release: person ids must then be in the synthetic range (from
         ``SYNTHETIC_ID_BASE``), which real exports may not use.
+    mapper
+        Maps source values in other systems (``ICD10:E75.2``, ``RXNORM:52175``) to graph
+        codes and counts every outcome (:mod:`shared.ehr.codemap`); None: codes stay as written.
 
     Returns
     -------
@@ -197,7 +207,8 @@ def read_omop(folder: str | Path, *, skip_bad_rows: bool = False,
 
     persons = _persons(frames["person"], *located["person"], skip_bad_rows, report, synthetic)
     known = set(persons["person_id"].tolist())
-    events = [_events(frames[t.name], t, *located[t.name], skip_bad_rows, report, known) for t in EVENT_TABLES]
+    events = [_events(frames[t.name], t, *located[t.name], skip_bad_rows, report, known, mapper)
+              for t in EVENT_TABLES]
     events_frame = pd.concat(events, ignore_index=True)
     cohort = Cohort.from_frames(persons, events_frame)
     report.patients = cohort.n_persons
@@ -236,7 +247,7 @@ def _persons(frame: pd.DataFrame, path: Path, fmt: str, skip: bool, report: Vali
 
 
 def _events(frame: pd.DataFrame, t: OmopTable, path: Path, fmt: str, skip: bool, report: ValidationReport,
-            known: set[int]) -> pd.DataFrame:
+            known: set[int], mapper: CodeMapper | None = None) -> pd.DataFrame:
     check = _RowChecker(path, fmt, skip, report)
     ids, bad = _numbers(frame["person_id"])
     frame = check.reject(frame.assign(_id=ids), bad, "person_id", "{value!r} is not an integer person id",
@@ -256,8 +267,12 @@ def _events(frame: pd.DataFrame, t: OmopTable, path: Path, fmt: str, skip: bool,
         values, bad = _numbers(frame[t.value])
         frame = check.reject(frame.assign(_value=values), bad, t.value, "{value!r} is not a number",
                              "non-numeric lab value")
+    codes = frame["_code"].to_numpy()
+    if mapper is not None:
+        rows = frame.index.to_numpy(dtype=np.int64) + (1 if check.parquet else 2)  # as row_number()
+        codes = mapper.map_source_values(frame["_code"], rows, file=str(path), field=t.code)
     out = pd.DataFrame({"person_id": frame["_id"].astype("int64").to_numpy(), "date": frame["_date"].to_numpy(),
-                        "code": frame["_code"].to_numpy()})
+                        "code": codes})
     if t.end_date:
         out["end_date"] = frame["_end"].to_numpy()
     if t.value:

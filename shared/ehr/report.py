@@ -29,6 +29,12 @@ class SiteReport(ValidationReport):
     lab_units: dict[str, dict[str, int]] = field(default_factory=lambda: {"converted": {}, "unconvertible": {}})
     #: files in the folder that no reader uses
     ignored_files: list[str] = field(default_factory=list)
+    #: local codes through the bundle's code map (:meth:`shared.ehr.codemap.CodeMapper.summary`); None without a bundle
+    code_mapping: dict | None = None
+    #: domain → {"first": ISO day, "last": ISO day} of the events read
+    date_ranges: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: study disease → {"name", "patients"} with that diagnosis (after mapping); None without a bundle
+    study_diseases: dict[str, dict] | None = None
 
     @classmethod
     def from_validation(cls, report: ValidationReport, *, format: Literal["omop", "fhir"]) -> SiteReport:
@@ -46,4 +52,6 @@ class SiteReport(ValidationReport):
                             "top_codes": [{"code": k, "resources": int(n)} for k, n in c.most_common(TOP_CODES)]}
                    for system, c in sorted(self.codes_outside_graph.items())}
         return {"format": self.format, **super().as_dict(), "codes_outside_graph": outside,
-                "not_used": dict(self.not_used), "lab_units": self.lab_units, "ignored_files": self.ignored_files}
+                "not_used": dict(self.not_used), "lab_units": self.lab_units, "ignored_files": self.ignored_files,
+                "code_mapping": self.code_mapping, "date_ranges": self.date_ranges,
+                "study_diseases": self.study_diseases}

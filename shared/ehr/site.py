@@ -4,7 +4,9 @@ A site folder holds either OMOP CDM tables (``person.csv``, ``condition_occurren
 ... — :mod:`shared.ehr.omop`) or a FHIR R4 Bulk Data export (``Patient.ndjson``, ... —
 :mod:`shared.ehr.fhir`). :func:`read_site` detects which, reads it into the same
 :class:`Cohort`, converts lab values to the bundle's units where it can
-(:mod:`shared.ehr.units`), and returns the same :class:`SiteReport` shape for both.
+(:mod:`shared.ehr.units`), maps local codes (ICD-10, SNOMED CT, RxNorm, ATC) through the
+bundle's code map (:mod:`shared.ehr.codemap`), and returns the same :class:`SiteReport`
+shape for both.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from shared.bundle import StudyBundle
+from shared.ehr.codemap import DEFAULT_ACCEPT, Accept, CodeMapper
 from shared.ehr.cohort import Cohort
 from shared.ehr.fhir import is_fhir_file, read_fhir
 from shared.ehr.omop import read_omop
@@ -49,8 +52,8 @@ def detect_format(folder: str | Path) -> Literal["omop", "fhir"]:
     return "omop" if omop else "fhir"
 
 
-def read_site(folder: str | Path, *, skip_bad_rows: bool = False,
-              bundle: StudyBundle | None = None) -> tuple[Cohort, SiteReport]:
+def read_site(folder: str | Path, *, skip_bad_rows: bool = False, bundle: StudyBundle | None = None,
+              accept: Accept = DEFAULT_ACCEPT, site_codemap: str | Path | None = None) -> tuple[Cohort, SiteReport]:
     """Read and check one site's export, OMOP or FHIR (detected).
 
     Parameters
@@ -62,7 +65,15 @@ def read_site(folder: str | Path, *, skip_bad_rows: bool = False,
         stopping at the first.
     bundle
         The study bundle: lab values in another unit than the bundle's are converted where
-        :mod:`shared.ehr.units` knows how; the rest are listed in ``report.lab_units``.
+        :mod:`shared.ehr.units` knows how (the rest are listed in ``report.lab_units``);
+        local codes are mapped through its code map (counted in ``report.code_mapping``);
+        ``report.study_diseases`` counts patients per study disease.
+    accept
+        The weakest mapping relation used (default ``"narrower"``: exact and narrower;
+        ``"broader"`` also takes local codes that cover a graph code and more).
+    site_codemap
+        The site's own mapping table (TSV, :func:`shared.ehr.codemap.read_code_table`),
+        used before the bundle's for the codes it lists; needs ``bundle``.
 
     Returns
     -------
@@ -71,20 +82,45 @@ def read_site(folder: str | Path, *, skip_bad_rows: bool = False,
     Raises
     ------
     InputError
-        Folder missing, both formats or neither, a fatal problem, or the first row
-        problem when ``skip_bad_rows`` is false.
+        Folder missing, both formats or neither, a fatal problem, the first row problem
+        when ``skip_bad_rows`` is false, or a bad site mapping table.
+    ValueError
+        ``site_codemap`` without ``bundle``, or an unknown ``accept``.
     """
+    if site_codemap is not None and bundle is None:
+        raise ValueError("a site mapping table needs the study bundle (its code map is the base)")
+    mapper = CodeMapper(bundle.codemap, accept=accept, site_table=site_codemap) if bundle is not None else None
     if detect_format(folder) == "fhir":
-        cohort, report = read_fhir(folder, skip_bad_rows=skip_bad_rows)
+        cohort, report = read_fhir(folder, skip_bad_rows=skip_bad_rows, mapper=mapper)
     else:
-        cohort, omop_report = read_omop(folder, skip_bad_rows=skip_bad_rows)
+        cohort, omop_report = read_omop(folder, skip_bad_rows=skip_bad_rows, mapper=mapper)
         report = SiteReport.from_validation(omop_report, format="omop")
         known = {name for t in report.tables.values() for name in t["file"].split(", ")}
         report.ignored_files = sorted(p.name for p in Path(folder).iterdir() if p.is_file() and p.name not in known)
     if bundle is not None:
         events, report.lab_units = convert_labs(cohort.events, dict(zip(bundle.labs["code"], bundle.labs["unit"])))
         cohort = Cohort.from_frames(cohort.persons, events)
+        report.events_per_domain = cohort.domain_counts()
+        report.code_mapping = mapper.summary()
+        report.study_diseases = _study_patients(cohort, bundle)
+    report.date_ranges = _date_ranges(cohort)
     return cohort, report
+
+
+def _date_ranges(cohort: Cohort) -> dict[str, dict[str, str]]:
+    """First and last event day per domain."""
+    e = cohort.events
+    spans = e.groupby("domain")["date"].agg(["min", "max"])
+    return {str(d): {"first": row["min"].strftime("%Y-%m-%d"), "last": row["max"].strftime("%Y-%m-%d")}
+            for d, row in spans.iterrows()}
+
+
+def _study_patients(cohort: Cohort, bundle: StudyBundle) -> dict[str, dict]:
+    """Patients with a diagnosis of each study disease."""
+    e = cohort.events
+    counts = e.loc[e["code"].isin(bundle.diseases["id"]), ["person_id", "code"]].drop_duplicates()["code"].value_counts()
+    return {str(d): {"name": str(name), "patients": int(counts.get(d, 0))}
+            for d, name in zip(bundle.diseases["id"], bundle.diseases["name"])}
 
 
 def data_fingerprint(folder: str | Path) -> str:
