@@ -84,6 +84,7 @@ FEATURE_METAPATHS: dict[str, tuple[str, str]] = {
     "DhPiP": ("phenotype", "parents and children of the disease's phenotypes (HPO is_a)"),
     "DtC": ("drug", "drugs indicated for the disease"),
     "DtCeP": ("adverse_event", "adverse effects of the disease's drugs"),
+    "DtCsP": ("adverse_event", "FAERS disproportionality signals of the disease's drugs"),
     "DhPmL": ("lab", "labs that reflect the disease's phenotypes"),
     "DtCePmL": ("lab", "labs that reflect adverse effects of the disease's drugs"),
 }

@@ -79,6 +79,7 @@ class Scoring(_Strict):
         "DhPiP": 0.25,  # ontology neighbours of annotated terms: weak support
         "DtC": 1.0,  # curated indication
         "DtCeP": 1.0,  # labelled adverse effect of an indicated drug
+        "DtCsP": 0.5,  # FAERS signal (spontaneous reports: disproportionality, not causality)
         "DhPmL": 1.0,  # lab that reflects an annotated phenotype
         "DtCePmL": 0.5,  # lab that reflects an adverse effect
     })

@@ -123,7 +123,8 @@ def test_report_and_manifest_survive_save_and_load(graph, tmp_path) -> None:
 
 def test_new_relations_are_walkable_and_old_metapaths_unchanged(graph) -> None:
     assert [parse_metapath(m).steps[0].relation.name for m in FEATURE_METAPATHS] == [
-        "has_phenotype", "associated_gene", "has_phenotype", "indication", "indication", "has_phenotype", "indication"]
+        "has_phenotype", "associated_gene", "has_phenotype", "indication", "indication", "indication", "has_phenotype",
+        "indication"]
     assert all(parse_metapath(m) for m in SIMILARITY_METAPATHS)
     scores = metapath_scores(graph, "DcC", metric="pc", sources=["ORPHA:558"])
     assert scores.matrix[0, scores.col_ids.index("DRUGBANK:DB00945")] == 1

@@ -12,7 +12,7 @@ import pytest
 from kg.metapaths import FEATURE_METAPATHS, SIMILARITY_METAPATHS, parse_metapath
 from kg.scoring import metapath_scores, pathsim
 from kg.store import KnowledgeGraph
-from tests.kg.graphs import hand_graph, random_graph
+from tests.kg.graphs import hand_graph, make_graph, random_graph
 
 
 def _neighbours(graph: KnowledgeGraph, metapath: str) -> list[dict[str, set[str]]]:
@@ -223,3 +223,12 @@ def test_pathsim_all_against_all_never_forms_the_full_product(monkeypatch) -> No
     # every pair shares exactly the one phenotype: 2·1 / (2 + 2)
     assert np.allclose(sim.matrix.data, 0.5)
     assert peak < 20 * 2**20, f"PathSim peaked at {peak / 2**20:.0f} MiB"
+
+
+def test_faers_signals_of_a_disease_drugs_score_as_adverse_events() -> None:
+    """DtCsP: drug indicated for the disease –FAERS signal→ phenotype (0 where the graph has no FAERS)."""
+    g = make_graph([("D1", "disease"), ("D2", "disease"), ("C1", "drug"), ("P1", "phenotype"), ("P2", "phenotype")],
+                   [("C1", "indication", "D1"), ("C1", "faers_signal", "P1"), ("C1", "drug_effect", "P2")])
+    scores = metapath_scores(g, "DtCsP", metric="pc", sources=["D1", "D2"])
+    assert scores.matrix.toarray().tolist() == [[1.0, 0.0], [0.0, 0.0]] and scores.col_ids == ("P1", "P2")
+    assert metapath_scores(hand_graph(), "DtCsP", metric="pc", sources=["D1"]).matrix.nnz == 0
