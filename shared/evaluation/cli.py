@@ -28,8 +28,10 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print metrics.json to stdout too.")] = False,
 ) -> None:
-    """Fidelity (MMD²_u with permutation p, prevalence and co-occurrence agreement, lab W1)
-    and, with --holdout, privacy (DCR membership AUROC, exact copies).
+    """Fidelity (MMD²_u on patients and windows with permutation p, prevalence, co-occurrence
+    and transition agreement, lab W1, discriminator AUROC), plausibility against the bundle,
+    privacy (exact copies, DCR, NNAA) and, with --holdout, utility (TSTR vs TRTR) and the
+    membership and attribute attacks (DCR, DOMIAS, attribute disclosure).
 
     Example: raregraph evaluate --real sites/site-1 --synthetic out/synthetic --bundle out/bundle --out out/report
     """
@@ -48,11 +50,20 @@ def evaluate(
             except ValueError as exc:
                 raise InputError(str(exc), file=folder) from None
         step("computing metrics")
-        metrics = run_evaluation(tensors["real"], tensors["synthetic"], holdout=tensors.get("holdout"), seed=seed)
+        metrics = run_evaluation(tensors["real"], tensors["synthetic"], holdout=tensors.get("holdout"), seed=seed,
+                                 bundle=b)
         write_report(metrics, out, title=f"{synthetic.name} vs {real.name}", overwrite=overwrite)
     if json_out:
         print_json(metrics)
     else:
         f = metrics["fidelity"]
+        supported = metrics["plausibility"]["phenotype_pairs_supported"]
         console.print(f"report {out}: MMD²_u {f['mmd2']:.4g} (p={f['mmd2_p_value']:.3f}), "
-                      f"prevalence R² {f['prevalence_r2_identity']:.3f}")
+                      f"prevalence R² {_num(f['prevalence_r2_identity'])}, "
+                      f"discriminator AUROC {_num(f['discriminator_auroc'])}, "
+                      f"supported disease–phenotype pairs {_num(supported)}")
+
+
+def _num(v: float | None) -> str:
+    """Three decimals, or n/a for an undefined metric."""
+    return "n/a" if v is None else f"{v:.3f}"

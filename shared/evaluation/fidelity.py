@@ -1,9 +1,12 @@
 """Fidelity: how close the synthetic cohort's distribution is to the real one.
 
-Four views, coarse to fine: a kernel two-sample statistic on whole patient vectors
-(MMD²), first-order agreement of binary feature prevalences, second-order agreement of
-within-window co-occurrence rates, and a per-lab 1-D Wasserstein distance on observed
-standardized values. All functions are pure; cohorts must share the bundle's columns.
+Four views, coarse to fine: a kernel two-sample statistic on whole patient vectors and
+on single windows (MMD², :func:`window_vectors`), first-order agreement of binary
+feature prevalences, second-order agreement of within-window co-occurrence rates, and a
+per-lab 1-D Wasserstein distance on observed standardized values. Transitions over time
+are in :mod:`shared.evaluation.temporal`, the discriminator in
+:mod:`shared.evaluation.detection`. All functions are pure; cohorts must share the
+bundle's columns.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from shared.trajectories import TrajectoryTensors
 DEFAULT_BANDWIDTHS: tuple[float, ...] = (0.5, 1.0, 2.0)
 #: Patients per side kept for MMD; the kernel matrix is (2·max_n)² float64 ≈ 128 MB.
 DEFAULT_MAX_N = 2000
+#: Patient-windows per side kept for the per-window MMD: a cohort has T times more windows
+#: than patients, and 1,000 a side keeps that test under a second.
+DEFAULT_WINDOW_MAX_N = 1000
 #: Permutation labels scored per matrix product in the MMD test; [2·max_n, 64] float64 = 2 MiB.
 _PERMUTATION_CHUNK = 64
 #: Patient-windows per block when accumulating co-occurrence counts (bounds the float64 copy).
@@ -228,6 +234,19 @@ def mmd2_unbiased(
     p_value = (1 + exceed) / (1 + permutations)
     return MMDResult(mmd2=observed, p_value=float(p_value), median_distance=median,
                      bandwidths_used=hs, n_x=m, n_y=n)
+
+
+def window_vectors(t: TrajectoryTensors) -> np.ndarray:
+    """float32 [N·T, B + 2L]: every patient-window as one vector, for MMD on windows.
+
+    Layout per row: events (B) | labs (L, 0 where unobserved) | lab_mask (L), rows ordered
+    patient-major (row p·T + k is window k of patient p). The window's position and the
+    static fields are left out on purpose: this compares what a single window holds,
+    whatever its time; order over time is what :func:`~shared.evaluation.temporal.transition_r2`
+    and the patient-vector MMD check.
+    """
+    width = t.events.shape[2] + 2 * t.labs.shape[2]
+    return np.concatenate([t.events, t.labs, t.lab_mask], axis=2).reshape(-1, width).astype(np.float32)
 
 
 def prevalence(t: TrajectoryTensors) -> np.ndarray:
