@@ -9,6 +9,7 @@ privacy ledger only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -22,6 +23,7 @@ from shared import protocol as P
 from shared.errors import RareGraphError
 
 REFUSED_CODE = 4001  # error code of a site that will not train (bad bundle, bad data, bad state)
+log = logging.getLogger("raregraph.client")
 
 NodeResolver = Callable[[Context], NodeConfig]
 
@@ -29,6 +31,13 @@ NodeResolver = Callable[[Context], NodeConfig]
 def node_from_context(context: Context) -> NodeConfig:
     """Deployment: hospital facts from ``--node-config``."""
     return NodeConfig.from_mapping(dict(context.node_config))
+
+
+def refuse(msg: Message, reason: str) -> Message:
+    """The error reply of a site that refuses; also logged, so the hospital reads why in its own
+    SuperNode log (the ClientApp's stderr goes there), not only the coordinator."""
+    log.error("%s", reason)
+    return Message(Error(code=REFUSED_CODE, reason=reason), reply_to=msg)
 
 
 def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
@@ -48,7 +57,7 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
             else:
                 status = P.CACHED if bundle_cache.is_cached(node.state_path, sha) else P.NEED
         except RareGraphError as exc:
-            return Message(Error(code=REFUSED_CODE, reason=f"site refuses the study bundle: {exc}"), reply_to=msg)
+            return refuse(msg, f"site refuses the study bundle: {exc}")
         return Message(RecordDict({P.BUNDLE_STATUS: ConfigRecord({"status": status})}), reply_to=msg)
 
     @app.train()
@@ -59,7 +68,7 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
             global_weights = msg.content[P.ARRAYS].to_torch_state_dict()
             outcome = train_round(node, cfg, global_weights)
         except RareGraphError as exc:
-            return Message(Error(code=REFUSED_CODE, reason=f"site refuses to train: {exc}"), reply_to=msg)
+            return refuse(msg, f"site refuses to train: {exc}")
         weights = outcome.weights if outcome.weights is not None else global_weights
         return Message(RecordDict({
             P.ARRAYS: ArrayRecord(weights),
@@ -75,7 +84,7 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
             cfg = RoundConfig.from_record(msg.content[P.CONFIG])
             metrics, ledger = evaluate_round(node, cfg, msg.content[P.ARRAYS].to_torch_state_dict())
         except RareGraphError as exc:
-            return Message(Error(code=REFUSED_CODE, reason=f"site refuses to evaluate: {exc}"), reply_to=msg)
+            return refuse(msg, f"site refuses to evaluate: {exc}")
         content = RecordDict({
             P.METRICS: MetricRecord(metrics),
             P.SITE: ConfigRecord({P.SITE_ID: node.site_id, "accountant": cfg.accountant}),

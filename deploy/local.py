@@ -205,7 +205,11 @@ class LocalDeployment:
                         server_key: Path | None = None) -> Started:
         """Start the SuperLink and wait until it listens; write the ``flwr`` CLI connection.
 
-        ``server_cert``/``server_key`` replace the layout's (tests: a wrong or expired one).
+        Called again after the SuperLink stopped, it restarts it on the same port and database:
+        registered SuperNode keys and node ids survive, running SuperNodes reconnect by
+        themselves; a run must be submitted again (a new Flower run id; the ServerApp resumes
+        from the run folder's checkpoint). ``server_cert``/``server_key`` replace the layout's
+        (tests: a wrong or expired one).
         """
         c = self.layout.certs
         argv = flower.superlink_argv(ca_cert=c.ca_cert, server_cert=server_cert or c.server_cert,
@@ -224,7 +228,8 @@ class LocalDeployment:
 
     def start_supernode(self, site: str, *, name: str | None = None, auth_key: Path | None = None,
                         root_cert: Path | None | bool = True, max_wait_time: float | None = None) -> Started:
-        """Start ``site``'s SuperNode (its auth key, the CA, its node config file).
+        """Start ``site``'s SuperNode (its auth key, the CA, its node config file); also to
+        restart one that stopped (same key, node id and state folder; its log is appended to).
 
         ``root_cert`` True: the consortium CA; None: no CA (a misconfigured hospital).
         ``name`` names the process and its log (default: the site).
@@ -257,6 +262,29 @@ class LocalDeployment:
         path = self.procs.logs / "serverapp.log"
         path.write_text(flower.run_log(run_id, env=self.cli_env))
         return path
+
+    def wait_for_round(self, server_round: int, *, timeout: float, poll: float = 0.1) -> int:
+        """Return once the run's checkpoint (``RUN/checkpoint/state.json``) records
+        ``server_round`` or a later one; the round it records.
+
+        Raises
+        ------
+        DeploymentError
+            The SuperLink exited, or ``timeout`` seconds passed.
+        """
+        deadline = time.monotonic() + timeout
+        state_file = self.layout.run.run_dir / "checkpoint" / "state.json"
+        while (done := _round_done(state_file)) < server_round:
+            superlink = self.procs.started["superlink"]
+            if not superlink.alive():
+                raise DeploymentError(f"the SuperLink exited (code {superlink.popen.returncode}) before round "
+                                      f"{server_round} was checkpointed; its log ({superlink.log}) ends:\n"
+                                      f"{superlink.log_tail()}")
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"round {server_round} was not checkpointed within {timeout:.0f} s (round "
+                                      f"{done} was); see {self.procs.logs}")
+            time.sleep(poll)
+        return done
 
     def wait(self, run_id: int, *, timeout: float, step: Step = lambda _: None, poll: float = 1.0,
              status_every: float = 10.0) -> str:

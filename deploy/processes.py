@@ -1,8 +1,14 @@
 """Start long-running processes and stop every one of them, by process id.
 
 Each process is started as the leader of its own process group (``start_new_session``),
-so stopping it also stops what it spawned (the SuperLink's ServerApp, a SuperNode's
-ClientApps). Stopping is SIGTERM to the group, a bounded wait, then SIGKILL.
+so stopping it also stops what it spawned (a SuperNode's SuperExec and ClientApps).
+Stopping is SIGTERM to the group, a bounded wait, then SIGKILL.
+
+Some descendants leave the group: flwr 1.41's SuperLink starts its SuperExec (which starts
+the ServerApp) in a session of its own, and both only watch their parent's process id to
+exit. Every process started here therefore carries a tag in its environment (inherited by
+all its descendants, reparented or not); :meth:`ProcessGroup.stop_all` also stops tagged
+stragglers, and :meth:`ProcessGroup.leftovers` reports them.
 """
 
 from __future__ import annotations
@@ -12,11 +18,15 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import RareGraphError
+
+
+TAG_ENV = "RAREGRAPH_LAUNCHER_TAG"  # environment variable marking every process a ProcessGroup started
 
 
 class ProcessError(RareGraphError):
@@ -78,6 +88,23 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def tagged_processes(tag: str) -> list[int]:
+    """Live processes whose environment holds ``TAG_ENV=tag`` (Linux: read from /proc)."""
+    needle = f"{TAG_ENV}={tag}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # gone, or another user's
+            continue
+        if needle in environ.split(b"\0") and state != "Z":
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
 class ProcessGroup:
     """The processes one launcher started; a context manager that stops them all on exit.
 
@@ -94,6 +121,7 @@ class ProcessGroup:
         self.stop_timeout = stop_timeout
         self.started: dict[str, Started] = {}
         self.pgids: set[int] = set()  # every group ever started, to check nothing is left
+        self.tag = uuid.uuid4().hex  # in every started process's environment (see the module docstring)
 
     def start(self, name: str, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None) -> Started:
         """Start ``argv`` as its own process group; output appends to ``logs/<name>.log``."""
@@ -103,7 +131,7 @@ class ProcessGroup:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
             popen = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=dict(env), cwd=cwd, start_new_session=True)
+                                     env={**env, TAG_ENV: self.tag}, cwd=cwd, start_new_session=True)
         self.started[name] = Started(name=name, popen=popen, log=log)
         self.pgids.add(popen.pid)
         return self.started[name]
@@ -124,20 +152,48 @@ class ProcessGroup:
         except subprocess.TimeoutExpired:
             raise ProcessError(f"{name} (pid {pgid}) survived SIGKILL for {self.stop_timeout:.0f} s") from None
 
+    def kill(self, name: str) -> int:
+        """SIGKILL one process's group at once, with no chance to clean up (a crash); its exit code.
+
+        Descendants that left the group (the SuperLink's SuperExec and ServerApp) are not
+        signalled: they see their parent gone and exit by themselves, as after a real crash.
+        """
+        proc = self.started[name]
+        _signal_group(proc.pid, signal.SIGKILL)
+        try:
+            return proc.popen.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            raise ProcessError(f"{name} (pid {proc.pid}) survived SIGKILL for {self.stop_timeout:.0f} s") from None
+
     def stop_all(self) -> None:
-        """Stop every process, the last started first (SuperNodes before the SuperLink)."""
+        """Stop every process, the last started first (SuperNodes before the SuperLink), then
+        any tagged descendant that left its group (bounded wait, then SIGKILL by process id)."""
         errors = []
         for name in reversed(list(self.started)):
             try:
                 self.stop(name)
             except ProcessError as exc:
                 errors.append(str(exc))
+        deadline = time.monotonic() + self.stop_timeout
+        while tagged_processes(self.tag) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in tagged_processes(self.tag):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if errors:
             raise ProcessError("; ".join(errors))
 
     def leftovers(self) -> list[int]:
-        """Process ids still alive in any group this launcher started (empty after stop_all)."""
-        return sorted(pid for pgid in self.pgids for pid in group_members(pgid))
+        """Process ids still alive that this launcher started: in any of its groups, or tagged
+        (empty after stop_all, once the kernel has reaped what SIGKILL ended)."""
+        deadline = time.monotonic() + 2.0  # a SIGKILLed process may take a moment to go
+        while True:
+            alive = sorted({pid for pgid in self.pgids for pid in group_members(pgid)} | set(tagged_processes(self.tag)))
+            if not alive or time.monotonic() > deadline:
+                return alive
+            time.sleep(0.1)
 
     def __enter__(self) -> ProcessGroup:
         return self
