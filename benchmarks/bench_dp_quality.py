@@ -126,7 +126,7 @@ def main() -> None:
                 for s in sites:
                     synth = generate_tensors(model, bundle, n=s["train"].n, disease=None, seed=args.seed, steps=50,
                                              guidance_scale=1.0, eta=0.0, conditions=s["train"].disease)
-                    m = evaluate(s["train"], synth, holdout=s["holdout"], seed=args.seed)
+                    m = evaluate(s["train"], synth, holdout=s["holdout"], seed=args.seed, bundle=bundle)
                     per_site.append({"mmd2": m["fidelity"]["mmd2"], "prevalence_r2": m["fidelity"]["prevalence_r2_identity"],
                                      "dcr_auroc": m["privacy"]["dcr_membership_auroc"]})
                 rows.append({"guidance": guidance, "epsilon": epsilon, "seconds": round(seconds, 1),

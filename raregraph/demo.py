@@ -39,7 +39,7 @@ from shared.ehr.omop_tables import write_omop
 from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium
 from shared.ehr.site import read_site
 from shared.evaluation.report import evaluate, write_report
-from shared.generation import data_card, generate, generate_tensors, write_synthetic
+from shared.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, generate_tensors, write_synthetic
 from shared.model.checkpoint import load_model
 from shared.signing import load_private_key, new_keypair
 from shared.tensorize import tensorize
@@ -123,17 +123,17 @@ def demo(
             for row in site_rows:
                 step(f"generate and evaluate at {row['name']}")
                 real = row["train"]
-                synth = generate_tensors(trained, bundle, n=real.n, disease=None, seed=seed, steps=50,
+                synth = generate_tensors(trained, bundle, n=real.n, disease=None, seed=seed, steps=DEFAULT_SAMPLER_STEPS,
                                          guidance_scale=1.0, eta=0.0, conditions=real.disease)
-                row["metrics"] = evaluate(real, synth, holdout=row["holdout"], seed=seed)
+                row["metrics"] = evaluate(real, synth, holdout=row["holdout"], seed=seed, bundle=bundle)
                 write_report(row["metrics"], tmp / "report" / row["name"],
                              title=f"federated model vs {row['name']}")
             step("generate: synthetic release")
             total = sum(r["train"].n for r in site_rows)
-            synthetic, _ = generate(trained, bundle, n=total, disease=None, seed=seed, steps=50, guidance_scale=1.0,
+            synthetic, _ = generate(trained, bundle, n=total, disease=None, seed=seed, steps=DEFAULT_SAMPLER_STEPS, guidance_scale=1.0,
                                     eta=0.0)
             write_synthetic(synthetic, tmp / "synthetic",
-                            card=data_card(trained, bundle, synthetic, seed=seed, steps=50, guidance_scale=1.0,
+                            card=data_card(trained, bundle, synthetic, seed=seed, steps=DEFAULT_SAMPLER_STEPS, guidance_scale=1.0,
                                            eta=0.0, disease=None))
         step("audit: verifying the sites' signed privacy ledgers, recomputing ε independently")
         audit = audit_run(out / "run")
@@ -171,14 +171,15 @@ def _summary(out: Path, counts: dict, bundle: StudyBundle, site_rows: list[dict]
     sites = Table(title="federated DP model, evaluated at each hospital (training vs its held-out patients)",
                   show_edge=False)
     for col in ("site", "patients", "held out", "ε spent", "MMD²_u", "real-vs-held-out MMD²_u", "prevalence R²",
-                "DCR membership AUROC"):
+                "DCR membership AUROC", "phenotype pairs the graph supports"):
         sites.add_column(col, justify="left" if col == "site" else "right")
     for row in site_rows:
         f, p = row["metrics"]["fidelity"], row["metrics"]["privacy"]
         eps = privacy["sites"][row["name"]][-1]["epsilon"]
         sites.add_row(row["name"], f"{row['train'].n:,}", f"{row['holdout'].n:,}", f"{eps:.2f}", f"{f['mmd2']:.4f}",
                       f"{f.get('mmd2_baseline_holdout', float('nan')):.4f}", f"{f['prevalence_r2_identity']:.3f}",
-                      f"{p['dcr_membership_auroc']:.3f}")
+                      f"{p['dcr_membership_auroc']:.3f}",
+                      f"{row['metrics']['plausibility']['phenotype_pairs_supported']:.1%}")
     console.print(sites)
     console.print(f"[bold]model[/] {out / 'run' / 'model'}, privacy {out / 'run' / 'privacy.json'}; "
                   f"[bold]synthetic release[/] {out / 'synthetic'}; [bold]reports[/] {out / 'report'}/site-*/report.md")

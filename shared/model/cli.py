@@ -13,7 +13,7 @@ from shared.console import cli_errors, console, err_console, load_bundle, print_
 from shared.ehr.site import data_fingerprint, read_site
 from shared.dp_sgd import DEFAULT_CLIP_NORM
 from shared.errors import InputError
-from shared.generation import data_card, generate, write_synthetic
+from shared.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
 from shared.local_training import PrivateTraining, train_local
 from shared.model.checkpoint import load_model
 from shared.tensorize import tensorize
@@ -92,7 +92,7 @@ def generate_cmd(
     pub: PubOpt = None,
     disease: Annotated[str | None, typer.Option("--disease", help="Only this study disease (ORPHA code).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
-    steps: Annotated[int, typer.Option("--steps", min=1, max=1000, help="Sampler steps.")] = 50,
+    steps: Annotated[int, typer.Option("--steps", min=1, max=1000, help="Sampler (DDIM) steps.")] = DEFAULT_SAMPLER_STEPS,
     guidance_scale: Annotated[float, typer.Option("--guidance-scale", min=0.0, help="Classifier-free guidance w (1 = none).")] = 1.0,
     eta: Annotated[float, typer.Option("--eta", min=0.0, max=1.0, help="0: deterministic DDIM; 1: ancestral (stochastic) steps.")] = 0.0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
