@@ -9,13 +9,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from shared.dp_sgd import DEFAULT_CLIP_NORM
+from shared.ehr.codemap import ACCEPT, DEFAULT_ACCEPT
 from shared.errors import ConfigError
 
 #: node-config key → (field, type, default or REQUIRED)
 REQUIRED = object()
 KEYS: dict[str, tuple[str, type, object]] = {
     "site-id": ("site_id", str, REQUIRED),  # shown in logs, the ledger and privacy.json
-    "data-path": ("data_path", str, REQUIRED),  # the site's OMOP folder (read-only is enough)
+    "data-path": ("data_path", str, REQUIRED),  # the site's OMOP or FHIR Bulk folder (read-only is enough)
     "state-path": ("state_path", str, REQUIRED),  # privacy state and bundle cache (must persist)
     "coordinator-pub": ("coordinator_pub", str, REQUIRED),  # pinned coordinator key (PEM)
     "site-key": ("site_key", str, REQUIRED),  # the site's own Ed25519 private key (PEM): signs its privacy ledger
@@ -24,12 +25,16 @@ KEYS: dict[str, tuple[str, type, object]] = {
     "clip-norm": ("clip_norm", float, DEFAULT_CLIP_NORM),  # per-patient gradient norm bound C
     "batch-size": ("batch_size", int, 32),  # expected Poisson batch; q = batch-size / patients
     "noise-multiplicity": ("noise_multiplicity", int, 4),  # diffusion noise draws per patient and step
-    "skip-bad-rows": ("skip_bad_rows", bool, False),  # count and drop bad OMOP rows
+    "skip-bad-rows": ("skip_bad_rows", bool, False),  # count and drop bad OMOP rows / FHIR lines
+    # weakest code-map relation used: exact, narrower (default: never gives a patient a disease
+    # they may not have), broader or related; the same as `data validate --accept`
+    "code-accept": ("code_accept", str, DEFAULT_ACCEPT),
+    "site-code-map": ("site_code_map", str, ""),  # the site's own mapping TSV ("": none); never leaves the site
     "threads": ("threads", int, 1),  # torch threads for this site's training
     "eval-noise-multiplier": ("eval_noise_multiplier", float, 0.0),  # σ of DP evaluation releases; 0: never evaluate
     "eval-loss-clip": ("eval_loss_clip", float, 2.0),  # per-patient loss bound B of DP evaluation
 }
-PATH_FIELDS = ("data_path", "state_path", "coordinator_pub", "site_key")
+PATH_FIELDS = ("data_path", "state_path", "coordinator_pub", "site_key", "site_code_map")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class NodeConfig:
     batch_size: int = 32
     noise_multiplicity: int = 4
     skip_bad_rows: bool = False
+    code_accept: str = DEFAULT_ACCEPT
+    site_code_map: Path | None = None
     threads: int = 1
     eval_noise_multiplier: float = 0.0
     eval_loss_clip: float = 2.0
@@ -60,6 +67,8 @@ class NodeConfig:
             raise ConfigError(f"node config eval-noise-multiplier must be ≥ 0, got {self.eval_noise_multiplier}")
         if not (math.isfinite(self.eval_loss_clip) and self.eval_loss_clip > 0):
             raise ConfigError(f"node config eval-loss-clip must be > 0, got {self.eval_loss_clip}")
+        if self.code_accept not in ACCEPT:
+            raise ConfigError(f"node config code-accept must be one of {', '.join(ACCEPT)}, got {self.code_accept!r}")
         for name in ("batch_size", "noise_multiplicity", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"node config {name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
@@ -89,10 +98,13 @@ class NodeConfig:
                 value = value.lower() == "true"
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise ConfigError(f"node config {key!r} must be {kind.__name__}, got {value!r}")
-            parsed[name] = Path(value) if name in PATH_FIELDS else value
+            if name in PATH_FIELDS:
+                value = Path(value) if value or default is REQUIRED else None  # "": an optional path unset
+            parsed[name] = value
         return cls(**parsed)
 
     def as_mapping(self) -> dict:
         """The kebab-case mapping (for ``--node-config`` and simulated nodes)."""
         by_name = {name: key for key, (name, _, _) in KEYS.items()}
-        return {by_name[f.name]: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
+        return {by_name[f.name]: (str(v) if isinstance(v := getattr(self, f.name), Path) else "" if v is None else v)
+                for f in fields(self)}

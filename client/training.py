@@ -158,7 +158,8 @@ def open_site(node: NodeConfig, cfg: RoundConfig) -> Site:
                                         budget=budget, accountant=cfg.accountant)
     ledger = open_ledger(node, state)
     bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
-    cohort, _ = read_site(node.data_path, skip_bad_rows=node.skip_bad_rows, bundle=bundle)
+    cohort, _ = read_site(node.data_path, skip_bad_rows=node.skip_bad_rows, bundle=bundle,
+                          accept=node.code_accept, site_codemap=node.site_code_map)  # type: ignore[arg-type]
     tensors, _ = tensorize(cohort, bundle)
     return Site(bundle, tensors, state, ledger)
 

@@ -1,7 +1,7 @@
 """The study's code map: local code systems → the graph's codes, cut for one study bundle.
 
 Hospitals code diagnoses in ICD-10 (or ICD-10-CM, ICD-11) or SNOMED CT, drugs in RxNorm
-or ATC; the graph speaks ORPHA, HPO, DrugBank and LOINC. The bundle carries this table
+or ATC or write them as names; the graph speaks ORPHA, HPO, DrugBank and LOINC. The bundle carries this table
 (``codemap.parquet``, read by :mod:`shared.ehr.codemap`), so every site maps the same way
 and no site needs the graph.
 
@@ -9,7 +9,8 @@ Columns (:data:`CODEMAP_COLUMNS`)
 ---------------------------------
 ========  ===================================================================================
 system    the local code system: one of :data:`SYSTEMS` (``ICD10``, ``SNOMEDCT``, ``RXNORM``...)
-code      the local code as the system writes it (``E75.2``, ``52175``, ``C09CA01``)
+code      the local code as the system writes it (``E75.2``, ``52175``, ``C09CA01``); for
+          ``NAME`` a drug's generic name, lower case and single-spaced (``velaglucerase alfa``)
 target    the graph CURIE (``ORPHA:558``, ``HP:0001166``, ``DRUGBANK:DB00678``)
 relation  how the local code relates to the target: ``exact``; ``narrower`` (every patient
           with the local code has the target: usable); ``broader`` (the local code covers the
@@ -30,8 +31,9 @@ Sources and rules
 2. SNOMED CT and UMLS → HPO: ``hp.obo`` ``xref:`` lines of live terms (``SNOMEDCT_US:…``,
    ``UMLS:C…``). hp.obo states no relation for them; HPO curates them as the same
    concept, so they are ``exact``.
-3. Curated tables (TSV, :func:`read_code_table`): RxNorm and ATC → DrugBank for the demo
-   drugs, and WHO ICD-10 → ORPHA for the demo diseases, each row with its citation.
+3. Curated tables (TSV, :func:`read_code_table`): RxNorm, ATC and generic names (system
+   ``NAME``) → DrugBank for the demo drugs, and WHO ICD-10 → ORPHA for the demo diseases,
+   each row with its citation.
 4. Only what the study needs: a local code is kept when one of its targets is a study
    disease or a vocabulary term, and then with *all* its targets (at any relation but
    ``W``), so a site can see that the code is ambiguous instead of silently taking the one

@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kg.metapaths import FEATURE_METAPATHS
+from shared.ehr.report import DEFAULT_MIN_PATIENTS
 from shared.errors import ConfigError
 
 _ORPHA = re.compile(r"^ORPHA:\d+$")
@@ -37,6 +38,10 @@ class StudyTable(_Strict):
     name: str = Field(min_length=1)  # shown in reports and the data card
     diseases: tuple[str, ...] = Field(min_length=1)  # ORPHA codes in scope
     description: str = ""
+    # patients with a study diagnosis a site needs to take part; each `data validate` report
+    # says whether the site meets it. Below ~20, DP-SGD's noise (σ·C / batch) swamps a
+    # site's few gradients and one patient weighs too much in what the site sends.
+    min_patients: int = Field(DEFAULT_MIN_PATIENTS, ge=1)
 
     @field_validator("diseases", mode="before")
     @classmethod

@@ -39,7 +39,8 @@ def validate(
                            "citation); needs --bundle; never leaves the site.")] = None,
 ) -> None:
     """Report patients, events per domain, code coverage per code system, lab units, date
-    ranges, patients per study disease and every problem; exit 1 on the first bad row or
+    ranges, events outside the time grid, patients per study disease, whether the site has
+    the study's minimum cohort, and every problem; exit 1 on the first bad row or
     line (file, row, column or field) unless --skip-bad-rows.
 
     Example: raregraph data validate sites/site-1 --bundle out/bundle --pub keys/coordinator.pub --out report/
@@ -57,15 +58,16 @@ def validate(
             if out is not None:
                 _write(out, {"site": str(site), "fatal": {"message": str(exc)}})
             raise
-        grid = None
+        grid = time_grid = None
         if b is not None:
+            time_grid = b.study.get("time")
             check_vocabulary(cohort, report, vocabulary=b.vocabulary, diseases=list(b.diseases["id"]))
             try:
                 _, stats = tensorize(cohort, b)
                 grid = vars(stats)
             except ValueError as exc:
                 grid = {"error": str(exc)}
-    data = {**report.as_dict(), "tensors": grid}
+    data = {**report.as_dict(), "tensors": grid, "time_grid": time_grid}
     if out is not None:
         with cli_errors():
             _write(out, data)
@@ -114,6 +116,11 @@ def validate(
                               f"{u['code']} ({u['rows']})" for u in c["top_unmapped"][:5]) if c["top_unmapped"] else ""))
     if report.study_diseases:
         console.print("study patients: " + ", ".join(f"{d} {v['patients']:,}" for d, v in report.study_diseases.items()))
+    if report.study_cohort:
+        c = report.study_cohort
+        verdict = "[green]meets the study's minimum[/]" if c["meets"] else "[red]below the study's minimum[/]"
+        console.print(f"study cohort: {c['patients']:,} patients with a study diagnosis, {verdict} of "
+                      f"{c['min_patients']:,}" + ("" if c["patients"] else " (no study patients)"))
     if out is not None:
         console.print(f"report written to {out / 'report.html'} and {out / 'report.json'}")
 

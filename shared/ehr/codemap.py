@@ -26,7 +26,13 @@ Rules for one local code
    also looked up as WHO ICD-10 (the classifications share their codes up to four
    characters).
 5. Codes are normalised first: upper case, ICD dagger/asterisk marks dropped, a missing
-   ICD dot restored (``E752`` → ``E75.2``).
+   ICD dot restored (``E752`` → ``E75.2``); a drug name (system ``NAME``) is lower-cased
+   (``str.casefold``) with its whitespace collapsed (``" Velaglucerase  Alfa"`` →
+   ``"velaglucerase alfa"``).
+6. Drug names: a drug written as free text (an OMOP ``drug_source_value`` without a prefix;
+   a FHIR medication with no coding in a known system: its ``text``, then each coding's
+   ``display``) is looked up as system ``NAME``. The map holds generic names only; a brand
+   or a strength (``Cerezyme 400 U``) is unmapped, and counted as such.
 """
 
 from __future__ import annotations
@@ -49,7 +55,8 @@ RELATIONS = ("exact", "narrower", "broader", "related")
 Accept = Literal["exact", "narrower", "broader", "related"]
 ACCEPT: tuple[str, ...] = RELATIONS  # the weakest relation a site accepts; "narrower" by default
 DEFAULT_ACCEPT: Accept = "narrower"
-SYSTEMS = ("ICD10", "ICD10CM", "ICD11", "SNOMEDCT", "UMLS", "RXNORM", "ATC")
+NAME = "NAME"  # drug names (generic, normalised by :func:`normalise_code`) → DrugBank
+SYSTEMS = ("ICD10", "ICD10CM", "ICD11", "SNOMEDCT", "UMLS", "RXNORM", "ATC", NAME)
 #: graph namespaces: codes in them are used as they are
 GRAPH_NAMESPACES = frozenset({"ORPHA", "HP", "DRUGBANK", "LOINC", "MEDDRA"})
 #: FHIR code system URI (normalised: http, no trailing slash) → system
@@ -63,11 +70,11 @@ SYSTEM_URLS: dict[str, str] = {
 PREFIXES: dict[str, str] = {
     "ICD10": "ICD10", "ICD10WHO": "ICD10", "ICD10CM": "ICD10CM", "ICD11": "ICD11", "ICD11MMS": "ICD11",
     "SNOMEDCT": "SNOMEDCT", "SNOMED": "SNOMEDCT", "SNOMEDCTUS": "SNOMEDCT", "SCT": "SNOMEDCT", "UMLS": "UMLS",
-    "RXNORM": "RXNORM", "ATC": "ATC",
+    "RXNORM": "RXNORM", "ATC": "ATC", "NAME": NAME, "DRUGNAME": NAME,
 }
 #: what the graph target of each system looks like
 TARGETS = {"ICD10": "ORPHA", "ICD10CM": "ORPHA", "ICD11": "ORPHA", "SNOMEDCT": "HP", "UMLS": "HP",
-           "RXNORM": "DRUGBANK", "ATC": "DRUGBANK"}
+           "RXNORM": "DRUGBANK", "ATC": "DRUGBANK", NAME: "DRUGBANK"}
 TABLE_COLUMNS = ("system", "code", "relation", "target", "target_name", "citation")
 CODEMAP_COLUMNS = ("system", "code", "target", "relation", "source")
 TOP_CODES = 10  # unmapped codes listed per system
@@ -75,7 +82,8 @@ _TARGET = {"ORPHA": re.compile(r"ORPHA:\d+"), "HP": re.compile(r"HP:\d{7}"),
            "DRUGBANK": re.compile(r"DRUGBANK:DB\d{5}")}
 _CODE = {"ICD10": re.compile(r"[A-Z]\d{2}(\.\d{1,2})?"), "ICD10CM": re.compile(r"[A-Z]\d{2}(\.[0-9A-Z]{1,4})?"),
          "ICD11": re.compile(r"[0-9A-Z]{4}(\.[0-9A-Z]{1,4})?"), "SNOMEDCT": re.compile(r"\d{6,18}"),
-         "UMLS": re.compile(r"C\d{7}"), "RXNORM": re.compile(r"\d{1,8}"), "ATC": re.compile(r"[A-Z]\d{2}[A-Z]{2}\d{2}")}
+         "UMLS": re.compile(r"C\d{7}"), "RXNORM": re.compile(r"\d{1,8}"), "ATC": re.compile(r"[A-Z]\d{2}[A-Z]{2}\d{2}"),
+         NAME: re.compile(r"[^\s:](?:[^\t:]{0,118}[^\s:])?")}  # one line, no colon (it would read as a prefix)
 _ICD_NO_DOT = re.compile(r"([A-Z]\d{2})([0-9A-Z]{1,4})")
 
 
@@ -106,7 +114,8 @@ def read_code_table(path: str | Path) -> pd.DataFrame:
         raise InputError(f"column missing (expected {', '.join(TABLE_COLUMNS)})", file=path,
                          line=lines[0][0] if lines else 1, field=missing[0])
     for (number, _), row in zip(lines[1:], reader):
-        system, code = (row["system"] or "").strip(), (row["code"] or "").strip()
+        system = (row["system"] or "").strip()
+        code = normalise_code(NAME, row["code"] or "") if system == NAME else (row["code"] or "").strip()
         relation, target = (row["relation"] or "").strip(), (row["target"] or "").strip()
         checks = (("system", system in SYSTEMS, f"{system!r} is not one of {', '.join(SYSTEMS)}"),
                   ("code", system in _CODE and bool(_CODE[system].fullmatch(code)), f"{code!r} is not a {system} code"),
@@ -122,7 +131,9 @@ def read_code_table(path: str | Path) -> pd.DataFrame:
 
 
 def normalise_code(system: str, code: str) -> str:
-    """Rule 5: upper case; for ICD, marks dropped and the dot restored."""
+    """Rule 5: upper case; for ICD, marks dropped and the dot restored; a drug name lower case, single-spaced."""
+    if system == NAME:
+        return " ".join(code.split()).casefold()
     code = code.strip().upper()
     if system in ("ICD10", "ICD10CM", "ICD11"):
         code = code.rstrip("*+†")
@@ -248,6 +259,15 @@ class CodeMapper:
             return min(mapped, key=lambda r: RELATIONS.index(r.relation or "related"))
         return next((r for r in results if r.status == "ambiguous"), results[0])
 
+    def resolve_names(self, names: Iterable[str]) -> Resolution | None:
+        """Rule 6 for a drug written as text: the first name that maps; else the first
+        ambiguous one; else the first, unmapped. None without a (non-blank) name."""
+        results = [self.resolve(NAME, n) for n in names if normalise_code(NAME, n)]
+        if not results:
+            return None
+        return next((r for r in results if r.status == "mapped"),
+                    next((r for r in results if r.status == "ambiguous"), results[0]))
+
     # --- counting -------------------------------------------------------------------
     def count_native(self, code: str, n: int = 1) -> None:
         self.native[code.split(":", 1)[0]] += n
@@ -264,7 +284,8 @@ class CodeMapper:
         if res.status == "ambiguous":
             self.candidates[(res.system, res.code)] = res.candidates
 
-    def map_source_values(self, codes: pd.Series, rows: np.ndarray, *, file: str, field: str) -> np.ndarray:
+    def map_source_values(self, codes: pd.Series, rows: np.ndarray, *, file: str, field: str,
+                          names: bool = False) -> np.ndarray:
         """OMOP ``*_source_value`` CURIEs → graph CURIEs where they map; others unchanged.
 
         Parameters
@@ -273,6 +294,11 @@ class CodeMapper:
             Stripped source values (``ICD10:E75.2``, ``HP:0001166``, ...).
         rows
             The file row (CSV line or Parquet row) of each value, for the report.
+        file, field
+            Where the values come from, for the report.
+        names
+            Values without a prefix are drug names (rule 6: ``drug_source_value``); else
+            they are counted as ``(no prefix)``, unmapped.
         """
         out = codes.to_numpy(dtype=object).copy()
         for value, positions in pd.Series(np.arange(len(codes))).groupby(codes.to_numpy(), sort=True):
@@ -281,6 +307,8 @@ class CodeMapper:
             if system.upper() in GRAPH_NAMESPACES:
                 self.count_native(system.upper(), len(idx))
                 continue
+            if names and not system:
+                system = NAME
             res = self.resolve(system, code) if system in SYSTEMS else \
                 Resolution(system or "(no prefix)", code, "unmapped")
             self.record(res, file=file, line=int(rows[idx[0]]), field=field, n=len(idx))
@@ -319,5 +347,5 @@ def _by_count(counts: Counter) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-__all__ = ["ACCEPT", "CODEMAP_COLUMNS", "CodeMapper", "DEFAULT_ACCEPT", "RELATIONS", "Resolution", "SYSTEMS",
+__all__ = ["ACCEPT", "CODEMAP_COLUMNS", "CodeMapper", "DEFAULT_ACCEPT", "NAME", "RELATIONS", "Resolution", "SYSTEMS",
            "SYSTEM_URLS", "TABLE_COLUMNS", "normalise_code", "read_code_table", "split_source_value"]

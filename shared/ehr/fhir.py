@@ -32,7 +32,8 @@ AdverseEvent                  an event (the reaction in ``event``) at ``date`` /
 Codes: the first coding whose system the graph speaks (:data:`GRAPH_SYSTEMS`) becomes a
 CURIE (``http://loinc.org`` ``2160-0`` → ``LOINC:2160-0``). A resource whose codings are all
 in other systems (ICD-10, SNOMED CT, RxNorm, ATC) is mapped through the bundle's code map
-when a :class:`~shared.ehr.codemap.CodeMapper` is given (rules there); what does not map is
+when a :class:`~shared.ehr.codemap.CodeMapper` is given (rules there; a medication with no
+coding in a known system by its ``text`` or a coding's ``display``); what does not map is
 counted per system in the report, not read. Dates keep the local calendar day written in the record (no time-zone shift) and need
 a day: ``2020-05`` cannot be placed on the time grid. References ``Patient/<id>``,
 ``<base>/Patient/<id>[/_history/n]`` and ``urn:uuid:<id>`` resolve to persons.
@@ -56,7 +57,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.ehr.codemap import CodeMapper, Resolution
+from shared.ehr.codemap import NAME, SYSTEM_URLS, CodeMapper, Resolution, normalise_code
 from shared.ehr.cohort import SYNTHETIC_ID_BASE, Cohort
 from shared.ehr.fhir_fields import (
     UCUM,
@@ -216,12 +217,31 @@ class _FhirReader:
         elif code is not None:
             self.mapper.count_native(code)
 
-    def _code(self, concept: object, field: str) -> str | None:
-        """Graph CURIE of a required concept; None (and counted) when its codings are elsewhere."""
+    def _by_name(self, concept: dict, field: str) -> tuple[str | None, Resolution, str] | None:
+        """A medication by its names (rule 6 of :mod:`shared.ehr.codemap`): ``text``, then each
+        coding's ``display``; (CURIE or None, outcome, the field the name came from), or None
+        when it has no name."""
+        codings = [(i, c) for i, c in enumerate(concept.get("coding") or []) if isinstance(c, dict)]
+        names = [(f"{field}.text", concept.get("text"))] + \
+            [(f"{field}.coding[{i}].display", c.get("display")) for i, c in codings]
+        names = [(f, n) for f, n in names if isinstance(n, str) and n.strip()]
+        res = self.mapper.resolve_names(n for _, n in names) if self.mapper is not None else None
+        if res is None:
+            return None
+        where = next(f for f, n in names if normalise_code(NAME, n) == res.code)
+        return (res.target if res.status == "mapped" else None), res, where
+
+    def _code(self, concept: object, field: str, *, names: bool = False) -> str | None:
+        """Graph CURIE of a required concept; None (and counted) when its codings are elsewhere.
+        ``names``: a drug with no coding in a known system is looked up by its names."""
         if concept is None:
             raise FieldProblem(field, "missing required field", "missing field")
         code, res = self._lookup(concept, field)
-        self._record(code, res, field)
+        where = field
+        if names and code is None and self.mapper is not None and isinstance(concept, dict) and not any(
+                SYSTEM_URLS.get(code_system(c)) for c in concept.get("coding") or [] if isinstance(c, dict)):
+            code, res, where = self._by_name(concept, field) or (code, res, where)
+        self._record(code, res, where)
         if code is None:
             self.report.count_outside(*outside_code(concept))
         return code
@@ -249,19 +269,19 @@ class _FhirReader:
 
     def _medication(self, r: dict) -> None:
         if isinstance(r.get("id"), str):
-            self.medications[r["id"]] = self._code(r.get("code"), "code")
+            self.medications[r["id"]] = self._code(r.get("code"), "code", names=True)
 
     def _drug(self, r: dict) -> str | None:
         concept = r.get("medicationCodeableConcept")
         if concept is not None:
-            return self._code(concept, "medicationCodeableConcept")
+            return self._code(concept, "medicationCodeableConcept", names=True)
         ref = element(r, "medicationReference.reference")
         if not isinstance(ref, str):
             raise FieldProblem("medicationCodeableConcept",
                                "missing: needs medicationCodeableConcept or medicationReference", "missing field")
         contained = {c.get("id"): c for c in r.get("contained") or [] if isinstance(c, dict)}
         if ref.startswith("#") and ref[1:] in contained:
-            return self._code(contained[ref[1:]].get("code"), "contained.code")
+            return self._code(contained[ref[1:]].get("code"), "contained.code", names=True)
         kind, _, key = ref.rpartition("/")
         if not kind.endswith("Medication") or key not in self.medications:
             raise FieldProblem("medicationReference.reference", f"{ref!r} is not a Medication in the export",

@@ -182,8 +182,9 @@ def read_omop(folder: str | Path, *, skip_bad_rows: bool = False, synthetic: boo
         Read a synthetic release: person ids must then be in the synthetic range (from
         ``SYNTHETIC_ID_BASE``), which real exports may not use.
     mapper
-        Maps source values in other systems (``ICD10:E75.2``, ``RXNORM:52175``) to graph
-        codes and counts every outcome (:mod:`shared.ehr.codemap`); None: codes stay as written.
+        Maps source values in other systems (``ICD10:E75.2``, ``RXNORM:52175``, and a
+        ``drug_source_value`` without a prefix as a drug name) to graph codes and counts
+        every outcome (:mod:`shared.ehr.codemap`); None: codes stay as written.
 
     Returns
     -------
@@ -270,7 +271,8 @@ def _events(frame: pd.DataFrame, t: OmopTable, path: Path, fmt: str, skip: bool,
     codes = frame["_code"].to_numpy()
     if mapper is not None:
         rows = frame.index.to_numpy(dtype=np.int64) + (1 if check.parquet else 2)  # as row_number()
-        codes = mapper.map_source_values(frame["_code"], rows, file=str(path), field=t.code)
+        codes = mapper.map_source_values(frame["_code"], rows, file=str(path), field=t.code,
+                                         names=t.name == "drug_exposure")  # free-text drug names
     out = pd.DataFrame({"person_id": frame["_id"].astype("int64").to_numpy(), "date": frame["_date"].to_numpy(),
                         "code": codes})
     if t.end_date:

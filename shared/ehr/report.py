@@ -14,6 +14,8 @@ from typing import Literal
 from shared.ehr.omop import ValidationReport
 
 TOP_CODES = 10  # most frequent codes listed per code system
+#: the study's minimum cohort per site (``[study] min-patients``) when a bundle's study.json has none
+DEFAULT_MIN_PATIENTS = 20
 
 
 @dataclass
@@ -35,6 +37,8 @@ class SiteReport(ValidationReport):
     date_ranges: dict[str, dict[str, str]] = field(default_factory=dict)
     #: study disease → {"name", "patients"} with that diagnosis (after mapping); None without a bundle
     study_diseases: dict[str, dict] | None = None
+    #: {"patients": with a study diagnosis, "min_patients": the study's minimum, "meets": bool}; None without a bundle
+    study_cohort: dict | None = None
 
     @classmethod
     def from_validation(cls, report: ValidationReport, *, format: Literal["omop", "fhir"]) -> SiteReport:
@@ -54,4 +58,4 @@ class SiteReport(ValidationReport):
         return {"format": self.format, **super().as_dict(), "codes_outside_graph": outside,
                 "not_used": dict(self.not_used), "lab_units": self.lab_units, "ignored_files": self.ignored_files,
                 "code_mapping": self.code_mapping, "date_ranges": self.date_ranges,
-                "study_diseases": self.study_diseases}
+                "study_diseases": self.study_diseases, "study_cohort": self.study_cohort}

@@ -137,13 +137,31 @@ def _study(data: dict) -> list[str]:
         return []
     out = ["<h2>Study patients</h2>",
            _table(["disease", "name", "patients"], [[d, v["name"], v["patients"]] for d, v in diseases.items()])]
-    grid = data.get("tensors")
-    if grid and "error" not in grid:
-        out.append(f"<p>{grid['patients_kept']:,} patients on the time grid; {grid['events_used']:,} events used, "
-                   f"{grid['events_outside_grid']:,} outside the grid.</p>")
-    elif grid:
-        out.append(f'<p class="bad">No trajectories: {escape(str(grid["error"]))}</p>')
     if not sum(v["patients"] for v in diseases.values()):
         out.append('<p class="bad">No study patients: no patient has a diagnosis of a study disease '
                    "(check the code coverage of diagnoses above).</p>")
+    cohort = data.get("study_cohort")
+    if cohort:
+        verdict = ('<span class="ok">meets the study\'s minimum</span>' if cohort["meets"] else
+                   '<span class="bad">is below the study\'s minimum</span>')
+        out.append(f"<p>Minimum cohort: {cohort['patients']:,} patients with a study diagnosis; the site {verdict} "
+                   f"of {cohort['min_patients']:,} per site.</p>")
+    return out + _grid(data)
+
+
+def _grid(data: dict) -> list[str]:
+    """The study's time grid and the events it leaves out."""
+    time, grid = data.get("time_grid") or {}, data.get("tensors")
+    out = ["<h2>Time grid</h2>"]
+    if time:
+        out.append(f"<p>The study places each patient's events in {time['windows']} windows of "
+                   f"{time['window-days']} days, {time['windows-before']} before the first diagnosis of a study "
+                   "disease; events before the first window or after the last are not used.</p>")
+    if grid and "error" not in grid:
+        out.append(_table(["patients on the grid", "events used", "events outside the time grid",
+                           "events outside the vocabulary", "lab values in another unit"],
+                          [[grid["patients_kept"], grid["events_used"], grid["events_outside_grid"],
+                            grid["events_outside_vocabulary"], grid["lab_unit_mismatch"]]]))
+    elif grid:
+        out.append(f'<p class="bad">No trajectories: {escape(str(grid["error"]))}</p>')
     return out

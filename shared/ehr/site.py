@@ -4,9 +4,9 @@ A site folder holds either OMOP CDM tables (``person.csv``, ``condition_occurren
 ... — :mod:`shared.ehr.omop`) or a FHIR R4 Bulk Data export (``Patient.ndjson``, ... —
 :mod:`shared.ehr.fhir`). :func:`read_site` detects which, reads it into the same
 :class:`Cohort`, converts lab values to the bundle's units where it can
-(:mod:`shared.ehr.units`), maps local codes (ICD-10, SNOMED CT, RxNorm, ATC) through the
-bundle's code map (:mod:`shared.ehr.codemap`), and returns the same :class:`SiteReport`
-shape for both.
+(:mod:`shared.ehr.units`), maps local codes (ICD-10, SNOMED CT, RxNorm, ATC, drug names)
+through the bundle's code map (:mod:`shared.ehr.codemap`), checks the study's minimum cohort
+(:func:`study_cohort`), and returns the same :class:`SiteReport` shape for both.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from shared.ehr.cohort import Cohort
 from shared.ehr.fhir import is_fhir_file, read_fhir
 from shared.ehr.omop import read_omop
 from shared.ehr.omop_tables import TABLES
-from shared.ehr.report import SiteReport
+from shared.ehr.report import DEFAULT_MIN_PATIENTS, SiteReport
 from shared.ehr.units import convert_labs
 from shared.errors import InputError
 
@@ -67,7 +67,9 @@ def read_site(folder: str | Path, *, skip_bad_rows: bool = False, bundle: StudyB
         The study bundle: lab values in another unit than the bundle's are converted where
         :mod:`shared.ehr.units` knows how (the rest are listed in ``report.lab_units``);
         local codes are mapped through its code map (counted in ``report.code_mapping``);
-        ``report.study_diseases`` counts patients per study disease.
+        ``report.study_diseases`` counts patients per study disease and
+        ``report.study_cohort`` says whether the site has the study's minimum cohort
+        (``[study] min-patients``, :func:`study_cohort`).
     accept
         The weakest mapping relation used (default ``"narrower"``: exact and narrower;
         ``"broader"`` also takes local codes that cover a graph code and more).
@@ -103,6 +105,7 @@ def read_site(folder: str | Path, *, skip_bad_rows: bool = False, bundle: StudyB
         report.events_per_domain = cohort.domain_counts()
         report.code_mapping = mapper.summary()
         report.study_diseases = _study_patients(cohort, bundle)
+        report.study_cohort = study_cohort(cohort, bundle)
     report.date_ranges = _date_ranges(cohort)
     return cohort, report
 
@@ -121,6 +124,28 @@ def _study_patients(cohort: Cohort, bundle: StudyBundle) -> dict[str, dict]:
     counts = e.loc[e["code"].isin(bundle.diseases["id"]), ["person_id", "code"]].drop_duplicates()["code"].value_counts()
     return {str(d): {"name": str(name), "patients": int(counts.get(d, 0))}
             for d, name in zip(bundle.diseases["id"], bundle.diseases["name"])}
+
+
+def study_cohort(cohort: Cohort, bundle: StudyBundle) -> dict:
+    """Whether the site meets the study's minimum cohort size.
+
+    Parameters
+    ----------
+    cohort
+        The site's cohort, codes already mapped to the graph's.
+    bundle
+        The study bundle; its ``study.json`` ``[study] min-patients`` is the minimum
+        (:data:`DEFAULT_MIN_PATIENTS` for a bundle made before the setting existed).
+
+    Returns
+    -------
+    ``{"patients": n, "min_patients": m, "meets": n >= m}``, n counting patients with at
+    least one diagnosis of a study disease (the patients the site can train on).
+    """
+    e = cohort.events
+    minimum = int(bundle.study.get("study", {}).get("min-patients", DEFAULT_MIN_PATIENTS))
+    patients = int(e.loc[e["code"].isin(bundle.diseases["id"]), "person_id"].nunique())
+    return {"patients": patients, "min_patients": minimum, "meets": patients >= minimum}
 
 
 def data_fingerprint(folder: str | Path) -> str:

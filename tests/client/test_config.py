@@ -19,6 +19,15 @@ def test_defaults_and_round_trip() -> None:
     assert node.site_key == Path("/identity/site.key")
     assert NodeConfig.from_mapping(node.as_mapping()) == node
     assert NodeConfig.from_mapping({**BASE, "partition-id": 0, "num-partitions": 3}) == node
+    assert node.code_accept == "narrower" and node.site_code_map is None
+    assert node.as_mapping()["site-code-map"] == ""  # node-config values are scalars: "" is "none"
+
+
+def test_code_mapping_keys() -> None:
+    node = NodeConfig.from_mapping({**BASE, "code-accept": "broader", "site-code-map": "/data/local.tsv"})
+    assert node.code_accept == "broader" and node.site_code_map == Path("/data/local.tsv")
+    assert NodeConfig.from_mapping(node.as_mapping()) == node
+    assert NodeConfig.from_mapping({**BASE, "site-code-map": ""}).site_code_map is None
 
 
 @pytest.mark.parametrize(
@@ -33,6 +42,8 @@ def test_defaults_and_round_trip() -> None:
         ({"delta": 1.5}, "delta must be in"),
         ({"noise-multiplicity": 0}, "noise-multiplicity must be ≥ 1"),
         ({"epsilom": 3.0}, "unknown node config key 'epsilom'"),
+        ({"code-accept": "close"}, "code-accept must be one of exact, narrower, broader, related, got 'close'"),
+        ({"site-code-map": 3}, "'site-code-map' must be str"),
     ],
 )
 def test_bad_node_configs(change, message) -> None:

@@ -127,7 +127,16 @@ def test_three_line_study_for_diseases_without_curated_drugs(real_graph, coordin
     assert manifest["vocabulary"]["phenotype"] > 10
     assert manifest["vocabulary"]["drug"] == 0
     verify_bundle(out, coordinator_key[1])
-    assert json.loads((out / "study.json").read_text())["vocabulary"]["phenotypes"] == 128
+    study = json.loads((out / "study.json").read_text())
+    assert study["vocabulary"]["phenotypes"] == 128
+    assert study["study"]["min-patients"] == 20  # the default minimum cohort travels signed
+
+
+def test_the_study_minimum_cohort_is_in_the_bundle(bundle, tmp_path) -> None:
+    assert bundle.study["study"]["min-patients"] == 20  # kg/data/study.toml
+    path = tmp_path / "study.toml"
+    path.write_text('[study]\nname = "x"\ndiseases = ["ORPHA:558"]\nmin-patients = 50\n')
+    assert load_study(path).study.min_patients == 50
 
 
 @pytest.mark.parametrize(
@@ -137,6 +146,9 @@ def test_three_line_study_for_diseases_without_curated_drugs(real_graph, coordin
         ('[study]\nname = "x"\ndiseases = ["ORPHA:1"]\n[time]\nwindow = 3\n', "time.window: Extra inputs"),
         ('[study]\nname = "x"\ndiseases = ["ORPHA:1"]\n[scoring]\ndamping = "high"\n', "scoring.damping"),
         ('[study\nname = "x"\n', "not valid TOML"),
+        ('[study]\nname = "x"\ndiseases = ["ORPHA:1"]\nmin-patients = 0\n', "study.min-patients: Input should be "
+                                                                           "greater than or equal to 1"),
+        ('[study]\nname = "x"\ndiseases = ["ORPHA:1"]\nmin-patients = "20"\n', "study.min-patients"),
     ],
 )
 def test_bad_study_files(tmp_path, text: str, message: str) -> None:

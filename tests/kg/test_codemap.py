@@ -90,12 +90,27 @@ def test_curated_tables_are_valid_and_point_at_the_demo_graph(real_graph) -> Non
     assert icd["target"].map(types).eq("disease").all()
     e752 = icd[icd["code"] == "E75.2"]
     assert set(e752["target"]) == {"ORPHA:355", "ORPHA:324"} and set(e752["relation"]) == {"broader"}
+    names = tables[tables["system"] == "NAME"]
+    assert names["target"].map(types).eq("drug").all() and not names.duplicated(["code"]).any()
+    assert set(names["target"]) >= set(drugs["target"])  # every coded demo drug also has its name
+    assert {("velaglucerase alfa", "DRUGBANK:DB06720"), ("losartan potassium", "DRUGBANK:DB00678"),
+            ("zinc acetate", "DRUGBANK:DB14487")} <= set(zip(names["code"], names["target"]))
+    assert names["code"].eq(names["code"].str.lower()).all()
+
+
+def test_drug_names_are_read_lower_case_and_single_spaced(tmp_path) -> None:
+    path = tmp_path / "names.tsv"
+    path.write_text("system\tcode\trelation\ttarget\ttarget_name\tcitation\n"
+                    "NAME\t  Losartan   POTASSIUM \texact\tDRUGBANK:DB00678\tLosartan\tlabel\n")
+    assert read_code_table(path)[["system", "code"]].values.tolist() == [["NAME", "losartan potassium"]]
 
 
 @pytest.mark.parametrize(("line", "field"), [
     ("ICD9\t250\texact\tORPHA:1\tx\tc", "system"), ("ICD10\tE75\texact\tHP:0000001\tx\tc", "target"),
     ("ATC\tC09\texact\tDRUGBANK:DB00678\tx\tc", "code"), ("ATC\tC09CA01\tsame\tDRUGBANK:DB00678\tx\tc", "relation"),
-    ("ATC\tC09CA01\texact\tDRUGBANK:DB00678\tx\t ", "citation")])
+    ("ATC\tC09CA01\texact\tDRUGBANK:DB00678\tx\t ", "citation"),
+    ("NAME\tRX:losartan\texact\tDRUGBANK:DB00678\tx\tc", "code"),
+    ("NAME\tlosartan\texact\tORPHA:558\tx\tc", "target")])
 def test_bad_table_rows_name_file_line_and_field(tmp_path, line, field) -> None:
     path = tmp_path / "map.tsv"
     path.write_text("# comment\nsystem\tcode\trelation\ttarget\ttarget_name\tcitation\n"
@@ -116,6 +131,7 @@ def test_bundle_carries_the_signed_code_map(demo_bundle, coordinator_key, tmp_pa
     assert per_code.all()  # only codes that reach the study
     assert set(cm["relation"]) <= {"exact", "narrower", "broader", "related"}
     assert {("ICD10", "Q87.4", "ORPHA:558", "exact"), ("RXNORM", "52175", "DRUGBANK:DB00678", "exact"),
+            ("NAME", "velaglucerase alfa", "DRUGBANK:DB06720", "exact"),
             ("ICD10", "E84.0", "ORPHA:586", "narrower")} <= set(map(tuple, cm[["system", "code", "target",
                                                                                "relation"]].values.tolist()))
     assert (cm["system"] == "SNOMEDCT").sum() > 50

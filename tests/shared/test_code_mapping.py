@@ -4,6 +4,7 @@ broader codes are counted, not guessed; the HTML report for hospital IT."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from raregraph.cli import app
 from shared.bundle import StudyBundle
 from shared.ehr.codemap import CodeMapper
-from shared.ehr.site import read_site
+from shared.ehr.site import read_site, study_cohort
 
 ICD10, SNOMED = "http://hl7.org/fhir/sid/icd-10", "http://snomed.info/sct"
 RXNORM, ATC = "http://www.nlm.nih.gov/research/umls/rxnorm", "http://www.whocc.no/atc"
@@ -204,8 +205,85 @@ def test_cli_writes_an_escaped_html_report(tmp_path, demo_bundle, coordinator_ke
     page = (tmp_path / "r2" / "report.html").read_text()
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "<script" not in page
     for text in ("Code coverage", "E75.2", "ORPHA:324, ORPHA:355", "Write dates as YYYY-MM-DD", "Study patients",
-                 "Date ranges", "Lab units", "<td>observation.csv</td>"):
+                 "Date ranges", "Lab units", "<td>observation.csv</td>", "Time grid", "8 windows of 180 days",
+                 "events outside the time grid", "is below the study's minimum</span> of 20 per site"):
         assert text in page, text
+    assert data["study_cohort"] == {"patients": 3, "min_patients": 20, "meets": False}
+    assert data["time_grid"] == {"windows": 8, "windows-before": 1, "window-days": 180}
+    assert data["tensors"]["events_outside_grid"] >= 0 and data["tensors"]["patients_kept"] == 3
     assert "report written to" in result.stdout and "codes ICD10:" in result.stdout
+    assert "study cohort: 3 patients with a study diagnosis" in result.stdout
     bad = runner.invoke(app, [*args, "--accept", "close"])
     assert bad.exit_code == 1 and "--accept must be one of" in bad.stderr
+
+
+def _medication(i: int, concept: dict) -> dict:
+    return {"resourceType": "MedicationStatement", "id": f"m{i}", "subject": {"reference": "Patient/1"},
+            "status": "completed", "medicationCodeableConcept": concept,
+            "effectivePeriod": {"start": f"2020-03-{i + 1:02d}", "end": "2020-09-01"}}
+
+
+def test_drug_names_map_through_the_name_rows(bundle, tmp_path) -> None:
+    local = "urn:oid:1.2.3.4"  # a hospital formulary: not a known system, so its display is a name
+    concepts = [
+        {"text": " Velaglucerase   ALFA"},  # text only
+        {"coding": [{"system": local, "code": "F1", "display": "Losartan Potassium"}]},  # a display
+        {"text": "Cerezyme 400 U", "coding": [{"system": local, "code": "F2", "display": "imiglucerase"}]},
+        {"text": "atenolol", "coding": [{"system": RXNORM, "code": "999999"}]},  # a known system: codes win
+        {"text": "Brandol 5 mg"},
+    ]
+    fhir = tmp_path / "fhir"
+    fhir.mkdir()
+    (fhir / "Patient.ndjson").write_text(json.dumps({"resourceType": "Patient", "id": "1", "gender": "female",
+                                                     "birthDate": "1980-01-01"}) + "\n")
+    (fhir / "MedicationStatement.ndjson").write_text("".join(json.dumps(_medication(i, c)) + "\n"
+                                                             for i, c in enumerate(concepts)))
+    cohort, report = read_site(fhir, bundle=bundle)
+    assert sorted(cohort.events["code"]) == ["DRUGBANK:DB00053", "DRUGBANK:DB00678", "DRUGBANK:DB06720"]
+    name = report.code_mapping["systems"]["NAME"]
+    assert (name["mapped"], name["unmapped"]) == ({"exact": 3}, 1)
+    assert [(u["code"], u["field"], u["line"]) for u in name["top_unmapped"]] == [
+        ("brandol 5 mg", "medicationCodeableConcept.text", 5)]
+    assert report.code_mapping["systems"]["RXNORM"]["unmapped"] == 1
+
+    omop = _write_omop(tmp_path / "omop", [], local=True)
+    drugs = pd.DataFrame({"person_id": [1, 1, 1, 1], "drug_source_value": [
+        "  Velaglucerase   ALFA", "NAME:atenolol", "Cerezyme 400 U", "RXNORM:52175"],
+        "drug_exposure_start_date": "2020-03-01", "drug_exposure_end_date": "2020-04-01"})
+    drugs.to_csv(omop / "drug_exposure.csv", index=False)
+    pd.DataFrame({"person_id": [1], "condition_source_value": ["Marfan syndrome"],
+                  "condition_start_date": ["2020-01-01"]}).to_csv(omop / "condition_occurrence.csv", index=False)
+    cohort, report = read_site(omop, bundle=bundle)
+    assert sorted(cohort.events.loc[cohort.events["domain"] == "drug", "code"]) == [
+        "DRUGBANK:DB00335", "DRUGBANK:DB00678", "DRUGBANK:DB06720"]
+    systems = report.code_mapping["systems"]
+    assert (systems["NAME"]["mapped"], systems["NAME"]["unmapped"]) == ({"exact": 2}, 1)
+    assert systems["NAME"]["top_unmapped"] == [
+        {"code": "cerezyme 400 u", "rows": 1, "file": "drug_exposure.csv", "line": 4, "field": "drug_source_value"}]
+    assert systems["(no prefix)"]["unmapped"] == 1  # only drug_source_value holds names
+
+
+def test_a_site_table_can_name_its_own_drugs(bundle, tmp_path) -> None:
+    table = tmp_path / "local.tsv"
+    table.write_text("system\tcode\trelation\ttarget\ttarget_name\tcitation\n"
+                     "NAME\tCerezyme 400 U\texact\tDRUGBANK:DB00053\tImiglucerase\tour pharmacy's formulary\n")
+    omop = _write_omop(tmp_path / "omop", [], local=True)
+    pd.DataFrame({"person_id": [1], "drug_source_value": ["CEREZYME  400 u"],
+                  "drug_exposure_start_date": ["2020-03-01"], "drug_exposure_end_date": [""]}).to_csv(omop / "drug_exposure.csv", index=False)
+    cohort, report = read_site(omop, bundle=bundle, site_codemap=table)
+    assert list(cohort.events["code"]) == ["DRUGBANK:DB00053"]
+    assert report.code_mapping["site_table"] == {"file": "local.tsv", "codes": 1, "rows_mapped": 1}
+
+
+def test_the_report_says_whether_the_site_has_the_minimum_cohort(bundle, snomed, tmp_path) -> None:
+    cohort, report = read_site(_write_omop(tmp_path / "omop", _events(snomed), local=True), bundle=bundle)
+    assert report.study_cohort == {"patients": 2, "min_patients": 20, "meets": False}
+    assert report.as_dict()["study_cohort"] == report.study_cohort
+    study = bundle.study["study"]
+    small = dataclasses.replace(bundle, study={**bundle.study, "study": {**study, "min-patients": 2}})
+    assert study_cohort(cohort, small) == {"patients": 2, "min_patients": 2, "meets": True}
+    old = dataclasses.replace(bundle, study={**bundle.study, "study": {k: v for k, v in study.items()
+                                                                       if k != "min-patients"}})
+    assert study_cohort(cohort, old)["min_patients"] == 20  # a bundle made before the setting
+    _, without = read_site(_write_omop(tmp_path / "plain", _events(snomed), local=False))
+    assert without.study_cohort is None
