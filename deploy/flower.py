@@ -56,6 +56,10 @@ def flwr_env(home: Path, base: Mapping[str, str] | None = None) -> dict[str, str
     """Environment for a flwr process: its own FLWR_HOME, telemetry and update checks off."""
     env = dict(os.environ if base is None else base)
     env.update(QUIET_ENV)
+    # flower-superlink starts flower-superexec (and that the ServerApp) by name, so the venv's
+    # bin folder must be on PATH even when this Python runs without an activated venv
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, *(p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir)])
     env["FLWR_HOME"] = str(home)
     env.setdefault("UV_CACHE_DIR", str(home / "uv-cache"))
     return env
