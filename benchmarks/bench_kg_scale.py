@@ -56,8 +56,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -73,6 +71,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_kg import machine  # noqa: E402
 
 TARGET_S = 60.0  # issue 5: full build + the bundle's meta-path scores, parse included
 TARGET_MIB = 4 * 1024.0  # issue 5: peak memory
@@ -394,16 +394,6 @@ def run(args: argparse.Namespace) -> dict:
             print(f"  naive run {i + 1}/{args.repeat}", file=sys.stderr)
             result["naive"].append(run_child("naive", sample, workdir, args.naive_scale, args.seed))
     return result
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cpus_usable": usable, "python": platform.python_version(), "platform": platform.platform()}
 
 
 def table(r: dict) -> str:
