@@ -15,6 +15,7 @@ from shared.ehr.cli import data_app
 from shared.evaluation.cli import evaluate
 from shared.model.cli import generate_cmd, train
 from shared.privacy.cli import plan
+from shared.release.cli import release
 
 app = typer.Typer(
     name="raregraph",
@@ -34,6 +35,7 @@ data_app.command("simulate")(simulate)
 app.command("train")(train)
 app.command("generate")(generate_cmd)
 app.command("evaluate")(evaluate)
+app.command("release")(release)
 app.command("federate")(federate)
 app.command("demo")(demo)
 app.add_typer(audit_app, name="audit")

@@ -33,11 +33,12 @@ def one_line_error(stderr: str) -> str:
                                      ["kg", "paths"], ["bundle", "make"], ["bundle", "verify"], ["keys", "new"],
                                      ["demo"], ["privacy", "plan"], ["federate"], ["train"], ["generate"],
                                      ["evaluate"], ["data", "validate"], ["data", "simulate"], ["audit"],
-                                     ["audit", "empirical"], ["deploy"], ["deploy", "certs"], ["deploy", "local"]])
+                                     ["audit", "empirical"], ["deploy"], ["deploy", "certs"], ["deploy", "local"],
+                                     ["release"]])
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     code, out, _ = run(*command, "--help")
     assert code == 0
-    if len(command) == 2 or command in (["demo"], ["federate"], ["train"], ["generate"], ["evaluate"], ["audit"]):
+    if len(command) == 2 or command in (["demo"], ["federate"], ["train"], ["generate"], ["evaluate"], ["audit"], ["release"]):
         assert "Example: raregraph" in out
 
 
