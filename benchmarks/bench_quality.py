@@ -41,7 +41,7 @@ from shared.bundle import StudyBundle  # noqa: E402
 from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.evaluation import mmd2_unbiased, prevalence_r2  # noqa: E402
 from shared.evaluation.fidelity import cooccurrence_r2, lab_wasserstein  # noqa: E402
-from shared.generation import generate_tensors  # noqa: E402
+from shared.generation import DEFAULT_SAMPLER_STEPS, generate_tensors  # noqa: E402
 from shared.local_training import train_local  # noqa: E402
 from shared.signing import load_private_key, new_keypair  # noqa: E402
 from shared.tensorize import tensorize  # noqa: E402
@@ -64,7 +64,7 @@ def metrics(synth, real) -> dict[str, float]:
     }
 
 
-def run(per_disease: list[int], seeds: list[int], steps: int) -> list[dict]:
+def run(per_disease: list[int], seeds: list[int], steps: int, sampler_steps: int = DEFAULT_SAMPLER_STEPS) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         bundle = bundle_in(Path(tmp))
@@ -83,7 +83,7 @@ def run(per_disease: list[int], seeds: list[int], steps: int) -> list[dict]:
                     trained, _ = train_local(train, bundle, guidance=guidance,
                                              config=TrainConfig(steps=steps, seed=seed))
                     seconds = time.perf_counter() - started
-                    synth = generate_tensors(trained, bundle, n=holdout.n, disease=None, seed=seed, steps=50,
+                    synth = generate_tensors(trained, bundle, n=holdout.n, disease=None, seed=seed, steps=sampler_steps,
                                              guidance_scale=1.0, eta=0.0)
                     row = {"per_disease": size, "seed": seed, "guidance": guidance, "train_patients": train.n,
                            "train_seconds": round(seconds, 1)}
@@ -113,13 +113,14 @@ def main() -> None:
     parser.add_argument("--per-disease", type=int, nargs="+", default=[30, 100])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=TrainConfig().steps)
+    parser.add_argument("--sampler-steps", type=int, default=DEFAULT_SAMPLER_STEPS, help="DDIM steps")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = run(args.per_disease, args.seeds, args.steps)
+    rows = run(args.per_disease, args.seeds, args.steps, args.sampler_steps)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"Seeds {args.seeds}; {args.steps} training steps; 50 DDIM steps; mean (per seed).\n")
+    print(f"Seeds {args.seeds}; {args.steps} training steps; {args.sampler_steps} DDIM steps; mean (per seed).\n")
     print(table(rows, "holdout_mmd2", "MMD²_u vs held-out patients", True), "\n")
     print(table(rows, "train_mmd2", "MMD²_u vs training patients", True), "\n")
     print(table(rows, "holdout_prevalence_r2", "Prevalence R² around y = x, vs holdout", False), "\n")
