@@ -160,10 +160,17 @@ class ProcessGroup:
         """
         proc = self.started[name]
         _signal_group(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + self.stop_timeout
         try:
-            return proc.popen.wait(timeout=self.stop_timeout)
+            code = proc.popen.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
             raise ProcessError(f"{name} (pid {proc.pid}) survived SIGKILL for {self.stop_timeout:.0f} s") from None
+        while group_members(proc.pid):  # the group's other members (its ClientApp) take a moment to die too
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{name}'s process group {proc.pid} survived SIGKILL for {self.stop_timeout:.0f} s: "
+                                   f"{group_members(proc.pid)}")
+            time.sleep(0.05)
+        return code
 
     def stop_all(self) -> None:
         """Stop every process, the last started first (SuperNodes before the SuperLink), then
