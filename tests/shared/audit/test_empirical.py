@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import shared.audit.cli as audit_cli
-from raregraph.cli import app
 from shared.audit.empirical import (
     JSON_NAME, EmpiricalAudit, EmpiricalAuditConfig, concat, denoising_losses, draw_inclusion, make_canaries,
     make_guesses, membership_scores,
@@ -25,22 +23,12 @@ from shared.errors import ConfigError
 from shared.model.checkpoint import TrainedModel, build
 from shared.model.layout import ModelLayout
 from shared.tensorize import tensorize
+from tests.test_cli import one_line_error, run
 
-runner = CliRunner()
 # the tiny configuration of both real runs: 100 patients, 64 canaries, 10 + 10 guesses
 TINY = ["--canaries", "64", "--guesses", "10", "--draws", "64", "--seed", "0"]
 
 
-def run(*args) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
-
-
-def one_line_error(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
