@@ -1,7 +1,8 @@
 """The hospital's ClientApp (``flwr run .`` entry point ``client.app:app``): wiring only.
 
 Handlers: ``query`` (the study bundle: offer → cached or need; files → verify with the
-pinned key and cache), ``train`` (one DP round, :mod:`client.training`) and ``evaluate``
+pinned key and cache; or a synthetic sample → the evaluation suite's numbers,
+:mod:`client.suite`), ``train`` (one DP round, :mod:`client.training`) and ``evaluate``
 (the global model's loss on the site's patients, released with DP and charged, or declined;
 :mod:`client.evaluation`). Replies carry weights, counts, metrics and the site's signed
 privacy ledger only.
@@ -9,6 +10,7 @@ privacy ledger only.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
@@ -18,6 +20,7 @@ from flwr.clientapp import ClientApp
 from client import bundle_cache
 from client.config import NodeConfig
 from client.evaluation import evaluate_round
+from client.suite import SuiteRequest, evaluate_sample
 from client.training import RoundConfig, train_round
 from shared import protocol as P
 from shared.errors import RareGraphError
@@ -46,6 +49,8 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
+        if P.SYNTHETIC in msg.content:
+            return suite(msg, context)
         try:
             node = resolve(context)
             offer = msg.content[P.BUNDLE_OFFER]
@@ -59,6 +64,25 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
         except RareGraphError as exc:
             return refuse(msg, f"site refuses the study bundle: {exc}")
         return Message(RecordDict({P.BUNDLE_STATUS: ConfigRecord({"status": status})}), reply_to=msg)
+
+    def suite(msg: Message, context: Context) -> Message:
+        try:
+            node = resolve(context)
+            if not node.eval_suite:
+                log.info("site %s declines to evaluate the synthetic sample: eval-suite is false", node.site_id)
+                numbers, declined = "", "eval-suite is false in the site's node config"
+            else:
+                cfg = msg.content[P.CONFIG]
+                request = SuiteRequest(run_id=str(cfg[P.RUN_ID]), bundle_sha256=str(cfg[P.BUNDLE_SHA256]),
+                                       seed=int(cfg[P.SEED]),
+                                       sample={k: v.numpy() for k, v in msg.content[P.SYNTHETIC].items()})
+                numbers, declined = json.dumps(evaluate_sample(node, request), allow_nan=False), ""
+        except (RareGraphError, ValueError) as exc:
+            return refuse(msg, f"site refuses to evaluate the synthetic sample: {exc}")
+        return Message(RecordDict({
+            P.SUITE: ConfigRecord({P.SUITE_METRICS: numbers, P.SUITE_DECLINED: declined}),
+            P.SITE: ConfigRecord({P.SITE_ID: node.site_id}),
+        }), reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

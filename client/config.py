@@ -33,8 +33,11 @@ KEYS: dict[str, tuple[str, type, object]] = {
     "threads": ("threads", int, 1),  # torch threads for this site's training
     "eval-noise-multiplier": ("eval_noise_multiplier", float, 0.0),  # σ of DP evaluation releases; 0: never evaluate
     "eval-loss-clip": ("eval_loss_clip", float, 2.0),  # per-patient loss bound B of DP evaluation
+    # the evaluation suite on the coordinator's synthetic sample (aggregate numbers, not covered by ε)
+    "eval-suite": ("eval_suite", bool, True),
+    "holdout-path": ("holdout_path", str, ""),  # patients never trained on (OMOP/FHIR folder; "": none)
 }
-PATH_FIELDS = ("data_path", "state_path", "coordinator_pub", "site_key", "site_code_map")
+PATH_FIELDS = ("data_path", "state_path", "coordinator_pub", "site_key", "site_code_map", "holdout_path")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class NodeConfig:
     threads: int = 1
     eval_noise_multiplier: float = 0.0
     eval_loss_clip: float = 2.0
+    eval_suite: bool = True
+    holdout_path: Path | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
@@ -67,6 +72,9 @@ class NodeConfig:
             raise ConfigError(f"node config eval-noise-multiplier must be ≥ 0, got {self.eval_noise_multiplier}")
         if not (math.isfinite(self.eval_loss_clip) and self.eval_loss_clip > 0):
             raise ConfigError(f"node config eval-loss-clip must be > 0, got {self.eval_loss_clip}")
+        if self.holdout_path is not None and self.holdout_path.resolve() == Path(self.data_path).resolve():
+            raise ConfigError("node config holdout-path must not be data-path: the site trains on data-path, and "
+                              "held-out patients are ones it never trained on")
         if self.code_accept not in ACCEPT:
             raise ConfigError(f"node config code-accept must be one of {', '.join(ACCEPT)}, got {self.code_accept!r}")
         for name in ("batch_size", "noise_multiplicity", "threads"):

@@ -158,10 +158,20 @@ def open_site(node: NodeConfig, cfg: RoundConfig) -> Site:
                                         budget=budget, accountant=cfg.accountant)
     ledger = open_ledger(node, state)
     bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
-    cohort, _ = read_site(node.data_path, skip_bad_rows=node.skip_bad_rows, bundle=bundle,
+    return Site(bundle, read_tensors(node, bundle, node.data_path), state, ledger)
+
+
+def read_tensors(node: NodeConfig, bundle: StudyBundle, folder: Path) -> TrajectoryTensors:
+    """A site folder (OMOP or FHIR Bulk) read with the node's code settings and tensorized.
+
+    Raises
+    ------
+    InputError
+        Bad site data.
+    """
+    cohort, _ = read_site(folder, skip_bad_rows=node.skip_bad_rows, bundle=bundle,
                           accept=node.code_accept, site_codemap=node.site_code_map)  # type: ignore[arg-type]
-    tensors, _ = tensorize(cohort, bundle)
-    return Site(bundle, tensors, state, ledger)
+    return tensorize(cohort, bundle)[0]
 
 
 def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, torch.Tensor]) -> RoundOutcome:

@@ -7,8 +7,9 @@
 3. federated training with DP-SGD at every site (Flower simulation engine, one virtual
    SuperNode per hospital, each with its own persistent privacy budget), from weights the
    coordinator pretrained on patients drawn from the bundle's public knowledge alone;
-4. generate synthetic patients from the federated model, write them as OMOP with a data
-   card, and evaluate them at each site against its training and held-out patients;
+4. federated evaluation: the coordinator sends a synthetic sample to every site, which runs
+   the evaluation suite against its training and held-out patients and returns numbers only;
+   then a synthetic release is generated and written as OMOP with a data card;
 5. audit: every site's signed privacy ledger (the server's copy) verified against the
    site's public key, ε recomputed with an independent accountant, the auditor's report.
 """
@@ -27,7 +28,15 @@ from kg.build import Sources, build_graph
 from kg.bundle import make_bundle
 from kg.sources.curated import default_curated_dir
 from kg.study import load_study
-from raregraph.federate import SITE_KEYS_DIR, audit_run, print_audit_summary, publish_site_keys, run_simulated, site_nodes
+from raregraph.federate import (
+    SITE_KEYS_DIR,
+    audit_run,
+    print_audit_summary,
+    print_site_evaluation,
+    publish_site_keys,
+    run_simulated,
+    site_nodes,
+)
 from server.config import RunConfig
 from shared.atomic import atomic_dir
 from shared.audit.report import write_report as write_audit_report
@@ -38,11 +47,9 @@ from shared.ehr.cohort import Cohort
 from shared.ehr.omop_tables import write_omop
 from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium
 from shared.ehr.site import read_site
-from shared.evaluation.report import evaluate, write_report
-from shared.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, generate_tensors, write_synthetic
+from shared.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
 from shared.model.checkpoint import load_model
 from shared.signing import load_private_key, new_keypair
-from shared.tensorize import tensorize
 
 HOLDOUT_SHARE = 0.2
 
@@ -104,32 +111,21 @@ def demo(
                 write_omop(train_part, tmp / "sites" / name, fmt="csv" if profile.site % 2 else "parquet")
                 write_omop(held_part, tmp / "holdout" / name)
                 step(f"data: validating {name}")
-                read_cohort, report = read_site(tmp / "sites" / name, bundle=bundle)
-                site_rows.append({"name": name, "report": report,
-                                  "train": tensorize(read_cohort, bundle)[0],
-                                  "holdout": tensorize(read_site(tmp / "holdout" / name, bundle=bundle)[0], bundle)[0]})
+                _, report = read_site(tmp / "sites" / name, bundle=bundle)
+                site_rows.append({"name": name, "report": report})
 
             step(f"federate: {sites} sites × {rounds} rounds of DP-SGD (Flower simulation engine)")
             nodes = site_nodes([tmp / "sites" / r["name"] for r in site_rows], state_root=tmp / "run" / "state",
                                pub=pub_path, epsilon=epsilon, delta=1e-5, clip_norm=DEFAULT_CLIP_NORM, batch_size=32,
-                               noise_multiplicity=2)
+                               noise_multiplicity=2, holdouts=[tmp / "holdout" / r["name"] for r in site_rows])
             run = RunConfig(run_dir=(tmp / "run").resolve(), bundle_path=(tmp / "bundle").resolve(),
                             bundle_pub=pub_path.resolve(), rounds=rounds, local_steps=local_steps, seed=seed,
                             pretrain_steps=pretrain_steps, min_sites=1,
                             site_keys=publish_site_keys(nodes, (tmp / "run" / SITE_KEYS_DIR).resolve()))
-            privacy = run_simulated(run, nodes, show_progress=not quiet)
+            run_simulated(run, nodes, show_progress=not quiet)
             trained = load_model(tmp / "run" / "model", bundle)
-
-            for row in site_rows:
-                step(f"generate and evaluate at {row['name']}")
-                real = row["train"]
-                synth = generate_tensors(trained, bundle, n=real.n, disease=None, seed=seed, steps=DEFAULT_SAMPLER_STEPS,
-                                         guidance_scale=1.0, eta=0.0, conditions=real.disease)
-                row["metrics"] = evaluate(real, synth, holdout=row["holdout"], seed=seed, bundle=bundle)
-                write_report(row["metrics"], tmp / "report" / row["name"],
-                             title=f"federated model vs {row['name']}")
             step("generate: synthetic release")
-            total = sum(r["train"].n for r in site_rows)
+            total = sum(r["report"].patients for r in site_rows)
             synthetic, _ = generate(trained, bundle, n=total, disease=None, seed=seed, steps=DEFAULT_SAMPLER_STEPS, guidance_scale=1.0,
                                     eta=0.0)
             write_synthetic(synthetic, tmp / "synthetic",
@@ -138,15 +134,14 @@ def demo(
         step("audit: verifying the sites' signed privacy ledgers, recomputing ε independently")
         audit = audit_run(out / "run")
         write_audit_report(audit, out / "audit")
-    _summary(out, graph.counts(), bundle, site_rows, privacy, time.perf_counter() - started)
+    _summary(out, graph.counts(), bundle, time.perf_counter() - started)
     print_audit_summary(audit, out / "run")
     console.print(f"[bold]auditor's report[/] {out / 'audit' / 'report.html'}")
     if not audit.ok:
         raise typer.Exit(1)
 
 
-def _summary(out: Path, counts: dict, bundle: StudyBundle, site_rows: list[dict], privacy: dict,
-             seconds: float) -> None:
+def _summary(out: Path, counts: dict, bundle: StudyBundle, seconds: float) -> None:
     console.print(f"[bold]graph[/] {out / 'kg'}: {counts['nodes']:,} nodes, {counts['edges']:,} edges "
                   f"({counts['hpo_terms']['live']:,} live HPO terms, "
                   f"{counts['relations'].get('has_phenotype', 0):,} disease–phenotype, "
@@ -168,19 +163,7 @@ def _summary(out: Path, counts: dict, bundle: StudyBundle, site_rows: list[dict]
         table.add_row(f"{code} {name}", "; ".join(v.loc[j, "name"] for j in best),
                       "; ".join(v.loc[j, "name"] for j in drugs) or "—")
     console.print(table)
-    sites = Table(title="federated DP model, evaluated at each hospital (training vs its held-out patients)",
-                  show_edge=False)
-    for col in ("site", "patients", "held out", "ε spent", "MMD²_u", "real-vs-held-out MMD²_u", "prevalence R²",
-                "DCR membership AUROC", "phenotype pairs the graph supports"):
-        sites.add_column(col, justify="left" if col == "site" else "right")
-    for row in site_rows:
-        f, p = row["metrics"]["fidelity"], row["metrics"]["privacy"]
-        eps = privacy["sites"][row["name"]][-1]["epsilon"]
-        sites.add_row(row["name"], f"{row['train'].n:,}", f"{row['holdout'].n:,}", f"{eps:.2f}", f"{f['mmd2']:.4f}",
-                      f"{f.get('mmd2_baseline_holdout', float('nan')):.4f}", f"{f['prevalence_r2_identity']:.3f}",
-                      f"{p['dcr_membership_auroc']:.3f}",
-                      f"{row['metrics']['plausibility']['phenotype_pairs_supported']:.1%}")
-    console.print(sites)
+    print_site_evaluation(out / "run")
     console.print(f"[bold]model[/] {out / 'run' / 'model'}, privacy {out / 'run' / 'privacy.json'}; "
-                  f"[bold]synthetic release[/] {out / 'synthetic'}; [bold]reports[/] {out / 'report'}/site-*/report.md")
+                  f"[bold]synthetic release[/] {out / 'synthetic'}; [bold]site reports[/] {out / 'run' / 'evaluation'}/site-*/report.md")
     console.print(f"demo finished in {seconds:.0f} s")

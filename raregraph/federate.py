@@ -26,7 +26,9 @@ from shared.console import cli_errors, console, err_console, print_json
 from shared.atomic import write_bytes_atomic
 from shared.audit.audit import AuditResult, audit_ledgers
 from shared.dp_sgd import DEFAULT_CLIP_NORM
+from shared.model.layout import guidance_problem
 from shared.errors import InputError, RareGraphError
+from shared.evaluation.report import EVALUATION_DIR
 from shared.ledger import LEDGER_DIR
 from shared.signing import new_keypair
 
@@ -34,8 +36,10 @@ SITE_KEYS_DIR = "site-keys"  # RUN/site-keys/<site-id>.pub: the sites' public ke
 
 
 def site_nodes(sites: list[Path], *, state_root: Path, pub: Path, epsilon: float, delta: float, clip_norm: float,
-               batch_size: int, noise_multiplicity: int, eval_noise_multiplier: float = 0.0) -> list[NodeConfig]:
-    """One node config per site folder; state folders under ``state_root``.
+               batch_size: int, noise_multiplicity: int, eval_noise_multiplier: float = 0.0,
+               holdouts: list[Path] | None = None) -> list[NodeConfig]:
+    """One node config per site folder; state folders under ``state_root``; ``holdouts``, when
+    given, one held-out folder per site (its ``holdout-path``), in the same order.
 
     Each simulated site gets its own Ed25519 identity key in its state folder
     (``STATE/<site>/identity/site.key``), made on first use and kept: the key signs the
@@ -44,8 +48,10 @@ def site_nodes(sites: list[Path], *, state_root: Path, pub: Path, epsilon: float
     names = [s.name for s in sites]
     if len(set(names)) != len(names):
         raise InputError("site folders must have distinct names (they name the state folders)")
+    if holdouts and len(holdouts) != len(sites):
+        raise InputError(f"{len(holdouts)} held-out folders for {len(sites)} sites: give one per site, in order, or none")
     nodes = []
-    for s in sites:
+    for i, s in enumerate(sites):
         state = (state_root / s.name).resolve()
         key = state / "identity" / "site.key"
         if not key.exists():
@@ -53,7 +59,8 @@ def site_nodes(sites: list[Path], *, state_root: Path, pub: Path, epsilon: float
         nodes.append(NodeConfig(site_id=s.name, data_path=s.resolve(), state_path=state, coordinator_pub=pub.resolve(),
                                 site_key=key, epsilon=epsilon, delta=delta, clip_norm=clip_norm, batch_size=batch_size,
                                 noise_multiplicity=noise_multiplicity, threads=1,
-                                eval_noise_multiplier=eval_noise_multiplier))
+                                eval_noise_multiplier=eval_noise_multiplier,
+                                holdout_path=holdouts[i].resolve() if holdouts else None))
     return nodes
 
 
@@ -114,7 +121,7 @@ def federate(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 5,
     planned_rounds: Annotated[int, typer.Option("--planned-rounds", min=0, help="Rounds sites calibrate their noise for (0: --rounds); larger when later runs will continue.")] = 0,
     delta: Annotated[float, typer.Option("--delta", help="Each site's δ.")] = 1e-5,
-    guidance: Annotated[str, typer.Option("--guidance", help="kg or none.")] = "kg",
+    guidance: Annotated[str, typer.Option("--guidance", help="kg (knowledge-guided), none (plain diffusion) or learned (learned schedule, no graph).")] = "kg",
     pretrain_steps: Annotated[int, typer.Option("--pretrain-steps", min=0, help="Coordinator pretraining steps on patients drawn from the bundle's public knowledge (kg guidance only; no privacy cost).")] = 1000,
     local_steps: Annotated[int, typer.Option("--local-steps", min=1, help="DP-SGD steps per site per round.")] = 50,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Expected Poisson batch per site.")] = 32,
@@ -125,6 +132,8 @@ def federate(
     min_sites: Annotated[int, typer.Option("--min-sites", min=1, help="Replies a round needs.")] = 1,
     evaluate_fraction: Annotated[float, typer.Option("--evaluate-fraction", min=0.0, max=1.0, help="Share of sites asked for a DP evaluation of the global model after each round.")] = 0.0,
     eval_noise_multiplier: Annotated[float, typer.Option("--eval-noise-multiplier", min=0.0, help="σ of each site's DP evaluation release (charged to its budget); 0: sites decline.")] = 0.0,
+    holdouts: Annotated[list[Path] | None, typer.Option("--holdout", help="Each site's held-out patients (repeat, in --sites order): the evaluation suite's membership and utility tests.")] = None,
+    eval_per_disease: Annotated[int, typer.Option("--eval-per-disease", min=0, help="Synthetic patients per disease each site evaluates at the end (0: no federated evaluation).")] = RunConfig.eval_per_disease,
     seed: Annotated[int, typer.Option("--seed", help="Initial weights and site randomness.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-round progress.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print privacy.json at the end.")] = False,
@@ -135,15 +144,15 @@ def federate(
     Example: raregraph federate --bundle out/bundle --pub keys/coordinator.pub --sites sites/site-1 --sites sites/site-2 --rounds 3 --epsilon 4 --out out/run
     """
     with cli_errors():
-        if guidance not in ("kg", "none"):
-            raise InputError(f"--guidance must be kg or none, got {guidance!r}")
+        if problem := guidance_problem(guidance, "--guidance"):
+            raise InputError(problem)
         nodes = site_nodes(sites, state_root=state_root or out / "state", pub=pub, epsilon=epsilon, delta=delta,
                            clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
-                           eval_noise_multiplier=eval_noise_multiplier)
+                           eval_noise_multiplier=eval_noise_multiplier, holdouts=holdouts)
         run = RunConfig(run_dir=out.resolve(), bundle_path=bundle.resolve(), bundle_pub=pub.resolve(), rounds=rounds,
                         guidance=guidance, pretrain_steps=pretrain_steps, local_steps=local_steps, lr=lr, seed=seed,
                         planned_rounds=planned_rounds, min_sites=min(min_sites, len(nodes)),
-                        evaluate_fraction=evaluate_fraction,
+                        evaluate_fraction=evaluate_fraction, eval_per_disease=eval_per_disease,
                         site_keys=publish_site_keys(nodes, out.resolve() / SITE_KEYS_DIR))
         privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
         audit = audit_run(run.run_dir)
@@ -160,6 +169,7 @@ def federate(
                       f"{max(r['epsilon'] for r in rows):.3f}", f"{last['budget-epsilon']:.3f}",
                       f"{last['noise-multiplier']:.3f}", f"{last['sample-rate']:.4f}")
     console.print(table)
+    print_site_evaluation(run.run_dir)
     console.print(f"model: {out / 'model'} (sample with `raregraph generate {out / 'model'} --bundle {bundle} ...`)")
     print_audit_summary(audit, run.run_dir)
     if not audit.ok:
@@ -181,3 +191,29 @@ def print_audit_summary(audit: AuditResult, run_dir: Path) -> None:
     for problem in audit.all_problems:
         err_console.print(f"[red]ledger problem[/] {problem.message}", highlight=False)
     err_console.print(f"privacy ledgers do NOT verify; see `{command}`")
+
+
+def print_site_evaluation(run_dir: Path) -> dict | None:
+    """The federated evaluation's table (RUN/evaluation/summary.json), if the run had one."""
+    path = run_dir / EVALUATION_DIR / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    table = Table(title=f"synthetic sample evaluated at each site ({path.parent}/<site>/report.md); "
+                        "aggregate numbers, not covered by ε", show_edge=False)
+    columns = (("patients", "counts.real", ",.0f"), ("held out", "counts.holdout", ",.0f"),
+               ("MMD²_u", "fidelity.mmd2", ".4f"), ("real vs held-out MMD²_u", "fidelity.mmd2_baseline_holdout", ".4f"),
+               ("prevalence R²", "fidelity.prevalence_r2_identity", ".3f"),
+               ("phenotype pairs supported", "plausibility.phenotype_pairs_supported", ".1%"),
+               ("DCR membership AUROC", "privacy.dcr_membership_auroc", ".3f"),
+               ("DOMIAS AUROC", "privacy.domias_auroc", ".3f"))
+    table.add_column("site")
+    for title, _, _ in columns:
+        table.add_column(title, justify="right")
+    rows = [*summary["sites"].items(), ("pooled", summary["pooled"])]
+    for site, values in rows:
+        table.add_row(site, *(format(values[key], fmt) if values.get(key) is not None else "—" for _, key, fmt in columns))
+    console.print(table)
+    for site, reason in {**summary["declined"], **summary["failed"]}.items():
+        err_console.print(f"[yellow]evaluation[/] {site}: {reason}", highlight=False)
+    return summary

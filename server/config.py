@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from shared.errors import ConfigError
+from shared.model.layout import guidance_problem
 
 #: run-config key → (field, type); defaults are the dataclass defaults
 KEYS: dict[str, tuple[str, type]] = {
@@ -29,6 +30,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "fed.outlier-factor": ("outlier_factor", float),
     "fed.evaluate-fraction": ("evaluate_fraction", float),
     "fed.site-keys": ("site_keys", str),
+    "eval.per-disease": ("eval_per_disease", int),
 }
 
 
@@ -38,7 +40,7 @@ class RunConfig:
     bundle_path: Path  # the signed study bundle (coordinator side)
     bundle_pub: Path  # the coordinator public key the bundle must verify with
     rounds: int = 5  # federated rounds
-    guidance: str = "kg"  # kg or none (plain diffusion, γ = 0, no graph inputs)
+    guidance: str = "kg"  # kg, none (plain diffusion, γ = 0, no graph inputs) or learned (learned schedule, no graph)
     pretrain_steps: int = 1000  # coordinator steps on public-prior patients before round 1 (kg guidance; 0: none)
     pretrain_patients: int = 3000  # patients drawn from the bundle's knowledge for pretraining
     local_steps: int = 50  # DP-SGD steps per site per round
@@ -51,16 +53,19 @@ class RunConfig:
     outlier_factor: float = 10.0  # reject an update whose change norm exceeds factor × the round's median
     evaluate_fraction: float = 0.0  # sites asked for a DP evaluation after each round (each charges its budget)
     site_keys: Path | None = None  # folder of the sites' public keys <site-id>.pub: ledgers verified on merge
+    eval_per_disease: int = 100  # synthetic patients per disease sent to every site for the evaluation suite (0: none)
 
     def __post_init__(self) -> None:
-        if self.guidance not in ("kg", "none"):
-            raise ConfigError(f"model.guidance must be kg or none, got {self.guidance!r}")
+        if problem := guidance_problem(self.guidance, "model.guidance"):
+            raise ConfigError(problem)
         if self.accountant not in ("rdp", "prv"):
             raise ConfigError(f"dp.accountant must be rdp or prv, got {self.accountant!r}")
         if self.planned_rounds and self.planned_rounds < self.rounds:
             raise ConfigError(f"dp.planned-rounds ({self.planned_rounds}) must be 0 or ≥ num-server-rounds ({self.rounds})")
         if self.pretrain_steps < 0 or self.pretrain_patients < 1:
             raise ConfigError("model.pretrain-steps must be ≥ 0 and model.pretrain-patients ≥ 1")
+        if self.eval_per_disease < 0:
+            raise ConfigError(f"eval.per-disease must be ≥ 0, got {self.eval_per_disease}")
         for name in ("rounds", "local_steps", "min_sites"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")

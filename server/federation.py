@@ -11,6 +11,9 @@ rounds, write the final model.
 4. ``strategy.start``: each round sends the global weights and the round config (with the
    bundle's hash only); sites train with DP-SGD and reply with weights and numbers.
 5. The final weights become ``RUN/model`` (what ``raregraph generate`` reads).
+6. Federated evaluation (``eval.per-disease`` > 0): a synthetic sample goes to every site,
+   which returns the evaluation suite's numbers against its own patients
+   (:mod:`server.site_evaluation`; ``RUN/evaluation``).
 
 A coordinator that stopped mid-run (crash, kill, reboot) and is started again on the same
 run folder and settings resumes after the last checkpointed round.
@@ -29,6 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from server.config import RunConfig
+from server.site_evaluation import evaluate_at_sites
 from server.strategy import Resume, SiteFedAvg, read_checkpoint
 from shared import protocol as P
 from shared.bundle import StudyBundle, read_files
@@ -173,7 +177,12 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
                      "sites": sorted(strategy.privacy)},
         "privacy": {"mechanism": "DP-SGD per site", "epsilon_per_site": epsilons, "statement": DP_STATEMENT},
     }
-    TrainedModel(model=model, schedule=schedule, tables=tables, layout=layout, meta=meta).save(
-        run.run_dir / "model", losses=[r["metrics"].get(P.LOSS, float("nan")) for r in strategy.rounds_log])
+    trained = TrainedModel(model=model, schedule=schedule, tables=tables, layout=layout, meta=meta)
+    trained.save(run.run_dir / "model", losses=[r["metrics"].get(P.LOSS, float("nan")) for r in strategy.rounds_log])
+    evaluation = None
+    if run.eval_per_disease:
+        model.eval()
+        evaluation = evaluate_at_sites(grid, ready, trained, bundle, run_dir=run.run_dir, run_id=run_id,
+                                       per_disease=run.eval_per_disease, seed=run.seed, timeout=run.round_timeout)
     return {"run_id": run_id, "seconds": seconds, "rounds": strategy.rounds_log, "epsilon": epsilons,
-            "rejected": strategy.rejected}
+            "rejected": strategy.rejected, "evaluation": evaluation}

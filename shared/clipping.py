@@ -92,8 +92,8 @@ class PerPatientClipping(nn.Module):
         return keep
 
     def forward(self, *args, **kwargs):
-        for r in self._records:
-            r.calls, r.inputs, r.output = 0, None, None
+        # the records are cleared by backward, not here: a layer may run before the forward
+        # (the learned schedule shift noises x_t before the network sees it)
         return self._module(*args, **kwargs)
 
     def __getattr__(self, name: str):
@@ -110,7 +110,7 @@ class PerPatientClipping(nn.Module):
         used = [r for r in self._records if r.calls]
         for r in used:
             if r.calls > 1:
-                raise RuntimeError(f"{type(r.module).__name__} ran {r.calls} times in one forward: per-patient "
+                raise RuntimeError(f"{type(r.module).__name__} ran {r.calls} times in one step: per-patient "
                                    "norms need one call per layer")
             if r.output.shape[0] != n or (torch.is_tensor(r.inputs) and r.inputs.shape[0] != n):
                 raise RuntimeError(f"{type(r.module).__name__} input is not batch-first ({tuple(r.output.shape)} "
@@ -137,7 +137,7 @@ class PerPatientClipping(nn.Module):
             for p in r.params:
                 if p.grad is None:  # layer unused in this forward
                     p.grad = torch.zeros_like(p)
-            r.inputs = r.output = None
+            r.calls, r.inputs, r.output = 0, None, None
         return norms
 
 

@@ -1,8 +1,9 @@
 """Keys of the messages between the ServerApp and the ClientApps, defined once.
 
-Everything a site sends is in these records: weights (``arrays``), numbers (``metrics``),
-its site id and accountant name (``site``) and its signed privacy ledger (``ledger``: one
-entry per charge to its accountant, mechanism and ε only). Nothing row-level, ever.
+Everything a site sends is in these records: weights (``arrays``), numbers (``metrics``, and
+``suite``: the evaluation suite's numbers on a synthetic sample), its site id and accountant
+name (``site``) and its signed privacy ledger (``ledger``: one entry per charge to its
+accountant, mechanism and ε only). Nothing row-level, ever.
 """
 
 # records
@@ -14,6 +15,8 @@ BUNDLE_OFFER = "bundle-offer"
 BUNDLE_FILES = "bundle-files"
 BUNDLE_STATUS = "bundle-status"
 LEDGER = "ledger"
+SYNTHETIC = "synthetic"  # server → site: a synthetic sample to evaluate (TrajectoryTensors.to_arrays)
+SUITE = "suite"  # site → server: the evaluation suite's numbers, or why the site declined
 
 # config keys (server → site, per round)
 SERVER_ROUND = "server-round"
@@ -46,6 +49,10 @@ EVALUATE_METRICS = (EVAL_LOSS_SUM, EVAL_COUNT, EVAL_LOSS_SUM_STD, EVAL_COUNT_STD
                     REFUSED)
 TRAIN_METRICS = (NUM_EXAMPLES, LOSS, EPSILON, DELTA, NOISE_MULTIPLIER, SAMPLE_RATE, STEPS, CLIP_NORM,
                  NOISE_MULTIPLICITY, REFUSED, BUDGET_EPSILON)
+
+# suite record keys (site → server)
+SUITE_METRICS = "metrics-json"  # shared.evaluation.evaluate()'s dict as JSON: numbers only
+SUITE_DECLINED = "declined"  # the reason a site did not evaluate ("" when it did)
 
 # site record keys
 SITE_ID = "site-id"

@@ -55,7 +55,7 @@ def sample(model: Denoiser, schedule: KnowledgeVPSchedule, tables: KnowledgeTabl
 
 def _sample_batch(model, schedule, tables, d, steps, w, generator, precision, eta) -> torch.Tensor:
     n = d.shape[0]
-    shift = tables.shift[d]
+    shift = model.dimension_shift(model.schedule_shift(d))
     x = torch.randn((n, tables.layout.dim), generator=generator)
     schedule.set_timesteps(steps)
     null = torch.full_like(d, model.null_disease)

@@ -52,11 +52,10 @@ MIN_SNR_CAP = 5.0  # Hang et al. 2023's recommended γ
 
 
 class KnowledgeTables:
-    """The per-disease schedule shift [n_diseases, D] as a tensor, with the loss weights."""
+    """The layout (loss weights) and the x̂₀ clip per dimension, as tensors."""
 
     def __init__(self, layout: ModelLayout) -> None:
         self.layout = layout
-        self.shift = torch.from_numpy(layout.shift)
         self.clip = torch.from_numpy(layout.clip)
 
 
@@ -65,7 +64,8 @@ def per_sample_loss(model: nn.Module, schedule: KnowledgeVPSchedule, tables: Kno
                     generator: torch.Generator, multiplicity: int = 1) -> torch.Tensor:
     """Weighted denoising error, one value per patient [N].
 
-    1. t ~ U(0, 1), ε ~ N(0, I); x_t = α x₀ + σ ε under λ_j(t | d) = λ(t) + γ z_{d,j};
+    1. t ~ U(0, 1), ε ~ N(0, I); x_t = α x₀ + σ ε under λ_j(t | d) = λ(t) + γ s_{d,j}, s the
+       model's :meth:`~shared.model.denoiser.Denoiser.schedule_shift` (z, 0 or learned);
     2. the condition is replaced by the null token with probability ``cond_drop``;
     3. error in x₀-space with the min-SNR weight ω_j = min(1 + e^{λ_j}, 5) (Hang et al. 2023,
        "Efficient Diffusion Training via Min-SNR Weighting", ICCV; 1 + SNR is what a
@@ -81,14 +81,15 @@ def per_sample_loss(model: nn.Module, schedule: KnowledgeVPSchedule, tables: Kno
     n, k = x0.shape[0], multiplicity
     t = torch.rand((n, k), generator=generator)
     noise = torch.randn((n, k, x0.shape[1]), generator=generator)
-    shift = tables.shift[disease][:, None, :]
+    net = _unwrap(model)
+    channel_shift = net.schedule_shift(disease)  # [N, C], once: a learned shift is a layer
+    shift = net.dimension_shift(channel_shift)[:, None, :]
     x0k = x0[:, None, :].expand(n, k, x0.shape[1])
     x_t = schedule.add_noise(x0k, noise, t, shift=shift)
     logsnr = schedule.logsnr(t, shift)
     dropped = torch.rand(n, generator=generator) < cond_drop
-    null = getattr(model, "null_disease", None) or _unwrap(model).null_disease
-    condition = torch.where(dropped, torch.full_like(disease, null), disease)
-    pred = model(x_t, schedule.base_logsnr(t), condition, disease)  # [N, K, D]
+    condition = torch.where(dropped, torch.full_like(disease, net.null_disease), disease)
+    pred = model(x_t, schedule.base_logsnr(t), condition, disease, channel_shift)  # [N, K, D]
     if schedule.config.prediction == "x0":
         target, omega = x0k, torch.clamp(1.0 + torch.exp(logsnr), max=MIN_SNR_CAP)
     else:

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
+SAMPLE_ARRAYS = ("events", "labs", "lab_mask", "sex", "age", "disease")
+
+
 @dataclass(frozen=True)
 class TrajectoryTensors:
     """A cohort on the grid. N patients, T windows, B binary features, L labs.
@@ -85,3 +88,37 @@ class TrajectoryTensors:
         return TrajectoryTensors(**pick, binary_codes=self.binary_codes, binary_domains=self.binary_domains,
                                  lab_codes=self.lab_codes, window_days=self.window_days,
                                  windows_before=self.windows_before)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The per-patient arrays a synthetic sample travels as (no ids, no dates: a site
+        evaluating it needs neither)."""
+        return {k: np.ascontiguousarray(getattr(self, k)) for k in SAMPLE_ARRAYS}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], *, like) -> TrajectoryTensors:
+        """A cohort from :meth:`to_arrays`' output on the grid and columns of ``like`` (a
+        :class:`~shared.tensorize.Layout` or tensors); ids 1…N, all index dates 2000-01-01.
+
+        Raises
+        ------
+        ValueError
+            A missing array, or shapes that do not fit the grid and columns of ``like``.
+        """
+        missing = [k for k in SAMPLE_ARRAYS if k not in arrays]
+        if missing:
+            raise ValueError(f"sample lacks the array {missing[0]!r}")
+        n = len(arrays["disease"])
+        t, b, l_ = int(like.windows), len(like.binary_codes), len(like.lab_codes)
+        want = {"events": (n, t, b), "labs": (n, t, l_), "lab_mask": (n, t, l_), "sex": (n,), "age": (n,), "disease": (n,)}
+        for k, shape in want.items():
+            if tuple(arrays[k].shape) != shape:
+                raise ValueError(f"sample array {k!r} has shape {tuple(arrays[k].shape)}, expected {shape}")
+            if not np.isfinite(arrays[k]).all():
+                raise ValueError(f"sample array {k!r} has non-finite values")
+        return cls(events=arrays["events"].astype(np.float32), labs=arrays["labs"].astype(np.float32),
+                   lab_mask=arrays["lab_mask"].astype(np.float32), sex=arrays["sex"].astype(np.float32),
+                   age=arrays["age"].astype(np.float32), disease=arrays["disease"].astype(np.int64),
+                   person_id=np.arange(1, n + 1, dtype=np.int64), index_date=np.full(n, np.datetime64("2000-01-01", "D")),
+                   binary_codes=tuple(like.binary_codes), binary_domains=tuple(like.binary_domains),
+                   lab_codes=tuple(like.lab_codes), window_days=int(like.window_days),
+                   windows_before=int(like.windows_before))

@@ -225,3 +225,42 @@ def test_a_coordinator_stopped_mid_run_resumes_and_no_site_is_charged_twice(site
     assert (tmp_path / "run" / "model" / "weights.pt").is_file()
     with pytest.raises(RareGraphError, match="this run finished"):  # a finished run is not run again
         run_simulated(run, site_cfgs, show_progress=False)
+
+
+def test_sites_evaluate_the_synthetic_sample_and_return_numbers_only(demo_bundle, coordinator_key, tmp_path):
+    """The coordinator's sample is measured at each site against its training and held-out
+    patients; the suite lands in RUN/evaluation (what the release gate reads), pooled by
+    patients; a site whose node config says eval-suite = false declines."""
+    from raregraph.demo import split_patients
+    from shared.ehr.omop_tables import write_omop
+    from shared.evaluation.report import EVALUATION_DIR
+    from shared.release.gate import read_site_privacy
+
+    bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
+    train, held = [], []
+    for profile, cohort in simulate_consortium(knowledge_from_bundle(bundle), sites=3, seed=13, min_patients=40,
+                                               max_patients=60):
+        t, h = split_patients(cohort, share=0.3, seed=profile.site)
+        train.append(tmp_path / "sites" / f"site-{profile.site}")
+        held.append(tmp_path / "holdout" / f"site-{profile.site}")
+        write_omop(t, train[-1])
+        write_omop(h, held[-1])
+    site_cfgs = site_nodes(train, state_root=tmp_path / "state", pub=coordinator_key[1], epsilon=20.0, delta=1e-5,
+                           clip_norm=1.0, batch_size=8, noise_multiplicity=1, holdouts=held)
+    site_cfgs[2] = dataclasses.replace(site_cfgs[2], eval_suite=False)
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=1, eval_per_disease=30)
+    run_simulated(run, site_cfgs, show_progress=False)
+    folder = tmp_path / "run" / EVALUATION_DIR
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary["sites"]) == {"site-1", "site-2"} and set(summary["declined"]) == {"site-3"}
+    assert not summary["failed"]
+    for site in ("site-1", "site-2"):
+        metrics = json.loads((folder / site / "metrics.json").read_text())
+        assert metrics["counts"]["holdout"] > 0 and 0 < metrics["counts"]["synthetic"] <= metrics["counts"]["real"]
+        assert 0.0 <= metrics["privacy"]["dcr_membership_auroc"] <= 1.0
+        assert (folder / site / "report.md").is_file()
+    n = {s: summary["sites"][s]["counts.real"] for s in ("site-1", "site-2")}
+    mmd = {s: summary["sites"][s]["fidelity.mmd2"] for s in n}
+    assert summary["pooled"]["fidelity.mmd2"] == pytest.approx(sum(mmd[s] * n[s] for s in n) / sum(n.values()))
+    assert {r.site for r in read_site_privacy(tmp_path / "run")} == {"site-1", "site-2"}
+    assert not (folder / "site-3").exists()

@@ -25,6 +25,7 @@ from shared.audit.report import write_report
 from shared.console import cli_errors, console, err_console, load_bundle, print_json, steps
 from shared.dp_sgd import DEFAULT_CLIP_NORM
 from shared.ehr.site import data_fingerprint, read_site
+from shared.model.layout import guidance_problem
 from shared.errors import InputError, OutputExistsError
 from shared.local_training import PrivateTraining
 from shared.tensorize import tensorize
@@ -102,7 +103,7 @@ def empirical(
     state: Annotated[Path | None, typer.Option("--state", help="Privacy state folder to charge (the site's, on real patients; default: a throw-away one).")] = None,
     clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm (DP).")] = DEFAULT_CLIP_NORM,
     noise_multiplicity: Annotated[int, typer.Option("--noise-multiplicity", min=1, help="Diffusion noise draws per patient and step (DP).")] = 4,
-    guidance: Annotated[str, typer.Option("--guidance", help="kg: knowledge-guided; none: plain diffusion.")] = "kg",
+    guidance: Annotated[str, typer.Option("--guidance", help="kg: knowledge-guided; none: plain diffusion; learned: learned schedule, no graph.")] = "kg",
     train_steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = TrainConfig().steps,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients per step.")] = TrainConfig().batch_size,
     canaries: Annotated[int, typer.Option("--canaries", min=2, help="Canary patients m, each trained on with probability ½.")] = DEFAULTS.canaries,
@@ -128,8 +129,8 @@ def empirical(
     Example: raregraph audit empirical sites/site-1 --bundle out/bundle --epsilon 4 --steps 600 --out audit-empirical
     """
     with cli_errors(), ExitStack() as stack:
-        if guidance not in ("kg", "none"):
-            raise InputError(f"--guidance must be kg or none, got {guidance!r}")
+        if problem := guidance_problem(guidance, "--guidance"):
+            raise InputError(problem)
         if (epsilon is None) == (not no_dp):
             raise InputError("pass --epsilon (the DP training to audit) or --no-dp (the control run), not both"
                              if no_dp else "pass --epsilon (the DP training to audit) or --no-dp (the control run)")

@@ -77,7 +77,7 @@ def validate(
     console.print(f"[bold]{site}[/] ({report.format}): {report.patients:,} patients, {report.events:,} events "
                   f"({', '.join(f'{n:,} {d}' for d, n in report.events_per_domain.items())})")
     if report.skipped_rows:
-        console.print(f"[yellow]skipped rows[/]: " + ", ".join(f"{n:,} {why}" for why, n in report.skipped_rows.items()))
+        console.print("[yellow]skipped rows[/]: " + ", ".join(f"{n:,} {why}" for why, n in report.skipped_rows.items()))
         table = Table("file", "row", "column", "problem", title="first problems", show_edge=False)
         for p in report.problems:
             table.add_row(Path(p.file).name, str(p.row), p.column, p.message)

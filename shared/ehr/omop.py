@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from shared.ehr.codemap import CodeMapper
 from shared.ehr.cohort import SYNTHETIC_ID_BASE, Cohort
-from shared.ehr.omop_tables import EVENT_TABLES, PERSON, TABLES, OmopTable
+from shared.ehr.omop_tables import EVENT_TABLES, TABLES, OmopTable
 from shared.errors import InputError
 
 SEX_VALUES = {"F": "F", "FEMALE": "F", "W": "F", "M": "M", "MALE": "M"}

@@ -42,6 +42,10 @@ DISCRIMINATOR_FOLDS = 5
 ATTRIBUTE_KNOWN_SHARE, ATTRIBUTE_K = 0.5, 5
 
 
+#: RUN/evaluation/<site>/metrics.json: the suite a site ran on the coordinator's synthetic
+#: sample (server.site_evaluation writes it, the release gate reads it)
+EVALUATION_DIR = "evaluation"
+
 def evaluate(
     real: TrajectoryTensors,
     synthetic: TrajectoryTensors,

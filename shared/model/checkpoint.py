@@ -45,9 +45,10 @@ class TrainedModel:
 
 def build(bundle: StudyBundle, *, guidance: str, denoiser: dict | None = None,
           gamma: float = 1.0) -> tuple[Denoiser, KnowledgeVPSchedule, KnowledgeTables, ModelLayout]:
-    """A fresh model for the bundle. ``guidance="none"`` forces γ = 0 and zero knowledge."""
+    """A fresh model for the bundle. ``guidance="none"`` forces γ = 0 and zero knowledge;
+    ``"learned"`` zero knowledge and γ = 1 (the learned shift carries its own scale)."""
     layout = ModelLayout.from_bundle(bundle, guidance=guidance)  # type: ignore[arg-type]
-    gamma = gamma if guidance == "kg" else 0.0
+    gamma = {"kg": gamma, "learned": 1.0}.get(guidance, 0.0)
     config = DenoiserConfig(windows=layout.windows, channels=layout.channels, n_diseases=layout.n_diseases,
                             **(denoiser or {}))
     schedule = KnowledgeVPSchedule(ScheduleConfig(gamma=gamma))

@@ -12,6 +12,7 @@ from shared.atomic import atomic_dir
 from shared.console import cli_errors, console, err_console, load_bundle, print_json
 from shared.ehr.site import data_fingerprint, read_site
 from shared.dp_sgd import DEFAULT_CLIP_NORM
+from shared.model.layout import guidance_problem
 from shared.errors import InputError
 from shared.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
 from shared.local_training import PrivateTraining, train_local
@@ -29,7 +30,7 @@ def train(
     bundle: BundleOpt,
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     pub: PubOpt = None,
-    guidance: Annotated[str, typer.Option("--guidance", help="kg: knowledge-guided; none: plain diffusion (γ=0, no graph inputs).")] = "kg",
+    guidance: Annotated[str, typer.Option("--guidance", help="kg: knowledge-guided; none: plain diffusion (γ=0, no graph inputs); learned: a learned per-feature schedule, no graph (ablation).")] = "kg",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = DEFAULT_STEPS,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients per step.")] = TrainConfig().batch_size,
     seed: Annotated[int, typer.Option("--seed", help="Seed for initialisation, batches and noise.")] = 0,
@@ -50,8 +51,8 @@ def train(
     Example: raregraph train sites/site-1 --bundle out/bundle --out out/model --epsilon 8 --state state/site-1
     """
     with cli_errors():
-        if guidance not in ("kg", "none"):
-            raise InputError(f"--guidance must be kg or none, got {guidance!r}")
+        if problem := guidance_problem(guidance, "--guidance"):
+            raise InputError(problem)
         b = load_bundle(bundle, pub)
         cohort, _ = read_site(site, skip_bad_rows=skip_bad_rows, bundle=b)
         try:

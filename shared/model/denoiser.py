@@ -4,6 +4,15 @@ Only layers Opacus can clip per sample: Linear, LayerNorm, Embedding (no BatchNo
 knowledge enters through fixed buffers (no parameters), so DP-SGD needs no custom grad
 sampler.
 
+The per-feature log-SNR shift of disease d, s_d [C] (λ_j(t | d) = λ(t) + γ·s_{d,c(j)}), is
+:meth:`Denoiser.schedule_shift`: the standardized meta-path score z_d with guidance "kg",
+zero with "none", and with "learned" (the fair ablation: no graph at all) a trained
+Embedding(d) → [C], bounded and centred like z: s_d = b·tanh(e_d) − mean_c(b·tanh(e_d)),
+b = :data:`LEARNED_SHIFT_BOUND`, zero at initialisation (so training starts from plain
+diffusion). The learned shift gets its gradient through the noising x_t = α x₀ + σ ε as well
+as through the network, as a learned schedule does (Kingma et al. 2021, Sec. 3.4); being
+centred, it can only move noise between features, never make every feature cleaner.
+
 Per patient (N patients, T windows, C channels, H hidden):
 
 1. windows x_t → [N, T, C]; the propagation step over the bundle's feature graph adds
@@ -64,6 +73,7 @@ class DenoiserConfig:
         return cls(**json.loads(text))
 
 
+LEARNED_SHIFT_BOUND = 3.0  # = the cap of the standardized meta-path score z (kg/metapath.py)
 ABSENT_LOGIT = -3.0  # initial half log-odds of a bit: tanh(−3) ≈ −0.995, i.e. ~0.25 % present
 
 
@@ -92,12 +102,12 @@ class Denoiser(nn.Module):
         if (layout.windows, layout.channels, layout.n_diseases) != (config.windows, config.channels, config.n_diseases):
             raise ValueError("denoiser config does not match the bundle layout (windows, channels, diseases)")
         self.config = config
+        self.gamma = gamma
         c, h = config.channels, config.hidden
         self.register_buffer("propagation_t", torch.from_numpy(layout.propagation.T.copy()))
         null = torch.zeros(1, c)
         self.register_buffer("prior", torch.cat([torch.from_numpy(layout.prior), null]))
         self.register_buffer("frequency", torch.cat([torch.from_numpy(layout.frequency), torch.zeros(1, c, 2)]))
-        self.register_buffer("shift", torch.cat([torch.from_numpy(layout.prior) * gamma, null]))
         self.register_buffer("freqs", torch.arange(1, config.fourier + 1, dtype=torch.float32) * math.pi / 16.0)
         self.register_buffer("window_ids", torch.arange(config.windows))
         binary = torch.from_numpy(layout.binary_dims())
@@ -113,6 +123,7 @@ class Denoiser(nn.Module):
         self.window_out = nn.Linear(h, c)
         self.static_out = nn.Linear(h, 2)
         self.channel_prior = nn.Sequential(nn.Linear(4, 16), nn.SiLU(), nn.Linear(16, 1))
+        self.learned_shift = nn.Embedding(config.n_diseases + 1, c) if layout.guidance == "learned" else None
         self._init_heads(layout)
 
     def _init_heads(self, layout: ModelLayout) -> None:
@@ -130,13 +141,26 @@ class Denoiser(nn.Module):
         bias[layout.binary + layout.labs :] = ABSENT_LOGIT  # lab measured-masks
         with torch.no_grad():
             self.window_out.bias.copy_(bias)
+        if self.learned_shift is not None:
+            nn.init.zeros_(self.learned_shift.weight)
 
     @property
     def null_disease(self) -> int:
         return self.config.n_diseases
 
+    def schedule_shift(self, schedule_disease: torch.Tensor) -> torch.Tensor:
+        """s_d [N, C]: the per-channel log-SNR shift before γ (see the module docstring)."""
+        if self.learned_shift is None:
+            return self.prior[schedule_disease]
+        s = LEARNED_SHIFT_BOUND * torch.tanh(self.learned_shift(schedule_disease))
+        return s - s.mean(dim=1, keepdim=True)
+
+    def dimension_shift(self, shift: torch.Tensor) -> torch.Tensor:
+        """[N, C] per-channel shift → [N, D]: windows repeat it, the static pair has none."""
+        return torch.cat([shift.repeat(1, self.config.windows), shift.new_zeros(shift.shape[0], 2)], dim=1)
+
     def forward(self, x_t: torch.Tensor, logsnr: torch.Tensor, disease: torch.Tensor,
-                schedule_disease: torch.Tensor) -> torch.Tensor:
+                schedule_disease: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
         """Predict x̂₀.
 
         Parameters
@@ -152,19 +176,25 @@ class Denoiser(nn.Module):
         schedule_disease
             [N] int64: the disease whose schedule noised x_t (always known: the noise
             levels are part of the process, not the condition).
+        shift
+            [N, C]: :meth:`schedule_shift` of ``schedule_disease`` when the caller already
+            computed it to noise x_t (training: a learned shift must be computed once per
+            step, or per-patient clipping would see its layer twice); None computes it.
         """
+        if shift is None:
+            shift = self.schedule_shift(schedule_disease)
         if x_t.dim() == 2:
-            return self._forward(x_t[:, None], logsnr[:, None], disease, schedule_disease)[:, 0]
-        return self._forward(x_t, logsnr, disease, schedule_disease)
+            return self._forward(x_t[:, None], logsnr[:, None], disease, shift)[:, 0]
+        return self._forward(x_t, logsnr, disease, shift)
 
     def _forward(self, x_t: torch.Tensor, logsnr: torch.Tensor, disease: torch.Tensor,
-                 schedule_disease: torch.Tensor) -> torch.Tensor:
+                 schedule_shift: torch.Tensor) -> torch.Tensor:
         n, k = x_t.shape[:2]
         cfg = self.config
         t_len, c = cfg.windows, cfg.channels
         win = x_t[..., : t_len * c].reshape(n, k, t_len, c)
         h = self.window_in(torch.cat([win, win @ self.propagation_t], dim=3))  # [N, K, T, H]
-        shift = self.shift[schedule_disease]  # [N, C]
+        shift = self.gamma * schedule_shift  # [N, C]
         prior = self.prior[disease]
         knowledge = self.knowledge_in(torch.cat([prior, shift, torch.tanh(shift)], dim=1))  # [N, H]
         angles = (logsnr / 4.0)[..., None] * self.freqs
@@ -182,8 +212,7 @@ class Denoiser(nn.Module):
         out_win = self.window_out(h) + self.channel_prior(prior_in).reshape(n, k, 1, c)
         f = torch.cat([out_win.reshape(n, k, t_len * c), self.static_out(h.mean(dim=2))], dim=2)
         # per-dimension noise level: windows repeat the channel shift, static dims have none
-        dim_shift = torch.cat([shift.repeat(1, t_len), torch.zeros(n, 2, dtype=shift.dtype)], dim=1)
-        lam = logsnr[..., None] + dim_shift[:, None, :]
+        lam = logsnr[..., None] + self.dimension_shift(shift)[:, None, :]
         alpha2 = torch.sigmoid(lam)
         sigma2 = torch.sigmoid(-lam)
         evidence = (alpha2.sqrt() * x_t / sigma2.clamp_min(1e-6)).clamp(-30.0, 30.0)

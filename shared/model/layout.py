@@ -4,11 +4,12 @@ A patient is one vector x₀ of D = T·C + 2 numbers: for each of the T windows,
 channels (B binary features as ±1 analog bits, L lab values in reference-range units, L lab
 masks as ±1), then sex (±1) and age ((years − 40) / 20).
 
-Knowledge, all from the signed bundle (public), with ``guidance="none"`` all zero so the
-plain model runs the very same code:
+Knowledge, all from the signed bundle (public), with ``guidance="none"`` (and ``"learned"``)
+all zero so the plain model runs the very same code:
 
-- ``shift`` [n_diseases, D]: z_{d,j} of each dimension's vocabulary feature (0 for static);
-- ``prior`` [n_diseases, C]: the same z per channel, the denoiser's prior input;
+- ``prior`` [n_diseases, C]: z_{d,c} of each channel's vocabulary feature, the denoiser's
+  prior input and the knowledge schedule's per-feature shift (windows repeat it, the static
+  pair has none);
 - ``frequency`` [n_diseases, C, 2]: logit of the Orphanet/HPO frequency of each phenotype
   channel and whether one is annotated (public numbers the per-channel prior head reads);
 - ``propagation`` [C, C]: the feature–feature prior graph, symmetric, row-normalized.
@@ -26,8 +27,18 @@ from shared.bundle import StudyBundle
 from shared.tensorize import Layout
 from shared.trajectories import TrajectoryTensors
 
-Guidance = Literal["kg", "none"]
-GUIDANCE: tuple[str, ...] = ("kg", "none")
+Guidance = Literal["kg", "none", "learned"]
+#: kg: knowledge-guided; none: plain diffusion (γ = 0, no graph inputs); learned: no graph
+#: inputs, a per-(disease, feature) log-SNR shift learned from the data (the ablation of
+#: "graph schedule vs learned schedule")
+GUIDANCE: tuple[str, ...] = ("kg", "none", "learned")
+
+
+def guidance_problem(value: str, name: str) -> str | None:
+    """The one-line complaint about a guidance setting ``name`` that is not known, or None."""
+    return None if value in GUIDANCE else f"{name} must be one of {', '.join(GUIDANCE)}, got {value!r}"
+
+
 AGE_CENTER, AGE_SCALE = 40.0, 20.0  # years: maps ages 0–100 to about −2…3
 LAB_BOUND = 10.0  # = tensorize.LAB_CLIP, the x̂₀ clip for lab values
 AGE_BOUND = 4.0  # x̂₀ clip for age: 40 ± 80 years
@@ -41,7 +52,6 @@ class ModelLayout:
     binary: int  # B
     labs: int  # L
     n_diseases: int
-    shift: np.ndarray  # float32 [n_diseases, D]
     prior: np.ndarray  # float32 [n_diseases, C]
     frequency: np.ndarray  # float32 [n_diseases, C, 2]: logit of the annotated frequency, annotated flag
     propagation: np.ndarray  # float32 [C, C]
@@ -58,7 +68,7 @@ class ModelLayout:
 
     @classmethod
     def from_bundle(cls, bundle: StudyBundle, *, guidance: Guidance) -> ModelLayout:
-        """Build the layout; ``guidance="none"`` zeroes every knowledge buffer.
+        """Build the layout; any guidance but ``"kg"`` zeroes every knowledge buffer.
 
         Raises
         ------
@@ -74,10 +84,8 @@ class ModelLayout:
         lab_vocab = np.array([vocab_index[("lab", c)] for c in layout.lab_codes], dtype=np.int64)
         channel_vocab = np.concatenate([binary_vocab, lab_vocab, lab_vocab])  # [C]
         b, l_, t_len = len(binary_vocab), len(lab_vocab), layout.windows
-        c = b + 2 * l_
         z = bundle.combined.astype(np.float32)  # [n_diseases, V]
         prior = z[:, channel_vocab]
-        shift = np.concatenate([np.tile(prior, (1, t_len)), np.zeros((len(z), 2), np.float32)], axis=1)
         propagation = _propagation(bundle, channel_vocab, b, l_)
         annotated = bundle.frequency.astype(np.float64)[:, channel_vocab]  # NaN where not annotated
         annotated[:, b:] = np.nan  # lab channels carry no frequency
@@ -85,12 +93,12 @@ class ModelLayout:
         p = np.clip(np.nan_to_num(annotated, nan=0.5), 0.01, 0.99)
         frequency = np.stack([np.where(known, np.log(p / (1 - p)), 0.0), known.astype(np.float64)], axis=2)
         frequency = frequency.astype(np.float32)
-        if guidance == "none":
-            shift, prior, propagation = np.zeros_like(shift), np.zeros_like(prior), np.zeros_like(propagation)
+        if guidance != "kg":
+            prior, propagation = np.zeros_like(prior), np.zeros_like(propagation)
             frequency = np.zeros_like(frequency)
         clip = np.concatenate([np.tile(np.r_[np.ones(b), np.full(l_, LAB_BOUND), np.ones(l_)], t_len),
                                [1.0, AGE_BOUND]]).astype(np.float32)
-        return cls(windows=t_len, binary=b, labs=l_, n_diseases=len(z), shift=shift, prior=prior,
+        return cls(windows=t_len, binary=b, labs=l_, n_diseases=len(z), prior=prior,
                    frequency=frequency, propagation=propagation, clip=clip, guidance=guidance)
 
     def binary_dims(self) -> np.ndarray:

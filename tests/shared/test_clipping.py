@@ -22,9 +22,9 @@ def bundle(demo_bundle, coordinator_key) -> StudyBundle:
     return StudyBundle.load(demo_bundle, coordinator_key[1])
 
 
-def _setup(bundle, multiplicity):
+def _setup(bundle, multiplicity, guidance="kg"):
     torch.manual_seed(0)
-    model, schedule, tables, layout = build(bundle, guidance="kg", denoiser=SMALL)
+    model, schedule, tables, layout = build(bundle, guidance=guidance, denoiser=SMALL)
     with torch.no_grad():  # untrained heads are zero: give every layer a gradient
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -55,9 +55,10 @@ def _one_by_one(model, losses, clip):
     return total, torch.stack(norms)
 
 
-@pytest.mark.parametrize("multiplicity", [1, 3])
-def test_bookkeeping_equals_clipping_each_patient(bundle, multiplicity) -> None:
-    model, losses = _setup(bundle, multiplicity)
+@pytest.mark.parametrize(("multiplicity", "guidance"), [(1, "kg"), (3, "kg"), (3, "learned")])
+def test_bookkeeping_equals_clipping_each_patient(bundle, multiplicity, guidance) -> None:
+    """Also with the learned schedule, whose shift layer feeds the noising and the network."""
+    model, losses = _setup(bundle, multiplicity, guidance)
     _, norms = _one_by_one(model, losses, clip=1e9)
     clip = float(norms.median())  # about half the patients are clipped
     expected, _ = _one_by_one(model, losses, clip)

@@ -59,14 +59,14 @@ def test_opacus_per_sample_gradients_match_one_by_one(bundle, multiplicity: int)
 
 def test_guidance_none_zeroes_every_knowledge_input(bundle) -> None:
     layout = ModelLayout.from_bundle(bundle, guidance="none")
-    assert not layout.shift.any() and not layout.prior.any() and not layout.propagation.any()
+    assert not layout.prior.any() and not layout.propagation.any()
     kg = ModelLayout.from_bundle(bundle, guidance="kg")
-    assert kg.shift.any() and kg.prior.any() and kg.propagation.any()
+    assert kg.prior.any() and kg.propagation.any()
     np.testing.assert_allclose(np.abs(kg.propagation).sum(axis=1)[np.abs(kg.propagation).sum(axis=1) > 0], 1.0,
                                rtol=1e-5)
     model, schedule, *_ = build(bundle, guidance="none", gamma=3.0)
     assert schedule.config.gamma == 0.0
-    assert not model.shift.any() and not model.prior.any()
+    assert not model.prior.any() and not model.schedule_shift(torch.arange(3)).any()
 
 
 def test_plain_and_guided_share_one_architecture(bundle) -> None:
@@ -74,13 +74,32 @@ def test_plain_and_guided_share_one_architecture(bundle) -> None:
     plain, *_ = build(bundle, guidance="none", denoiser=SMALL)
     assert [n for n, _ in kg.named_parameters()] == [n for n, _ in plain.named_parameters()]
     plain.load_state_dict({k: v for k, v in kg.state_dict().items()
-                           if k not in ("prior", "shift", "propagation_t")}, strict=False)
+                           if k not in ("prior", "propagation_t")}, strict=False)
     x = torch.randn(2, ModelLayout.from_bundle(bundle, guidance="none").dim)
     d = torch.tensor([1, 2])
     with torch.no_grad():
-        for buffer in ("prior", "shift", "propagation_t"):
+        for buffer in ("prior", "propagation_t"):
             getattr(kg, buffer).zero_()
         torch.testing.assert_close(kg(x, torch.zeros(2), d, d), plain(x, torch.zeros(2), d, d))
+
+
+def test_learned_schedule_starts_plain_stays_centred_and_bounded_and_learns_through_the_noising(bundle) -> None:
+    from shared.model.denoiser import LEARNED_SHIFT_BOUND
+
+    model, schedule, tables, layout = build(bundle, guidance="learned", denoiser=SMALL)
+    assert schedule.config.gamma == 1.0 and not layout.prior.any() and not layout.propagation.any()
+    d = torch.arange(layout.n_diseases)
+    assert not model.schedule_shift(d).any()  # initialised to plain diffusion
+    with torch.no_grad():
+        model.learned_shift.weight.normal_(0.0, 5.0)
+    s = model.schedule_shift(d)
+    torch.testing.assert_close(s.mean(dim=1), torch.zeros(len(d)), atol=1e-5, rtol=0)
+    assert s.abs().max() <= 2 * LEARNED_SHIFT_BOUND and s.abs().max() > 1.0
+    x0 = torch.sign(torch.randn(4, layout.dim))
+    loss = per_sample_loss(model, schedule, tables, x0, d[:4], cond_drop=0.0, generator=torch.Generator().manual_seed(0))
+    loss.sum().backward()
+    grad = model.learned_shift.weight.grad
+    assert grad[:4].abs().sum() > 0 and not grad[4:].any()  # only the diseases in the batch
 
 
 def test_binary_outputs_are_within_plus_minus_one_and_continuous_follow_x_at_low_noise(bundle) -> None:

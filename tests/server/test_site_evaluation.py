@@ -1,0 +1,38 @@
+"""The coordinator keeps only numbers from a site's evaluation reply, and pools them by patients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from client.suite import match_disease_mix
+from server.site_evaluation import flatten, numbers_only, pooled
+from shared.prior_sampler import PriorSampler
+from shared.bundle import StudyBundle
+
+
+def test_numbers_only_finds_the_first_leaf_that_is_not_a_number() -> None:
+    assert numbers_only({"a": 1, "b": {"c": 0.5, "d": None, "e": True, "f": [1, 2.0]}}) is None
+    assert numbers_only({"a": 1, "b": {"c": "Smith, John"}}) == "b.c"
+    assert numbers_only({"a": [1, {"x": "row"}]}) == "a[1].x"
+    assert numbers_only("text") == "(top)"
+
+
+def test_pooled_is_the_patient_weighted_mean_of_numbers_every_site_gives() -> None:
+    reports = {"a": {"counts": {"real": 100}, "fidelity": {"mmd2": 0.1, "only_a": 3.0}, "flag": True},
+               "b": {"counts": {"real": 300}, "fidelity": {"mmd2": 0.3, "lab": None}}}
+    assert flatten(reports["a"]) == {"counts.real": 100.0, "fidelity.mmd2": 0.1, "fidelity.only_a": 3.0}
+    out = pooled(reports)
+    assert set(out) == {"counts.real", "fidelity.mmd2"}
+    assert out["fidelity.mmd2"] == pytest.approx((0.1 * 100 + 0.3 * 300) / 400)
+
+
+def test_the_sample_is_cut_to_the_site_disease_mix(demo_bundle, coordinator_key) -> None:
+    bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
+    synthetic = PriorSampler().sample(bundle, 400, seed=0)
+    real = np.array([0] * 5 + [2] * 3 + [7] * 1000)  # more of disease 7 than the sample has
+    matched = match_disease_mix(synthetic, real, seed=1)
+    counts = np.bincount(matched.disease, minlength=8)
+    assert counts[0] == 5 and counts[2] == 3 and counts[7] == np.sum(synthetic.disease == 7)
+    assert counts[[1, 3, 4, 5, 6]].sum() == 0
+    assert len(np.unique(matched.person_id)) == matched.n  # drawn without replacement
