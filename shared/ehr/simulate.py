@@ -15,7 +15,11 @@ generating process verbatim:
 - labs move out of range in the graph's direction only while a linked phenotype or
   adverse event is truly present, recorded or not;
 - comorbidities, co-medications and sites' recording habits that the graph knows
-  nothing about are added on top.
+  nothing about are added on top;
+- a term only one sex can have (:mod:`shared.evaluation.sex_terms`, e.g. absent vas
+  deferens, abnormal menstrual cycle) is never drawn for a patient of the other sex, as a
+  phenotype or as an adverse event; for the right sex its probability is left as it is
+  (an annotated frequency of such a term describes the patients who can have it).
 
 Everything is drawn from one seed; site k's stream does not depend on how many sites
 are simulated (``SeedSequence.spawn`` keys children by position).
@@ -36,6 +40,7 @@ from shared.atomic import atomic_dir
 from shared.bundle import StudyBundle
 from shared.ehr.cohort import Cohort
 from shared.ehr.omop_tables import FORMATS, write_omop
+from shared.evaluation.sex_terms import FEMALE_SPECIFIC, MALE_SPECIFIC
 
 PHENOTYPE_TABLES = ("observation", "condition_occurrence")
 MAX_PATIENTS = 999_999  # person id = site * 1_000_000 + i, i in [1, MAX_PATIENTS]
@@ -197,6 +202,12 @@ def knowledge_from_bundle(bundle: StudyBundle) -> SimulationKnowledge:
     )
 
 
+def _sex_specific(codes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """bool [len(codes)] each: (female-only, male-only) HPO terms of :mod:`shared.evaluation.sex_terms`."""
+    a = np.asarray(codes, dtype=object)
+    return np.isin(a, list(FEMALE_SPECIFIC)), np.isin(a, list(MALE_SPECIFIC))
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)
     a.flags.writeable = False
@@ -245,15 +256,20 @@ class SimulationTruth:
     lab_links: tuple[tuple[tuple[int, int], ...], ...] = ()  # per lab: ((hp index, direction), ...)
 
     def marginal_probability(self) -> np.ndarray:
-        """float64 [D, H]: population probability, averaged over severity and sex."""
+        """float64 [D, H]: population probability, averaged over severity and sex.
+
+        A sex-specific term counts only in its own sex (the other contributes 0).
+        """
         x, w = np.polynomial.hermite_e.hermegauss(24)
         w = w / w.sum()
         out = np.zeros_like(self.logit)
+        female_only, male_only = _sex_specific(self.hp_codes)
         for d, prof in enumerate(self.profiles):
-            for share, shift in ((prof.male_share, prof.male_severity), (1 - prof.male_share, 0.0)):
+            for share, shift, impossible in ((prof.male_share, prof.male_severity, female_only),
+                                             (1 - prof.male_share, 0.0, male_only)):
                 s = x + shift
                 p = _sigmoid(self.logit[d][:, None] + self.severity_loading[d][:, None] * s[None, :])
-                out[d] += share * (p @ w)
+                out[d] += share * np.where(impossible, 0.0, p @ w)
         return out
 
     def to_json(self) -> dict:
@@ -572,7 +588,14 @@ def _simulate_site(profile: SiteProfile, rng: np.random.Generator) -> Cohort:
     keep = eday <= end[ep]
     hp_codes = np.array(t.hp_codes, dtype=object)
     rp, rh, day = np.concatenate([rp, ep[keep]]), np.concatenate([rh, eh[keep]]), np.concatenate([day, eday[keep]])
-    blocks.append(_frame(pid[rp], day, hp_codes[rh], "phenotype"))
+    # A term only the other sex can have never occurs: it is dropped here, after every draw
+    # that depends on how many terms there are, so all other random numbers (and events)
+    # are exactly what they would be without the rule; it moves no lab either.
+    female_only, male_only = _sex_specific(t.hp_codes)
+    possible = ~np.where(male[:, None], female_only[None, :], male_only[None, :])  # [n, H]
+    onset = np.where(possible, onset, _NEVER)
+    ok = possible[rp, rh]
+    blocks.append(_frame(pid[rp[ok]], day[ok], hp_codes[rh[ok]], "phenotype"))
 
     # --- study drugs: 0–2 indicated drugs, started 0–365 days after the index date ----
     drug_p, drug_k, drug_start = [], [], []
@@ -614,11 +637,12 @@ def _simulate_site(profile: SiteProfile, rng: np.random.Generator) -> Cohort:
     a_on = ds[r] + 1 + np.minimum(rng.exponential(45.0, r.size), de[r] - ds[r]).astype(np.int64)
     ok = a_on <= end[dp[r]]
     r, ah, a_on = r[ok], ah[ok], a_on[ok]
+    real = possible[dp[r], ah]  # nor as an adverse event (dropped after the draws, as above)
     ae_on = np.full((n, n_hp), _NEVER)
     ae_stop = np.full((n, n_hp), -_NEVER)
-    np.minimum.at(ae_on, (dp[r], ah), a_on)
-    np.maximum.at(ae_stop, (dp[r], ah), de[r] + 60)  # resolves ~2 months after stopping
-    rec = rng.random(r.size) < profile.phenotype_completeness
+    np.minimum.at(ae_on, (dp[r[real]], ah[real]), a_on[real])
+    np.maximum.at(ae_stop, (dp[r[real]], ah[real]), de[r[real]] + 60)  # resolves ~2 months after stopping
+    rec = (rng.random(r.size) < profile.phenotype_completeness) & real
     # Truth label "adverse_event"; in the OMOP files they are HP codes in observation.
     blocks.append(_frame(pid[dp[r[rec]]], a_on[rec], hp_codes[ah[rec]], "adverse_event"))
 

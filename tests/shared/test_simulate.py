@@ -19,6 +19,7 @@ from shared.ehr.simulate import (
     write_consortium,
 )
 from shared.errors import OutputExistsError
+from shared.evaluation.sex_terms import FEMALE_SPECIFIC, MALE_SPECIFIC
 
 SEED = 11
 TABLES = ("person", "condition_occurrence", "observation", "drug_exposure", "measurement")
@@ -216,6 +217,38 @@ def test_sex_effect_on_haemoglobin(pooled) -> None:
 
 
 # --- realism against the graph ------------------------------------------------------
+
+
+def _wrong_sex_events(consortium) -> pd.DataFrame:
+    """Events with a term only the other sex can have (any domain), with the patient's sex."""
+    rows = []
+    for _, c in consortium:
+        e = c.events.merge(c.persons[["person_id", "sex"]], on="person_id")
+        rows.append(e[((e["sex"] == "M") & e["code"].isin(FEMALE_SPECIFIC))
+                      | ((e["sex"] == "F") & e["code"].isin(MALE_SPECIFIC))])
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_sex_specific_terms_only_in_their_own_sex(knowledge, consortium, monkeypatch) -> None:
+    assert _wrong_sex_events(consortium).empty
+    persons, events = (pd.concat([getattr(c, k) for _, c in consortium], ignore_index=True)
+                       for k in ("persons", "events"))
+    right = events.merge(persons, on="person_id")
+    right = right[((right["sex"] == "M") & right["code"].isin(MALE_SPECIFIC))
+                  | ((right["sex"] == "F") & right["code"].isin(FEMALE_SPECIFIC))]
+    assert right["person_id"].nunique() >= 10  # the terms still occur where they can
+    # Without the rule (every term possible for both sexes) the same seed puts them on the
+    # other sex too, and the rule removes exactly those events and nothing else.
+    monkeypatch.setattr(simulate, "_sex_specific", lambda codes: (np.zeros(len(codes), bool),) * 2)
+    unruled = simulate_consortium(knowledge, sites=8, seed=SEED)
+    wrong = _wrong_sex_events(unruled)
+    assert wrong["person_id"].nunique() >= 10
+    for (_, fixed), (_, old) in zip(consortium, unruled):
+        pd.testing.assert_frame_equal(fixed.persons, old.persons)
+        sex = old.events["person_id"].map(old.persons.set_index("person_id")["sex"])
+        code = old.events["code"]
+        bad = ((sex == "M") & code.isin(FEMALE_SPECIFIC)) | ((sex == "F") & code.isin(MALE_SPECIFIC))
+        pd.testing.assert_frame_equal(fixed.events, old.events[~bad].reset_index(drop=True))
 
 
 def test_frequency_and_prevalence_correlate_but_not_perfectly(knowledge, pooled) -> None:
