@@ -12,7 +12,8 @@ leave (DESIGN.md, "Data flow", step 4).
 4. The suite runs: fidelity and plausibility always; utility (TSTR vs TRTR) and the
    membership, DOMIAS and attribute-disclosure attacks need held-out patients.
 
-What leaves is the suite's dict of aggregate numbers (MMD², R², AUROCs, shares, counts). They
+What leaves is the suite's dict of aggregate numbers (MMD², R², AUROCs, shares, counts; its
+text leaves are dropped first, :func:`shared.evaluation.numbers.drop_text`). They
 are computed on real patients without noise, so they are *not* covered by the site's ε; the
 node config ``eval-suite = false`` declines (the reply then says so and carries no number).
 """
@@ -27,6 +28,7 @@ import numpy as np
 from client import bundle_cache
 from client.config import NodeConfig
 from client.training import read_tensors
+from shared.evaluation.numbers import drop_text
 from shared.evaluation.report import evaluate
 from shared.tensorize import Layout
 from shared.trajectories import TrajectoryTensors
@@ -72,7 +74,7 @@ def evaluate_sample(node: NodeConfig, request: SuiteRequest) -> dict:
     matched = match_disease_mix(synthetic, real.disease, seed=request.seed)
     if matched.n < 2:
         raise ValueError(f"only {matched.n} synthetic patients match this site's diseases")
-    metrics = evaluate(real, matched, holdout=holdout, seed=request.seed, bundle=bundle)
+    metrics = drop_text(evaluate(real, matched, holdout=holdout, seed=request.seed, bundle=bundle))
     log.info("site %s evaluated %d synthetic patients of run %s against %d training and %s held-out patients "
              "(aggregate numbers, not covered by ε)", node.site_id, matched.n, request.run_id, real.n,
              holdout.n if holdout is not None else "no")

@@ -63,7 +63,11 @@ def split_patients(cohort: Cohort, *, share: float, seed: int) -> tuple[Cohort, 
     """(training, held-out) by person, at random."""
     rng = np.random.default_rng(seed)
     ids = cohort.persons["person_id"].to_numpy()
-    held = set(rng.choice(ids, size=max(1, int(round(share * len(ids)))), replace=False).tolist())
+    return partition(cohort, set(rng.choice(ids, size=max(1, int(round(share * len(ids)))), replace=False).tolist()))
+
+
+def partition(cohort: Cohort, held: set[int]) -> tuple[Cohort, Cohort]:
+    """(patients not in ``held``, patients in ``held``), each with all their events."""
     parts = []
     for keep in (lambda i: i not in held, lambda i: i in held):
         mask_p = cohort.persons["person_id"].map(keep).to_numpy(dtype=bool)

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
@@ -31,6 +29,7 @@ from flwr.serverapp import Grid
 from shared import protocol as P
 from shared.atomic import write_bytes_atomic
 from shared.bundle import StudyBundle
+from shared.evaluation.numbers import flatten, numbers_only
 from shared.evaluation.report import EVALUATION_DIR, write_report
 from shared.generation import DEFAULT_SAMPLER_STEPS, generate_tensors
 from shared.model.checkpoint import TrainedModel
@@ -43,33 +42,6 @@ HEADLINE = ("counts.real", "counts.holdout", "counts.synthetic", "fidelity.mmd2"
             "plausibility.phenotype_pairs_supported", "privacy.dcr_membership_auroc", "privacy.domias_auroc",
             "privacy.attribute_disclosure_gap", "privacy.exact_copy_share", "utility.disease_auroc_tstr",
             "utility.disease_auroc_trtr")
-
-
-def numbers_only(value: Any, path: str = "") -> str | None:
-    """The first path in ``value`` whose leaf is not a number, boolean or null, or None."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if (bad := numbers_only(v, f"{path}.{k}" if path else str(k))) is not None:
-                return bad
-        return None
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            if (bad := numbers_only(v, f"{path}[{i}]")) is not None:
-                return bad
-        return None
-    return None if value is None or isinstance(value, (bool, int, float)) else path or "(top)"
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, float]:
-    """Dotted path → number for every finite numeric leaf (lists and booleans skipped)."""
-    if isinstance(value, dict):
-        out: dict[str, float] = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return {prefix: float(value)}
-    return {}
 
 
 def pooled(reports: dict[str, dict]) -> dict[str, float]:

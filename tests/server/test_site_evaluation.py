@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from client.suite import match_disease_mix
-from server.site_evaluation import flatten, numbers_only, pooled
+from server.site_evaluation import pooled
+from shared.evaluation.numbers import drop_text, flatten, numbers_only
 from shared.prior_sampler import PriorSampler
 from shared.bundle import StudyBundle
 
@@ -36,3 +37,17 @@ def test_the_sample_is_cut_to_the_site_disease_mix(demo_bundle, coordinator_key)
     assert counts[0] == 5 and counts[2] == 3 and counts[7] == np.sum(synthetic.disease == 7)
     assert counts[[1, 3, 4, 5, 6]].sum() == 0
     assert len(np.unique(matched.person_id)) == matched.n  # drawn without replacement
+
+
+def test_what_a_site_sends_passes_the_coordinator_check(demo_bundle, coordinator_key) -> None:
+    """The suite names the phenotypes of its onset task in a text list: the site drops text
+    before sending, and the rest is numbers the coordinator accepts."""
+    from shared.evaluation.report import evaluate
+
+    bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
+    real, synth, held = (PriorSampler().sample(bundle, n, seed=s) for n, s in ((160, 0), (160, 1), (80, 2)))
+    metrics = evaluate(real, synth, holdout=held, seed=0, bundle=bundle)
+    assert numbers_only(metrics) is not None  # the raw suite holds text
+    sent = drop_text(metrics)
+    assert numbers_only(sent) is None
+    assert flatten(sent) == flatten(metrics)  # no number is lost

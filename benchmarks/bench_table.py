@@ -1,0 +1,293 @@
+"""The issue-6 table: every method, every metric, at equal per-site privacy, across seeds.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_table.py run --sites 3 --epsilons 1,4,10,nodp --seeds 0,1,2
+    .venv/bin/python benchmarks/bench_table.py report            # Markdown tables + the PNG plot
+
+``run`` appends one JSON line per (sites, seed, method, ε) to ``--results`` and skips the
+lines already there, so a long grid can be run in pieces (and a killed run loses one cell).
+
+Harness, the same for every method:
+
+- a simulated consortium (``--sites`` hospitals, 30–300 patients each, the demo study),
+  20 % of every site held out and never trained on;
+- each method is fitted on the sites' training patients at the same per-site (ε, δ = 1e-5);
+- it then draws ``POOL_PER_DISEASE`` patients of every study disease, and each site measures
+  that pool, cut to its own disease mix (:func:`client.suite.match_disease_mix`), against its
+  training and held-out patients with the full suite (:func:`shared.evaluation.evaluate`):
+  the federated evaluation protocol of the product, run in-process. A cell is the mean
+  over sites; the table gives mean ± sd over seeds.
+
+Methods:
+
+- ``kg``: ours — knowledge-guided diffusion, the coordinator's public-prior pretraining,
+  Flower simulation engine, the real ClientApp with DP-SGD at every site;
+- ``none``: plain diffusion, same network and federation, γ = 0 and no graph inputs;
+- ``learned``: a per-(disease, feature) schedule shift learned from the data, no graph;
+- ``dpgan``: a conditional GAN on the same vectors, DP-SGD on the discriminator, FedAvg
+  (:mod:`shared.baselines.dpgan`, an in-process federation with the same rounds);
+- ``marginals``: independent per-disease marginals, one Gaussian release per site
+  (:mod:`shared.baselines.marginals`);
+- ``prior``: patients from the graph's priors alone (:mod:`shared.prior_sampler`; no patient
+  data, so ε does not apply and the row repeats at every ε).
+
+"no DP" trains the same steps without clipping or noise (benchmark-only switch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.bench_dp_quality import nonprivate_client  # noqa: E402
+from benchmarks.bench_quality import bundle_in  # noqa: E402
+from client.suite import match_disease_mix  # noqa: E402
+from raregraph.demo import HOLDOUT_SHARE, split_patients  # noqa: E402
+from raregraph.federate import run_simulated, site_nodes  # noqa: E402
+from server.config import RunConfig  # noqa: E402
+from shared.evaluation.numbers import flatten  # noqa: E402
+from shared.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402
+from shared.ehr.omop_tables import write_omop  # noqa: E402
+from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium  # noqa: E402
+from shared.evaluation.report import evaluate  # noqa: E402
+from shared.generation import DEFAULT_SAMPLER_STEPS, generate_tensors  # noqa: E402
+from shared.model.checkpoint import load_model  # noqa: E402
+from shared.prior_sampler import PriorSampler  # noqa: E402
+from shared.tensorize import tensorize  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "table.jsonl"
+PLOT = ROOT / "benchmarks" / "results" / "fidelity_vs_epsilon.png"
+POOL_PER_DISEASE = 150  # more than any simulated site has of one disease
+DELTA = 1e-5
+METHODS = ("kg", "none", "learned", "dpgan", "marginals", "prior")
+LABELS = {"kg": "ours: KG-guided diffusion", "none": "plain diffusion", "learned": "learned schedule (no graph)",
+          "dpgan": "DP-GAN", "marginals": "independent marginals", "prior": "graph priors only"}
+#: (column, dotted key in the suite's dict, format, better)
+COLUMNS = (
+    ("MMD²_u", "fidelity.mmd2", ".4f", "↓"),
+    ("prevalence R²", "fidelity.prevalence_r2_identity", ".2f", "↑"),
+    ("co-occurrence R²", "fidelity.cooccurrence_r2_identity", ".2f", "↑"),
+    ("transition R²", "fidelity.transition_r2_identity", ".2f", "↑"),
+    ("discriminator AUROC", "fidelity.discriminator_auroc", ".2f", "→0.5"),
+    ("TSTR/TRTR disease", "utility.disease_auroc_ratio", ".2f", "↑"),
+    ("TSTR/TRTR drug→AE", "utility.drug_adverse_event_auroc_ratio", ".2f", "↑"),
+    ("DCR MIA AUROC", "privacy.dcr_membership_auroc", ".3f", "→0.5"),
+    ("DOMIAS AUROC", "privacy.domias_auroc", ".3f", "→0.5"),
+    ("attr. disclosure gap", "privacy.attribute_disclosure_gap", ".3f", "→0"),
+    ("exact copies", "privacy.exact_copy_share", ".3f", "0"),
+    ("pheno pairs supported", "plausibility.phenotype_pairs_supported", ".3f", "↑"),
+)
+
+
+def consortium(tmp: Path, bundle, *, sites: int, seed: int) -> list[dict]:
+    out = []
+    for profile, cohort in simulate_consortium(knowledge_from_bundle(bundle), sites=sites, seed=seed):
+        name = f"site-{profile.site}"
+        train, held = split_patients(cohort, share=HOLDOUT_SHARE, seed=seed + profile.site)
+        write_omop(train, tmp / "sites" / name)
+        out.append({"name": name, "folder": tmp / "sites" / name, "train": tensorize(train, bundle)[0],
+                    "holdout": tensorize(held, bundle)[0]})
+    return out
+
+
+def pool_conditions(bundle) -> np.ndarray:
+    return np.repeat(np.arange(len(bundle.diseases)), POOL_PER_DISEASE)
+
+
+def fit_diffusion(guidance: str, tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int, args):
+    label = f"{guidance}-{epsilon}-{seed}"
+    pub = next(tmp.glob("*.pub"))
+    nodes = site_nodes([s["folder"] for s in sites], state_root=tmp / label / "state", pub=pub,
+                       epsilon=epsilon or 1.0, delta=DELTA, clip_norm=DEFAULT_CLIP_NORM, batch_size=32,
+                       noise_multiplicity=2)
+    run = RunConfig(run_dir=tmp / label, bundle_path=tmp / "bundle", bundle_pub=pub, rounds=args.rounds,
+                    local_steps=args.local_steps, guidance=guidance, seed=seed, min_sites=len(sites),
+                    eval_per_disease=0)
+    run_simulated(run, nodes, show_progress=False, client_app=nonprivate_client(nodes) if epsilon is None else None)
+    model = load_model(tmp / label / "model", bundle)
+    return generate_tensors(model, bundle, n=len(pool_conditions(bundle)), disease=None, seed=seed,
+                            steps=DEFAULT_SAMPLER_STEPS, guidance_scale=1.0, eta=0.0, conditions=pool_conditions(bundle))
+
+
+def fit_marginals(bundle, sites: list[dict], *, epsilon, seed: int):
+    from shared.baselines import marginals
+
+    rng = np.random.default_rng(seed)
+    releases = [marginals.release_site(s["train"], len(bundle.diseases), epsilon=epsilon, delta=DELTA,
+                                       generator=np.random.default_rng(rng.integers(2**63))) for s in sites]
+    return marginals.fit(releases).sample(pool_conditions(bundle), seed=seed)
+
+
+def fit_dpgan(bundle, sites: list[dict], *, epsilon, seed: int, args):
+    from shared.baselines import dpgan
+
+    gan = dpgan.train_federated([s["train"] for s in sites], bundle, epsilon=epsilon, delta=DELTA,
+                                rounds=args.rounds, local_steps=args.local_steps, seed=seed)
+    return gan.sample(pool_conditions(bundle), seed=seed)
+
+
+def fit_prior(bundle, *, seed: int):
+    return PriorSampler().sample(bundle, len(pool_conditions(bundle)), seed=seed)
+
+
+def measure(pool, bundle, sites: list[dict], *, seed: int) -> list[dict]:
+    keys = [key for _, key, _, _ in COLUMNS]
+    per_site = []
+    for s in sites:
+        synth = match_disease_mix(pool, s["train"].disease, seed=seed)
+        flat = flatten(evaluate(s["train"], synth, holdout=s["holdout"], seed=seed, bundle=bundle))
+        per_site.append({"site": s["name"], "patients": s["train"].n, **{k: flat.get(k) for k in keys}})
+    return per_site
+
+
+def run_grid(args) -> None:
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if args.results.is_file():
+        for line in args.results.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["sites"], r["seed"], r["method"], r["epsilon"], r["rounds"], r["local_steps"]))
+    epsilons = [None if e == "nodp" else float(e) for e in args.epsilons.split(",")]
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        todo = [(m, e) for m in args.methods.split(",") for e in epsilons
+                if (args.sites, seed, m, e, args.rounds, args.local_steps) not in done]
+        if not todo:
+            continue
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            bundle = bundle_in(tmp)
+            sites = consortium(tmp, bundle, sites=args.sites, seed=seed)
+            for method, epsilon in todo:
+                started = time.perf_counter()
+                if method in ("kg", "none", "learned"):
+                    pool = fit_diffusion(method, tmp, bundle, sites, epsilon=epsilon, seed=seed, args=args)
+                elif method == "marginals":
+                    pool = fit_marginals(bundle, sites, epsilon=epsilon, seed=seed)
+                elif method == "dpgan":
+                    pool = fit_dpgan(bundle, sites, epsilon=epsilon, seed=seed, args=args)
+                elif method == "prior":
+                    pool = fit_prior(bundle, seed=seed)
+                else:
+                    raise SystemExit(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+                fit_seconds = time.perf_counter() - started
+                per_site = measure(pool, bundle, sites, seed=seed)
+                row = {"sites": args.sites, "seed": seed, "method": method, "epsilon": epsilon,
+                       "rounds": args.rounds, "local_steps": args.local_steps, "fit_seconds": round(fit_seconds, 1),
+                       "patients": [s["patients"] for s in per_site], "per_site": per_site}
+                with args.results.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{args.sites} sites, seed {seed}, {method}, ε={epsilon}: "
+                      f"MMD² {np.mean([s['fidelity.mmd2'] for s in per_site]):.4f}, {fit_seconds:.0f} s",
+                      file=sys.stderr, flush=True)
+
+
+def site_mean(row: dict, key: str) -> float | None:
+    values = [s[key] for s in row["per_site"] if s.get(key) is not None]
+    return statistics.mean(values) if values else None
+
+
+def cell(values: list[float], fmt: str) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:{fmt}}"
+    return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
+
+
+def report(args) -> None:
+    rows = [json.loads(line) for line in args.results.read_text().splitlines()]
+    for n_sites in sorted({r["sites"] for r in rows}):
+        mine = [r for r in rows if r["sites"] == n_sites]
+        seeds = sorted({r["seed"] for r in mine})
+        settings = sorted({(r["rounds"], r["local_steps"]) for r in mine})
+        print(f"\n**{n_sites} sites** (seeds {', '.join(map(str, seeds))}; "
+              f"{', '.join(f'{a} rounds × {b} local steps' for a, b in settings)}; δ = 1e-5 per site; "
+              "mean over sites, then mean ± sd over seeds)\n")
+        print("| method | ε | " + " | ".join(f"{c} {b}" for c, _, _, b in COLUMNS) + " |")
+        print("|---|---:|" + "---:|" * len(COLUMNS))
+        eps_order = sorted({r["epsilon"] for r in mine}, key=lambda e: float("inf") if e is None else e)
+        for method in METHODS:
+            for eps in eps_order:
+                cell_rows = [r for r in mine if r["method"] == method and r["epsilon"] == eps]
+                if not cell_rows:
+                    continue
+                cells = [cell([v for r in cell_rows if (v := site_mean(r, key)) is not None], fmt)
+                         for _, key, fmt, _ in COLUMNS]
+                label = "no DP" if eps is None else f"{eps:g}"
+                print(f"| {LABELS[method]} | {label} | " + " | ".join(cells) + f" |  <!-- n={len(cell_rows)} -->")
+    plot(rows, args.plot)
+    print(f"\nplot: {args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot}")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    site_counts = sorted({r["sites"] for r in rows})
+    panels = (("fidelity.mmd2", "MMD²_u (lower is better)", True), ("fidelity.prevalence_r2_identity",
+                                                                     "prevalence R² (higher is better)", False))
+    fig, axes = plt.subplots(len(site_counts), 2, figsize=(11, 3.6 * len(site_counts)), squeeze=False)
+    ticks = [1.0, 4.0, 10.0, 30.0]
+    for i, n_sites in enumerate(site_counts):
+        for j, (key, title, log) in enumerate(panels):
+            ax = axes[i][j]
+            for method in METHODS:
+                xs, ys, es = [], [], []
+                for eps, x in zip((1.0, 4.0, 10.0, None), ticks):
+                    vals = [v for r in rows if r["sites"] == n_sites and r["method"] == method and r["epsilon"] == eps
+                            and (v := site_mean(r, key)) is not None]
+                    if vals:
+                        xs.append(x)
+                        ys.append(statistics.mean(vals))
+                        es.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+                if xs:
+                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=LABELS[method])
+            ax.set_xscale("log")
+            ax.set_xticks(ticks, ["1", "4", "10", "no DP"])
+            ax.minorticks_off()
+            if log:
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(-1.0, 1.0)
+            ax.set_xlabel("ε per site")
+            ax.set_title(f"{n_sites} sites: {title}", fontsize=10)
+            ax.grid(alpha=0.3)
+    axes[0][1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="fit, sample and measure; append to --results")
+    r.add_argument("--sites", type=int, default=3)
+    r.add_argument("--epsilons", default="1,4,10,nodp")
+    r.add_argument("--seeds", default="0,1,2")
+    r.add_argument("--methods", default=",".join(METHODS))
+    r.add_argument("--rounds", type=int, default=5)
+    r.add_argument("--local-steps", type=int, default=40)
+    r.add_argument("--results", type=Path, default=RESULTS)
+    p = sub.add_parser("report", help="print the Markdown tables and write the plot")
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--plot", type=Path, default=PLOT)
+    args = parser.parse_args()
+    (run_grid if args.command == "run" else report)(args)
+
+
+if __name__ == "__main__":
+    main()
