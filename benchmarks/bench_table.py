@@ -30,7 +30,7 @@ Methods:
 - ``marginals``: independent per-disease marginals, one Gaussian release per site
   (:mod:`shared.baselines.marginals`);
 - ``prior``: patients from the graph's priors alone (:mod:`shared.prior_sampler`; no patient
-  data, so ε does not apply and the row repeats at every ε).
+  data, so ε does not apply: one row, drawn flat across ε in the plot).
 
 "no DP" trains the same steps without clipping or noise (benchmark-only switch).
 """
@@ -161,7 +161,8 @@ def run_grid(args) -> None:
     epsilons = [None if e == "nodp" else float(e) for e in args.epsilons.split(",")]
     for seed in [int(s) for s in args.seeds.split(",")]:
         todo = [(m, e) for m in args.methods.split(",") for e in epsilons
-                if (args.sites, seed, m, e, args.rounds, args.local_steps) not in done]
+                if (args.sites, seed, m, e, args.rounds, args.local_steps) not in done
+                and (m != "prior" or e is None)]  # the prior sampler sees no data: one row, any ε
         if not todo:
             continue
         with tempfile.TemporaryDirectory() as tmp_name:
@@ -218,13 +219,13 @@ def report(args) -> None:
         print("|---|---:|" + "---:|" * len(COLUMNS))
         eps_order = sorted({r["epsilon"] for r in mine}, key=lambda e: float("inf") if e is None else e)
         for method in METHODS:
-            for eps in eps_order:
+            for eps in ([None] if method == "prior" else eps_order):
                 cell_rows = [r for r in mine if r["method"] == method and r["epsilon"] == eps]
                 if not cell_rows:
                     continue
                 cells = [cell([v for r in cell_rows if (v := site_mean(r, key)) is not None], fmt)
                          for _, key, fmt, _ in COLUMNS]
-                label = "no DP" if eps is None else f"{eps:g}"
+                label = "any (no data)" if method == "prior" else "no DP" if eps is None else f"{eps:g}"
                 print(f"| {LABELS[method]} | {label} | " + " | ".join(cells) + f" |  <!-- n={len(cell_rows)} -->")
     plot(rows, args.plot)
     print(f"\nplot: {args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot}")
@@ -247,8 +248,9 @@ def plot(rows: list[dict], path: Path) -> None:
             for method in METHODS:
                 xs, ys, es = [], [], []
                 for eps, x in zip((1.0, 4.0, 10.0, None), ticks):
-                    vals = [v for r in rows if r["sites"] == n_sites and r["method"] == method and r["epsilon"] == eps
-                            and (v := site_mean(r, key)) is not None]
+                    want = None if method == "prior" else eps  # one prior row, drawn at every ε
+                    vals = [v for r in rows if r["sites"] == n_sites and r["method"] == method
+                            and r["epsilon"] == want and (v := site_mean(r, key)) is not None]
                     if vals:
                         xs.append(x)
                         ys.append(statistics.mean(vals))
