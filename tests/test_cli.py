@@ -150,11 +150,11 @@ def test_demo_runs_end_to_end(tmp_path) -> None:
     text = " ".join(stdout.split())  # rich wraps at the runner's 80 columns
     assert "verified with" in text and "ORPHA:355" in text and "Imiglucerase" in text
     assert (out / "kg" / "manifest.json").is_file() and (out / "bundle" / "manifest.sig").is_file()
-    assert "MMD²_u" in text and "federated DP model" in text and "demo finished in" in text
+    assert "pooled" in text and "site reports" in text and "demo finished in" in text  # the federated evaluation table
     assert "chains and signatures verify" in text
     for path in ("sites/site-1", "sites/site-2/person.parquet", "holdout/site-1/person.csv", "run/model/weights.pt",
-                 "run/privacy.json", "synthetic/data_card.json", "report/site-1/metrics.json",
-                 "report/site-2/report.md", "audit/report.html", "audit/audit.json", "run/ledger/site-1.jsonl",
+                 "run/privacy.json", "synthetic/data_card.json", "run/evaluation/site-1/metrics.json", "run/evaluation/summary.json",
+                 "run/evaluation/site-2/report.md", "audit/report.html", "audit/audit.json", "run/ledger/site-1.jsonl",
                  "run/site-keys/site-2.pub"):
         assert (out / path).exists(), path
     code, _, _ = run("bundle", "verify", out / "bundle", "--pub", out / "keys" / "coordinator.pub")

@@ -77,7 +77,7 @@ def test_train_refuses_a_bad_guidance_and_warns_without_a_pinned_key(sites, demo
                                                                       tmp_path) -> None:
     code, _, stderr = run("train", sites / "site-1", "--bundle", demo_bundle, "--pub", coordinator_key[1],
                           "--out", tmp_path / "m", "--guidance", "graph")
-    assert code == 1 and "--guidance must be kg or none" in one_line_error(stderr)
+    assert code == 1 and "--guidance must be one of kg, none, learned" in one_line_error(stderr)
     assert not (tmp_path / "m").exists()
     code, _, stderr = run("data", "validate", sites / "site-1", "--bundle", demo_bundle)
     assert code == 0 and "was not checked against a pinned coordinator key" in " ".join(stderr.split())

@@ -30,7 +30,7 @@ def test_pyproject_defaults_need_only_the_paths() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model.guidance": "graph"}, "model.guidance must be kg or none"),
+        ({"model.guidance": "graph"}, "model.guidance must be one of kg, none, learned"),
         ({"train.lr": "fast"}, "'train.lr' must be float"),
         ({"num-server-rounds": 0}, "rounds must be ≥ 1"),
         ({"dp.planned-rounds": 2, "num-server-rounds": 3}, "dp.planned-rounds"),
