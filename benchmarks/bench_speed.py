@@ -35,7 +35,6 @@ shared: the speed-ups (paired) are steadier than the absolute rates.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -59,7 +58,7 @@ from shared.evaluation.fidelity import mmd2_unbiased, prevalence_r2  # noqa: E40
 from shared.generation import DEFAULT_SAMPLER_STEPS, draw_conditions, generate_tensors  # noqa: E402
 from shared.local_training import train_local  # noqa: E402
 from shared.model.checkpoint import TrainedModel  # noqa: E402
-from shared.sampling import sample  # noqa: E402
+from shared.sampling import sample, sample_plain  # noqa: E402
 from shared.tensorize import Layout, tensorize, to_cohort  # noqa: E402
 from shared.training import TrainConfig  # noqa: E402
 
@@ -68,30 +67,11 @@ def med(xs: list[float]) -> str:
     return f"{statistics.median(xs):.1f} ({min(xs):.1f}–{max(xs):.1f})"
 
 
-@torch.no_grad()
 def plain_loop(trained: TrainedModel, disease: np.ndarray, *, steps: int, seed: int, batch_size: int = 16384,
                precision: str = "bf16") -> torch.Tensor:
-    """The sampler before the fast path (guidance scale 1): per step ``model(...)`` under
-    autocast, then ``schedule.step``; the same noise draws as :func:`shared.sampling.sample`."""
-    model, schedule, tables = trained.model, trained.schedule, trained.tables
-    model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    disease_t = torch.as_tensor(np.array(disease), dtype=torch.int64)
-    out = []
-    for lo in range(0, len(disease_t), batch_size):
-        d = disease_t[lo : lo + batch_size]
-        n = d.shape[0]
-        shift = model.dimension_shift(model.schedule_shift(d))
-        x = torch.randn((n, tables.layout.dim), generator=generator)
-        schedule.set_timesteps(steps)
-        for t in schedule.timesteps[:-1]:
-            with autocast:
-                v = model(x, schedule.base_logsnr(t.expand(n)), d, d)
-            result = schedule.step(v.float(), float(t), x, shift=shift, clip=tables.clip)
-            x, pred_x0 = result.prev_sample, result.pred_x0
-        out.append(pred_x0)
-    return torch.cat(out)
+    """The sampler before the fast path (guidance scale 1, bf16 autocast): :func:`sample_plain`."""
+    return sample_plain(trained.model, trained.schedule, trained.tables, disease=disease, steps=steps,
+                        guidance_scale=1.0, seed=seed, batch_size=batch_size, precision=precision)
 
 
 def speedups(trained: TrainedModel, conditions: np.ndarray, *, runs: int, steps: int) -> list[dict]:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from benchmarks.bench_quality import bundle_in  # noqa: E402
-from benchmarks.bench_table import fit_diffusion  # noqa: E402
+from benchmarks.bench_table import fit_diffusion, pool_conditions  # noqa: E402
 from raregraph.demo import partition  # noqa: E402
 from shared.evaluation.numbers import flatten  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
@@ -95,7 +95,7 @@ def main() -> None:
                   f"seen {ids[seen]} ({seen_test.n})", file=sys.stderr, flush=True)
             pools = {"ours (KG-guided)": fit_diffusion("kg", tmp, bundle, sites, epsilon=epsilon, seed=seed, args=args)}
             pools["plain diffusion"] = fit_diffusion("none", tmp, bundle, sites, epsilon=epsilon, seed=seed, args=args)
-            pools["graph priors only"] = PriorSampler().sample(bundle, 8 * 150, seed=seed)
+            pools["graph priors only"] = PriorSampler().sample(bundle, len(pool_conditions(bundle)), seed=seed)
             for name, pool in pools.items():
                 m = flatten(evaluate(test, only(pool, unseen), seed=seed, bundle=bundle))
                 results.setdefault(f"{name}: unseen disease", []).append(m)

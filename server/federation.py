@@ -181,7 +181,6 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
     trained.save(run.run_dir / "model", losses=[r["metrics"].get(P.LOSS, float("nan")) for r in strategy.rounds_log])
     evaluation = None
     if run.eval_per_disease:
-        model.eval()
         evaluation = evaluate_at_sites(grid, ready, trained, bundle, run_dir=run.run_dir, run_id=run_id,
                                        per_disease=run.eval_per_disease, seed=run.seed, timeout=run.round_timeout)
     return {"run_id": run_id, "seconds": seconds, "rounds": strategy.rounds_log, "epsilon": epsilons,

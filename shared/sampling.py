@@ -4,7 +4,8 @@ v̂ = v̂(∅) + w·(v̂(d) − v̂(∅)) (Ho & Salimans 2022, Eq. 6 in v-space)
 conditional model and costs one network evaluation per step instead of two.
 
 The loop is :meth:`KnowledgeVPSchedule.step` over ``model(...)``, computed faster (the same
-samples up to float rounding; tests/shared/test_sampling_speed_paths.py holds the plain loop):
+samples up to float rounding as :func:`sample_plain`, the plain loop that defines them; tests
+compare the two and ``benchmarks/bench_speed.py`` times it as the "before"):
 
 - the network is evaluated through :meth:`Denoiser.sampler` on chunks of patients of one
   disease, so every per-step constant is a vector broadcast over the chunk and the chunk's
@@ -22,6 +23,7 @@ same patients whatever the chunks and threads.
 from __future__ import annotations
 
 import math
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -235,3 +237,36 @@ def _sample_batch(plan: _Plan, d: torch.Tensor, generator: torch.Generator, chun
     for i in range(plan.steps):
         fresh = torch.randn((n, tc + 2), generator=generator)
         runner.run([partial(one, i, fresh, k) for k in range(len(pieces))])
+
+
+@torch.no_grad()
+def sample_plain(model: Denoiser, schedule: KnowledgeVPSchedule, tables: KnowledgeTables, *, disease: np.ndarray,
+                 steps: int, guidance_scale: float, seed: int, batch_size: int = 16384, eta: float = 0.0,
+                 precision: str = "fp32") -> torch.Tensor:
+    """What :func:`sample` computes, written plainly: per ``batch_size`` patients, one
+    ``model(...)`` call per step (two with guidance, optionally under bfloat16 autocast) and
+    :meth:`KnowledgeVPSchedule.step`; the same noise draws. The reference, not the product path."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    disease_t = torch.as_tensor(np.asarray(disease), dtype=torch.int64)
+    out = []
+    for lo in range(0, len(disease_t), batch_size):
+        d = disease_t[lo : lo + batch_size]
+        n = d.shape[0]
+        shift = model.dimension_shift(model.schedule_shift(d))
+        x = torch.randn((n, tables.layout.dim), generator=generator)
+        schedule.set_timesteps(steps)
+        null = torch.full_like(d, model.null_disease)
+        for t in schedule.timesteps[:-1]:
+            logsnr = schedule.base_logsnr(t.expand(n))
+            with autocast:
+                v = model(x, logsnr, d, d)
+                if guidance_scale != 1.0:
+                    v_uncond = model(x, logsnr, null, d)
+                    v = v_uncond + guidance_scale * (v - v_uncond)
+            result = schedule.step(v.float(), float(t), x, shift=shift, clip=tables.clip, eta=eta,
+                                   generator=generator)
+            x, pred_x0 = result.prev_sample, result.pred_x0
+        out.append(pred_x0)
+    return torch.cat(out)

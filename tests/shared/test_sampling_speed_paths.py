@@ -11,7 +11,7 @@ import torch
 from shared.bundle import StudyBundle
 from shared.diffusion import KnowledgeVPSchedule, ScheduleConfig
 from shared.model.checkpoint import build
-from shared.sampling import sample
+from shared.sampling import sample, sample_plain
 
 SMALL = {"hidden": 16, "mix_hidden": 16, "blocks": 1}
 
@@ -35,29 +35,9 @@ def _model(bundle, guidance: str):
     return model, schedule, tables, layout
 
 
-@torch.no_grad()
 def _reference(model, schedule, tables, disease, *, steps, w, seed, batch_size, eta=0.0):
-    """The plain loop: one ``model(...)`` call (two with guidance) and ``schedule.step`` per step."""
-    generator = torch.Generator().manual_seed(seed)
-    disease = torch.as_tensor(disease)
-    out = []
-    for lo in range(0, len(disease), batch_size):
-        d = disease[lo : lo + batch_size]
-        n = d.shape[0]
-        shift = model.dimension_shift(model.schedule_shift(d))
-        x = torch.randn((n, tables.layout.dim), generator=generator)
-        schedule.set_timesteps(steps)
-        null = torch.full_like(d, model.null_disease)
-        for t in schedule.timesteps[:-1]:
-            logsnr = schedule.base_logsnr(t.expand(n))
-            v = model(x, logsnr, d, d)
-            if w != 1.0:
-                v_uncond = model(x, logsnr, null, d)
-                v = v_uncond + w * (v - v_uncond)
-            result = schedule.step(v, float(t), x, shift=shift, clip=tables.clip, eta=eta, generator=generator)
-            x, pred_x0 = result.prev_sample, result.pred_x0
-        out.append(pred_x0)
-    return torch.cat(out)
+    return sample_plain(model, schedule, tables, disease=disease, steps=steps, guidance_scale=w, seed=seed,
+                        batch_size=batch_size, eta=eta)
 
 
 def _assert_same(got: torch.Tensor, expected: torch.Tensor) -> None:
