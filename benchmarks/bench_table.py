@@ -17,7 +17,11 @@ Harness, the same for every method:
   that pool, cut to its own disease mix (:func:`client.suite.match_disease_mix`), against its
   training and held-out patients with the full suite (:func:`shared.evaluation.evaluate`):
   the federated evaluation protocol of the product, run in-process. A cell is the mean
-  over sites; the table gives mean ± sd over seeds.
+  over sites; the table gives mean ± sd over seeds;
+- the consortium view (benchmark only: no party holds these patients in a deployment): the
+  same suite once, against all sites' training and held-out patients pooled. With 30–300
+  patients a site, a site's own prevalence estimates are noisy enough that even the true
+  generator scores a low per-site prevalence R²; the ``truth`` row shows that ceiling.
 
 Methods:
 
@@ -30,7 +34,11 @@ Methods:
 - ``marginals``: independent per-disease marginals, one Gaussian release per site
   (:mod:`shared.baselines.marginals`);
 - ``prior``: patients from the graph's priors alone (:mod:`shared.prior_sampler`; no patient
-  data, so ε does not apply: one row, drawn flat across ε in the plot).
+  data, so ε does not apply: one row, drawn flat across ε in the plot);
+- ``truth``: the reference, not a method: fresh patients from the same simulated hospitals
+  (:func:`shared.ehr.simulate.fresh_patients`, ``TRUTH_SCALE`` × each site's size, pooled),
+  what a perfect consortium generator would produce. Every metric's ceiling under this
+  harness; no ε.
 
 "no DP" trains the same steps without clipping or noise (benchmark-only switch).
 """
@@ -59,20 +67,27 @@ from server.config import RunConfig  # noqa: E402
 from shared.evaluation.numbers import flatten  # noqa: E402
 from shared.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
-from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium  # noqa: E402
+from shared.ehr.simulate import fresh_patients, knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.evaluation.report import evaluate  # noqa: E402
 from shared.generation import DEFAULT_SAMPLER_STEPS, generate_tensors  # noqa: E402
 from shared.model.checkpoint import load_model  # noqa: E402
 from shared.prior_sampler import PriorSampler  # noqa: E402
 from shared.tensorize import tensorize  # noqa: E402
+from shared.trajectories import TrajectoryTensors  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "table.jsonl"
 PLOT = ROOT / "benchmarks" / "results" / "fidelity_vs_epsilon.png"
 POOL_PER_DISEASE = 150  # more than any simulated site has of one disease
 DELTA = 1e-5
-METHODS = ("kg", "none", "learned", "dpgan", "marginals", "prior")
+TRUTH_SCALE = 20  # fresh patients per real patient of a site, for the ``truth`` reference
+#: version of the measuring protocol; rows measured under another one are not mixed in
+#: (2: the synthetic side is the largest sample in the site's mix, and the consortium view)
+EVALUATION = 2
+METHODS = ("kg", "none", "learned", "dpgan", "marginals", "prior", "truth")
+NO_EPSILON = ("prior", "truth")  # see no patient data under DP: one row, any ε
 LABELS = {"kg": "ours: KG-guided diffusion", "none": "plain diffusion", "learned": "learned schedule (no graph)",
-          "dpgan": "DP-GAN", "marginals": "independent marginals", "prior": "graph priors only"}
+          "dpgan": "DP-GAN", "marginals": "independent marginals", "prior": "graph priors only",
+          "truth": "reference: fresh patients of the same hospitals"}
 #: (column, dotted key in the suite's dict, format, better)
 COLUMNS = (
     ("MMD²_u", "fidelity.mmd2", ".4f", "↓"),
@@ -97,7 +112,7 @@ def consortium(tmp: Path, bundle, *, sites: int, seed: int) -> list[dict]:
         train, held = split_patients(cohort, share=HOLDOUT_SHARE, seed=seed + profile.site)
         write_omop(train, tmp / "sites" / name)
         out.append({"name": name, "folder": tmp / "sites" / name, "train": tensorize(train, bundle)[0],
-                    "holdout": tensorize(held, bundle)[0]})
+                    "holdout": tensorize(held, bundle)[0], "profile": profile})
     return out
 
 
@@ -150,14 +165,27 @@ def fit_prior(bundle, *, seed: int):
     return PriorSampler().sample(bundle, len(pool_conditions(bundle)), seed=seed)
 
 
-def measure(pool, bundle, sites: list[dict], *, seed: int) -> list[dict]:
-    keys = [key for _, key, _, _ in COLUMNS]
-    per_site = []
-    for s in sites:
-        synth = match_disease_mix(pool, s["train"].disease, seed=seed)
-        flat = flatten(evaluate(s["train"], synth, holdout=s["holdout"], seed=seed, bundle=bundle))
-        per_site.append({"site": s["name"], "patients": s["train"].n, **{k: flat.get(k) for k in keys}})
-    return per_site
+def fit_truth(bundle, sites: list[dict], *, seed: int):
+    fresh = [tensorize(fresh_patients(s["profile"], TRUTH_SCALE * (s["train"].n + s["holdout"].n),
+                                      seed=10_000 + 100 * seed + i), bundle)[0] for i, s in enumerate(sites)]
+    pool = TrajectoryTensors.concat(fresh)
+    rng = np.random.default_rng(seed)
+    rows = [rng.permutation(np.flatnonzero(pool.disease == d))[:POOL_PER_DISEASE] for d in range(len(bundle.diseases))]
+    return pool.subset(np.sort(np.concatenate(rows)))
+
+
+def measure_one(pool, bundle, train, holdout, *, seed: int) -> dict:
+    synth = match_disease_mix(pool, train.disease, seed=seed)
+    flat = flatten(evaluate(train, synth, holdout=holdout, seed=seed, bundle=bundle))
+    return {"patients": train.n, "synthetic": synth.n, **{key: flat.get(key) for _, key, _, _ in COLUMNS}}
+
+
+def measure(pool, bundle, sites: list[dict], *, seed: int) -> tuple[list[dict], dict]:
+    """(each site's numbers, the consortium view's)."""
+    per_site = [{"site": s["name"], **measure_one(pool, bundle, s["train"], s["holdout"], seed=seed)} for s in sites]
+    pooled = measure_one(pool, bundle, TrajectoryTensors.concat([s["train"] for s in sites]),
+                         TrajectoryTensors.concat([s["holdout"] for s in sites]), seed=seed)
+    return per_site, pooled
 
 
 def run_grid(args) -> None:
@@ -166,12 +194,13 @@ def run_grid(args) -> None:
     if args.results.is_file():
         for line in args.results.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["sites"], r["seed"], r["method"], r["epsilon"], r["rounds"], r["local_steps"]))
+            if r.get("evaluation", 1) == EVALUATION:
+                done.add((r["sites"], r["seed"], r["method"], r["epsilon"], r["rounds"], r["local_steps"]))
     epsilons = [None if e == "nodp" else float(e) for e in args.epsilons.split(",")]
     for seed in [int(s) for s in args.seeds.split(",")]:
         todo = [(m, e) for m in args.methods.split(",") for e in epsilons
                 if (args.sites, seed, m, e, args.rounds, args.local_steps) not in done
-                and (m != "prior" or e is None)]  # the prior sampler sees no data: one row, any ε
+                and (m not in NO_EPSILON or e is None)]
         if not todo:
             continue
         with tempfile.TemporaryDirectory() as tmp_name:
@@ -188,13 +217,16 @@ def run_grid(args) -> None:
                     pool = fit_dpgan(bundle, sites, epsilon=epsilon, seed=seed, args=args)
                 elif method == "prior":
                     pool = fit_prior(bundle, seed=seed)
+                elif method == "truth":
+                    pool = fit_truth(bundle, sites, seed=seed)
                 else:
                     raise SystemExit(f"unknown method {method!r}; known: {', '.join(METHODS)}")
                 fit_seconds = time.perf_counter() - started
-                per_site = measure(pool, bundle, sites, seed=seed)
+                per_site, pooled = measure(pool, bundle, sites, seed=seed)
                 row = {"sites": args.sites, "seed": seed, "method": method, "epsilon": epsilon,
-                       "rounds": args.rounds, "local_steps": args.local_steps, "fit_seconds": round(fit_seconds, 1),
-                       "patients": [s["patients"] for s in per_site], "per_site": per_site}
+                       "rounds": args.rounds, "local_steps": args.local_steps, "evaluation": EVALUATION,
+                       "fit_seconds": round(fit_seconds, 1), "patients": [s["patients"] for s in per_site],
+                       "per_site": per_site, "pooled": pooled}
                 with args.results.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(f"{args.sites} sites, seed {seed}, {method}, ε={epsilon}: "
@@ -207,6 +239,10 @@ def site_mean(row: dict, key: str) -> float | None:
     return statistics.mean(values) if values else None
 
 
+def pooled_value(row: dict, key: str) -> float | None:
+    return row["pooled"].get(key)
+
+
 def cell(values: list[float], fmt: str) -> str:
     if not values:
         return "—"
@@ -215,27 +251,36 @@ def cell(values: list[float], fmt: str) -> str:
     return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
 
 
+def print_table(mine: list[dict], columns, value) -> None:
+    """One Markdown table: a row per (method, ε), a cell per column, mean ± sd over seeds of
+    ``value(row, key)``."""
+    print("| method | ε | " + " | ".join(f"{c} {b}" for c, _, _, b in columns) + " |")
+    print("|---|---:|" + "---:|" * len(columns))
+    eps_order = sorted({r["epsilon"] for r in mine}, key=lambda e: float("inf") if e is None else e)
+    for method in METHODS:
+        for eps in ([None] if method in NO_EPSILON else eps_order):
+            cell_rows = [r for r in mine if r["method"] == method and r["epsilon"] == eps]
+            if not cell_rows:
+                continue
+            cells = [cell([v for r in cell_rows if (v := value(r, key)) is not None], fmt) for _, key, fmt, _ in columns]
+            label = "any (no DP)" if method in NO_EPSILON else "no DP" if eps is None else f"{eps:g}"
+            print(f"| {LABELS[method]} | {label} | " + " | ".join(cells) + f" |  <!-- n={len(cell_rows)} -->")
+
+
 def report(args) -> None:
-    rows = [json.loads(line) for line in args.results.read_text().splitlines()]
+    rows = [r for line in args.results.read_text().splitlines()
+            if (r := json.loads(line)).get("evaluation", 1) == EVALUATION]
     for n_sites in sorted({r["sites"] for r in rows}):
         mine = [r for r in rows if r["sites"] == n_sites]
         seeds = sorted({r["seed"] for r in mine})
         settings = sorted({(r["rounds"], r["local_steps"]) for r in mine})
-        print(f"\n**{n_sites} sites** (seeds {', '.join(map(str, seeds))}; "
-              f"{', '.join(f'{a} rounds × {b} local steps' for a, b in settings)}; δ = 1e-5 per site; "
-              "mean over sites, then mean ± sd over seeds)\n")
-        print("| method | ε | " + " | ".join(f"{c} {b}" for c, _, _, b in COLUMNS) + " |")
-        print("|---|---:|" + "---:|" * len(COLUMNS))
-        eps_order = sorted({r["epsilon"] for r in mine}, key=lambda e: float("inf") if e is None else e)
-        for method in METHODS:
-            for eps in ([None] if method == "prior" else eps_order):
-                cell_rows = [r for r in mine if r["method"] == method and r["epsilon"] == eps]
-                if not cell_rows:
-                    continue
-                cells = [cell([v for r in cell_rows if (v := site_mean(r, key)) is not None], fmt)
-                         for _, key, fmt, _ in COLUMNS]
-                label = "any (no data)" if method == "prior" else "no DP" if eps is None else f"{eps:g}"
-                print(f"| {LABELS[method]} | {label} | " + " | ".join(cells) + f" |  <!-- n={len(cell_rows)} -->")
+        head = (f"seeds {', '.join(map(str, seeds))}; {', '.join(f'{a} rounds × {b} local steps' for a, b in settings)}; "
+                "δ = 1e-5 per site")
+        print(f"\n**{n_sites} sites, each site's view** ({head}; mean over sites, then mean ± sd over seeds)\n")
+        print_table(mine, COLUMNS, site_mean)
+        print(f"\n**{n_sites} sites, consortium view** ({head}; all sites' patients pooled, benchmark only; "
+              "mean ± sd over seeds)\n")
+        print_table(mine, COLUMNS, pooled_value)
     plot(rows, args.plot)
     print(f"\nplot: {args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot}")
 
@@ -247,19 +292,21 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     site_counts = sorted({r["sites"] for r in rows})
-    panels = (("fidelity.mmd2", "MMD²_u (lower is better)", True), ("fidelity.prevalence_r2_identity",
-                                                                     "prevalence R² (higher is better)", False))
-    fig, axes = plt.subplots(len(site_counts), 2, figsize=(11, 3.6 * len(site_counts)), squeeze=False)
+    prevalence = "fidelity.prevalence_r2_identity"
+    panels = (("fidelity.mmd2", "MMD²_u, each site (lower is better)", True, site_mean),
+              (prevalence, "prevalence R², each site (higher is better)", False, site_mean),
+              (prevalence, "prevalence R², consortium (higher is better)", False, pooled_value))
+    fig, axes = plt.subplots(len(site_counts), len(panels), figsize=(15, 3.8 * len(site_counts)), squeeze=False)
     ticks = [1.0, 4.0, 10.0, 30.0]
     for i, n_sites in enumerate(site_counts):
-        for j, (key, title, log) in enumerate(panels):
+        for j, (key, title, log, value) in enumerate(panels):
             ax = axes[i][j]
             for method in METHODS:
                 xs, ys, es = [], [], []
                 for eps, x in zip((1.0, 4.0, 10.0, None), ticks):
-                    want = None if method == "prior" else eps  # one prior row, drawn at every ε
+                    want = None if method in NO_EPSILON else eps  # one row, drawn at every ε
                     vals = [v for r in rows if r["sites"] == n_sites and r["method"] == method
-                            and r["epsilon"] == want and (v := site_mean(r, key)) is not None]
+                            and r["epsilon"] == want and (v := value(r, key)) is not None]
                     if vals:
                         xs.append(x)
                         ys.append(statistics.mean(vals))

@@ -5,8 +5,8 @@ leave (DESIGN.md, "Data flow", step 4).
 1. The cached bundle (by the hash the coordinator names) is verified with the pinned key.
 2. The site's training patients (``data-path``) and, when the node config names one, its
    held-out patients (``holdout-path``: patients it never trains on) are read as for training.
-3. The synthetic sample is cut to the site's own disease mix (per disease, as many synthetic
-   patients as the site has real ones, or all there are), so that fidelity measures the
+3. The synthetic sample is cut to the site's own disease mix (:func:`match_disease_mix`: the
+   largest part of the sample in the site's proportions), so that fidelity measures the
    model, not the difference between the coordinator's uniform conditions and the site's
    case mix. The mix never leaves the site.
 4. The suite runs: fidelity and plausibility always; utility (TSTR vs TRTR) and the
@@ -47,11 +47,23 @@ class SuiteRequest:
 
 
 def match_disease_mix(synthetic: TrajectoryTensors, disease: np.ndarray, *, seed: int) -> TrajectoryTensors:
-    """Per disease, as many synthetic patients as ``disease`` lists (or all the sample has), drawn
-    without replacement; the result follows the real cohort's disease mix."""
+    """The largest part of ``synthetic`` that follows the disease mix of ``disease``, drawn without
+    replacement.
+
+    With ``want_d`` real patients of disease d and ``have_d`` synthetic ones, every disease gets
+    ``floor(s · want_d)`` synthetic patients for the largest scale s ≥ 1 the sample allows
+    (s = min over the site's diseases of have_d / want_d). Where the sample has fewer patients of
+    some disease than the site (s < 1), each disease gets min(want_d, have_d) instead, so a rare
+    disease is never dropped. A synthetic side larger than the real one keeps its own sampling
+    noise out of the prevalence and co-occurrence comparisons; the real side's noise stays.
+    """
     rng = np.random.default_rng(seed)
     want = np.bincount(disease, minlength=int(max(disease.max(initial=0), synthetic.disease.max(initial=0))) + 1)
-    rows = [rng.permutation(np.flatnonzero(synthetic.disease == d))[:k] for d, k in enumerate(want) if k]
+    have = np.bincount(synthetic.disease, minlength=want.size)
+    wanted = want > 0
+    scale = max(1.0, float((have[wanted] / want[wanted]).min())) if wanted.any() else 1.0
+    take = np.minimum(have, np.floor(scale * want + 1e-9).astype(np.int64))
+    rows = [rng.permutation(np.flatnonzero(synthetic.disease == d))[:k] for d, k in enumerate(take) if k]
     return synthetic.subset(np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64))
 
 

@@ -16,6 +16,8 @@ import numpy as np
 
 
 SAMPLE_ARRAYS = ("events", "labs", "lab_mask", "sex", "age", "disease")
+#: every per-patient array, in field order
+PATIENT_ARRAYS = ("events", "labs", "lab_mask", "sex", "age", "disease", "person_id", "index_date")
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,30 @@ class TrajectoryTensors:
 
     def subset(self, rows: np.ndarray) -> TrajectoryTensors:
         """The patients at ``rows`` (an index or boolean array)."""
-        pick = {k: getattr(self, k)[rows] for k in
-                ("events", "labs", "lab_mask", "sex", "age", "disease", "person_id", "index_date")}
+        pick = {k: getattr(self, k)[rows] for k in PATIENT_ARRAYS}
         return TrajectoryTensors(**pick, binary_codes=self.binary_codes, binary_domains=self.binary_domains,
                                  lab_codes=self.lab_codes, window_days=self.window_days,
                                  windows_before=self.windows_before)
+
+    @classmethod
+    def concat(cls, parts: list[TrajectoryTensors]) -> TrajectoryTensors:
+        """The patients of ``parts``, one cohort after the other.
+
+        Raises
+        ------
+        ValueError
+            No parts, or parts on different grids or columns.
+        """
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        first = parts[0]
+        layout = (first.binary_codes, first.binary_domains, first.lab_codes, first.window_days, first.windows_before)
+        if any((p.binary_codes, p.binary_domains, p.lab_codes, p.window_days, p.windows_before) != layout
+               for p in parts[1:]):
+            raise ValueError("the cohorts have different layouts")
+        return cls(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in PATIENT_ARRAYS},
+                   binary_codes=first.binary_codes, binary_domains=first.binary_domains, lab_codes=first.lab_codes,
+                   window_days=first.window_days, windows_before=first.windows_before)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The per-patient arrays a synthetic sample travels as (no ids, no dates: a site

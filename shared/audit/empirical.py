@@ -58,7 +58,6 @@ from shared.trajectories import TrajectoryTensors
 
 JSON_NAME = "audit_empirical.json"
 CANARY_INDEX_DATE = np.datetime64("2000-01-01", "D")  # not used by training; any fixed date
-TENSOR_FIELDS = ("events", "labs", "lab_mask", "sex", "age", "disease", "person_id", "index_date")
 
 STATEMENT = (
     "ε_lb is a statistical lower bound on the ε of this training, at confidence 1 − β, from a loss-based "
@@ -198,17 +197,6 @@ def make_canaries(bundle: StudyBundle, like: TrajectoryTensors, *, m: int, event
         lab_codes=like.lab_codes, window_days=like.window_days, windows_before=like.windows_before)
 
 
-def concat(first: TrajectoryTensors, second: TrajectoryTensors) -> TrajectoryTensors:
-    """The patients of ``first`` followed by those of ``second`` (same layout)."""
-    if (first.binary_codes, first.lab_codes, first.window_days, first.windows_before) != \
-            (second.binary_codes, second.lab_codes, second.window_days, second.windows_before):
-        raise ValueError("the two cohorts have different layouts")
-    return TrajectoryTensors(**{k: np.concatenate([getattr(first, k), getattr(second, k)]) for k in TENSOR_FIELDS},
-                             binary_codes=first.binary_codes, binary_domains=first.binary_domains,
-                             lab_codes=first.lab_codes, window_days=first.window_days,
-                             windows_before=first.windows_before)
-
-
 def draw_inclusion(m: int, *, seed: int | None = None) -> tuple[np.ndarray, str]:
     """bool [m], each True with probability ½, and where the draw came from.
 
@@ -316,7 +304,7 @@ def run_empirical_audit(tensors: TrajectoryTensors, bundle: StudyBundle, *, conf
     canaries = make_canaries(bundle, tensors, m=config.canaries, events=config.events,
                              rng=np.random.default_rng(config.seed))
     included, source = draw_inclusion(config.canaries, seed=inclusion_seed)
-    data = concat(tensors, canaries.subset(included))
+    data = TrajectoryTensors.concat([tensors, canaries.subset(included)])
     every = max(1, train.steps // 10)
 
     def on_step(step: int, loss: float) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -809,6 +809,21 @@ def simulate_consortium(knowledge: SimulationKnowledge, *, sites: int, seed: int
         profile = _site_profile(k, truth, streams[k], min_patients=min_patients, max_patients=max_patients)
         out.append((profile, _simulate_site(profile, streams[k])))
     return out
+
+
+def fresh_patients(profile: SiteProfile, n: int, *, seed: int) -> Cohort:
+    """``n`` new patients of a simulated hospital: the same truth, habits and hidden shifts,
+    fresh draws. A perfect generator of that site would be indistinguishable from them, so
+    benchmarks use them as the ceiling of every metric.
+
+    Raises
+    ------
+    ValueError
+        ``n`` outside 1 … 999,999 or a negative seed.
+    """
+    n = _check_int("n", n, low=1, high=MAX_PATIENTS)
+    seed = _check_int("seed", seed, low=0)
+    return _simulate_site(replace(profile, n_patients=n), np.random.default_rng(seed))
 
 
 def write_consortium(result: Sequence[tuple[SiteProfile, Cohort]], out: str | Path, *,

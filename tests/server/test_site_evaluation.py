@@ -39,6 +39,18 @@ def test_the_sample_is_cut_to_the_site_disease_mix(demo_bundle, coordinator_key)
     assert len(np.unique(matched.person_id)) == matched.n  # drawn without replacement
 
 
+def test_a_larger_sample_is_scaled_to_the_site_mix_not_cut_to_its_size(demo_bundle, coordinator_key) -> None:
+    bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
+    synthetic = PriorSampler().sample(bundle, 400, seed=0)
+    have = np.bincount(synthetic.disease, minlength=8)
+    real = np.array([0] * 10 + [2] * 4 + [7] * 20)
+    counts = np.bincount(match_disease_mix(synthetic, real, seed=1).disease, minlength=8)
+    scale = min(have[0] / 10, have[2] / 4, have[7] / 20)  # the scarcest disease for its share limits it
+    assert scale > 1
+    assert list(counts[[0, 2, 7]]) == [int(scale * 10 + 1e-9), int(scale * 4 + 1e-9), int(scale * 20 + 1e-9)]
+    assert counts[[1, 3, 4, 5, 6]].sum() == 0
+
+
 def test_what_a_site_sends_passes_the_coordinator_check(demo_bundle, coordinator_key) -> None:
     """The suite names the phenotypes of its onset task in a text list: the site drops text
     before sending, and the rest is numbers the coordinator accepts."""

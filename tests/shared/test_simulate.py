@@ -14,6 +14,7 @@ from shared.bundle import StudyBundle
 from shared.ehr.simulate import (
     COMORBIDITIES,
     SimulationKnowledge,
+    fresh_patients,
     knowledge_from_bundle,
     simulate_consortium,
     write_consortium,
@@ -326,6 +327,22 @@ def test_truth_is_not_the_graph_verbatim(consortium, knowledge) -> None:
 
 
 # --- writing -----------------------------------------------------------------------
+
+
+def test_fresh_patients_come_from_the_same_hospital(consortium) -> None:
+    profile, cohort = consortium[0]
+    fresh = fresh_patients(profile, 2000, seed=7)
+    assert fresh.persons.shape[0] == 2000
+    assert fresh.persons["person_id"].min() // 1_000_000 == profile.site
+    # the site's case mix and its recording habit (which table holds phenotypes) carry over
+    first = fresh.events[fresh.events["domain"] == "diagnosis"].groupby("person_id")["code"].first()
+    mix = first.value_counts(normalize=True)
+    want = dict(zip(profile.truth.disease_ids, profile.disease_mix))
+    assert max(abs(mix.get(d, 0.0) - p) for d, p in want.items()) < 0.05
+    same = fresh_patients(profile, 2000, seed=7)
+    pd.testing.assert_frame_equal(fresh.events, same.events)
+    with pytest.raises(ValueError, match="n"):
+        fresh_patients(profile, 0, seed=1)
 
 
 def test_write_consortium_layout(consortium, tmp_path) -> None:

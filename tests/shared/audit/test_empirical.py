@@ -12,11 +12,12 @@ import torch
 
 import shared.audit.cli as audit_cli
 from shared.audit.empirical import (
-    JSON_NAME, EmpiricalAudit, EmpiricalAuditConfig, concat, denoising_losses, draw_inclusion, make_canaries,
+    JSON_NAME, EmpiricalAudit, EmpiricalAuditConfig, denoising_losses, draw_inclusion, make_canaries,
     make_guesses, membership_scores,
 )
 from shared.audit.one_run import epsilon_lower_bound
 from shared.bundle import StudyBundle
+from shared.trajectories import TrajectoryTensors
 from shared.ehr.omop import read_omop
 from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium, write_consortium
 from shared.errors import ConfigError
@@ -69,7 +70,7 @@ def test_canaries_are_out_of_distribution_and_seeded(bundle, site_tensors) -> No
     real = site_tensors.events.reshape(site_tensors.n, -1)
     fake = canaries.events.reshape(canaries.n, -1)
     assert (fake @ real.T < fake.sum(axis=1, keepdims=True)).all()
-    both = concat(site_tensors, canaries)
+    both = TrajectoryTensors.concat([site_tensors, canaries])
     assert both.n == site_tensors.n + 40 and np.array_equal(both.events[site_tensors.n:], canaries.events)
 
 
@@ -95,7 +96,7 @@ def test_inclusion_is_secure_by_default_and_seedable() -> None:
 
 def test_scores_use_the_same_draws_for_every_canary(bundle, site_tensors) -> None:
     canaries = make_canaries(bundle, site_tensors, m=6, events=8, rng=np.random.default_rng(1))
-    twins = concat(canaries, canaries.subset(np.array([0])))  # canary 6 is a copy of canary 0
+    twins = TrajectoryTensors.concat([canaries, canaries.subset(np.array([0]))])  # canary 6 is a copy of canary 0
     model, schedule, tables, layout = build(bundle, guidance="kg",
                                             denoiser={"hidden": 16, "mix_hidden": 16, "blocks": 1})
     trained = TrainedModel(model=model.eval(), schedule=schedule, tables=tables, layout=layout, meta={})
