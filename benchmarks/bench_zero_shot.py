@@ -47,15 +47,6 @@ KEYS = (("MMD²_u ↓", "fidelity.mmd2", ".4f"), ("prevalence R² ↑", "fidelit
         ("pheno pairs supported ↑", "plausibility.phenotype_pairs_supported", ".3f"))
 
 
-def concat(parts: list[TrajectoryTensors]) -> TrajectoryTensors:
-    first = parts[0]
-    arrays = {k: np.concatenate([getattr(p, k) for p in parts]) for k in
-              ("events", "labs", "lab_mask", "sex", "age", "disease", "person_id", "index_date")}
-    return TrajectoryTensors(**arrays, binary_codes=first.binary_codes, binary_domains=first.binary_domains,
-                             lab_codes=first.lab_codes, window_days=first.window_days,
-                             windows_before=first.windows_before)
-
-
 def only(pool: TrajectoryTensors, d: int) -> TrajectoryTensors:
     return pool.subset(np.flatnonzero(pool.disease == d))
 
@@ -90,7 +81,7 @@ def main() -> None:
                 sites.append({"name": folder.name, "folder": folder})
                 tests.append(t.subset(np.flatnonzero(t.disease == unseen)))
                 seen_real.append(t.subset(np.flatnonzero(t.disease == seen)))
-            test, seen_test = concat(tests), concat(seen_real)
+            test, seen_test = TrajectoryTensors.concat(tests), TrajectoryTensors.concat(seen_real)
             print(f"seed {seed}: unseen {ids[unseen]} ({test.n} patients held out of training everywhere); "
                   f"seen {ids[seen]} ({seen_test.n})", file=sys.stderr, flush=True)
             pools = {"ours (KG-guided)": fit_diffusion("kg", tmp, bundle, sites, epsilon=epsilon, seed=seed, args=args)}

@@ -61,7 +61,11 @@ def discriminator_auroc(
     A generator that matches the real distribution gives ≈ 0.5 (the classifier cannot
     beat chance on unseen rows); 1 means every synthetic patient is recognisable. Values
     well below 0.5 happen when synthetic rows copy real ones: a copy in the training folds
-    pulls its twin in the test fold towards the wrong label.
+    pulls its twin in the test fold towards the wrong label. They also happen when the
+    synthetic data reproduces these very real patients' feature means (a generator fitted to
+    them without noise, such as exact marginals): the real rows left in the training folds
+    then differ from the synthetic mean opposite to the held-out ones, and the classifier
+    learns the reverse direction. Both are signs of fitting the members, not the population.
 
     Parameters
     ----------
