@@ -10,6 +10,8 @@ import pytest
 from scipy.stats import spearmanr
 
 import shared.ehr.simulate as simulate
+import shared.ehr.simulation_site as simulation_site
+import shared.ehr.simulation_truth as simulation_truth
 from shared.bundle import StudyBundle
 from shared.ehr.simulate import (
     COMORBIDITIES,
@@ -240,7 +242,8 @@ def test_sex_specific_terms_only_in_their_own_sex(knowledge, consortium, monkeyp
     assert right["person_id"].nunique() >= 10  # the terms still occur where they can
     # Without the rule (every term possible for both sexes) the same seed puts them on the
     # other sex too, and the rule removes exactly those events and nothing else.
-    monkeypatch.setattr(simulate, "_sex_specific", lambda codes: (np.zeros(len(codes), bool),) * 2)
+    for module in (simulation_site, simulation_truth):
+        monkeypatch.setattr(module, "sex_specific_masks", lambda codes: (np.zeros(len(codes), bool),) * 2)
     unruled = simulate_consortium(knowledge, sites=8, seed=SEED)
     wrong = _wrong_sex_events(unruled)
     assert wrong["person_id"].nunique() >= 10
