@@ -10,8 +10,10 @@ For each size (average patients per study disease) and seed:
    hidden truth deviates from the graph) and split it at random into training and
    holdout halves;
 2. train ``--guidance kg`` and ``--guidance none`` (γ = 0, no graph inputs; same network,
-   same steps, same seed) on the training half;
-3. sample as many synthetic patients as the holdout has (DDIM, 50 steps) and score them
+   same steps, same seed) on the training half; with ``--validation-share`` each model holds
+   back that share of the training half and keeps its own best checkpoint (early stopping on
+   the denoising loss, :class:`shared.training.TrainConfig`);
+3. sample as many synthetic patients as the holdout has (default DDIM steps) and score them
    against the **holdout** (generalisation; the headline) and against the training half.
 
 Prints one Markdown table per metric with the mean over seeds and each seed's value, and
@@ -64,7 +66,8 @@ def metrics(synth, real) -> dict[str, float]:
     }
 
 
-def run(per_disease: list[int], seeds: list[int], steps: int, sampler_steps: int = DEFAULT_SAMPLER_STEPS) -> list[dict]:
+def run(per_disease: list[int], seeds: list[int], steps: int, sampler_steps: int = DEFAULT_SAMPLER_STEPS,
+        validation_share: float = 0.0) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         bundle = bundle_in(Path(tmp))
@@ -81,12 +84,14 @@ def run(per_disease: list[int], seeds: list[int], steps: int, sampler_steps: int
                 for guidance in ("kg", "none"):
                     started = time.perf_counter()
                     trained, _ = train_local(train, bundle, guidance=guidance,
-                                             config=TrainConfig(steps=steps, seed=seed))
+                                             config=TrainConfig(steps=steps, seed=seed,
+                                                               validation_share=validation_share))
                     seconds = time.perf_counter() - started
                     synth = generate_tensors(trained, bundle, n=holdout.n, disease=None, seed=seed, steps=sampler_steps,
                                              guidance_scale=1.0, eta=0.0)
                     row = {"per_disease": size, "seed": seed, "guidance": guidance, "train_patients": train.n,
-                           "train_seconds": round(seconds, 1)}
+                           "train_seconds": round(seconds, 1),
+                           "best_step": (trained.meta["training"]["validation"] or {}).get("best_step", steps)}
                     row |= {f"holdout_{k}": v for k, v in metrics(synth, holdout).items()}
                     row |= {f"train_{k}": v for k, v in metrics(synth, train).items()}
                     row["real_vs_holdout_mmd2"] = mmd2_unbiased(train, holdout, permutations=1).mmd2
@@ -114,13 +119,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=TrainConfig().steps)
     parser.add_argument("--sampler-steps", type=int, default=DEFAULT_SAMPLER_STEPS, help="DDIM steps")
+    parser.add_argument("--validation-share", type=float, default=0.0,
+                        help="early stopping on this share of the training half, for both models (0: off)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = run(args.per_disease, args.seeds, args.steps, args.sampler_steps)
+    rows = run(args.per_disease, args.seeds, args.steps, args.sampler_steps, args.validation_share)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"Seeds {args.seeds}; {args.steps} training steps; {args.sampler_steps} DDIM steps; mean (per seed).\n")
+    stop = (f"; early stopping on {args.validation_share:.0%} of the training half (steps kept: "
+            + ", ".join(f"{r['guidance']} {r['best_step']}" for r in rows) + ")") if args.validation_share else ""
+    print(f"Seeds {args.seeds}; {args.steps} training steps{stop}; {args.sampler_steps} DDIM steps; mean (per seed).\n")
     print(table(rows, "holdout_mmd2", "MMD²_u vs held-out patients", True), "\n")
     print(table(rows, "train_mmd2", "MMD²_u vs training patients", True), "\n")
     print(table(rows, "holdout_prevalence_r2", "Prevalence R² around y = x, vs holdout", False), "\n")

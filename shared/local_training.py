@@ -7,6 +7,7 @@ model folder's metadata.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -24,7 +25,7 @@ from shared.privacy.budget import PrivacyBudget
 from shared.privacy.state import PrivacyState
 from shared.model.checkpoint import FORMAT, FORMAT_VERSION, TrainedModel, build
 from shared.model.layout import Guidance
-from shared.training import EMA, TrainConfig, shuffled_batches, train_steps
+from shared.training import EMA, TrainConfig, per_sample_loss, shuffled_batches, train_steps
 from shared.trajectories import TrajectoryTensors
 
 NON_PRIVATE_STATEMENT = (
@@ -93,6 +94,10 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
     torch.manual_seed(config.seed)
     model, schedule, tables, layout = build(bundle, guidance=guidance, denoiser=denoiser, gamma=gamma)
     generator = torch.Generator().manual_seed(config.seed)
+    validation = None
+    if private is None and config.validation_share > 0:
+        tensors, held = validation_split(tensors, config.validation_share, seed=config.seed)
+        validation = (layout.to_vectors(held), torch.from_numpy(np.array(held.disease, dtype=np.int64)))
     x0 = layout.to_vectors(tensors)
     disease = torch.from_numpy(np.array(tensors.disease, dtype=np.int64))  # a writable copy
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -108,9 +113,27 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
         multiplicity, backward = mechanism.noise_multiplicity, private_backward
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_decay(config.steps))
     started = time.perf_counter()
-    losses = train_steps(net, optimizer, batches, schedule=schedule, tables=tables, steps=config.steps,
-                         cond_drop=config.cond_drop, generator=generator, scheduler=scheduler, ema=ema,
-                         on_step=on_step, multiplicity=multiplicity, backward=backward)
+    picked = None
+    if validation is None:
+        losses = train_steps(net, optimizer, batches, schedule=schedule, tables=tables, steps=config.steps,
+                             cond_drop=config.cond_drop, generator=generator, scheduler=scheduler, ema=ema,
+                             on_step=on_step, multiplicity=multiplicity, backward=backward)
+    else:
+        losses, best, curve = [], None, []
+        while len(losses) < config.steps:
+            done = len(losses)
+            chunk = min(config.validation_every, config.steps - done)
+            step_hook = None if on_step is None else (lambda i, loss, done=done: on_step(done + i, loss))
+            losses += train_steps(net, optimizer, batches, schedule=schedule, tables=tables, steps=chunk,
+                                  cond_drop=config.cond_drop, generator=generator, scheduler=scheduler, ema=ema,
+                                  on_step=step_hook)
+            loss = validation_loss(ema.shadow, schedule, tables, *validation, seed=config.seed)
+            curve.append([len(losses), round(loss, 6)])
+            if best is None or loss < best[1]:
+                best = (len(losses), loss, copy.deepcopy(ema.shadow.state_dict()))
+        ema.shadow.load_state_dict(best[2])
+        picked = {"patients": int(validation[0].shape[0]), "share": config.validation_share,
+                  "best_step": best[0], "best_loss": round(best[1], 6), "curve": curve}
     seconds = time.perf_counter() - started
     if private is not None:
         epsilon = state.record_round(round_id=f"train:{int(time.time() * 1000)}", steps=config.steps,
@@ -127,10 +150,48 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
         "diseases": list(bundle.diseases["id"]), "disease_counts": counts.tolist(),
         "train": config.as_dict(),
         "training": {"patients": tensors.n, "steps": config.steps, "seconds": round(seconds, 2),
-                     "final_loss": float(np.nanmean(losses[-100:]))},
+                     "final_loss": float(np.nanmean(losses[-100:])), "validation": picked},
         "privacy": privacy,
     }
     return TrainedModel(model=ema.shadow, schedule=schedule, tables=tables, layout=layout, meta=meta), losses
+
+
+def validation_split(tensors: TrajectoryTensors, share: float, *, seed: int) -> tuple[TrajectoryTensors, TrajectoryTensors]:
+    """(training part, validation part): ``share`` of each disease's patients, at least one of a
+    disease with two or more, held back at random; a disease with one patient stays in training.
+
+    Raises
+    ------
+    ValueError
+        Nothing would be held back (every disease has a single patient).
+    """
+    rng = np.random.default_rng([seed, 7])
+    held = []
+    for d in np.unique(tensors.disease):
+        rows = rng.permutation(np.flatnonzero(tensors.disease == d))
+        if rows.size >= 2:
+            held.append(rows[: max(1, int(round(share * rows.size)))])
+    if not held:
+        raise ValueError("too few patients to hold any back for validation")
+    mask = np.zeros(tensors.n, bool)
+    mask[np.concatenate(held)] = True
+    return tensors.subset(np.flatnonzero(~mask)), tensors.subset(np.flatnonzero(mask))
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, schedule, tables, x0: torch.Tensor, disease: torch.Tensor, *,
+                    seed: int, draws: int = 16) -> float:
+    """Mean denoising loss of ``model`` on held-back patients, ``draws`` (t, noise) draws each.
+
+    The generator is seeded the same way at every call, so successive checkpoints are scored
+    on the very same draws and their losses differ only by the weights.
+    """
+    was_training = model.training
+    model.eval()
+    loss = per_sample_loss(model, schedule, tables, x0, disease, cond_drop=0.0,
+                           generator=torch.Generator().manual_seed(seed + 1), multiplicity=draws)
+    model.train(was_training)
+    return float(loss.mean())
 
 
 def json_dict(config) -> dict:

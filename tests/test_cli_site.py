@@ -103,3 +103,14 @@ def test_train_with_epsilon_composes_on_the_site_state(sites, demo_bundle, coord
     assert second["noise_multiplier"] > first["noise_multiplier"]
     code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m3", "--steps", "4", "--epsilon", "4")
     assert code == 1 and "--epsilon needs --state" in one_line_error(stderr)
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m4", *common, "--validation-share", "0.2")
+    assert code == 1 and "--validation-share is for non-private training" in one_line_error(stderr)
+    assert not (tmp_path / "m4").exists()
+
+
+def test_train_with_validation_keeps_the_best_checkpoint(sites, demo_bundle, coordinator_key, tmp_path) -> None:
+    code, _, stderr = run("train", sites / "site-2", "--bundle", demo_bundle, "--pub", coordinator_key[1],
+                          "--out", tmp_path / "m", "--steps", "40", "--validation-share", "0.2", "--json")
+    assert code == 0, stderr
+    picked = json.loads((tmp_path / "m" / "model.json").read_text())["training"]["validation"]
+    assert picked["share"] == 0.2 and picked["patients"] > 0 and picked["best_step"] == 40  # one check at the end

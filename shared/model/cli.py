@@ -34,6 +34,7 @@ def train(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = DEFAULT_STEPS,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients per step.")] = TrainConfig().batch_size,
     seed: Annotated[int, typer.Option("--seed", help="Seed for initialisation, batches and noise.")] = 0,
+    validation_share: Annotated[float, typer.Option("--validation-share", min=0.0, max=0.9, help="Hold back this share of each disease's patients and keep the checkpoint with the lowest denoising loss on them (early stopping; without --epsilon only; 0: off).")] = 0.0,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and drop bad rows.")] = False,
     epsilon: Annotated[float | None, typer.Option("--epsilon", min=0.0, help="Train with DP-SGD under this lifetime ε for the dataset (needs --state).")] = None,
     delta: Annotated[float, typer.Option("--delta", help="δ for --epsilon.")] = 1e-5,
@@ -59,8 +60,11 @@ def train(
             tensors, stats = tensorize(cohort, b)
         except ValueError as exc:
             raise InputError(str(exc), file=site) from None
-        config = TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+        config = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, validation_share=validation_share)
         private = None
+        if epsilon is not None and validation_share > 0:
+            raise InputError("--validation-share is for non-private training: checkpoint choice on held-back "
+                             "patients is not covered by --epsilon")
         if epsilon is not None:
             if state is None:
                 raise InputError("--epsilon needs --state: the folder that keeps this site's privacy budget")

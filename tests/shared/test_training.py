@@ -78,3 +78,37 @@ def test_model_folder_round_trip_and_data_card(trained, bundle, tmp_path) -> Non
                                                .replace(bundle.bundle_hash, "0" * 64))
     with pytest.raises(InputError, match="trained with bundle 0000000000000000"):
         load_model(tmp_path / "m", bundle)
+
+
+def test_validation_keeps_the_checkpoint_with_the_lowest_held_back_loss(site, bundle) -> None:
+    from shared.local_training import validation_loss, validation_split
+
+    config = TrainConfig(steps=90, batch_size=32, seed=3, validation_share=0.25, validation_every=30)
+    model, losses = train_local(site, bundle, guidance="kg", config=config, denoiser=SMALL)
+    picked = model.meta["training"]["validation"]
+    assert len(losses) == 90 and [step for step, _ in picked["curve"]] == [30, 60, 90]
+    best_step, best_loss = min(picked["curve"], key=lambda c: c[1])
+    assert picked["best_step"] == best_step and picked["best_loss"] == best_loss
+    _, held = validation_split(site, 0.25, seed=3)
+    assert picked["patients"] == held.n
+    # the returned weights are the kept checkpoint: re-scoring them gives its loss
+    again = validation_loss(model.model, model.schedule, model.tables, model.layout.to_vectors(held),
+                            torch.from_numpy(np.array(held.disease, dtype=np.int64)), seed=3)
+    assert again == pytest.approx(best_loss, abs=1e-5)
+    assert train_local(site, bundle, guidance="kg", config=TrainConfig(steps=30, seed=3),
+                       denoiser=SMALL)[0].meta["training"]["validation"] is None
+
+
+def test_validation_split_holds_back_a_share_of_every_disease(site) -> None:
+    from shared.local_training import validation_split
+
+    train, held = validation_split(site, 0.2, seed=0)
+    assert train.n + held.n == site.n
+    assert not set(train.person_id.tolist()) & set(held.person_id.tolist())
+    for d in np.unique(site.disease):
+        n = int(np.sum(site.disease == d))
+        if n >= 2:
+            assert np.sum(held.disease == d) == max(1, round(0.2 * n))
+    one = site.subset(np.array([0]))
+    with pytest.raises(ValueError, match="too few patients"):
+        validation_split(one, 0.2, seed=0)
