@@ -113,24 +113,23 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
         multiplicity, backward = mechanism.noise_multiplicity, private_backward
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_decay(config.steps))
     started = time.perf_counter()
-    picked = None
-    if validation is None:
-        losses = train_steps(net, optimizer, batches, schedule=schedule, tables=tables, steps=config.steps,
-                             cond_drop=config.cond_drop, generator=generator, scheduler=scheduler, ema=ema,
-                             on_step=on_step, multiplicity=multiplicity, backward=backward)
-    else:
-        losses, best, curve = [], None, []
-        while len(losses) < config.steps:
-            done = len(losses)
-            chunk = min(config.validation_every, config.steps - done)
-            step_hook = None if on_step is None else (lambda i, loss, done=done: on_step(done + i, loss))
-            losses += train_steps(net, optimizer, batches, schedule=schedule, tables=tables, steps=chunk,
-                                  cond_drop=config.cond_drop, generator=generator, scheduler=scheduler, ema=ema,
-                                  on_step=step_hook)
+    # one chunk without validation; with it, a check every validation_every steps
+    every = config.steps if validation is None else config.validation_every
+    losses, best, curve = [], None, []
+    while len(losses) < config.steps:
+        done = len(losses)
+        step_hook = None if on_step is None else (lambda i, loss, done=done: on_step(done + i, loss))
+        losses += train_steps(net, optimizer, batches, schedule=schedule, tables=tables,
+                              steps=min(every, config.steps - done), cond_drop=config.cond_drop, generator=generator,
+                              scheduler=scheduler, ema=ema, on_step=step_hook, multiplicity=multiplicity,
+                              backward=backward)
+        if validation is not None:
             loss = validation_loss(ema.shadow, schedule, tables, *validation, seed=config.seed)
             curve.append([len(losses), round(loss, 6)])
             if best is None or loss < best[1]:
                 best = (len(losses), loss, copy.deepcopy(ema.shadow.state_dict()))
+    picked = None
+    if best is not None:
         ema.shadow.load_state_dict(best[2])
         picked = {"patients": int(validation[0].shape[0]), "share": config.validation_share,
                   "best_step": best[0], "best_loss": round(best[1], 6), "curve": curve}

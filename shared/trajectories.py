@@ -85,10 +85,12 @@ class TrajectoryTensors:
 
     def subset(self, rows: np.ndarray) -> TrajectoryTensors:
         """The patients at ``rows`` (an index or boolean array)."""
-        pick = {k: getattr(self, k)[rows] for k in PATIENT_ARRAYS}
-        return TrajectoryTensors(**pick, binary_codes=self.binary_codes, binary_domains=self.binary_domains,
-                                 lab_codes=self.lab_codes, window_days=self.window_days,
-                                 windows_before=self.windows_before)
+        return TrajectoryTensors(**{k: getattr(self, k)[rows] for k in PATIENT_ARRAYS}, **self.grid())
+
+    def grid(self) -> dict:
+        """The columns and time grid (everything but the per-patient arrays), as keyword arguments."""
+        return {"binary_codes": self.binary_codes, "binary_domains": self.binary_domains, "lab_codes": self.lab_codes,
+                "window_days": self.window_days, "windows_before": self.windows_before}
 
     @classmethod
     def concat(cls, parts: list[TrajectoryTensors]) -> TrajectoryTensors:
@@ -101,14 +103,10 @@ class TrajectoryTensors:
         """
         if not parts:
             raise ValueError("nothing to concatenate")
-        first = parts[0]
-        layout = (first.binary_codes, first.binary_domains, first.lab_codes, first.window_days, first.windows_before)
-        if any((p.binary_codes, p.binary_domains, p.lab_codes, p.window_days, p.windows_before) != layout
-               for p in parts[1:]):
+        grid = parts[0].grid()
+        if any(p.grid() != grid for p in parts[1:]):
             raise ValueError("the cohorts have different layouts")
-        return cls(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in PATIENT_ARRAYS},
-                   binary_codes=first.binary_codes, binary_domains=first.binary_domains, lab_codes=first.lab_codes,
-                   window_days=first.window_days, windows_before=first.windows_before)
+        return cls(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in PATIENT_ARRAYS}, **grid)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The per-patient arrays a synthetic sample travels as (no ids, no dates: a site
