@@ -128,11 +128,14 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
             curve.append([len(losses), round(loss, 6)])
             if best is None or loss < best[1]:
                 best = (len(losses), loss, copy.deepcopy(ema.shadow.state_dict()))
+            elif config.validation_patience and len(losses) - best[0] >= config.validation_patience * every:
+                break  # patience spent: no new lowest held-back loss in that many checks
     picked = None
     if best is not None:
         ema.shadow.load_state_dict(best[2])
         picked = {"patients": int(validation[0].shape[0]), "share": config.validation_share,
-                  "best_step": best[0], "best_loss": round(best[1], 6), "curve": curve}
+                  "best_step": best[0], "best_loss": round(best[1], 6), "stopped_step": len(losses),
+                  "patience": config.validation_patience, "curve": curve}
     seconds = time.perf_counter() - started
     if private is not None:
         epsilon = state.record_round(round_id=f"train:{int(time.time() * 1000)}", steps=config.steps,
@@ -148,7 +151,7 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
         "bundle_sha256": bundle.bundle_hash, "study": bundle.manifest.get("study", ""),
         "diseases": list(bundle.diseases["id"]), "disease_counts": counts.tolist(),
         "train": config.as_dict(),
-        "training": {"patients": tensors.n, "steps": config.steps, "seconds": round(seconds, 2),
+        "training": {"patients": tensors.n, "steps": len(losses), "seconds": round(seconds, 2),
                      "final_loss": float(np.nanmean(losses[-100:])), "validation": picked},
         "privacy": privacy,
     }

@@ -35,9 +35,12 @@ class TrainConfig:
     seed: int = 0
     #: share of the patients held back to pick the step (non-private training only; 0: off):
     #: every ``validation_every`` steps the EMA weights' denoising loss on them is measured
-    #: with the same draws, and the weights with the lowest loss are kept (early stopping)
+    #: with the same draws, and the weights with the lowest loss are kept (early stopping);
+    #: training ends after ``validation_patience`` checks in a row without a new lowest loss
+    #: (0: run every step and keep the best)
     validation_share: float = 0.0
     validation_every: int = 250
+    validation_patience: int = 4
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -52,6 +55,8 @@ class TrainConfig:
             raise ValueError(f"validation_share must be in [0, 1), got {self.validation_share}")
         if self.validation_every < 1:
             raise ValueError(f"validation_every must be ≥ 1, got {self.validation_every}")
+        if self.validation_patience < 0:
+            raise ValueError(f"validation_patience must be ≥ 0, got {self.validation_patience}")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -23,6 +23,7 @@ from shared.training import TrainConfig
 BundleOpt = Annotated[Path, typer.Option("--bundle", help="The study bundle.")]
 PubOpt = Annotated[Path | None, typer.Option("--pub", help="Coordinator public key that must have signed the bundle.")]
 DEFAULT_STEPS = TrainConfig().steps
+_PATIENCE, _EVERY = TrainConfig().validation_patience, TrainConfig().validation_every
 
 
 def train(
@@ -34,7 +35,7 @@ def train(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = DEFAULT_STEPS,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients per step.")] = TrainConfig().batch_size,
     seed: Annotated[int, typer.Option("--seed", help="Seed for initialisation, batches and noise.")] = 0,
-    validation_share: Annotated[float, typer.Option("--validation-share", min=0.0, max=0.9, help="Hold back this share of each disease's patients and keep the checkpoint with the lowest denoising loss on them (early stopping; without --epsilon only; 0: off).")] = 0.0,
+    validation_share: Annotated[float, typer.Option("--validation-share", min=0.0, max=0.9, help=f"Hold back this share of each disease's patients, keep the checkpoint with the lowest denoising loss on them and stop after {_PATIENCE} checks ({_PATIENCE * _EVERY} steps) without a new lowest (early stopping; without --epsilon only; 0: off).")] = 0.0,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and drop bad rows.")] = False,
     epsilon: Annotated[float | None, typer.Option("--epsilon", min=0.0, help="Train with DP-SGD under this lifetime ε for the dataset (needs --state).")] = None,
     delta: Annotated[float, typer.Option("--delta", help="δ for --epsilon.")] = 1e-5,
@@ -85,8 +86,11 @@ def train(
     if json_out:
         print_json(summary)
     else:
-        console.print(f"model {out}: {summary['patients']} patients, {steps} steps in {summary['seconds']:.0f} s, "
-                      f"final loss {summary['final_loss']:.3f} (guidance {guidance})")
+        kept = summary["validation"]
+        stopping = "" if kept is None else (f", kept the step-{kept['best_step']} weights (lowest loss on "
+                                             f"{kept['patients']} held-back patients)")
+        console.print(f"model {out}: {summary['patients']} patients, {summary['steps']} of {steps} steps in "
+                      f"{summary['seconds']:.0f} s{stopping}, final loss {summary['final_loss']:.3f} (guidance {guidance})")
 
 
 def generate_cmd(

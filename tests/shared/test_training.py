@@ -99,6 +99,21 @@ def test_validation_keeps_the_checkpoint_with_the_lowest_held_back_loss(site, bu
                        denoiser=SMALL)[0].meta["training"]["validation"] is None
 
 
+def test_validation_patience_ends_training_after_checks_without_a_new_best(site, bundle) -> None:
+    # no EMA and a high learning rate: the held-back loss is noisy, so it soon fails to improve
+    config = TrainConfig(steps=600, batch_size=32, seed=3, lr=1e-2, ema=0.0, validation_share=0.25,
+                         validation_every=10, validation_patience=2)
+    model, losses = train_local(site, bundle, guidance="kg", config=config, denoiser=SMALL)
+    picked = model.meta["training"]["validation"]
+    assert picked["stopped_step"] == len(losses) == model.meta["training"]["steps"] < 600
+    assert picked["stopped_step"] - picked["best_step"] == 2 * 10  # two checks without a new lowest loss
+    steps, curve = zip(*picked["curve"])
+    assert steps[-1] == len(losses) and min(curve) == picked["best_loss"]
+    assert all(c > picked["best_loss"] for s, c in picked["curve"] if s > picked["best_step"])
+    with pytest.raises(ValueError, match="validation_patience"):
+        TrainConfig(validation_patience=-1)
+
+
 def test_validation_split_holds_back_a_share_of_every_disease(site) -> None:
     from shared.local_training import validation_split
 
