@@ -91,7 +91,8 @@ def run(per_disease: list[int], seeds: list[int], steps: int, sampler_steps: int
                                              guidance_scale=1.0, eta=0.0)
                     row = {"per_disease": size, "seed": seed, "guidance": guidance, "train_patients": train.n,
                            "train_seconds": round(seconds, 1),
-                           "best_step": (trained.meta["training"]["validation"] or {}).get("best_step", steps)}
+                           "best_step": (trained.meta["training"]["validation"] or {}).get("best_step", steps),
+                           "steps_run": trained.meta["training"]["steps"]}
                     row |= {f"holdout_{k}": v for k, v in metrics(synth, holdout).items()}
                     row |= {f"train_{k}": v for k, v in metrics(synth, train).items()}
                     row["real_vs_holdout_mmd2"] = mmd2_unbiased(train, holdout, permutations=1).mmd2
@@ -127,8 +128,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    stop = (f"; early stopping on {args.validation_share:.0%} of the training half (steps kept: "
-            + ", ".join(f"{r['guidance']} {r['best_step']}" for r in rows) + ")") if args.validation_share else ""
+    stop = (f"; early stopping on {args.validation_share:.0%} of the training half (steps kept / run: "
+            + ", ".join(f"{r['guidance']} {r['best_step']}/{r['steps_run']}" for r in rows) + ")") if args.validation_share else ""
     print(f"Seeds {args.seeds}; {args.steps} training steps{stop}; {args.sampler_steps} DDIM steps; mean (per seed).\n")
     print(table(rows, "holdout_mmd2", "MMD²_u vs held-out patients", True), "\n")
     print(table(rows, "train_mmd2", "MMD²_u vs training patients", True), "\n")

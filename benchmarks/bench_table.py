@@ -253,7 +253,8 @@ def cell(values: list[float], fmt: str) -> str:
 
 def print_table(mine: list[dict], columns, value) -> None:
     """One Markdown table: a row per (method, ε), a cell per column, mean ± sd over seeds of
-    ``value(row, key)``."""
+    ``value(row, key)``; a row measured on fewer seeds than the table's says how many."""
+    n_seeds = len({r["seed"] for r in mine})
     print("| method | ε | " + " | ".join(f"{c} {b}" for c, _, _, b in columns) + " |")
     print("|---|---:|" + "---:|" * len(columns))
     eps_order = sorted({r["epsilon"] for r in mine}, key=lambda e: float("inf") if e is None else e)
@@ -264,6 +265,8 @@ def print_table(mine: list[dict], columns, value) -> None:
                 continue
             cells = [cell([v for r in cell_rows if (v := value(r, key)) is not None], fmt) for _, key, fmt, _ in columns]
             label = "any (no DP)" if method in NO_EPSILON else "no DP" if eps is None else f"{eps:g}"
+            if len(cell_rows) < n_seeds:
+                label += f" ({len(cell_rows)} seed{'s' if len(cell_rows) > 1 else ''})"
             print(f"| {LABELS[method]} | {label} | " + " | ".join(cells) + f" |  <!-- n={len(cell_rows)} -->")
 
 
