@@ -40,6 +40,7 @@ SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a site id that i
 HEADLINE = ("counts.real", "counts.holdout", "counts.synthetic", "fidelity.mmd2", "fidelity.mmd2_baseline_holdout",
             "fidelity.prevalence_r2_identity", "fidelity.discriminator_auroc",
             "plausibility.phenotype_pairs_supported", "privacy.dcr_membership_auroc", "privacy.domias_auroc",
+            "privacy.domias_auroc_null_sd",
             "privacy.attribute_disclosure_gap", "privacy.exact_copy_share", "utility.disease_auroc_tstr",
             "utility.disease_auroc_trtr")
 

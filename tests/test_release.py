@@ -98,13 +98,16 @@ def test_release_reads_site_metrics_from_the_run_folder(run_dir, demo_bundle, co
     shutil.copytree(run_dir, run_copy)
     (run_copy / "evaluation" / "site-1").mkdir(parents=True)
     (run_copy / "evaluation" / "site-1" / "metrics.json").write_text(json.dumps(
-        {"privacy": {"exact_copy_share": 0.0, "dcr_membership_auroc": 0.61, "domias_auroc": 0.5}}))
+        {"privacy": {"exact_copy_share": 0.0, "dcr_membership_auroc": 0.61, "dcr_membership_auroc_null_sd": 0.04,
+                     "domias_auroc": 0.5, "domias_auroc_null_sd": 0.09}}))
     (tmp_path / "gate.toml").write_text(LENIENT)
     code, stdout, stderr = run(*args(run_copy, demo_bundle, coordinator_key[1], tmp_path / "rel", "--gate",
                                      tmp_path / "gate.toml", "--json"))
     assert code == 1 and "membership_auroc = 0.61, needs ≤ 0.55" in one_line_error(stderr)
     checks = {c["gate"]: c for c in json.loads(stdout)["checks"]}
     assert checks["exact_copy_share"]["status"] == "pass" and not (tmp_path / "rel").exists()
+    # the spread is the one of the AUROC that set the value (DCR here, not DOMIAS)
+    assert checks["membership_auroc"]["note"] == "worst of 1 site(s): site-1 (spread with no leak at its sizes: SD 0.040)"
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -67,6 +67,9 @@ HEADLINES: tuple[tuple[str, str, str, str], ...] = (
     ("privacy", "dcr_holdout_to_members_p50", "DCR holdout → training, median (baseline)", "As above, at the median."),
     ("privacy", "domias_auroc", "DOMIAS membership-inference AUROC",
      "Density of the synthetic data over a reference real density at each record; 0.5 is no leak (target ≤ 0.52)."),
+    ("privacy", "domias_auroc_null_sd", "DOMIAS AUROC spread with no leak (SD)",
+     "Sampling SD of the DOMIAS AUROC if nothing leaks (training patients against the scored half of the "
+     "holdout); within about 2 SD of 0.5 is what chance gives at these sizes."),
     ("privacy", "attribute_disclosure_auroc_members", "Attribute disclosure AUROC, training patients",
      "Attacker knows sex, age band, disease and half the features, guesses the rest from 5 synthetic neighbours."),
     ("privacy", "attribute_disclosure_auroc_holdout", "Attribute disclosure AUROC, holdout (baseline)",

@@ -31,7 +31,7 @@ from shared.evaluation.fidelity import (
 from shared.evaluation.markdown import render_markdown
 from shared.evaluation.plausibility import GraphKnowledge, plausibility
 from shared.evaluation.privacy import dcr_membership_auroc, dcr_percentiles, exact_copy_share
-from shared.evaluation.stats import check_same_columns
+from shared.evaluation.stats import auroc_null_sd, check_same_columns
 from shared.evaluation.temporal import DEFAULT_MIN_COUNT, transition_r2
 from shared.evaluation.utility import DEFAULT_MAX_PHENOTYPES, TaskResult, tstr_trtr
 from shared.trajectories import TrajectoryTensors
@@ -114,8 +114,7 @@ def evaluate(
         n_m, n_h = v_real.shape[0], v_hold.shape[0]
         privacy |= {"exact_copy_share_holdout": exact_copy_share(v_synth, v_hold),
                     "dcr_membership_auroc": dcr_membership_auroc(v_synth, v_real, v_hold),
-                    # SD of a Mann–Whitney AUROC under "no leak" (Hanley & McNeil 1982, no ties)
-                    "dcr_membership_auroc_null_sd": math.sqrt((n_m + n_h + 1) / (12.0 * n_m * n_h))}
+                    "dcr_membership_auroc_null_sd": auroc_null_sd(n_m, n_h)}
         privacy |= _attacks(real, synthetic, holdout, v_real, v_synth, v_hold, seed=seed)
         out["utility"] = _utility(tstr_trtr(real, synthetic, holdout))
     else:
@@ -180,7 +179,11 @@ def _attacks(real: TrajectoryTensors, synthetic: TrajectoryTensors, holdout: Tra
              v_synth: Any, v_hold: Any, *, seed: int) -> dict[str, Any]:
     """DOMIAS, attribute disclosure and NNAA (the holdout part of the privacy group)."""
     out: dict[str, Any] = {}
-    out["domias_auroc"] = domias_auroc(v_synth, v_real, v_hold, seed=seed).auroc if holdout.n >= 4 else None
+    out["domias_auroc"] = out["domias_auroc_null_sd"] = None
+    if holdout.n >= 4:
+        domias = domias_auroc(v_synth, v_real, v_hold, seed=seed)
+        out |= {"domias_auroc": domias.auroc,
+                "domias_auroc_null_sd": auroc_null_sd(domias.n_members, domias.n_holdout_eval)}
     if len(real.binary_codes) >= 2:
         attr = attribute_disclosure(synthetic, real, holdout, known_share=ATTRIBUTE_KNOWN_SHARE,
                                     k=min(ATTRIBUTE_K, synthetic.n), seed=seed)

@@ -62,6 +62,24 @@ def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
     return u / (n_pos * n_neg)
 
 
+def auroc_null_sd(n_positive: int, n_negative: int) -> float:
+    """Standard deviation of :func:`auroc` when the two classes come from one distribution.
+
+    Under "no separation" the Mann–Whitney U has variance n₁n₀(n₁ + n₀ + 1)/12 (no ties;
+    Mann & Whitney 1947), so the AUROC's is (n₁ + n₀ + 1)/(12 n₁ n₀) (Hanley & McNeil 1982).
+    A membership-attack AUROC more than about 2 of these above 0.5 is a signal; within that it
+    is what chance gives at these sizes.
+
+    Raises
+    ------
+    ValueError
+        A class has no members.
+    """
+    if n_positive < 1 or n_negative < 1:
+        raise ValueError(f"both classes need a member, got {n_positive} and {n_negative}")
+    return float(np.sqrt((n_positive + n_negative + 1) / (12.0 * n_positive * n_negative)))
+
+
 def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """float64 [n, m]: ‖aᵢ − bⱼ‖² via ‖a‖² + ‖b‖² − 2a·b, clipped at 0 against round-off."""
     a = np.asarray(a, dtype=np.float64)

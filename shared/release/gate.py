@@ -143,6 +143,7 @@ class SitePrivacy:
     exact_copy_share: float | None
     membership_auroc: float | None  # max of the DCR and DOMIAS membership AUROCs the site reported
     source: str
+    membership_auroc_null_sd: float | None = None  # that AUROC's spread with no leak, where reported
 
 
 def read_site_privacy(run_dir: str | Path) -> list[SitePrivacy]:
@@ -162,10 +163,13 @@ def read_site_privacy(run_dir: str | Path) -> list[SitePrivacy]:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise InputError("not a metrics.json with a privacy object", file=path) from None
-        aurocs = [float(privacy[k]) for k in ("dcr_membership_auroc", "domias_auroc") if privacy.get(k) is not None]
+        aurocs = [(float(privacy[k]), privacy.get(f"{k}_null_sd")) for k in ("dcr_membership_auroc", "domias_auroc")
+                  if privacy.get(k) is not None]
+        worst, null_sd = max(aurocs, key=lambda a: a[0]) if aurocs else (None, None)
         copies = privacy.get("exact_copy_share")
         reports.append(SitePrivacy(site=path.parent.name, exact_copy_share=None if copies is None else float(copies),
-                                   membership_auroc=max(aurocs) if aurocs else None, source=str(path)))
+                                   membership_auroc=worst, source=str(path),
+                                   membership_auroc_null_sd=None if null_sd is None else float(null_sd)))
     return reports
 
 
@@ -219,6 +223,10 @@ def apply_gate(plausibility: dict[str, float], site_privacy: list[SitePrivacy], 
             checks.append(Check(gate, None, "≤", threshold, status, note))
             continue
         worst, site = max(values)
-        checks.append(Check(gate, worst, "≤", threshold, "pass" if worst <= threshold else "fail",
-                            f"worst of {len(values)} site(s): {site}"))
+        note = f"worst of {len(values)} site(s): {site}"
+        null_sd = next((s.membership_auroc_null_sd for s in site_privacy if s.site == site), None)
+        if attr == "membership_auroc" and null_sd is not None:
+            # the reader needs the chance spread to tell a leak from a small holdout's noise
+            note += f" (spread with no leak at its sizes: SD {null_sd:.3f})"
+        checks.append(Check(gate, worst, "≤", threshold, "pass" if worst <= threshold else "fail", note))
     return checks

@@ -50,6 +50,8 @@ def test_evaluate_returns_finite_plain_numbers(metrics) -> None:
     assert fidelity["transition_r2_identity"] > 0.5
     assert abs(fidelity["discriminator_auroc"] - 0.5) < 0.15 and len(fidelity["discriminator_fold_aurocs"]) == 5
     assert abs(privacy["domias_auroc"] - 0.5) < 0.15
+    # DOMIAS scores the 120 members against the half of the 90 holdout patients it does not use as reference
+    assert privacy["domias_auroc_null_sd"] == pytest.approx(np.sqrt((120 + 45 + 1) / (12 * 120 * 45)))
     assert abs(privacy["attribute_disclosure_gap"]) < 0.1 and abs(privacy["nnaa_privacy_loss"]) < 0.15
     assert "disease" in metrics["utility"]["tasks"] and "disease_auroc_ratio" in metrics["utility"]
     assert "plausibility" not in metrics

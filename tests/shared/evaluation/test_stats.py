@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.evaluation.stats import auroc, nearest_distances, squared_distances
+from shared.evaluation.stats import auroc, auroc_null_sd, nearest_distances, squared_distances
 
 
 def brute_force_auroc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -40,6 +40,15 @@ def test_auroc_property_brute_force_and_symmetry(pos, neg) -> None:
     p, n = np.array(pos, float), np.array(neg, float)
     assert auroc(p, n) == pytest.approx(brute_force_auroc(p, n), abs=1e-12)
     assert auroc(p, n) + auroc(n, p) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_auroc_null_sd_matches_the_spread_of_auroc_between_samples_of_one_distribution() -> None:
+    rng = np.random.default_rng(0)
+    draws = [auroc(rng.normal(size=30), rng.normal(size=10)) for _ in range(4000)]
+    assert float(np.std(draws)) == pytest.approx(auroc_null_sd(30, 10), rel=0.05)
+    assert auroc_null_sd(30, 10) == pytest.approx(np.sqrt(41 / 3600))
+    with pytest.raises(ValueError, match="both classes"):
+        auroc_null_sd(0, 10)
 
 
 def test_auroc_rejects_empty_and_nan() -> None:
