@@ -102,6 +102,7 @@ def domias_auroc(
     components: int = DEFAULT_DOMIAS_COMPONENTS,
     seed: int = 0,
     max_n: int = DEFAULT_ATTACK_MAX_N,
+    reference: Vectors | None = None,
 ) -> DomiasResult:
     """DOMIAS membership inference: density of the synthetic data over a reference density.
 
@@ -123,7 +124,8 @@ def domias_auroc(
     score           log p̂_S(x) − log p̂_R(x)
     ==============  ==============================================================
 
-    1. Split the holdout at random (seeded) into R (⌈n/2⌉ rows) and H.
+    1. Split the holdout at random (seeded) into R (⌈n/2⌉ rows) and H; with ``reference``, R is
+       that set and all of the holdout is H.
     2. Project S, R, members and H onto V (centred and scaled by S ∪ R).
     3. p̂_X(x) = (1/|X|) Σ_{x'∈X} N(x; x', h_X² I), for X = S and X = R.
     4. AUROC of the members' scores (positives) against H's (negatives).
@@ -139,6 +141,9 @@ def domias_auroc(
         Seeds the holdout split and the subsampling.
     max_n
         At most this many rows of each set (seeded subsample, before the split).
+    reference
+        float [n_r ≥ 2, D] real non-members of the members' population that the attacker holds
+        apart from the holdout (the paper's reference set); without it, half the holdout.
 
     Returns
     -------
@@ -161,14 +166,21 @@ def domias_auroc(
         raise ValueError(f"components must be ≥ 1, got {components!r}")
     if max_n < 4:
         raise ValueError(f"max_n must be ≥ 4, got {max_n!r}")
-    if h.shape[0] < 4:
+    if reference is None and h.shape[0] < 4:
         raise ValueError(f"DOMIAS needs a holdout of ≥ 4 patients (reference and evaluation halves), got {h.shape[0]}")
     rng = np.random.default_rng([seed, 3])
     s, m, h = (_cap(x, max_n, rng) for x in (s, m, h))
-    # 1. split the holdout
-    order = rng.permutation(h.shape[0])
-    half = (h.shape[0] + 1) // 2
-    ref, evaluation = h[order[:half]], h[order[half:]]
+    # 1. the attacker's reference: a set of its own, or half of the holdout
+    if reference is not None:
+        ref, evaluation = _cap(as_vectors(reference, "reference"), max_n, rng), h
+        check_same_width(synth=s, reference=ref)
+        if ref.shape[0] < 2 or evaluation.shape[0] < 1:
+            raise ValueError(f"DOMIAS needs ≥ 2 reference and ≥ 1 holdout patients, got {ref.shape[0]} and "
+                             f"{evaluation.shape[0]}")
+    else:
+        order = rng.permutation(h.shape[0])
+        half = (h.shape[0] + 1) // 2
+        ref, evaluation = h[order[:half]], h[order[half:]]
     # 2. whitened principal components of S ∪ R
     pooled = np.concatenate([s, ref])
     center = pooled.mean(axis=0)

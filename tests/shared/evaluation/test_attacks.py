@@ -26,6 +26,17 @@ def test_domias_is_near_chance_for_fresh_data() -> None:
     assert domias_auroc(_cohort(3), members, holdout).auroc == pytest.approx(0.5, abs=0.1)
 
 
+def test_domias_with_a_reference_of_its_own_scores_the_whole_holdout() -> None:
+    members, holdout, reference = _cohort(1), _cohort(2, 40), _cohort(4, 200)
+    leak = domias_auroc(members, members, holdout, reference=reference)
+    assert leak.auroc > 0.9 and (leak.n_reference, leak.n_holdout_eval) == (200, 40)
+    assert domias_auroc(_cohort(3), members, holdout, reference=reference).auroc == pytest.approx(0.5, abs=0.1)
+    # a 3-patient holdout is enough once the reference is separate
+    assert domias_auroc(_cohort(3), members, holdout.subset(np.arange(3)), reference=reference).n_holdout_eval == 3
+    with pytest.raises(ValueError, match="≥ 2 reference"):
+        domias_auroc(_cohort(3), members, holdout, reference=reference.subset(np.arange(1)))
+
+
 def test_domias_is_deterministic_and_checks_its_input() -> None:
     members, holdout, synth = _cohort(1, 60), _cohort(2, 60), _cohort(3, 60)
     assert domias_auroc(synth, members, holdout, seed=4) == domias_auroc(synth, members, holdout, seed=4)
