@@ -22,8 +22,7 @@ from shared.training import TrainConfig
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", help="The study bundle.")]
 PubOpt = Annotated[Path | None, typer.Option("--pub", help="Coordinator public key that must have signed the bundle.")]
-DEFAULT_STEPS = TrainConfig().steps
-_PATIENCE, _EVERY = TrainConfig().validation_patience, TrainConfig().validation_every
+DEFAULTS = TrainConfig()
 
 
 def train(
@@ -32,10 +31,10 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     pub: PubOpt = None,
     guidance: Annotated[str, typer.Option("--guidance", help="kg: knowledge-guided; none: plain diffusion (γ=0, no graph inputs); learned: a learned per-feature schedule, no graph (ablation).")] = "kg",
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = DEFAULT_STEPS,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients per step.")] = TrainConfig().batch_size,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = DEFAULTS.steps,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients per step.")] = DEFAULTS.batch_size,
     seed: Annotated[int, typer.Option("--seed", help="Seed for initialisation, batches and noise.")] = 0,
-    validation_share: Annotated[float, typer.Option("--validation-share", min=0.0, max=0.9, help=f"Hold back this share of each disease's patients, keep the checkpoint with the lowest denoising loss on them and stop after {_PATIENCE} checks ({_PATIENCE * _EVERY} steps) without a new lowest (early stopping; without --epsilon only; 0: off).")] = 0.0,
+    validation_share: Annotated[float, typer.Option("--validation-share", min=0.0, max=0.9, help=f"Hold back this share of each disease's patients, keep the checkpoint with the lowest denoising loss on them and stop after {DEFAULTS.validation_patience} checks ({DEFAULTS.validation_patience * DEFAULTS.validation_every} steps) without a new lowest (early stopping; without --epsilon only; 0: off).")] = 0.0,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and drop bad rows.")] = False,
     epsilon: Annotated[float | None, typer.Option("--epsilon", min=0.0, help="Train with DP-SGD under this lifetime ε for the dataset (needs --state).")] = None,
     delta: Annotated[float, typer.Option("--delta", help="δ for --epsilon.")] = 1e-5,

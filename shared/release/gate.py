@@ -215,18 +215,17 @@ def apply_gate(plausibility: dict[str, float], site_privacy: list[SitePrivacy], 
         checks.append(Check(gate, value, op, threshold, "pass" if ok else "fail", note))  # type: ignore[arg-type]
     for gate, attr, threshold in (("exact_copy_share", "exact_copy_share", config.max_exact_copy_share),
                                   ("membership_auroc", "membership_auroc", config.max_membership_auroc)):
-        values = [(getattr(s, attr), s.site) for s in site_privacy if getattr(s, attr) is not None]
-        if not values:
+        reported = [s for s in site_privacy if getattr(s, attr) is not None]
+        if not reported:
             note = ("not evaluated: no site reported it (no RUN/evaluation/<site>/metrics.json)" if not site_privacy
                     else "not evaluated: no site's metrics.json has it")
             status: Status = "fail" if config.require_site_reports else "not evaluated"
             checks.append(Check(gate, None, "≤", threshold, status, note))
             continue
-        worst, site = max(values)
-        note = f"worst of {len(values)} site(s): {site}"
-        null_sd = next((s.membership_auroc_null_sd for s in site_privacy if s.site == site), None)
-        if attr == "membership_auroc" and null_sd is not None:
+        top = max(reported, key=lambda s: (getattr(s, attr), s.site))
+        worst, note = getattr(top, attr), f"worst of {len(reported)} site(s): {top.site}"
+        if attr == "membership_auroc" and top.membership_auroc_null_sd is not None:
             # the reader needs the chance spread to tell a leak from a small holdout's noise
-            note += f" (spread with no leak at its sizes: SD {null_sd:.3f})"
+            note += f" (spread with no leak at its sizes: SD {top.membership_auroc_null_sd:.3f})"
         checks.append(Check(gate, worst, "≤", threshold, "pass" if worst <= threshold else "fail", note))
     return checks
