@@ -13,7 +13,7 @@ each site's share of the sample two ways:
 
 - ``site holdout``: the table's attack;
 - ``large reference``: the attacker's reference density is ``--fresh`` new patients of the
-  same simulated hospital (:func:`shared.ehr.simulate.fresh_patients`), and the training patients
+  same simulated hospital (:func:`shared.simulation.consortium.fresh_patients`), and the training patients
   are scored against *all* the site's held-out patients (real non-members, never trained on).
 
 The reference generator (fresh patients, ``truth``) cannot leak and is attacked the same way:
@@ -34,11 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_quality import bundle_in  # noqa: E402
 from benchmarks.bench_table import consortium, fit_diffusion, fit_truth  # noqa: E402
-from client.suite import match_disease_mix  # noqa: E402
-from shared.ehr.simulate import fresh_patients  # noqa: E402
+from client.sample_evaluation import match_disease_mix  # noqa: E402
+from shared.simulation.consortium import fresh_patients  # noqa: E402
 from shared.evaluation.attacks import domias_auroc  # noqa: E402
 from shared.evaluation.stats import auroc_null_sd  # noqa: E402
-from shared.tensorize import tensorize  # noqa: E402
+from shared.trajectories.tensorize import tensorize  # noqa: E402
 
 COLUMNS = ("domias_site", "null_sd_site", "domias_reference", "null_sd_reference")
 HEADERS = ("DOMIAS, site holdout (the table's)", "no-leak SD", "DOMIAS, large reference", "no-leak SD")

@@ -8,7 +8,7 @@ For the default denoiser and a smaller one, with noise multiplicity 1 and 4: the
 wall time of a training step (forward, backward, optimizer) without DP and with DP-SGD
 through Opacus (per-sample gradients by hooks, clipping, Gaussian noise, Poisson batches of
 expected size ``--batch``), with per-patient clipping by Opacus' hooks (every per-patient
-gradient materialised) and by book-keeping (``shared.clipping``, one backward pass; the
+gradient materialised) and by book-keeping (``shared.privacy.clipping``, one backward pass; the
 default). Issue 4's goal is a ratio ≤ 1.5. No thresholds are asserted.
 """
 
@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.bench_quality import bundle_in  # noqa: E402
-from shared.dp_sgd import Mechanism, make_private  # noqa: E402
-from shared.dp_sgd import backward as private_backward  # noqa: E402
+from shared.privacy.dp_sgd import Mechanism, make_private  # noqa: E402
+from shared.privacy.dp_sgd import backward as private_backward  # noqa: E402
 from shared.model.checkpoint import build  # noqa: E402
-from shared.training import shuffled_batches, train_steps  # noqa: E402
+from shared.model.training import shuffled_batches, train_steps  # noqa: E402
 
 ARCHS = {"default (hidden 128, 2 blocks)": {}, "small (hidden 64, 1 block)": {"hidden": 64, "mix_hidden": 128, "blocks": 1}}
 

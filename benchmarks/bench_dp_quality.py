@@ -39,14 +39,14 @@ from raregraph.demo import HOLDOUT_SHARE, split_patients  # noqa: E402
 from raregraph.federate import run_simulated, site_nodes  # noqa: E402
 from server.config import RunConfig  # noqa: E402
 from shared import protocol as P  # noqa: E402
-from shared.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402
+from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
-from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium  # noqa: E402
-from shared.evaluation.report import evaluate  # noqa: E402
-from shared.generation import generate_tensors  # noqa: E402
+from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium  # noqa: E402
+from shared.evaluation.suite import evaluate  # noqa: E402
+from shared.model.generation import generate_tensors  # noqa: E402
 from shared.model.checkpoint import build, load_model  # noqa: E402
-from shared.tensorize import tensorize  # noqa: E402
-from shared.training import shuffled_batches, train_steps  # noqa: E402
+from shared.trajectories.tensorize import tensorize  # noqa: E402
+from shared.model.training import shuffled_batches, train_steps  # noqa: E402
 
 def nonprivate_client(nodes) -> ClientApp:
     """The site's ClientApp with a train handler that does plain SGD (the "no DP" row)."""

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_quality import bundle_in  # noqa: E402
 from raregraph.federate import run_simulated, site_nodes  # noqa: E402
 from server.config import RunConfig  # noqa: E402
-from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium, write_consortium  # noqa: E402
+from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, write_consortium  # noqa: E402
 
 
 def main() -> None:

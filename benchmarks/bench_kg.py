@@ -74,7 +74,7 @@ def child(stage: str, out: Path | None) -> None:
 
         work: Callable[[], object] = Ontology
     else:
-        from kg.build import Sources, build_graph, default_hpo_dir
+        from kg.assembly.pipeline import Sources, build_graph, default_hpo_dir
         from kg.sources.hpo_annotations import parse_genes_to_phenotype, parse_hpoa, parse_phenotype_to_genes
         from kg.sources.obo import parse_obo
 
@@ -126,14 +126,14 @@ def bench_build(runs: int) -> dict[str, dict[str, Stats]]:
 
 
 def bench_scoring(runs: int) -> dict:
-    from kg.build import Sources, build_graph
+    from kg.assembly.pipeline import Sources, build_graph
     from kg.bundle import make_bundle
     from kg.metapaths import FEATURE_METAPATHS
     from kg.scoring import metapath_scores, pathsim
     from kg.store import KnowledgeGraph, LabeledMatrix
     from kg.study import load_study
     from raregraph.demo import default_study
-    from shared.signing import load_private_key, new_keypair
+    from shared.signing.keys import load_private_key, new_keypair
 
     study = load_study(default_study())
     sources = list(study.study.diseases)

@@ -22,7 +22,7 @@ How it measures
    medians (and min–max).
 3. Stages: (a) generate ``kg.csv`` (not part of the target); (b) ``parse_kg_csv``;
    (c) the graph store: ``build_graph(Sources.default(primekg=...))`` when
-   ``kg.build.Sources`` has a ``primekg`` field (the real build: PrimeKG merged with the
+   ``kg.assembly.pipeline.Sources`` has a ``primekg`` field (the real build: PrimeKG merged with the
    embedded HPO data and curated layer; it parses ``kg.csv`` itself), otherwise the
    *direct path*: the embedded ``build_graph(Sources.default())`` plus the parsed PrimeKG
    merged into one :class:`~kg.store.KnowledgeGraph` by :func:`merge_primekg`; (d) the
@@ -93,8 +93,8 @@ def peak_rss_mib() -> float:
 
 
 def real_build_path() -> bool:
-    """True when ``kg.build.Sources`` takes a PrimeKG file (the real build path exists)."""
-    from kg.build import Sources
+    """True when ``kg.assembly.pipeline.Sources`` takes a PrimeKG file (the real build path exists)."""
+    from kg.assembly.pipeline import Sources
 
     return "primekg" in {f.name for f in fields(Sources)}
 
@@ -196,7 +196,7 @@ def child(stage: str, csv: Path, workdir: Path, scale: float, seed: int) -> None
         info["naive_work"] = primekg_partial_paths(csv, [f"MONDO:{m:07d}" for m, _ in STUDY_MONDO.values()])
         print(json.dumps({"times": times, "rss": rss, "info": info}))
         return
-    from kg.build import Sources, build_graph
+    from kg.assembly.pipeline import Sources, build_graph
     from kg.metapaths import FEATURE_METAPATHS
     from kg.scoring import metapath_scores, pathsim
     from kg.sources.primekg import parse_kg_csv
@@ -241,7 +241,7 @@ def child(stage: str, csv: Path, workdir: Path, scale: float, seed: int) -> None
     info["pathsim_nnz"] = int(sim.matrix.nnz)
     del sim
     from kg.bundle import make_bundle
-    from shared.signing import load_private_key, new_keypair
+    from shared.signing.keys import load_private_key, new_keypair
 
     with tempfile.TemporaryDirectory(prefix="bench-kg-scale-", dir=workdir) as tmp:
         key = load_private_key(new_keypair(Path(tmp) / "key")[0])

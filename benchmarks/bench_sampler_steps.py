@@ -24,12 +24,12 @@ import numpy as np  # noqa: E402
 
 from benchmarks.bench_quality import bundle_in  # noqa: E402
 from raregraph.demo import split_patients  # noqa: E402
-from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium  # noqa: E402
+from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.evaluation.fidelity import mmd2_unbiased, prevalence_r2  # noqa: E402
-from shared.generation import generate_tensors  # noqa: E402
-from shared.local_training import train_local  # noqa: E402
-from shared.tensorize import tensorize  # noqa: E402
-from shared.training import TrainConfig  # noqa: E402
+from shared.model.generation import generate_tensors  # noqa: E402
+from shared.model.fit import train_local  # noqa: E402
+from shared.trajectories.tensorize import tensorize  # noqa: E402
+from shared.model.training import TrainConfig  # noqa: E402
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ Usage::
    - *plain loop*, the sampler before the fast path: ``model(...)`` then
      ``schedule.step`` at every step, batches of 16,384 under bfloat16 autocast;
    - the plain loop with batches of 1,024 (smaller working set);
-   - the fast path (:func:`shared.sampling.sample`) with ``workers=1``: chunks of one
+   - the fast path (:func:`shared.model.sampling.sample`) with ``workers=1``: chunks of one
      disease on the calling thread, torch splitting every operation between the cores;
    - the fast path as shipped: chunks side by side on one thread per core.
 
@@ -53,14 +53,14 @@ import torch  # noqa: E402
 
 from benchmarks.bench_quality import bundle_in  # noqa: E402
 from raregraph.demo import split_patients  # noqa: E402
-from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium  # noqa: E402
+from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.evaluation.fidelity import mmd2_unbiased, prevalence_r2  # noqa: E402
-from shared.generation import DEFAULT_SAMPLER_STEPS, draw_conditions, generate_tensors  # noqa: E402
-from shared.local_training import train_local  # noqa: E402
+from shared.model.generation import DEFAULT_SAMPLER_STEPS, draw_conditions, generate_tensors  # noqa: E402
+from shared.model.fit import train_local  # noqa: E402
 from shared.model.checkpoint import TrainedModel  # noqa: E402
-from shared.sampling import sample, sample_plain  # noqa: E402
-from shared.tensorize import Layout, tensorize, to_cohort  # noqa: E402
-from shared.training import TrainConfig  # noqa: E402
+from shared.model.sampling import sample, sample_plain  # noqa: E402
+from shared.trajectories.tensorize import Layout, tensorize, to_cohort  # noqa: E402
+from shared.model.training import TrainConfig  # noqa: E402
 
 
 def med(xs: list[float]) -> str:

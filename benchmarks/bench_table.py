@@ -14,7 +14,7 @@ Harness, the same for every method:
   20 % of every site held out and never trained on;
 - each method is fitted on the sites' training patients at the same per-site (ε, δ = 1e-5);
 - it then draws ``POOL_PER_DISEASE`` patients of every study disease, and each site measures
-  that pool, cut to its own disease mix (:func:`client.suite.match_disease_mix`), against its
+  that pool, cut to its own disease mix (:func:`client.sample_evaluation.match_disease_mix`), against its
   training and held-out patients with the full suite (:func:`shared.evaluation.evaluate`):
   the federated evaluation protocol of the product, run in-process. A cell is the mean
   over sites; the table gives mean ± sd over seeds;
@@ -33,10 +33,10 @@ Methods:
   (:mod:`shared.baselines.dpgan`, an in-process federation with the same rounds);
 - ``marginals``: independent per-disease marginals, one Gaussian release per site
   (:mod:`shared.baselines.marginals`);
-- ``prior``: patients from the graph's priors alone (:mod:`shared.prior_sampler`; no patient
+- ``prior``: patients from the graph's priors alone (:mod:`shared.baselines.prior`; no patient
   data, so ε does not apply: one row, drawn flat across ε in the plot);
 - ``truth``: the reference, not a method: fresh patients from the same simulated hospitals
-  (:func:`shared.ehr.simulate.fresh_patients`, ``TRUTH_SCALE`` × each site's size, pooled),
+  (:func:`shared.simulation.consortium.fresh_patients`, ``TRUTH_SCALE`` × each site's size, pooled),
   what a perfect consortium generator would produce. Every metric's ceiling under this
   harness; no ε.
 
@@ -60,20 +60,20 @@ import numpy as np  # noqa: E402
 
 from benchmarks.bench_dp_quality import nonprivate_client  # noqa: E402
 from benchmarks.bench_quality import bundle_in  # noqa: E402
-from client.suite import match_disease_mix  # noqa: E402
+from client.sample_evaluation import match_disease_mix  # noqa: E402
 from raregraph.demo import HOLDOUT_SHARE, split_patients  # noqa: E402
 from raregraph.federate import run_simulated, site_nodes  # noqa: E402
 from server.config import RunConfig  # noqa: E402
 from shared.evaluation.numbers import flatten  # noqa: E402
-from shared.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402
+from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
-from shared.ehr.simulate import fresh_patients, knowledge_from_bundle, simulate_consortium  # noqa: E402
-from shared.evaluation.report import evaluate  # noqa: E402
-from shared.generation import DEFAULT_SAMPLER_STEPS, generate_tensors  # noqa: E402
+from shared.simulation.consortium import fresh_patients, knowledge_from_bundle, simulate_consortium  # noqa: E402
+from shared.evaluation.suite import evaluate  # noqa: E402
+from shared.model.generation import DEFAULT_SAMPLER_STEPS, generate_tensors  # noqa: E402
 from shared.model.checkpoint import load_model  # noqa: E402
-from shared.prior_sampler import PriorSampler  # noqa: E402
-from shared.tensorize import tensorize  # noqa: E402
-from shared.trajectories import TrajectoryTensors  # noqa: E402
+from shared.baselines.prior import PriorSampler  # noqa: E402
+from shared.trajectories.tensorize import tensorize  # noqa: E402
+from shared.trajectories.tensors import TrajectoryTensors  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "table.jsonl"
 PLOT = ROOT / "benchmarks" / "results" / "fidelity_vs_epsilon.png"

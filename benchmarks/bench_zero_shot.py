@@ -36,11 +36,11 @@ from benchmarks.bench_table import fit_diffusion, pool_conditions  # noqa: E402
 from raregraph.demo import partition  # noqa: E402
 from shared.evaluation.numbers import flatten  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
-from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium  # noqa: E402
-from shared.evaluation.report import evaluate  # noqa: E402
-from shared.prior_sampler import PriorSampler  # noqa: E402
-from shared.tensorize import tensorize  # noqa: E402
-from shared.trajectories import TrajectoryTensors  # noqa: E402
+from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium  # noqa: E402
+from shared.evaluation.suite import evaluate  # noqa: E402
+from shared.baselines.prior import PriorSampler  # noqa: E402
+from shared.trajectories.tensorize import tensorize  # noqa: E402
+from shared.trajectories.tensors import TrajectoryTensors  # noqa: E402
 
 KEYS = (("MMD²_u ↓", "fidelity.mmd2", ".4f"), ("prevalence R² ↑", "fidelity.prevalence_r2_identity", ".2f"),
         ("co-occurrence R² ↑", "fidelity.cooccurrence_r2_identity", ".2f"),

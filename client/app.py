@@ -2,9 +2,9 @@
 
 Handlers: ``query`` (the study bundle: offer → cached or need; files → verify with the
 pinned key and cache; or a synthetic sample → the evaluation suite's numbers,
-:mod:`client.suite`), ``train`` (one DP round, :mod:`client.training`) and ``evaluate``
+:mod:`client.sample_evaluation`), ``train`` (one DP round, :mod:`client.training`) and ``evaluate``
 (the global model's loss on the site's patients, released with DP and charged, or declined;
-:mod:`client.evaluation`). Replies carry weights, counts, metrics and the site's signed
+:mod:`client.loss_evaluation`). Replies carry weights, counts, metrics and the site's signed
 privacy ledger only.
 """
 
@@ -19,8 +19,8 @@ from flwr.clientapp import ClientApp
 
 from client import bundle_cache
 from client.config import NodeConfig
-from client.evaluation import evaluate_round
-from client.suite import SuiteRequest, evaluate_sample
+from client.loss_evaluation import evaluate_round
+from client.sample_evaluation import SuiteRequest, evaluate_sample
 from client.training import RoundConfig, train_round
 from shared import protocol as P
 from shared.errors import RareGraphError

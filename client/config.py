@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from shared.dp_sgd import DEFAULT_CLIP_NORM
+from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
 from shared.ehr.codemap import ACCEPT, DEFAULT_ACCEPT
 from shared.errors import ConfigError
 

@@ -16,7 +16,7 @@
    weights leave the site. The reply carries the ledger (every entry, signed) so that the
    server keeps a copy the site cannot later roll back.
 
-The ledger (``STATE/privacy/ledger.jsonl``, :mod:`shared.ledger`) is opened and verified
+The ledger (``STATE/privacy/ledger.jsonl``, :mod:`shared.privacy.ledger`) is opened and verified
 with the site's own key before anything else: a ledger that does not verify (edited,
 truncated, another site's or another key's) stops the site, since a rewritten history is a
 privacy incident. Charges a crash left out of it are appended from the privacy state.
@@ -38,17 +38,17 @@ from client.config import NodeConfig
 from shared import protocol as P
 from shared.bundle import StudyBundle
 from shared.atomic import write_bytes_atomic
-from shared.dp_sgd import Mechanism, make_private
-from shared.dp_sgd import backward as private_backward
+from shared.privacy.dp_sgd import Mechanism, make_private
+from shared.privacy.dp_sgd import backward as private_backward
 from shared.ehr.site import data_fingerprint, read_site
-from shared.ledger import Ledger, export_entries, round_key
+from shared.privacy.ledger import Ledger, export_entries, round_key
 from shared.model.checkpoint import build
 from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget
 from shared.privacy.state import PrivacyState
-from shared.signing import load_private_key
-from shared.tensorize import tensorize
-from shared.trajectories import TrajectoryTensors
-from shared.training import train_steps
+from shared.signing.keys import load_private_key
+from shared.trajectories.tensorize import tensorize
+from shared.trajectories.tensors import TrajectoryTensors
+from shared.model.training import train_steps
 
 log = logging.getLogger("raregraph.client")
 

@@ -34,7 +34,7 @@ from deploy.certs import CertFiles, make_certs
 from deploy.processes import ProcessError, ProcessGroup, Started, free_port, wait_for_port
 from raregraph.federate import SITE_KEYS_DIR, publish_site_keys, site_nodes
 from server.config import RunConfig
-from shared.dp_sgd import DEFAULT_CLIP_NORM
+from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
 from shared.errors import ConfigError, OutputExistsError, RareGraphError
 
 Step = Callable[[str], None]
@@ -64,11 +64,11 @@ class Layout:
 
 def _make_bundle(out: Path, step: Step) -> tuple[Path, Path]:
     """Coordinator key pair and the demo study's signed bundle (the demo's own functions)."""
-    from kg.build import Sources, build_graph
+    from kg.assembly.pipeline import Sources, build_graph
     from kg.bundle import make_bundle
     from kg.study import load_study
     from raregraph.demo import default_study
-    from shared.signing import load_private_key, new_keypair
+    from shared.signing.keys import load_private_key, new_keypair
 
     step("bundle: building the knowledge graph from the embedded public data")
     graph = build_graph(Sources.default())
@@ -82,7 +82,7 @@ def _make_bundle(out: Path, step: Step) -> tuple[Path, Path]:
 def _simulate_sites(out: Path, bundle: Path, pub: Path, *, sites: int, seed: int, min_patients: int,
                     max_patients: int) -> list[Path]:
     from shared.bundle import StudyBundle
-    from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium, write_consortium
+    from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, write_consortium
 
     knowledge = knowledge_from_bundle(StudyBundle.load(bundle, pub))
     write_consortium(simulate_consortium(knowledge, sites=sites, seed=seed, min_patients=min_patients,

@@ -31,7 +31,7 @@ from kg.study import Study
 from shared.atomic import atomic_dir
 from shared.bundle import DOMAINS, FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, bundle_files
 from shared.errors import ConfigError
-from shared.signing import key_id, public_key_b64, sha256_file, sign
+from shared.signing.keys import key_id, public_key_b64, sha256_file, sign
 
 Step = Callable[[str], None]
 

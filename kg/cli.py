@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from kg.build import Sources, build_graph
+from kg.assembly.pipeline import Sources, build_graph
 from kg.bundle import make_bundle
 from kg.metapaths import FEATURE_METAPATHS, SIMILARITY_METAPATHS, parse_metapath
 from kg.report import summary_rows
@@ -20,7 +20,7 @@ from shared.atomic import atomic_dir
 from shared.bundle import verify_bundle
 from shared.console import cli_errors, console, print_json, steps
 from shared.errors import InputError
-from shared.signing import load_private_key
+from shared.signing.keys import load_private_key
 
 kg_app = typer.Typer(help="Build and query the public knowledge graph.", no_args_is_help=True)
 bundle_app = typer.Typer(help="Make and verify the signed study bundle.", no_args_is_help=True)

@@ -23,7 +23,7 @@ source    where the row comes from (``Orphadata product1``, ``hp.obo 2025-01-16`
 Sources and rules
 -----------------
 1. ICD-10 / ICD-11 → ORPHA: the graph's Orphadata product1 xrefs. product1 states the
-   relation from the ORPHA concept's side (:data:`kg.crosswalk.ORPHANET_MATCH`): ``E``
+   relation from the ORPHA concept's side (:data:`kg.assembly.crosswalk.ORPHANET_MATCH`): ``E``
    exact; ``NTBT`` "the ORPHA code's narrower term maps to a broader term", so the ICD
    code is *broader* (ICD-10 E75.2 "Other sphingolipidosis" for Gaucher disease);
    ``BTNT`` the ICD code is *narrower*; ``ND`` (not decided) becomes ``related``; ``W``
@@ -52,7 +52,7 @@ import pandas as pd
 
 from shared.bundle import CODEMAP, CODEMAP_COLUMNS
 from shared.ehr.codemap import RELATIONS, SYSTEMS, normalise_code, read_code_table
-from shared.signing import sha256_file
+from shared.signing.keys import sha256_file
 
 CODEMAP_FILE = CODEMAP
 #: graph xref kind (Orphadata relation seen from the ORPHA concept) → relation of the local code

@@ -13,7 +13,7 @@ Per source (``sources.<name>``)::
     type_conflicts     {count, by_types, examples}: nodes declared with another type
     details            source-specific counts (PrimeKG duplicates, FAERS reports, releases)
 
-and, over all sources, ``crosswalk`` (:meth:`kg.crosswalk.Crosswalk.summary`, with the
+and, over all sources, ``crosswalk`` (:meth:`kg.assembly.crosswalk.Crosswalk.summary`, with the
 full conflict list), ``duplicate_edges_merged`` and the graph's totals.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from kg.crosswalk import Crosswalk, build_crosswalk, empty_claims
-from kg.external import SourceTables
+from kg.assembly.crosswalk import Crosswalk, build_crosswalk, empty_claims
+from kg.assembly.source_tables import SourceTables
 from kg.sources.curated import CuratedLayer
 from kg.sources.hpo_annotations import HpoaFile
 from kg.sources.obo import OboOntology

@@ -65,7 +65,7 @@ RELATIONS: dict[str, Relation] = {
                  "adverse effect of drug, as an HPO term (curated layer; PrimeKG drug_effect)"),
         Relation("measured_by", "phenotype", "lab", "m", False,
                  "phenotype is reflected by a lab; qualifier high/low (curated layer)"),
-        # --- external sources (kg.external); new letters only, the ones above unchanged
+        # --- external sources (kg.assembly.source_tables); new letters only, the ones above unchanged
         Relation("contraindication", "drug", "disease", "c", False, "drug is contraindicated in disease (PrimeKG)"),
         Relation("off_label_use", "drug", "disease", "o", False, "drug used off-label for disease (PrimeKG)"),
         Relation("drug_target", "drug", "gene", "b", False,

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from kg.schema import EDGE_COLUMNS, NODE_COLUMNS, RELATIONS
 from shared.errors import InputError
-from shared.signing import sha256_file
+from shared.signing.keys import sha256_file
 
 FORMAT = "raregraph-kg"
 FORMAT_VERSION = 1

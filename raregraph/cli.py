@@ -9,13 +9,13 @@ from kg.cli import bundle_app, kg_app
 from raregraph.demo import demo
 from raregraph.federate import federate
 from raregraph.simulate import simulate
-from shared.audit.cli import audit_app
-from shared.cli import keys_app
+from shared.privacy.audit.cli import audit_app
+from shared.signing.cli import keys_app
 from shared.ehr.cli import data_app
 from shared.evaluation.cli import evaluate
 from shared.model.cli import generate_cmd, train
 from shared.privacy.cli import plan
-from shared.release.cli import release
+from server.release.cli import release
 
 app = typer.Typer(
     name="raregraph",

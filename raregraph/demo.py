@@ -24,7 +24,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from kg.build import Sources, build_graph
+from kg.assembly.pipeline import Sources, build_graph
 from kg.bundle import make_bundle
 from kg.sources.curated import default_curated_dir
 from kg.study import load_study
@@ -39,17 +39,17 @@ from raregraph.federate import (
 )
 from server.config import RunConfig
 from shared.atomic import atomic_dir
-from shared.audit.report import write_report as write_audit_report
+from shared.privacy.audit.report import write_report as write_audit_report
 from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, steps
-from shared.dp_sgd import DEFAULT_CLIP_NORM
+from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
 from shared.ehr.cohort import Cohort
 from shared.ehr.omop_tables import write_omop
-from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium
+from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium
 from shared.ehr.site import read_site
-from shared.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
+from shared.model.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
 from shared.model.checkpoint import load_model
-from shared.signing import load_private_key, new_keypair
+from shared.signing.keys import load_private_key, new_keypair
 
 HOLDOUT_SHARE = 0.2
 

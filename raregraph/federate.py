@@ -24,13 +24,13 @@ from server.config import RunConfig
 from shared import protocol as P
 from shared.console import cli_errors, console, err_console, print_json
 from shared.atomic import write_bytes_atomic
-from shared.audit.audit import AuditResult, audit_ledgers
-from shared.dp_sgd import DEFAULT_CLIP_NORM
+from shared.privacy.audit.audit import AuditResult, audit_ledgers
+from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
 from shared.model.layout import guidance_problem
 from shared.errors import InputError, RareGraphError
-from shared.evaluation.report import EVALUATION_DIR
-from shared.ledger import LEDGER_DIR
-from shared.signing import new_keypair
+from shared.evaluation.suite import EVALUATION_DIR
+from shared.privacy.ledger import LEDGER_DIR
+from shared.signing.keys import new_keypair
 
 SITE_KEYS_DIR = "site-keys"  # RUN/site-keys/<site-id>.pub: the sites' public keys, for the server and auditors
 

@@ -13,14 +13,14 @@ from typing import Annotated
 
 import typer
 
-from kg.build import Sources, build_graph
+from kg.assembly.pipeline import Sources, build_graph
 from kg.bundle import make_bundle
 from kg.study import load_study
 from raregraph.demo import default_study
 from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, load_bundle, print_json, steps
-from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium, write_consortium
-from shared.signing import load_private_key, new_keypair
+from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, write_consortium
+from shared.signing.keys import load_private_key, new_keypair
 
 
 def demo_bundle(folder: Path, step) -> StudyBundle:

@@ -6,7 +6,7 @@ rounds, write the final model.
    sha256 cached; those that do not get the files once, verify them with the key pinned in
    their node config, and cache them.
 3. With knowledge guidance, the coordinator pretrains the shared model on patients drawn
-   from the bundle's public knowledge alone (:mod:`shared.prior_sampler`; no patient data,
+   from the bundle's public knowledge alone (:mod:`shared.baselines.prior`; no patient data,
    no privacy cost): the sites' DP-SGD then starts from the textbook, not from zero.
 4. ``strategy.start``: each round sends the global weights and the round config (with the
    bundle's hash only); sites train with DP-SGD and reply with weights and numbers.
@@ -37,10 +37,10 @@ from server.strategy import Resume, SiteFedAvg, read_checkpoint
 from shared import protocol as P
 from shared.bundle import StudyBundle, read_files
 from shared.errors import RareGraphError
-from shared.local_training import json_dict, train_local
+from shared.model.fit import json_dict, train_local
 from shared.model.checkpoint import FORMAT, FORMAT_VERSION, TrainedModel, build
-from shared.prior_sampler import PriorSampler
-from shared.training import TrainConfig
+from shared.baselines.prior import PriorSampler
+from shared.model.training import TrainConfig
 
 log = logging.getLogger("raregraph.server")
 DP_STATEMENT = (

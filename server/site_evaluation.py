@@ -1,5 +1,5 @@
 """Federated evaluation of the final model: a synthetic sample goes to every site, each runs
-the evaluation suite against its own training and held-out patients (:mod:`client.suite`)
+the evaluation suite against its own training and held-out patients (:mod:`client.sample_evaluation`)
 and returns numbers only; the coordinator keeps them per site and pooled.
 
 Written into the run folder:
@@ -30,8 +30,8 @@ from shared import protocol as P
 from shared.atomic import write_bytes_atomic
 from shared.bundle import StudyBundle
 from shared.evaluation.numbers import flatten, numbers_only
-from shared.evaluation.report import EVALUATION_DIR, write_report
-from shared.generation import DEFAULT_SAMPLER_STEPS, generate_tensors
+from shared.evaluation.suite import EVALUATION_DIR, write_report
+from shared.model.generation import DEFAULT_SAMPLER_STEPS, generate_tensors
 from shared.model.checkpoint import TrainedModel
 
 log = logging.getLogger("raregraph.server")

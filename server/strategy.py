@@ -12,7 +12,7 @@ After every round the weights, the round and the strategy's records are checkpoi
 trained and resend those replies instead of training (and being charged) again.
 
 Every reply's privacy ledger is merged into the server's copy ``RUN/ledger/<site_id>.jsonl``
-(:func:`shared.ledger.merge_site_entries`), verified with the site's public key when the
+(:func:`shared.privacy.ledger.merge_site_entries`), verified with the site's public key when the
 coordinator holds one (``fed.site-keys``). A ledger that forks, rolls back or does not verify
 is a privacy incident: the site's update and evaluation are rejected. A reply without a
 ledger is logged and recorded; ``raregraph audit`` then reports the site's ledger missing.
@@ -36,8 +36,8 @@ from flwr.serverapp.strategy import FedAvg
 
 from shared import protocol as P
 from shared.errors import RareGraphError
-from shared.ledger import merge_site_entries, parse_entries
-from shared.signing import load_public_key
+from shared.privacy.ledger import merge_site_entries, parse_entries
+from shared.signing.keys import load_public_key
 
 log = logging.getLogger("raregraph.server")
 

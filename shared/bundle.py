@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shared.errors import InputError, SignatureError
-from shared.signing import key_id, load_public_key, public_key_from_b64, sha256_file, verify
+from shared.signing.keys import key_id, load_public_key, public_key_from_b64, sha256_file, verify
 
 FORMAT = "raregraph-bundle"
 FORMAT_VERSION = 2  # 2 adds codemap.parquet; a version-1 bundle still verifies and loads, with an empty code map

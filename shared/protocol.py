@@ -58,7 +58,7 @@ SUITE_DECLINED = "declined"  # the reason a site did not evaluate ("" when it di
 SITE_ID = "site-id"
 
 # ledger record keys
-LEDGER_ENTRIES = "entries"  # the site's ledger as JSON Lines (shared.ledger.export_entries)
+LEDGER_ENTRIES = "entries"  # the site's ledger as JSON Lines (shared.privacy.ledger.export_entries)
 
 # bundle status values
 CACHED = "cached"

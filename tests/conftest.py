@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from kg.build import Sources, build_graph, default_hpo_dir
+from kg.assembly.pipeline import Sources, build_graph, default_hpo_dir
 from kg.bundle import make_bundle
 from kg.store import KnowledgeGraph
 from kg.study import load_study
 from raregraph.demo import default_study
-from shared.signing import load_private_key, new_keypair
+from shared.signing.keys import load_private_key, new_keypair
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ of tanh h, labs and age are clip · tanh(h / clip) with the layout's clip, and a
 where its mask bit is −1 (as in real vectors), so the discriminator cannot tell fakes by
 values real patients never have. Discriminator (:class:`Discriminator`): one Linear shared by
 the T windows, then a small MLP head with the disease embedding; only Linear and Embedding
-layers (LeakyReLU between), so :mod:`shared.clipping` clips it per patient. Its few
+layers (LeakyReLU between), so :mod:`shared.privacy.clipping` clips it per patient. Its few
 parameters (≈4.7 k) matter: the DP noise has one coordinate per parameter. Loss: the
 non-saturating logistic GAN loss; no gradient penalty (it does not mix with per-sample
 clipping), no feature matching (it would need real-data statistics outside the mechanism).
@@ -18,7 +18,7 @@ clipping), no feature matching (it would need real-data statistics outside the m
 Why it is DP (add/remove-one patient at one site)
 -------------------------------------------------
 Each discriminator step draws a Poisson batch of real patients (rate q) from
-:func:`shared.dp_sgd.make_private`. Every sampled patient i is paired with one fresh fake
+:func:`shared.privacy.dp_sgd.make_private`. Every sampled patient i is paired with one fresh fake
 f_i = G(z_i, d_i) (detached) and contributes the one loss
 
     ℓ_i = softplus(−D(x_i, d_i)) + softplus(D(f_i, d_i)),
@@ -45,7 +45,7 @@ project's federation does (the counts themselves are not protected).
 Randomness: ``seed`` sets the initial weights (public, before any data) and, without DP,
 everything else, so a run without DP repeats. With DP, the Poisson sampling, the noise, the
 fakes and the generator's draws all come from ``generator``: OS entropy when it is None (as
-:func:`~shared.dp_sgd.make_private` does), as a deployment needs; a seeded one repeats the
+:func:`~shared.privacy.dp_sgd.make_private` does), as a deployment needs; a seeded one repeats the
 run for tests and benchmarks, and whoever knows its seed can undo the guarantee (subtract the
 noise, or see which patient a shifted fake belongs to).
 """
@@ -64,15 +64,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.bundle import StudyBundle
-from shared.dp_sgd import DEFAULT_CLIP_NORM, Mechanism, make_private
-from shared.dp_sgd import backward as private_backward
+from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM, Mechanism, make_private
+from shared.privacy.dp_sgd import backward as private_backward
 from shared.ehr.cohort import SYNTHETIC_ID_BASE
-from shared.generation import INDEX_WINDOW
+from shared.model.generation import INDEX_WINDOW
 from shared.model.layout import ModelLayout
 from shared.privacy.budget import calibrate_noise, epsilon_for
-from shared.tensorize import Layout
-from shared.training import shuffled_batches
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensorize import Layout
+from shared.model.training import shuffled_batches
+from shared.trajectories.tensors import TrajectoryTensors
 
 #: Per-patient clip norm C of the discriminator gradient. The discriminator's per-patient
 #: gradient norm on a simulated site has median 1.9 at initialisation and 1.5–2.7 during
@@ -187,7 +187,7 @@ class DPGAN:
     def sample(self, conditions: np.ndarray, *, seed: int) -> TrajectoryTensors:
         """One synthetic patient per disease index in ``conditions``, with synthetic person ids
         from ``SYNTHETIC_ID_BASE`` and index dates uniform in ``INDEX_WINDOW``
-        (:mod:`shared.generation`). The same seed gives the same patients.
+        (:mod:`shared.model.generation`). The same seed gives the same patients.
 
         Raises
         ------

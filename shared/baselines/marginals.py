@@ -30,7 +30,7 @@ import numpy as np
 
 from shared.ehr.cohort import SYNTHETIC_ID_BASE
 from shared.privacy import calibrate_noise
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensors import TrajectoryTensors
 
 LAB_CLIP = 3.0  # standardized units (reference range = ±1): keeps most abnormal values, bounds the sum
 AGE_EDGES = np.arange(0.0, 105.0, 5.0)  # public: 0–100 years in 5-year bins (older ages go in the last)

@@ -15,7 +15,7 @@ from shared.ehr.omop import check_vocabulary
 from shared.ehr.report_html import render_html
 from shared.ehr.site import read_site
 from shared.errors import InputError
-from shared.tensorize import tensorize
+from shared.trajectories.tensorize import tensorize
 
 data_app = typer.Typer(help="Check and simulate hospital data (OMOP tables or FHIR Bulk NDJSON).", no_args_is_help=True)
 

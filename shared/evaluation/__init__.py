@@ -25,8 +25,8 @@ from shared.evaluation.fidelity import (
     window_vectors,
 )
 from shared.evaluation.plausibility import GraphKnowledge, plausibility
-from shared.evaluation.privacy import dcr, dcr_membership_auroc, dcr_percentiles, exact_copy_share
-from shared.evaluation.report import evaluate, write_report
+from shared.evaluation.dcr import dcr, dcr_membership_auroc, dcr_percentiles, exact_copy_share
+from shared.evaluation.suite import evaluate, write_report
 from shared.evaluation.stats import auroc
 from shared.evaluation.temporal import transition_probabilities, transition_r2
 from shared.evaluation.utility import TaskResult, tstr_trtr

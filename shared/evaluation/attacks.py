@@ -11,7 +11,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from shared.evaluation.stats import as_vectors, auroc, check_same_columns, check_same_width, squared_distances
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensors import TrajectoryTensors
 
 Vectors = np.ndarray | TrajectoryTensors
 

@@ -11,9 +11,9 @@ from shared.console import cli_errors, console, load_bundle, print_json, steps
 from shared.ehr.omop import read_omop
 from shared.ehr.site import read_site
 from shared.errors import InputError
-from shared.evaluation.report import evaluate as run_evaluation
-from shared.evaluation.report import write_report
-from shared.tensorize import tensorize
+from shared.evaluation.suite import evaluate as run_evaluation
+from shared.evaluation.suite import write_report
+from shared.trajectories.tensorize import tensorize
 
 
 def evaluate(

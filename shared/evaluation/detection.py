@@ -14,7 +14,7 @@ import numpy as np
 
 from shared.evaluation.classifier import DEFAULT_L2, fit_logistic, stratified_folds
 from shared.evaluation.stats import as_vectors, auroc, check_same_width
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensors import TrajectoryTensors
 
 #: Patients per side kept for the discriminator (it fits ``folds`` models on ~2·max_n rows).
 DEFAULT_DETECTION_MAX_N = 1000

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 
 from shared.evaluation.stats import as_vectors, check_same_columns, check_same_width, squared_distances
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensors import TrajectoryTensors
 
 #: RBF widths as multiples of the median pairwise distance (DESIGN.md, "Evaluation").
 DEFAULT_BANDWIDTHS: tuple[float, ...] = (0.5, 1.0, 2.0)

@@ -14,7 +14,7 @@ import numpy as np
 
 from shared.bundle import StudyBundle
 from shared.evaluation.sex_terms import FEMALE_SPECIFIC, MALE_SPECIFIC
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensors import TrajectoryTensors
 
 #: Hard ceilings (natural units) beyond which a measured value is physiologically
 #: impossible, for labs where one is well established: code → (ceiling, unit, source).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensors import TrajectoryTensors
 
 #: Largest block of a query × reference distance matrix held at once (bytes, float64).
 #: 64 MiB keeps DCR on 10⁵ × 10⁵ patients within a laptop's memory.

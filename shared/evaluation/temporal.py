@@ -13,7 +13,7 @@ import numpy as np
 
 from shared.evaluation.fidelity import Agreement, _agreement
 from shared.evaluation.stats import check_same_columns
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensors import TrajectoryTensors
 
 #: A real conditional P(j at t+1 | i at t) is kept only when feature i occurs in at least this
 #: many real patient-windows (t < T − 1): below it the real estimate itself is too noisy to

@@ -20,7 +20,7 @@ import numpy as np
 
 from shared.evaluation.classifier import DEFAULT_L2, fit_logistic
 from shared.evaluation.stats import auroc, check_same_columns
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensors import TrajectoryTensors
 
 #: Phenotypes turned into onset tasks, at most (the most balanced ones in the real data).
 DEFAULT_MAX_PHENOTYPES = 5

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from shared.bundle import StudyBundle
-from shared.diffusion import SCHEDULES, KnowledgeVPSchedule, ScheduleConfig
+from shared.model.schedule import SCHEDULES, KnowledgeVPSchedule, ScheduleConfig
 from shared.errors import InputError
 from shared.model.denoiser import Denoiser, DenoiserConfig
 from shared.model.layout import ModelLayout
-from shared.training import KnowledgeTables
+from shared.model.training import KnowledgeTables
 
 FORMAT = "raregraph-model"
 FORMAT_VERSION = 1

@@ -11,14 +11,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from shared.atomic import atomic_dir
 from shared.console import cli_errors, console, err_console, load_bundle, print_json
 from shared.ehr.site import data_fingerprint, read_site
-from shared.dp_sgd import DEFAULT_CLIP_NORM
+from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
 from shared.model.layout import guidance_problem
 from shared.errors import InputError
-from shared.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
-from shared.local_training import PrivateTraining, train_local
+from shared.model.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
+from shared.model.fit import PrivateTraining, train_local
 from shared.model.checkpoint import load_model
-from shared.tensorize import tensorize
-from shared.training import TrainConfig
+from shared.trajectories.tensorize import tensorize
+from shared.model.training import TrainConfig
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", help="The study bundle.")]
 PubOpt = Annotated[Path | None, typer.Option("--pub", help="Coordinator public key that must have signed the bundle.")]

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from shared.bundle import StudyBundle
-from shared.tensorize import Layout
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensorize import Layout
+from shared.trajectories.tensors import TrajectoryTensors
 
 Guidance = Literal["kg", "none", "learned"]
 #: kg: knowledge-guided; none: plain diffusion (γ = 0, no graph inputs); learned: no graph

@@ -13,10 +13,10 @@ from client.app import REFUSED_CODE, make_app
 from client.config import NodeConfig
 from shared import protocol as P
 from shared.bundle import StudyBundle, read_files
-from shared.ehr.simulate import knowledge_from_bundle, simulate_consortium, write_consortium
+from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, write_consortium
 from shared.model.checkpoint import build
-from shared.ledger import parse_entries, verify_chain
-from shared.signing import load_private_key, new_keypair
+from shared.privacy.ledger import parse_entries, verify_chain
+from shared.signing.keys import load_private_key, new_keypair
 
 
 def message(content: RecordDict, message_type: str) -> Message:

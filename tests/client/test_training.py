@@ -13,7 +13,7 @@ from client import bundle_cache
 from client.config import NodeConfig
 from client.training import RoundConfig, open_site
 from shared.bundle import StudyBundle, read_files
-from shared.signing import new_keypair
+from shared.signing.keys import new_keypair
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from flwr.cli.supernode.register import try_load_public_key
 
 from deploy.certs import AUTH_DIR, make_certs, ssh_fingerprint
 from shared.errors import ConfigError, InputError, OutputExistsError
-from tests.test_cli import one_line_error, run as cli
+from tests.raregraph.test_cli import one_line_error, run as cli
 
 
 def sans(path) -> tuple[list[str], list[str]]:

@@ -28,7 +28,7 @@ import pytest
 from deploy.local import LocalDeployment, prepare
 from deploy.processes import group_members, tagged_processes
 from raregraph.federate import audit_run
-from shared.ledger import LEDGER_DIR, read_ledger
+from shared.privacy.ledger import LEDGER_DIR, read_ledger
 from shared.privacy.budget import epsilon_for
 from shared.privacy.state import PrivacyState
 

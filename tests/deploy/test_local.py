@@ -22,8 +22,8 @@ from deploy.certs import CA_CERT, CA_KEY, make_certs
 from deploy.local import LocalDeployment, prepare
 from deploy.processes import group_members
 from raregraph.federate import audit_run
-from shared.ledger import LEDGER_DIR, read_ledger
-from tests.test_cli import one_line_error, run as cli
+from shared.privacy.ledger import LEDGER_DIR, read_ledger
+from tests.raregraph.test_cli import one_line_error, run as cli
 
 pytestmark = pytest.mark.slow
 RUN_TIMEOUT = 480.0  # seconds the 2-round run may take on a busy 2-core machine (≈ 100 s when idle)

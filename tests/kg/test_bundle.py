@@ -12,7 +12,7 @@ from kg.bundle import make_bundle
 from kg.study import load_study, parse_study
 from shared.bundle import StudyBundle, verify_bundle
 from shared.errors import ConfigError, SignatureError
-from shared.signing import load_private_key, new_keypair, sha256_file
+from shared.signing.keys import load_private_key, new_keypair, sha256_file
 
 
 @pytest.fixture(scope="module")

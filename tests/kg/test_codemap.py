@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kg.build import Sources, build_graph
+from kg.assembly.pipeline import Sources, build_graph
 from kg.codemap import build_codemap, default_code_tables, read_code_table, xref_mappings
-from kg.crosswalk import ORPHANET_MATCH
+from kg.assembly.crosswalk import ORPHANET_MATCH
 from shared.bundle import CODEMAP, StudyBundle, verify_bundle
 from shared.errors import InputError, SignatureError
-from shared.signing import load_private_key, sign
+from shared.signing.keys import load_private_key, sign
 
 DATA = Path(__file__).parents[1] / "data"
 ORPHADATA = Path(__file__).parent / "fixtures" / "orphadata"
@@ -47,7 +47,7 @@ def test_product1_icd_references_keep_their_relation(graph) -> None:
 @pytest.mark.parametrize(("relation", "expected"), [("E", "exact"), ("NTBT", "broader"), ("BTNT", "narrower"),
                                                      ("ND", "related"), ("W", None)])
 def test_every_orphanet_relation(relation, expected) -> None:
-    kind = ORPHANET_MATCH[relation] + "_match"  # how kg.external stores product1 references
+    kind = ORPHANET_MATCH[relation] + "_match"  # how kg.assembly.source_tables stores product1 references
     xrefs = pd.DataFrame({"id": ["ORPHA:558"], "xref": ["ICD10:Q87.4"], "kind": [kind]})
     nodes = pd.DataFrame({"id": ["ORPHA:558"], "obsolete": [False]})
     rows = xref_mappings(xrefs, nodes, hpo_source="h", orphanet_source="o")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client.suite import match_disease_mix
+from client.sample_evaluation import match_disease_mix
 from server.site_evaluation import pooled
 from shared.evaluation.numbers import drop_text, flatten, numbers_only
-from shared.prior_sampler import PriorSampler
+from shared.baselines.prior import PriorSampler
 from shared.bundle import StudyBundle
 
 
@@ -54,7 +54,7 @@ def test_a_larger_sample_is_scaled_to_the_site_mix_not_cut_to_its_size(demo_bund
 def test_what_a_site_sends_passes_the_coordinator_check(demo_bundle, coordinator_key) -> None:
     """The suite names the phenotypes of its onset task in a text list: the site drops text
     before sending, and the rest is numbers the coordinator accepts."""
-    from shared.evaluation.report import evaluate
+    from shared.evaluation.suite import evaluate
 
     bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
     real, synth, held = (PriorSampler().sample(bundle, n, seed=s) for n, s in ((160, 0), (160, 1), (80, 2)))

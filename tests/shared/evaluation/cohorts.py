@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensors import TrajectoryTensors
 
 
 def random_cohort(

@@ -10,9 +10,9 @@ import numpy as np
 from shared.bundle import StudyBundle
 from shared.ehr.cohort import SYNTHETIC_ID_BASE
 from shared.ehr.site import read_site
-from shared.generation import write_synthetic
-from shared.tensorize import tensorize, to_cohort
-from tests.test_cli import run
+from shared.model.generation import write_synthetic
+from shared.trajectories.tensorize import tensorize, to_cohort
+from tests.raregraph.test_cli import run
 
 
 def test_evaluate_reports_every_group(demo_bundle, coordinator_key, tmp_path) -> None:

@@ -17,8 +17,8 @@ from shared.evaluation.plausibility import (
     plausibility,
     wrong_sex,
 )
-from shared.tensorize import Layout
-from shared.trajectories import TrajectoryTensors
+from shared.trajectories.tensorize import Layout
+from shared.trajectories.tensors import TrajectoryTensors
 from tests.shared.evaluation.cohorts import replace, study_cohort
 
 # columns of study_cohort(…, phenotypes=3, drugs=2, labs=2): P0 P1 P2 | D0 D1 | AE0 AE1

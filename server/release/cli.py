@@ -1,0 +1,64 @@
+"""``raregraph release``: generate from a run, apply the release gate, write or refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.console import cli_errors, console, err_console, load_bundle, print_json, steps
+from shared.errors import OutputExistsError
+from shared.model.generation import DEFAULT_SAMPLER_STEPS
+from shared.model.checkpoint import load_model
+from server.release.gate import GateConfig, load_gate
+from server.release.publish import REPORT_NAME, prepare_release, write_release
+
+
+def release(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder of a federation (model/, privacy.json, evaluation/).")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="The study bundle.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of synthetic patients.")],
+    out: Annotated[Path, typer.Option("--out", help="Release folder: OMOP tables, data_card.json, report.html.")],
+    pub: Annotated[Path | None, typer.Option("--pub", help="Coordinator public key that must have signed the bundle.")] = None,
+    gate: Annotated[Path | None, typer.Option("--gate", help="Gate thresholds (TOML) [default: built-in, see README].")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    sampler_steps: Annotated[int, typer.Option("--steps", min=1, max=1000, help="Sampler (DDIM) steps.")] = DEFAULT_SAMPLER_STEPS,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing release folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the gate verdict and data card as JSON.")] = False,
+) -> None:
+    """Generate synthetic patients from a federated run and release them only if they pass the
+    gate (plausibility against the bundle; exact copies and membership AUROC where sites
+    reported them). A refusal prints which gate failed and writes nothing (exit 1).
+
+    Example: raregraph release out/run --bundle out/bundle --n 1000 --out out/release
+    """
+    with cli_errors(), steps("release", quiet=quiet or json_out) as step:
+        config = load_gate(gate) if gate is not None else GateConfig()
+        if out.exists() and not overwrite:  # fail before minutes of sampling
+            raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
+        b = load_bundle(bundle, pub)
+        trained = load_model(run_dir / "model", b)
+        step(f"generating {n} patients and checking the gate")
+        result = prepare_release(trained, b, run_dir, n=n, seed=seed, steps=sampler_steps, gate=config)
+        if result.ok:
+            step("writing the release")
+            write_release(result, b, out, overwrite=overwrite)
+    summary = {"released": result.ok, "out": str(out) if result.ok else None,
+               "checks": [c.to_json() for c in result.checks], **({"data_card": result.card} if result.ok else {})}
+    if json_out:
+        print_json(summary)
+    else:
+        for c in result.checks:
+            measured = "–" if c.measured is None else f"{c.measured:.4g}"
+            line = f"{c.status:>13}  {c.gate}: {measured} (gate {c.op} {c.threshold:g})"
+            console.print(line + (f"  {c.note}" if c.note else ""), highlight=False)
+    if not result.ok:
+        failed = "; ".join(f"{c.gate} = {'–' if c.measured is None else f'{c.measured:.4g}'}, needs {c.op} {c.threshold:g}"
+                           for c in result.failed)
+        err_console.print(f"[red]error:[/] release refused, nothing written to {out}: {failed}", highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(1)
+    if not json_out:
+        console.print(f"{n:,} synthetic patients released → {out} (data card, {REPORT_NAME})", highlight=False)

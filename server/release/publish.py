@@ -1,0 +1,125 @@
+"""Make a synthetic release from a federated run: generate, check plausibility and the
+site-reported privacy numbers against the gate, and write everything at once or nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.atomic import atomic_dir
+from shared.bundle import StudyBundle
+from shared.ehr.cohort import Cohort
+from shared.errors import InputError
+from shared.evaluation.plausibility import GraphKnowledge, plausibility
+from shared.model.generation import data_card, generate, write_synthetic
+from shared.model.checkpoint import TrainedModel
+from server.release.gate import Check, GateConfig, SitePrivacy, apply_gate, read_site_privacy
+from server.release.report import plots, render_html
+
+REPORT_NAME = "report.html"
+METHOD = "knowledge-graph-guided diffusion (DDIM sampling), trained federated with DP-SGD at each site"
+
+
+@dataclass
+class Release:
+    """A generated cohort with its gate verdict; ``ok`` only when no check failed."""
+
+    cohort: Cohort
+    checks: list[Check]
+    card: dict[str, Any]
+    disease_counts: np.ndarray
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+
+def site_epsilons(run_dir: str | Path) -> tuple[str, dict[str, dict[str, float]]]:
+    """(run id, {site: {"epsilon", "delta"}}) from ``RUN/privacy.json``: the largest ε a site
+    reported (its accountant composes, so the last charge is the largest).
+
+    Raises
+    ------
+    InputError
+        The file is missing or is not the federation's privacy record.
+    """
+    path = Path(run_dir) / "privacy.json"
+    if not path.is_file():
+        raise InputError("not found: a release needs the run's per-site ε (a run folder of `raregraph federate`)",
+                         file=path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        sites = {site: {"epsilon": max(float(r["epsilon"]) for r in rows),
+                        "delta": max(float(r["delta"]) for r in rows)} for site, rows in doc["sites"].items() if rows}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise InputError("not a privacy record ({\"run_id\", \"sites\": {site: [{epsilon, delta, …}]}})",
+                         file=path) from None
+    if not sites:
+        raise InputError("no site spent any privacy budget in this run", file=path)
+    return str(doc.get("run_id", "")), sites
+
+
+def prepare_release(trained: TrainedModel, bundle: StudyBundle, run_dir: str | Path, *, n: int, seed: int,
+                    steps: int, gate: GateConfig) -> Release:
+    """Generate ``n`` patients and judge them against ``gate``; writes nothing.
+
+    Parameters
+    ----------
+    trained
+        ``RUN/model``, loaded against ``bundle``.
+    run_dir
+        The run folder: ``privacy.json`` (ε per site) and optional ``evaluation/<site>/metrics.json``.
+    n, seed, steps
+        Patients, sampling seed, DDIM steps.
+
+    Raises
+    ------
+    InputError
+        ``privacy.json`` or a site's metrics.json is missing or malformed.
+    """
+    run_id, epsilons = site_epsilons(run_dir)
+    reported: list[SitePrivacy] = read_site_privacy(run_dir)
+    cohort, tensors = generate(trained, bundle, n=n, disease=None, seed=seed, steps=steps, guidance_scale=1.0, eta=0.0)
+    metrics = plausibility(tensors, GraphKnowledge.from_bundle(bundle, tensors))
+    checks = apply_gate(metrics, reported, gate)
+    card = data_card(trained, bundle, cohort, seed=seed, steps=steps, guidance_scale=1.0, eta=0.0, disease=None)
+    card["method"] = METHOD
+    card["release"] = {
+        "run_id": run_id, "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "epsilon_per_site": epsilons, "gate": asdict(gate), "checks": [c.to_json() for c in checks],
+        "plausibility": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()},
+        "site_privacy": [asdict(s) for s in reported],
+    }
+    counts = np.bincount(tensors.disease, minlength=len(bundle.diseases))
+    return Release(cohort=cohort, checks=checks, card=card, disease_counts=counts)
+
+
+def write_release(release: Release, bundle: StudyBundle, out: str | Path, *, overwrite: bool = False) -> Path:
+    """OMOP tables, ``data_card.json`` and ``report.html`` in ``out``, all or nothing.
+
+    Raises
+    ------
+    ValueError
+        The release failed its gate (it must never be written).
+    OutputExistsError
+        ``out`` exists and ``overwrite`` is false.
+    """
+    if not release.ok:
+        raise ValueError(f"refusing to write a release that failed {len(release.failed)} gate(s)")
+    pngs = plots(release.checks, list(bundle.diseases["id"]), release.disease_counts)
+    page = render_html(release.card, release.checks, pngs)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        # write_synthetic is atomic itself: it replaces the (empty) temporary folder whole
+        write_synthetic(release.cohort, tmp, card=release.card, overwrite=True)
+        (tmp / REPORT_NAME).write_text(page, encoding="utf-8")
+        tmp.chmod(0o755)  # a release is for sharing; mkdtemp makes the folder private
+    return Path(out)

@@ -1,0 +1,91 @@
+"""The release's ``report.html``: gate table, ε per site and two inline PNG plots (no JS,
+every value escaped)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import numpy as np
+
+from server.release.gate import Check
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}.pass{color:#17642b;font-weight:600}.fail{color:#a11;font-weight:600}
+.na{color:#8a5a00;font-weight:600}code{background:#f6f6f6;padding:0 .2em}img{max-width:100%}"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def plots(checks: list[Check], disease_names: list[str], disease_counts: np.ndarray) -> list[tuple[str, str]]:
+    """(alt text, base64 PNG): measured vs threshold per gate, and synthetic patients per disease."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("the release report plots need matplotlib: pip install matplotlib") from exc
+    fig = Figure(figsize=(7, 3.2), dpi=100)
+    FigureCanvasAgg(fig)  # no pyplot: no global state, no display
+    ax = fig.add_subplot()
+    y = np.arange(len(checks))
+    colours = ["#17642b" if c.status == "pass" else "#a11" if c.status == "fail" else "#bbb" for c in checks]
+    ax.barh(y, [c.measured or 0.0 for c in checks], color=colours)
+    ax.scatter([c.threshold for c in checks], y, marker="|", s=300, color="black", label="threshold")
+    ax.set_yticks(y, [c.gate.replace("_", " ") for c in checks], fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("measured share / AUROC (grey: not evaluated)")
+    ax.legend(loc="lower right", fontsize="small")
+    gate_png = _png(fig)
+    fig = Figure(figsize=(7, 2.8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.bar(np.arange(len(disease_names)), disease_counts, color="#4472a8")
+    ax.set_xticks(np.arange(len(disease_names)), disease_names, rotation=30, ha="right", fontsize="small")
+    ax.set_ylabel("synthetic patients")
+    return [("measured value and threshold per gate", gate_png), ("synthetic patients per disease", _png(fig))]
+
+
+def render_html(card: dict[str, Any], checks: list[Check], pngs: list[tuple[str, str]]) -> str:
+    """The whole report as one HTML page."""
+    release = card["release"]
+    label = {"pass": '<span class="pass">pass</span>', "fail": '<span class="fail">FAIL</span>',
+             "not evaluated": '<span class="na">not evaluated</span>'}
+    rows = "".join(f"<tr><td class=l>{_e(c.gate)}</td><td>{_num(c.measured)}</td><td>{_e(c.op)} {c.threshold:g}</td>"
+                   f"<td class=l>{label[c.status]}</td><td class=l>{_e(c.note)}</td></tr>" for c in checks)
+    eps = "".join(f"<tr><td class=l>{_e(site)}</td><td>{_num(v['epsilon'])}</td><td>{_num(v['delta'])}</td></tr>"
+                  for site, v in sorted(release["epsilon_per_site"].items()))
+    images = "".join(f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{png}"></p>' for alt, png in pngs)
+    counts = card["counts"]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>RareGraph-Synth release</title><style>{_CSS}</style></head>
+<body>
+<h1>Synthetic release: {_e(counts['patients'])} patients</h1>
+<p>{_e(card['method'])}. Run <code>{_e(release['run_id'])}</code>, bundle <code>{_e(card['bundle_sha256'])}</code>,
+{_e(counts['events'])} events, sampling seed {_e(card['sampling']['seed'])}, {_e(card['sampling']['steps'])} DDIM steps.
+Generated {_e(release['generated_at'])}.</p>
+<h2>Release gate</h2>
+<table><tr><th class=l>gate</th><th>measured</th><th>threshold</th><th class=l>status</th><th class=l>note</th></tr>
+{rows}</table>
+{images}
+<h2>Differential privacy per site</h2>
+<p>{_e(card['privacy'].get('statement', ''))}</p>
+<table><tr><th class=l>site</th><th>ε (spent, max over rounds)</th><th>δ</th></tr>{eps}</table>
+</body></html>
+"""

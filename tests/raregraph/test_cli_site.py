@@ -1,0 +1,116 @@
+"""One site through the real CLI: simulate, validate, train, generate, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.raregraph.test_cli import one_line_error, run
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory, demo_bundle, coordinator_key) -> Path:
+    out = tmp_path_factory.mktemp("consortium") / "sites"
+    code, stdout, stderr = run("data", "simulate", "--sites", "2", "--out", out, "--seed", "4", "--max-patients", "60",
+                               "--bundle", demo_bundle, "--pub", coordinator_key[1], "--json")
+    assert code == 0, stderr
+    assert [s["site"] for s in json.loads(stdout)["sites"]] == ["site-1", "site-2"]
+    return out
+
+
+def test_simulated_sites_have_both_formats(sites) -> None:
+    assert (sites / "site-1" / "person.csv").is_file() and (sites / "site-2" / "person.parquet").is_file()
+    assert json.loads((sites / "simulation.json").read_text())["seed"] == 4
+
+
+def test_validate_reports_vocabulary_and_grid(sites, demo_bundle, coordinator_key) -> None:
+    code, stdout, _ = run("data", "validate", sites / "site-2", "--bundle", demo_bundle, "--pub", coordinator_key[1],
+                          "--json")
+    report = json.loads(stdout)
+    assert code == 0 and report["patients"] >= 30
+    assert report["vocabulary"]["events_outside_vocabulary"] > 0
+    assert report["tensors"]["patients_kept"] == report["patients"]
+    code, stdout, stderr = run("data", "validate", sites / "site-1")
+    assert code == 0 and "patients" in stdout
+
+
+def test_validate_bad_row_and_skip(sites, tmp_path) -> None:
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(sites / "site-1", site)
+    frame = pd.read_csv(site / "measurement.csv", dtype=str, keep_default_na=False)
+    frame.loc[4, "measurement_date"] = "31/12/2020"
+    frame.to_csv(site / "measurement.csv", index=False)
+    code, _, stderr = run("data", "validate", site)
+    assert code == 1
+    assert "measurement.csv:6: column measurement_date: '31/12/2020' is not a date" in one_line_error(stderr)
+    code, stdout, _ = run("data", "validate", site, "--skip-bad-rows", "--json")
+    assert code == 0 and json.loads(stdout)["skipped_rows"] == {"bad date": 1}
+
+
+def test_train_generate_evaluate(sites, demo_bundle, coordinator_key, tmp_path) -> None:
+    b = ["--bundle", demo_bundle, "--pub", coordinator_key[1]]
+    code, stdout, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "model", "--steps", "40",
+                               "--seed", "1", "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["steps"] == 40 and (tmp_path / "model" / "weights.pt").is_file()
+    code, stdout, stderr = run("generate", tmp_path / "model", *b, "--n", "25", "--out", tmp_path / "syn",
+                               "--steps", "10", "--json")
+    assert code == 0, stderr
+    card = json.loads(stdout)
+    assert card["counts"]["patients"] == 25 and (tmp_path / "syn" / "data_card.json").is_file()
+    persons = pd.read_csv(tmp_path / "syn" / "person.csv")
+    assert persons["person_id"].min() >= 10**12
+    code, stdout, stderr = run("evaluate", "--real", sites / "site-2", "--synthetic", tmp_path / "syn", *b,
+                               "--holdout", sites / "site-1", "--out", tmp_path / "report", "--json")
+    assert code == 0, stderr
+    metrics = json.loads(stdout)
+    assert metrics["counts"]["synthetic"] == 25 and 0 <= metrics["privacy"]["dcr_membership_auroc"] <= 1
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
+def test_train_refuses_a_bad_guidance_and_warns_without_a_pinned_key(sites, demo_bundle, coordinator_key,
+                                                                      tmp_path) -> None:
+    code, _, stderr = run("train", sites / "site-1", "--bundle", demo_bundle, "--pub", coordinator_key[1],
+                          "--out", tmp_path / "m", "--guidance", "graph")
+    assert code == 1 and "--guidance must be one of kg, none, learned" in one_line_error(stderr)
+    assert not (tmp_path / "m").exists()
+    code, _, stderr = run("data", "validate", sites / "site-1", "--bundle", demo_bundle)
+    assert code == 0 and "was not checked against a pinned coordinator key" in " ".join(stderr.split())
+
+
+def test_generate_needs_the_training_bundle(sites, demo_bundle, coordinator_key, tmp_path) -> None:
+    code, _, stderr = run("generate", tmp_path / "nothing", "--bundle", demo_bundle, "--pub", coordinator_key[1],
+                          "--n", "5", "--out", tmp_path / "syn")
+    assert code == 1 and "not a model folder" in one_line_error(stderr)
+
+
+def test_train_with_epsilon_composes_on_the_site_state(sites, demo_bundle, coordinator_key, tmp_path) -> None:
+    b = ["--bundle", demo_bundle, "--pub", coordinator_key[1]]
+    common = ["--steps", "4", "--epsilon", "4", "--state", tmp_path / "state", "--json"]
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m1", *common)
+    assert code == 0, stderr
+    first = json.loads((tmp_path / "m1" / "model.json").read_text())["privacy"]
+    assert first["mechanism"] == "DP-SGD" and 0 < first["epsilon"] <= 4.0
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m2", *common)
+    assert code == 0, stderr
+    second = json.loads((tmp_path / "m2" / "model.json").read_text())["privacy"]
+    assert first["epsilon"] < second["epsilon"] <= 4.0  # the budget keeps composing, never resets
+    assert second["noise_multiplier"] > first["noise_multiplier"]
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m3", "--steps", "4", "--epsilon", "4")
+    assert code == 1 and "--epsilon needs --state" in one_line_error(stderr)
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m4", *common, "--validation-share", "0.2")
+    assert code == 1 and "--validation-share is for non-private training" in one_line_error(stderr)
+    assert not (tmp_path / "m4").exists()
+
+
+def test_train_with_validation_keeps_the_best_checkpoint(sites, demo_bundle, coordinator_key, tmp_path) -> None:
+    code, _, stderr = run("train", sites / "site-2", "--bundle", demo_bundle, "--pub", coordinator_key[1],
+                          "--out", tmp_path / "m", "--steps", "40", "--validation-share", "0.2", "--json")
+    assert code == 0, stderr
+    picked = json.loads((tmp_path / "m" / "model.json").read_text())["training"]["validation"]
+    assert picked["share"] == 0.2 and picked["patients"] > 0 and picked["best_step"] == 40  # one check at the end

@@ -1,0 +1,268 @@
+"""Federated DP training on Flower's real simulation engine (Ray) with real Opacus: no mocks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.app import ArrayRecord
+from flwr.clientapp import ClientApp
+
+from client.app import make_app as make_client_app
+from kg.bundle import make_bundle
+from kg.study import parse_study
+from raregraph.federate import SITE_KEYS_DIR, audit_run, publish_site_keys, run_simulated, site_nodes
+from server.config import RunConfig
+from shared import protocol as P
+from shared.bundle import StudyBundle
+from shared.ehr.omop import read_omop
+from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, write_consortium
+from shared.errors import RareGraphError
+from shared.privacy.ledger import LEDGER_DIR, export_entries, parse_entries, read_ledger
+from shared.privacy.budget import epsilon_for
+from shared.privacy.state import PrivacyState
+from shared.signing.keys import load_private_key, new_keypair
+from tests.raregraph.test_cli import run as cli
+
+pytestmark = pytest.mark.slow
+FAST = {"local_steps": 2, "lr": 1e-3, "pretrain_steps": 10, "pretrain_patients": 64}
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory, demo_bundle, coordinator_key) -> list[Path]:
+    bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
+    out = tmp_path_factory.mktemp("fed") / "sites"
+    write_consortium(simulate_consortium(knowledge_from_bundle(bundle), sites=3, seed=11, min_patients=30,
+                                         max_patients=45), out)
+    return [out / f"site-{i}" for i in (1, 2, 3)]
+
+
+def nodes(sites, state_root, pub, epsilon=20.0):
+    return site_nodes(sites, state_root=state_root, pub=pub, epsilon=epsilon, delta=1e-5, clip_norm=1.0,
+                      batch_size=8, noise_multiplicity=1)
+
+
+def run_config(tmp: Path, bundle: Path, pub: Path, rounds: int, **kw) -> RunConfig:
+    return RunConfig(run_dir=tmp, bundle_path=bundle, bundle_pub=pub, rounds=rounds, min_sites=1, **{**FAST, **kw})
+
+
+def test_three_sites_train_with_dp_and_the_model_generates_omop(sites, demo_bundle, coordinator_key, tmp_path):
+    """Two sites also release a DP evaluation each round (charged); the third declines. Every
+    charge is in the site's signed ledger, the server's copy verifies, and ε recomputed with
+    an independent accountant agrees with the one that trained within 1 %."""
+    site_cfgs = [dataclasses.replace(n, eval_noise_multiplier=5.0 if i < 2 else 0.0)
+                 for i, n in enumerate(nodes(sites, tmp_path / "state", coordinator_key[1], epsilon=6.0))]
+    keys = publish_site_keys(site_cfgs, tmp_path / "run" / SITE_KEYS_DIR)
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2, evaluate_fraction=1.0,
+                     site_keys=keys)
+    privacy = run_simulated(run, site_cfgs, show_progress=False)
+    assert set(privacy["sites"]) == {"site-1", "site-2", "site-3"}
+    for site, rows in privacy["sites"].items():
+        eps = [r["epsilon"] for r in rows]
+        assert all(a < b for a, b in zip(eps, eps[1:])) and 0 < eps[0] and eps[-1] <= 6.0  # every charge adds
+        train = [r for r in rows if r["kind"] == "train"]
+        assert len(train) == 2 and all(r["refused"] == 0 and r["steps"] == 2 for r in train)
+        assert [r["round"] for r in rows if r["kind"] == "evaluate"] == ([1, 2] if site != "site-3" else [])
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert state["round"] == 2 and all(r["aggregated"] == 3 for r in state["rounds"])
+    for r in state["rounds"]:
+        assert r["evaluate"]["eval-sites"] == 2 and r["evaluate"]["eval-count-std"] > 0
+    recorded = PrivacyState.read(tmp_path / "state" / "site-1" / "privacy")
+    assert recorded.epsilon() == pytest.approx(privacy["sites"]["site-1"][-1]["epsilon"])
+    for site, rows in privacy["sites"].items():
+        held = read_ledger(tmp_path / "run" / LEDGER_DIR / f"{site}.jsonl")
+        assert [(e.round, e.kind, e.epsilon) for e in held] == [(r["round"], r["kind"], r["epsilon"]) for r in rows]
+        assert all(r["ledger"] for r in rows if r["kind"] == "train")
+    audit = audit_run(tmp_path / "run")
+    assert audit.ok, audit.all_problems
+    checks = [c for site in audit.sites for c in site.entries]
+    assert len(checks) == 10 and all(abs(c.independent_epsilon - c.epsilon) <= 0.01 * c.epsilon for c in checks)
+    code, _, stderr = cli("generate", tmp_path / "run" / "model", "--bundle", demo_bundle, "--pub", coordinator_key[1],
+                          "--n", "12", "--steps", "8", "--out", tmp_path / "syn")
+    assert code == 0, stderr
+    cohort, report = read_omop(tmp_path / "syn", synthetic=True)
+    assert report.patients == 12
+    card = json.loads((tmp_path / "syn" / "data_card.json").read_text())
+    assert "DP-SGD" in card["privacy"]["statement"] and set(card["privacy"]["epsilon_per_site"]) == {"site-1", "site-2", "site-3"}
+
+
+def test_a_restart_keeps_composing(sites, demo_bundle, coordinator_key, tmp_path):
+    state = tmp_path / "state"
+    for part in ("a", "b"):
+        # a 4-round participation, stopped after 2 and continued by a new run over the same state
+        privacy = run_simulated(run_config(tmp_path / part, demo_bundle, coordinator_key[1], rounds=2,
+                                           planned_rounds=4),
+                                nodes(sites[:2], state, coordinator_key[1], epsilon=5.0), show_progress=False)
+    for site, rows in privacy["sites"].items():
+        first = json.loads((tmp_path / "a" / "privacy.json").read_text())["sites"][site]
+        assert rows[0]["epsilon"] > first[-1]["epsilon"]  # run b starts where run a stopped
+        sigma, q = rows[-1]["noise-multiplier"], rows[-1]["sample-rate"]
+        assert first[-1]["noise-multiplier"] == sigma  # calibrated once, kept across runs
+        four_rounds = epsilon_for(noise_multiplier=sigma, sample_rate=q, steps=4 * FAST["local_steps"], delta=1e-5)
+        assert rows[-1]["epsilon"] == pytest.approx(four_rounds, rel=1e-9)
+        # the site's ledger spans both runs; run b's server copy holds all of it
+        held = read_ledger(tmp_path / "b" / LEDGER_DIR / f"{site}.jsonl")
+        assert [e.seq for e in held] == [0, 1, 2, 3] and held[-1].epsilon == rows[-1]["epsilon"]
+        assert len({e.run_id for e in held}) == 2
+
+
+def test_a_site_out_of_budget_sits_out_and_the_others_go_on(sites, demo_bundle, coordinator_key, tmp_path):
+    state = tmp_path / "state"
+    # site-3 plans a one-round participation and spends its whole budget on it
+    run_simulated(run_config(tmp_path / "first", demo_bundle, coordinator_key[1], rounds=1),
+                  nodes(sites[2:], state, coordinator_key[1], epsilon=3.0), show_progress=False)
+    privacy = run_simulated(run_config(tmp_path / "second", demo_bundle, coordinator_key[1], rounds=2),
+                            nodes(sites, state, coordinator_key[1], epsilon=3.0), show_progress=False)
+    rows = privacy["sites"]
+    assert [r["refused"] for r in rows["site-3"]] == [1, 1]
+    assert all(r["refused"] == 0 for site in ("site-1", "site-2") for r in rows[site])
+    spent = json.loads((tmp_path / "first" / "privacy.json").read_text())["sites"]["site-3"][0]["epsilon"]
+    assert all(r["epsilon"] == spent <= 3.0 for r in rows["site-3"])
+    assert (tmp_path / "second" / "model" / "weights.pt").is_file()
+
+
+def test_every_site_refuses_a_bundle_signed_by_another_key(sites, real_graph, coordinator_key, tmp_path):
+    key, pub = new_keypair(tmp_path / "impostor")
+    make_bundle(real_graph, parse_study({"study": {"name": "x", "diseases": ["ORPHA:558"]}}),
+                sign_key=load_private_key(key), out=tmp_path / "impostor-bundle")
+    run = run_config(tmp_path / "run", tmp_path / "impostor-bundle", pub, rounds=1)
+    with pytest.raises(RareGraphError, match="only 0 sites verified the bundle"):
+        run_simulated(run, nodes(sites, tmp_path / "state", coordinator_key[1]), show_progress=False)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_nan_update_and_a_hidden_charge_are_rejected_and_the_run_completes(sites, demo_bundle, coordinator_key,
+                                                                              tmp_path):
+    """site-3 sends NaN weights; in round 2, site-2 leaves that round's charge out of its ledger."""
+    site_cfgs = nodes(sites, tmp_path / "state", coordinator_key[1])
+    honest = make_client_app(lambda context: site_cfgs[int(context.node_config["partition-id"])])
+    faulty = ClientApp()
+
+    @faulty.query()
+    def query(msg, context):
+        return honest(msg, context)
+
+    @faulty.train()
+    def train(msg, context):
+        reply = honest(msg, context)
+        if int(context.node_config["partition-id"]) == 2 and not reply.has_error():
+            weights = reply.content[P.ARRAYS].to_torch_state_dict()
+            first = next(iter(weights))
+            weights[first] = torch.full_like(weights[first], float("nan"))
+            reply.content[P.ARRAYS] = ArrayRecord(weights)
+        if int(context.node_config["partition-id"]) == 1 and msg.content[P.CONFIG][P.SERVER_ROUND] == 2:
+            entries = parse_entries(reply.content[P.LEDGER][P.LEDGER_ENTRIES])
+            reply.content[P.LEDGER][P.LEDGER_ENTRIES] = export_entries(entries[:-1])
+        return reply
+
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2)
+    run_simulated(run, site_cfgs, show_progress=False, client_app=faulty)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    rejected = sorted((r["round"], r["site"], r["reason"].split(":")[0]) for r in state["rejected"])
+    assert rejected == [(1, "site-3", "non-finite values"), (2, "site-2", "privacy ledger"),
+                        (2, "site-3", "non-finite values")]
+    assert [r["aggregated"] for r in state["rounds"]] == [2, 1]
+    weights = torch.load(tmp_path / "run" / "model" / "weights.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_federate_command_ends_with_ledgers_an_auditor_verifies(sites, demo_bundle, coordinator_key, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, stderr = cli("federate", "--bundle", demo_bundle, "--pub", coordinator_key[1], "--sites", sites[0],
+                               "--sites", sites[1], "--rounds", "1", "--epsilon", "5", "--local-steps", "2",
+                               "--batch-size", "8", "--pretrain-steps", "5", "--out", out)
+    assert code == 0, stderr
+    assert "chains and signatures verify" in " ".join(stdout.split())
+    assert sorted(p.name for p in (out / SITE_KEYS_DIR).iterdir()) == ["site-1.pub", "site-2.pub"]
+    code, stdout, stderr = cli("audit", out / LEDGER_DIR, "--keys", out / SITE_KEYS_DIR, "--out", tmp_path / "audit",
+                               "--json")
+    assert code == 0, stderr
+    audit = json.loads(stdout)
+    assert audit["ok"] and sorted(audit["sites"]) == ["site-1", "site-2"]
+    # a key swapped after the fact no longer matches the ledger's signatures: the audit fails
+    new_keypair(tmp_path / "other")
+    (out / SITE_KEYS_DIR / "site-2.pub").write_bytes((tmp_path / "other.pub").read_bytes())
+    code, _, _ = cli("audit", out / LEDGER_DIR, "--keys", out / SITE_KEYS_DIR, "--json")
+    assert code == 1
+
+
+def test_a_coordinator_stopped_mid_run_resumes_and_no_site_is_charged_twice(sites, demo_bundle, coordinator_key,
+                                                                             tmp_path):
+    """The coordinator dies after round 2's checkpoint; its checkpoint is then set back to
+    round 1 (as if it had died after the sites replied to round 2 but before it checkpointed).
+    Restarted on the same folder, it resumes: the sites resend their round-2 replies instead
+    of training again, and ε ends where one uninterrupted 3-round run puts it."""
+    site_cfgs = nodes(sites[:2], tmp_path / "state", coordinator_key[1], epsilon=5.0)
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=3)
+
+    def crash(row):
+        if row["round"] == 2:
+            raise RuntimeError("coordinator killed")
+
+    with pytest.raises(RuntimeError, match="coordinator killed"):
+        run_simulated(run, site_cfgs, show_progress=False, after_round=crash)
+    assert not (tmp_path / "run" / "model").exists()
+    state_file = tmp_path / "run" / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["round"] == 2
+    state_file.write_text(json.dumps({**state, "round": 1, "rounds": state["rounds"][:1]}))
+    privacy_file = tmp_path / "run" / "privacy.json"
+    recorded = json.loads(privacy_file.read_text())
+    privacy_file.write_text(json.dumps({**recorded, "sites": {s: rows[:1] for s, rows in recorded["sites"].items()}}))
+
+    privacy = run_simulated(run, site_cfgs, show_progress=False)
+    for site, rows in privacy["sites"].items():
+        assert [r["round"] for r in rows] == [1, 2, 3] and all(r["refused"] == 0 for r in rows)
+        assert len({r["run_id"] for r in rows}) == 1
+        sigma, q = rows[-1]["noise-multiplier"], rows[-1]["sample-rate"]
+        three = epsilon_for(noise_multiplier=sigma, sample_rate=q, steps=3 * FAST["local_steps"], delta=1e-5)
+        assert rows[-1]["epsilon"] == pytest.approx(three, rel=1e-9)  # round 2 charged once
+        held = read_ledger(tmp_path / "run" / LEDGER_DIR / f"{site}.jsonl")
+        assert [e.round for e in held] == [1, 2, 3]
+    assert (tmp_path / "run" / "model" / "weights.pt").is_file()
+    with pytest.raises(RareGraphError, match="this run finished"):  # a finished run is not run again
+        run_simulated(run, site_cfgs, show_progress=False)
+
+
+def test_sites_evaluate_the_synthetic_sample_and_return_numbers_only(demo_bundle, coordinator_key, tmp_path):
+    """The coordinator's sample is measured at each site against its training and held-out
+    patients; the suite lands in RUN/evaluation (what the release gate reads), pooled by
+    patients; a site whose node config says eval-suite = false declines."""
+    from raregraph.demo import split_patients
+    from shared.ehr.omop_tables import write_omop
+    from shared.evaluation.suite import EVALUATION_DIR
+    from server.release.gate import read_site_privacy
+
+    bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
+    train, held = [], []
+    for profile, cohort in simulate_consortium(knowledge_from_bundle(bundle), sites=3, seed=13, min_patients=40,
+                                               max_patients=60):
+        t, h = split_patients(cohort, share=0.3, seed=profile.site)
+        train.append(tmp_path / "sites" / f"site-{profile.site}")
+        held.append(tmp_path / "holdout" / f"site-{profile.site}")
+        write_omop(t, train[-1])
+        write_omop(h, held[-1])
+    site_cfgs = site_nodes(train, state_root=tmp_path / "state", pub=coordinator_key[1], epsilon=20.0, delta=1e-5,
+                           clip_norm=1.0, batch_size=8, noise_multiplicity=1, holdouts=held)
+    site_cfgs[2] = dataclasses.replace(site_cfgs[2], eval_suite=False)
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=1, eval_per_disease=30)
+    run_simulated(run, site_cfgs, show_progress=False)
+    folder = tmp_path / "run" / EVALUATION_DIR
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary["sites"]) == {"site-1", "site-2"} and set(summary["declined"]) == {"site-3"}
+    assert not summary["failed"]
+    for site in ("site-1", "site-2"):
+        metrics = json.loads((folder / site / "metrics.json").read_text())
+        assert metrics["counts"]["holdout"] > 0
+        # 30 per disease, more than a site has of any: the largest part in the site's mix, at least its size
+        assert metrics["counts"]["real"] <= metrics["counts"]["synthetic"] <= 30 * len(bundle.diseases)
+        assert 0.0 <= metrics["privacy"]["dcr_membership_auroc"] <= 1.0
+        assert (folder / site / "report.md").is_file()
+    n = {s: summary["sites"][s]["counts.real"] for s in ("site-1", "site-2")}
+    mmd = {s: summary["sites"][s]["fidelity.mmd2"] for s in n}
+    assert summary["pooled"]["fidelity.mmd2"] == pytest.approx(sum(mmd[s] * n[s] for s in n) / sum(n.values()))
+    assert {r.site for r in read_site_privacy(tmp_path / "run")} == {"site-1", "site-2"}
+    assert not (folder / "site-3").exists()

@@ -1,0 +1,142 @@
+"""``raregraph release`` through the real CLI: a passing release, a refused one, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from server.release.gate import GateConfig, SitePrivacy, apply_gate, load_gate
+from tests.raregraph.test_cli import one_line_error, run
+
+# the 4-step test model is untrained, so its release gate is permissive: the point is the plumbing
+LENIENT = """[plausibility]
+min-phenotype-pairs-supported = 0.0
+max-phenotype-pairs-negated = 1.0
+max-wrong-sex-patients = 1.0
+max-lab-values-outside-limits = 1.0
+max-adverse-events-before-any-drug = 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, demo_bundle, coordinator_key) -> Path:
+    """A one-site run folder: RUN/model trained with DP-SGD, RUN/privacy.json as a federation writes it."""
+    root = tmp_path_factory.mktemp("release")
+    code, _, stderr = run("data", "simulate", "--sites", "1", "--out", root / "sites", "--seed", "2",
+                          "--max-patients", "40", "--bundle", demo_bundle, "--pub", coordinator_key[1], "--json")
+    assert code == 0, stderr
+    code, _, stderr = run("train", root / "sites" / "site-1", "--bundle", demo_bundle, "--pub", coordinator_key[1],
+                          "--out", root / "run" / "model", "--steps", "4", "--epsilon", "4", "--state",
+                          root / "state", "--json")
+    assert code == 0, stderr
+    spent = json.loads((root / "run" / "model" / "model.json").read_text())["privacy"]
+    (root / "run" / "privacy.json").write_text(json.dumps({"run_id": "r1", "sites": {"site-1": [
+        {"round": 1, "run_id": "r1", "kind": "train", "epsilon": spent["epsilon"], "delta": 1e-5}]}}))
+    return root / "run"
+
+
+def args(run_dir: Path, bundle: Path, pub: Path, out: Path, *extra) -> list:
+    return ["release", run_dir, "--bundle", bundle, "--pub", pub, "--n", "20", "--out", out, "--steps", "4", "-q", *extra]
+
+
+def test_release_passes_and_writes_tables_card_and_report(run_dir, demo_bundle, coordinator_key, tmp_path) -> None:
+    (tmp_path / "gate.toml").write_text(LENIENT)
+    out = tmp_path / "rel"
+    code, stdout, stderr = run(*args(run_dir, demo_bundle, coordinator_key[1], out, "--gate", tmp_path / "gate.toml",
+                                     "--json"))
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["released"] is True
+    status = {c["gate"]: c["status"] for c in summary["checks"]}
+    assert status["phenotype_pairs_supported"] == "pass"
+    # no site reported privacy numbers: said so, never passed silently
+    assert status["exact_copy_share"] == status["membership_auroc"] == "not evaluated"
+    card = json.loads((out / "data_card.json").read_text())
+    assert card["release"]["epsilon_per_site"]["site-1"]["epsilon"] > 0 and card["bundle_sha256"]
+    assert card["method"] and card["counts"]["patients"] == 20
+    assert pd.read_csv(out / "person.csv")["person_id"].min() >= 10**12
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<script" not in page and "not evaluated" in page
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_impossible_gate_refuses_and_writes_nothing(run_dir, demo_bundle, coordinator_key, tmp_path) -> None:
+    (tmp_path / "gate.toml").write_text(LENIENT.replace("max-lab-values-outside-limits = 1.0",
+                                                        "max-lab-values-outside-limits = 1.0\n"
+                                                        "max-phenotype-pairs-negated = 0.0")
+                                        .replace("min-phenotype-pairs-supported = 0.0",
+                                                 "min-phenotype-pairs-supported = 1.0")
+                                        .replace("max-phenotype-pairs-negated = 1.0\n", ""))
+    out = tmp_path / "rel"
+    code, stdout, stderr = run(*args(run_dir, demo_bundle, coordinator_key[1], out, "--gate", tmp_path / "gate.toml"))
+    assert code == 1
+    message = one_line_error(stderr)
+    assert "release refused" in message and "phenotype_pairs_supported" in message and "needs ≥ 1" in message
+    assert "FAIL" in stdout.upper() and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gate.toml"]
+
+
+def test_site_reported_privacy_gates(tmp_path) -> None:
+    plaus = {"phenotype_pairs_supported": 0.9, "phenotype_pairs_negated": 0.0, "wrong_sex_patients": 0.05,
+             "lab_values_outside_limits": float("nan"), "adverse_events_before_any_drug": 0.0}
+    sites = [SitePrivacy("a", 0.0, 0.51, "x"), SitePrivacy("b", 0.01, 0.58, "y")]
+    checks = {c.gate: c for c in apply_gate(plaus, sites, GateConfig())}
+    assert checks["lab_values_outside_limits"].status == "pass"  # nothing to count: nothing wrong
+    assert checks["exact_copy_share"].status == "fail" and checks["exact_copy_share"].measured == 0.01
+    assert checks["membership_auroc"].status == "fail" and "b" in checks["membership_auroc"].note
+    required = {c.gate: c.status for c in apply_gate(plaus, [], GateConfig(require_site_reports=True))}
+    assert required["membership_auroc"] == "fail"
+
+
+def test_release_reads_site_metrics_from_the_run_folder(run_dir, demo_bundle, coordinator_key, tmp_path) -> None:
+    import shutil
+
+    run_copy = tmp_path / "run"
+    shutil.copytree(run_dir, run_copy)
+    (run_copy / "evaluation" / "site-1").mkdir(parents=True)
+    (run_copy / "evaluation" / "site-1" / "metrics.json").write_text(json.dumps(
+        {"privacy": {"exact_copy_share": 0.0, "dcr_membership_auroc": 0.61, "dcr_membership_auroc_null_sd": 0.04,
+                     "domias_auroc": 0.5, "domias_auroc_null_sd": 0.09}}))
+    (tmp_path / "gate.toml").write_text(LENIENT)
+    code, stdout, stderr = run(*args(run_copy, demo_bundle, coordinator_key[1], tmp_path / "rel", "--gate",
+                                     tmp_path / "gate.toml", "--json"))
+    assert code == 1 and "membership_auroc = 0.61, needs ≤ 0.55" in one_line_error(stderr)
+    checks = {c["gate"]: c for c in json.loads(stdout)["checks"]}
+    assert checks["exact_copy_share"]["status"] == "pass" and not (tmp_path / "rel").exists()
+    # the spread is the one of the AUROC that set the value (DCR here, not DOMIAS)
+    assert checks["membership_auroc"]["note"] == "worst of 1 site(s): site-1 (spread with no leak at its sizes: SD 0.040)"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[plausibility]\nmax-wrong-sex = 0.1\n", "gate.toml:2: unknown key 'max-wrong-sex' in table 'plausibility'"),
+    ("[privacy]\n\nmax-membership-auroc = 'high'\n", "gate.toml:3: max-membership-auroc must be a number"),
+    ("[privacy]\nmax-exact-copy-share = 2\n", "gate.toml:2: max-exact-copy-share must lie between 0 and 1"),
+    ("[plausibility\n", "gate.toml:1: not valid TOML"),
+    ("[gates]\n", "gate.toml:1: unknown table 'gates'"),
+])
+def test_bad_gate_file_names_file_and_line(tmp_path, text, expected) -> None:
+    (tmp_path / "gate.toml").write_text(text)
+    code, _, stderr = run("release", tmp_path / "run", "--bundle", tmp_path / "b", "--n", "5", "--out",
+                          tmp_path / "rel", "--gate", tmp_path / "gate.toml")
+    assert code == 1 and expected in one_line_error(stderr)
+    with pytest.raises(ValueError, match=expected.split(": ", 1)[1].split(";")[0]):
+        load_gate(tmp_path / "gate.toml")
+
+
+def test_missing_model_and_missing_privacy_record(run_dir, demo_bundle, coordinator_key, tmp_path) -> None:
+    code, _, stderr = run(*args(tmp_path / "nothing", demo_bundle, coordinator_key[1], tmp_path / "rel"))
+    assert code == 1 and "not a model folder" in one_line_error(stderr)
+    import shutil
+
+    shutil.copytree(run_dir / "model", tmp_path / "run" / "model")
+    code, _, stderr = run(*args(tmp_path / "run", demo_bundle, coordinator_key[1], tmp_path / "rel"))
+    assert code == 1 and "privacy.json: not found" in one_line_error(stderr)
+    assert not (tmp_path / "rel").exists()
+
+
+def test_release_has_help_with_an_example() -> None:
+    code, out, _ = run("release", "--help")
+    assert code == 0 and "Example: raregraph release" in out
