@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from raregraph.cli import app
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 MINI, CURATED_MINI = DATA / "hpo_mini", DATA / "curated_mini"
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ from kg.sources.curated import parse_curated
 from kg.store import KnowledgeGraph
 from shared.errors import InputError
 
-DATA = Path(__file__).parents[1] / "data"
+DATA = Path(__file__).parents[2] / "data"
 MINI = DATA / "hpo_mini"
 CURATED_MINI = DATA / "curated_mini"
 

@@ -19,9 +19,9 @@ from kg.store import KnowledgeGraph
 from raregraph.cli import app
 from shared.errors import InputError
 
-DATA = Path(__file__).parents[1] / "data"
+DATA = Path(__file__).parents[2] / "data"
 MINI, CURATED_MINI = DATA / "hpo_mini", DATA / "curated_mini"
-FIX = Path(__file__).parent / "fixtures"
+FIX = Path(__file__).parents[1] / "fixtures"
 ORPHADATA, PRIMEKG, FAERS = FIX / "orphadata", FIX / "primekg", FIX / "faers"
 GARD = FIX / "joined" / "gard"  # Marfan, Wilson and Fabry with their ORPHA/OMIM/MONDO xrefs
 QUARTERS = (FAERS / "faers_ascii_2019Q1", FAERS / "faers_ascii_2012Q4", FAERS / "aers_ascii_2011Q4")
