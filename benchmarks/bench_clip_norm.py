@@ -56,7 +56,8 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = bundle_in(Path(tmp))
-        public = PriorSampler().sample(bundle, 3000, seed=args.seed)
+        prior = PriorSampler(bundle)  # as server.federation pretrains: uniform diseases, same seed
+        public = prior.sample(prior.uniform_conditions(3000, seed=args.seed), seed=args.seed)
         pretrained, _ = train_local(public, bundle, guidance="kg",
                                     config=TrainConfig(steps=args.pretrain_steps, seed=args.seed))
         model, schedule, tables, layout = build(bundle, guidance="kg")

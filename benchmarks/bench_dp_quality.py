@@ -35,8 +35,9 @@ from flwr.clientapp import ClientApp  # noqa: E402
 from benchmarks.bench_quality import bundle_in  # noqa: E402
 from client.app import make_app as make_client_app  # noqa: E402
 from client.training import RoundConfig, open_site  # noqa: E402
-from raregraph.demo import HOLDOUT_SHARE, split_patients  # noqa: E402
-from raregraph.federate import run_simulated, site_nodes  # noqa: E402
+from raregraph.demo import HOLDOUT_SHARE  # noqa: E402
+from shared.ehr.cohort import split_patients  # noqa: E402
+from deploy.simulation import run_simulated, site_nodes  # noqa: E402
 from server.config import RunConfig  # noqa: E402
 from shared import protocol as P  # noqa: E402
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402

@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_quality import bundle_in  # noqa: E402
-from raregraph.federate import run_simulated, site_nodes  # noqa: E402
+from deploy.simulation import run_simulated, site_nodes  # noqa: E402
 from server.config import RunConfig  # noqa: E402
+from shared.runs import RunFolder  # noqa: E402
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, write_consortium  # noqa: E402
 
 
@@ -47,7 +48,7 @@ def main() -> None:
         run = RunConfig(run_dir=tmp / "run", bundle_path=tmp / "bundle", bundle_pub=pub, rounds=args.rounds,
                         local_steps=args.local_steps, min_sites=args.sites)
         run_simulated(run, nodes, show_progress=False)
-        rounds = json.loads((tmp / "run" / "checkpoint" / "state.json").read_text())["rounds"]
+        rounds = json.loads(RunFolder(tmp / "run").checkpoint_state.read_text())["rounds"]
     if args.json:
         print(json.dumps(rounds, indent=2))
         return

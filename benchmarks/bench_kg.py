@@ -132,7 +132,7 @@ def bench_scoring(runs: int) -> dict:
     from kg.scoring import metapath_scores, pathsim
     from kg.store import KnowledgeGraph, LabeledMatrix
     from kg.study import load_study
-    from raregraph.demo import default_study
+    from kg.embedded import default_study
     from shared.signing.keys import load_private_key, new_keypair
 
     study = load_study(default_study())

@@ -200,7 +200,7 @@ def child(stage: str, csv: Path, workdir: Path, scale: float, seed: int) -> None
     from kg.metapaths import FEATURE_METAPATHS
     from kg.scoring import metapath_scores, pathsim
     from kg.sources.primekg import parse_kg_csv
-    from kg.sources.curated import default_curated_dir
+    from kg.embedded import default_study
     from kg.study import load_study
 
     rss["start"] = peak_rss_mib()
@@ -221,7 +221,7 @@ def child(stage: str, csv: Path, workdir: Path, scale: float, seed: int) -> None
     if stage == "store":
         print(json.dumps({"times": times, "rss": rss, "info": info}))
         return
-    study = load_study(default_curated_dir() / "study.toml")  # the demo study (raregraph.demo imports torch)
+    study = load_study(default_study())  # the demo study (kg.embedded imports no torch)
     sources = _study_sources(graph, study)
     info["sources"] = sources
     damping = study.scoring.damping

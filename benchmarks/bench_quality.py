@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from kg.assembly.pipeline import Sources, build_graph  # noqa: E402
 from kg.bundle import make_bundle  # noqa: E402
 from kg.study import load_study  # noqa: E402
-from raregraph.demo import default_study  # noqa: E402
+from kg.embedded import default_study  # noqa: E402
 from shared.bundle import StudyBundle  # noqa: E402
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.evaluation import mmd2_unbiased, prevalence_r2  # noqa: E402

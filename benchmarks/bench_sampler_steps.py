@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from benchmarks.bench_quality import bundle_in  # noqa: E402
-from raregraph.demo import split_patients  # noqa: E402
+from shared.ehr.cohort import split_patients  # noqa: E402
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.evaluation.fidelity import mmd2_unbiased, prevalence_r2  # noqa: E402
 from shared.model.generation import generate_tensors  # noqa: E402

@@ -13,7 +13,9 @@ Harness, the same for every method:
 - a simulated consortium (``--sites`` hospitals, 30–300 patients each, the demo study),
   20 % of every site held out and never trained on;
 - each method is fitted on the sites' training patients at the same per-site (ε, δ = 1e-5);
-- it then draws ``POOL_PER_DISEASE`` patients of every study disease, and each site measures
+- it then draws ``POOL_PER_DISEASE`` patients of every study disease through the one generator
+  interface (:class:`shared.baselines.base.SyntheticGenerator`, same conditions and seed for
+  every method), and each site measures
   that pool, cut to its own disease mix (:func:`client.sample_evaluation.match_disease_mix`), against its
   training and held-out patients with the full suite (:func:`shared.evaluation.evaluate`):
   the federated evaluation protocol of the product, run in-process. A cell is the mean
@@ -46,6 +48,7 @@ Methods:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -61,16 +64,18 @@ import numpy as np  # noqa: E402
 from benchmarks.bench_dp_quality import nonprivate_client  # noqa: E402
 from benchmarks.bench_quality import bundle_in  # noqa: E402
 from client.sample_evaluation import match_disease_mix  # noqa: E402
-from raregraph.demo import HOLDOUT_SHARE, split_patients  # noqa: E402
-from raregraph.federate import run_simulated, site_nodes  # noqa: E402
+from raregraph.demo import HOLDOUT_SHARE  # noqa: E402
+from shared.ehr.cohort import split_patients  # noqa: E402
+from deploy.simulation import run_simulated, site_nodes  # noqa: E402
 from server.config import RunConfig  # noqa: E402
 from shared.evaluation.numbers import flatten  # noqa: E402
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
 from shared.simulation.consortium import fresh_patients, knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.evaluation.suite import evaluate  # noqa: E402
-from shared.model.generation import DEFAULT_SAMPLER_STEPS, generate_tensors  # noqa: E402
+from shared.model.generation import DEFAULT_SAMPLER_STEPS, DiffusionGenerator  # noqa: E402
 from shared.model.checkpoint import load_model  # noqa: E402
+from shared.baselines.base import SyntheticGenerator  # noqa: E402
 from shared.baselines.prior import PriorSampler  # noqa: E402
 from shared.trajectories.tensorize import tensorize  # noqa: E402
 from shared.trajectories.tensors import TrajectoryTensors  # noqa: E402
@@ -120,7 +125,8 @@ def pool_conditions(bundle) -> np.ndarray:
     return np.repeat(np.arange(len(bundle.diseases)), POOL_PER_DISEASE)
 
 
-def fit_diffusion(guidance: str, tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int, args):
+def train_diffusion(guidance: str, tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int,
+                    args) -> SyntheticGenerator:
     label = f"{guidance}-{epsilon}-{seed}"
     pub = next(tmp.glob("*.pub"))
     nodes = site_nodes([s["folder"] for s in sites], state_root=tmp / label / "state", pub=pub,
@@ -130,21 +136,27 @@ def fit_diffusion(guidance: str, tmp: Path, bundle, sites: list[dict], *, epsilo
                     local_steps=args.local_steps, guidance=guidance, seed=seed, min_sites=len(sites),
                     eval_per_disease=0)
     run_simulated(run, nodes, show_progress=False, client_app=nonprivate_client(nodes) if epsilon is None else None)
-    model = load_model(tmp / label / "model", bundle)
-    return generate_tensors(model, bundle, n=len(pool_conditions(bundle)), disease=None, seed=seed,
-                            steps=DEFAULT_SAMPLER_STEPS, guidance_scale=1.0, eta=0.0, conditions=pool_conditions(bundle))
+    return DiffusionGenerator(load_model(tmp / label / "model", bundle), bundle, steps=DEFAULT_SAMPLER_STEPS,
+                              guidance_scale=1.0, eta=0.0)
 
 
-def fit_marginals(bundle, sites: list[dict], *, epsilon, seed: int):
+def fit_diffusion(guidance: str, tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int,
+                  args) -> TrajectoryTensors:
+    """The diffusion model's pool, for the benchmarks that measure it alone (``bench_domias``)."""
+    model = train_diffusion(guidance, tmp, bundle, sites, epsilon=epsilon, seed=seed, args=args)
+    return model.sample(pool_conditions(bundle), seed=seed)
+
+
+def train_marginals(tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int, args) -> SyntheticGenerator:
     from shared.baselines import marginals
 
     rng = np.random.default_rng(seed)
     releases = [marginals.release_site(s["train"], len(bundle.diseases), epsilon=epsilon, delta=DELTA,
                                        generator=np.random.default_rng(rng.integers(2**63))) for s in sites]
-    return marginals.fit(releases).sample(pool_conditions(bundle), seed=seed)
+    return marginals.fit(releases)
 
 
-def fit_dpgan(bundle, sites: list[dict], *, epsilon, seed: int, args):
+def train_dpgan(tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int, args) -> SyntheticGenerator:
     from shared.baselines import dpgan
 
     import torch
@@ -158,11 +170,17 @@ def fit_dpgan(bundle, sites: list[dict], *, epsilon, seed: int, args):
                                     generator=torch.Generator().manual_seed(seed))
     finally:
         torch.set_num_threads(threads)
-    return gan.sample(pool_conditions(bundle), seed=seed)
+    return gan
 
 
-def fit_prior(bundle, *, seed: int):
-    return PriorSampler().sample(bundle, len(pool_conditions(bundle)), seed=seed)
+def train_prior(tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int, args) -> SyntheticGenerator:
+    return PriorSampler(bundle)  # no patient data: nothing to fit
+
+
+#: every method but ``truth``, by name: (tmp, bundle, sites, *, epsilon, seed, args) → a generator
+TRAINERS = {"kg": functools.partial(train_diffusion, "kg"), "none": functools.partial(train_diffusion, "none"),
+            "learned": functools.partial(train_diffusion, "learned"), "dpgan": train_dpgan,
+            "marginals": train_marginals, "prior": train_prior}
 
 
 def fit_truth(bundle, sites: list[dict], *, seed: int):
@@ -209,15 +227,10 @@ def run_grid(args) -> None:
             sites = consortium(tmp, bundle, sites=args.sites, seed=seed)
             for method, epsilon in todo:
                 started = time.perf_counter()
-                if method in ("kg", "none", "learned"):
-                    pool = fit_diffusion(method, tmp, bundle, sites, epsilon=epsilon, seed=seed, args=args)
-                elif method == "marginals":
-                    pool = fit_marginals(bundle, sites, epsilon=epsilon, seed=seed)
-                elif method == "dpgan":
-                    pool = fit_dpgan(bundle, sites, epsilon=epsilon, seed=seed, args=args)
-                elif method == "prior":
-                    pool = fit_prior(bundle, seed=seed)
-                elif method == "truth":
+                if method in TRAINERS:
+                    generator = TRAINERS[method](tmp, bundle, sites, epsilon=epsilon, seed=seed, args=args)
+                    pool = generator.sample(pool_conditions(bundle), seed=seed)
+                elif method == "truth":  # the reference draws the hospitals' own patients: no generator
                     pool = fit_truth(bundle, sites, seed=seed)
                 else:
                     raise SystemExit(f"unknown method {method!r}; known: {', '.join(METHODS)}")

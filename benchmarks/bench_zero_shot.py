@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from benchmarks.bench_quality import bundle_in  # noqa: E402
-from benchmarks.bench_table import fit_diffusion, pool_conditions  # noqa: E402
-from raregraph.demo import partition  # noqa: E402
+from benchmarks.bench_table import pool_conditions, train_diffusion  # noqa: E402
+from shared.ehr.cohort import partition  # noqa: E402
 from shared.evaluation.numbers import flatten  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium  # noqa: E402
@@ -84,9 +84,11 @@ def main() -> None:
             test, seen_test = TrajectoryTensors.concat(tests), TrajectoryTensors.concat(seen_real)
             print(f"seed {seed}: unseen {ids[unseen]} ({test.n} patients held out of training everywhere); "
                   f"seen {ids[seen]} ({seen_test.n})", file=sys.stderr, flush=True)
-            pools = {"ours (KG-guided)": fit_diffusion("kg", tmp, bundle, sites, epsilon=epsilon, seed=seed, args=args)}
-            pools["plain diffusion"] = fit_diffusion("none", tmp, bundle, sites, epsilon=epsilon, seed=seed, args=args)
-            pools["graph priors only"] = PriorSampler().sample(bundle, len(pool_conditions(bundle)), seed=seed)
+            generators = {name: train_diffusion(guidance, tmp, bundle, sites, epsilon=epsilon, seed=seed, args=args)
+                          for name, guidance in (("ours (KG-guided)", "kg"), ("plain diffusion", "none"))}
+            generators["graph priors only"] = PriorSampler(bundle)
+            # every generator through the one interface, with the same conditions and seed
+            pools = {name: g.sample(pool_conditions(bundle), seed=seed) for name, g in generators.items()}
             for name, pool in pools.items():
                 m = flatten(evaluate(test, only(pool, unseen), seed=seed, bundle=bundle))
                 results.setdefault(f"{name}: unseen disease", []).append(m)

@@ -1,8 +1,9 @@
 """The hospital's ClientApp (``flwr run .`` entry point ``client.app:app``): wiring only.
 
-Handlers: ``query`` (the study bundle: offer → cached or need; files → verify with the
-pinned key and cache; or a synthetic sample → the evaluation suite's numbers,
-:mod:`client.sample_evaluation`), ``train`` (one DP round, :mod:`client.training`) and ``evaluate``
+Handlers, routed by Flower on the message type: ``query.bundle`` (the study bundle: offer →
+cached or need; files → verify with the pinned key and cache), ``query.suite`` (a synthetic
+sample → the evaluation suite's numbers, :mod:`client.sample_evaluation`), ``train`` (one DP
+round, :mod:`client.training`) and ``evaluate``
 (the global model's loss on the site's patients, released with DP and charged, or declined;
 :mod:`client.loss_evaluation`). Replies carry weights, counts, metrics and the site's signed
 privacy ledger only.
@@ -47,10 +48,8 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
     """A ClientApp; ``resolve`` maps the context to the site's node config."""
     app = ClientApp()
 
-    @app.query()
-    def query(msg: Message, context: Context) -> Message:
-        if P.SYNTHETIC in msg.content:
-            return suite(msg, context)
+    @app.query(P.BUNDLE_QUERY.removeprefix("query."))
+    def bundle(msg: Message, context: Context) -> Message:
         try:
             node = resolve(context)
             offer = msg.content[P.BUNDLE_OFFER]
@@ -65,6 +64,7 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
             return refuse(msg, f"site refuses the study bundle: {exc}")
         return Message(RecordDict({P.BUNDLE_STATUS: ConfigRecord({"status": status})}), reply_to=msg)
 
+    @app.query(P.SUITE_QUERY.removeprefix("query."))
     def suite(msg: Message, context: Context) -> Message:
         try:
             node = resolve(context)

@@ -38,8 +38,7 @@ from client.config import NodeConfig
 from shared import protocol as P
 from shared.bundle import StudyBundle
 from shared.atomic import write_bytes_atomic
-from shared.privacy.dp_sgd import Mechanism, make_private
-from shared.privacy.dp_sgd import backward as private_backward
+from shared.privacy.dp_sgd import Mechanism
 from shared.ehr.site import data_fingerprint, read_site
 from shared.privacy.ledger import Ledger, export_entries, round_key
 from shared.model.checkpoint import build
@@ -48,7 +47,7 @@ from shared.privacy.state import PrivacyState
 from shared.signing.keys import load_private_key
 from shared.trajectories.tensorize import tensorize
 from shared.trajectories.tensors import TrajectoryTensors
-from shared.model.training import train_steps
+from shared.model.fit import train_private
 
 log = logging.getLogger("raregraph.client")
 
@@ -219,13 +218,9 @@ def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, to
                           noise_multiplicity=node.noise_multiplicity)
     x0 = layout.to_vectors(tensors)
     disease = torch.from_numpy(np.array(tensors.disease, dtype=np.int64))
-    private_model, private_optimizer, batches = make_private(model, optimizer, x0, disease, mechanism=mechanism)
-    losses = train_steps(private_model, private_optimizer, batches, schedule=schedule, tables=tables,
-                         steps=cfg.local_steps, cond_drop=0.1, generator=generator,
-                         multiplicity=node.noise_multiplicity, backward=private_backward)
-    epsilon = state.record_round(round_id=round_key(cfg.run_id, cfg.server_round, "train"), steps=cfg.local_steps,
-                                 noise_multiplier=plan.noise_multiplier, sample_rate=sample_rate,
-                                 clip_norm=node.clip_norm, noise_multiplicity=node.noise_multiplicity)
+    losses, epsilon = train_private(model, optimizer, x0, disease, mechanism=mechanism, state=state, round_id=charged,
+                                    steps=cfg.local_steps, schedule=schedule, tables=tables, cond_drop=0.1,
+                                    generator=generator)
     site.ledger.append_round(state, run_id=cfg.run_id, server_round=cfg.server_round, kind="train")
     log.info("site %s round %d: %d DP-SGD steps, ε = %.3f of %.3f", node.site_id, cfg.server_round, cfg.local_steps,
              epsilon, node.epsilon)

@@ -11,9 +11,10 @@ from rich.table import Table
 
 from deploy.certs import make_certs
 from deploy.local import prepare, run_local
-from raregraph.federate import audit_run, print_audit_summary
 from shared.console import cli_errors, console, err_console, print_json, steps
 from shared.errors import ConfigError
+from shared.privacy.audit.audit import audit_run
+from shared.privacy.audit.cli import print_audit_summary
 
 deploy_app = typer.Typer(help="Deploy a real federation: certificates and keys, a launcher on one host.",
                          no_args_is_help=True)

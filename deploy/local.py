@@ -21,6 +21,7 @@ Logs: ``OUT/logs/superlink.log``, ``OUT/logs/serverapp.log`` (the run's ServerAp
 
 from __future__ import annotations
 
+from kg.embedded import make_embedded_bundle
 import json
 import shutil
 import time
@@ -32,10 +33,11 @@ from client.config import NodeConfig
 from deploy import flower
 from deploy.certs import CertFiles, make_certs
 from deploy.processes import ProcessError, ProcessGroup, Started, free_port, wait_for_port
-from raregraph.federate import SITE_KEYS_DIR, publish_site_keys, site_nodes
+from deploy.simulation import publish_site_keys, site_nodes
 from server.config import RunConfig
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
 from shared.errors import ConfigError, OutputExistsError, RareGraphError
+from shared.runs import RunFolder
 
 Step = Callable[[str], None]
 
@@ -45,7 +47,7 @@ class DeploymentError(RareGraphError):
 
 
 @dataclass(frozen=True)
-class Layout:
+class PreparedDeployment:
     """Everything :func:`prepare` wrote under ``out``."""
 
     out: Path
@@ -60,23 +62,6 @@ class Layout:
     @property
     def logs(self) -> Path:
         return self.out / "logs"
-
-
-def _make_bundle(out: Path, step: Step) -> tuple[Path, Path]:
-    """Coordinator key pair and the demo study's signed bundle (the demo's own functions)."""
-    from kg.assembly.pipeline import Sources, build_graph
-    from kg.bundle import make_bundle
-    from kg.study import load_study
-    from raregraph.demo import default_study
-    from shared.signing.keys import load_private_key, new_keypair
-
-    step("bundle: building the knowledge graph from the embedded public data")
-    graph = build_graph(Sources.default())
-    key, pub = new_keypair(out / "keys" / "coordinator")
-    step("bundle: cutting and signing the demo study's bundle")
-    make_bundle(graph, load_study(default_study()), sign_key=load_private_key(key), out=out / "bundle",
-                study_source=str(default_study()))
-    return out / "bundle", pub
 
 
 def _simulate_sites(out: Path, bundle: Path, pub: Path, *, sites: int, seed: int, min_patients: int,
@@ -96,7 +81,7 @@ def prepare(out: Path, *, sites: int | None = None, site_data: list[Path] | None
             noise_multiplicity: int = 2, rounds: int = 3, local_steps: int = 20, pretrain_steps: int = 200,
             pretrain_patients: int = 3000, min_sites: int | None = None, round_timeout: float = 600.0,
             seed: int = 0, min_patients: int = 30, max_patients: int = 120, overwrite: bool = False,
-            step: Step = lambda _: None) -> Layout:
+            step: Step = lambda _: None) -> PreparedDeployment:
     """Write every file the deployment needs under ``out``.
 
     Parameters
@@ -135,7 +120,8 @@ def prepare(out: Path, *, sites: int | None = None, site_data: list[Path] | None
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if bundle is None:
-        bundle, pub = _make_bundle(out, step)
+        made = make_embedded_bundle(out, step=step)
+        bundle, pub = made.bundle, made.pub
     bundle, pub = bundle.resolve(), pub.resolve()
     if site_data is None:
         step(f"data: simulating {sites} hospitals")
@@ -157,11 +143,11 @@ def prepare(out: Path, *, sites: int | None = None, site_data: list[Path] | None
     run = RunConfig(run_dir=out / "run", bundle_path=bundle, bundle_pub=pub, rounds=rounds, local_steps=local_steps,
                     pretrain_steps=pretrain_steps, pretrain_patients=pretrain_patients, seed=seed,
                     min_sites=len(nodes) if min_sites is None else min_sites, round_timeout=round_timeout,
-                    site_keys=publish_site_keys(nodes, out / "run" / SITE_KEYS_DIR))
+                    site_keys=publish_site_keys(nodes, RunFolder(out / "run").site_keys))
     run_config_file = out / "run-config.toml"
     run_config_file.write_text("# flwr run . raregraph --run-config run-config.toml\n"
                                + flower.toml_table(run.as_mapping()))
-    return Layout(out=out, bundle=bundle, pub=pub, nodes={n.site_id: n for n in nodes}, node_files=node_files,
+    return PreparedDeployment(out=out, bundle=bundle, pub=pub, nodes={n.site_id: n for n in nodes}, node_files=node_files,
                   certs=certs, run=run, run_config_file=run_config_file)
 
 
@@ -180,7 +166,7 @@ class LocalDeployment:
         The SuperLink's state database and the log folder [default: in ``layout.out``].
     """
 
-    def __init__(self, layout: Layout, *, host: str = "127.0.0.1", stop_timeout: float = 10.0,
+    def __init__(self, layout: PreparedDeployment, *, host: str = "127.0.0.1", stop_timeout: float = 10.0,
                  database: Path | None = None, logs: Path | None = None) -> None:
         self.layout = layout
         self.host = host
@@ -273,7 +259,7 @@ class LocalDeployment:
             The SuperLink exited, or ``timeout`` seconds passed.
         """
         deadline = time.monotonic() + timeout
-        state_file = self.layout.run.run_dir / "checkpoint" / "state.json"
+        state_file = RunFolder(self.layout.run.run_dir).checkpoint_state
         while (done := _round_done(state_file)) < server_round:
             superlink = self.procs.started["superlink"]
             if not superlink.alive():
@@ -296,7 +282,7 @@ class LocalDeployment:
             The SuperLink exited, or ``timeout`` seconds passed.
         """
         deadline = time.monotonic() + timeout
-        state_file = self.layout.run.run_dir / "checkpoint" / "state.json"
+        state_file = RunFolder(self.layout.run.run_dir).checkpoint_state
         last_status_check, shown, status = 0.0, None, "pending"
         while True:
             superlink = self.procs.started["superlink"]
@@ -304,7 +290,7 @@ class LocalDeployment:
                 raise DeploymentError(f"the SuperLink exited (code {superlink.popen.returncode}) during run {run_id}; "
                                       f"its log ({superlink.log}) ends:\n{superlink.log_tail()}")
             now = time.monotonic()
-            if now - last_status_check >= status_every or (self.layout.run.run_dir / "model" / "model.json").exists():
+            if now - last_status_check >= status_every or RunFolder(self.layout.run.run_dir).model_meta.exists():
                 status, last_status_check = flower.run_status(run_id, env=self.cli_env), now
                 if status.startswith("finished"):
                     return status
@@ -326,7 +312,7 @@ def _round_done(state_file: Path) -> int:
         return 0
 
 
-def run_local(layout: Layout, *, timeout: float, step: Step = lambda _: None, app: Path | None = None) -> dict:
+def run_local(layout: PreparedDeployment, *, timeout: float, step: Step = lambda _: None, app: Path | None = None) -> dict:
     """Start the deployment, run the federation, stop everything; a summary.
 
     Raises
@@ -346,13 +332,13 @@ def run_local(layout: Layout, *, timeout: float, step: Step = lambda _: None, ap
         finally:
             deployment.save_run_log(run_id)
         step("stopping the SuperNodes and the SuperLink")
-    model = layout.run.run_dir / "model" / "model.json"
-    if status != "finished:completed" or not model.is_file():
+    run = RunFolder(layout.run.run_dir)
+    if status != "finished:completed" or not run.model_meta.is_file():
         raise DeploymentError(f"run {run_id} ended {status} without a model; read {layout.logs / 'serverapp.log'} "
                               f"(ServerApp), {layout.logs / 'superlink.log'} and {layout.logs}/<site>.log (ClientApps)")
-    privacy = json.loads((layout.run.run_dir / "privacy.json").read_text())
+    privacy = json.loads(run.privacy.read_text())
     return {"run_id": run_id, "status": status, "seconds": round(time.monotonic() - started, 1),
-            "node_ids": deployment.node_ids, "model": str(model.parent), "privacy": privacy}
+            "node_ids": deployment.node_ids, "model": str(run.model), "privacy": privacy}
 
 
-__all__ = ["DeploymentError", "Layout", "LocalDeployment", "ProcessError", "prepare", "run_local"]
+__all__ = ["DeploymentError", "PreparedDeployment", "LocalDeployment", "ProcessError", "prepare", "run_local"]

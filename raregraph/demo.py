@@ -24,56 +24,26 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from kg.assembly.pipeline import Sources, build_graph
-from kg.bundle import make_bundle
-from kg.sources.curated import default_curated_dir
-from kg.study import load_study
-from raregraph.federate import (
-    SITE_KEYS_DIR,
-    audit_run,
-    print_audit_summary,
-    print_site_evaluation,
-    publish_site_keys,
-    run_simulated,
-    site_nodes,
-)
+from deploy.simulation import publish_site_keys, run_simulated, site_nodes
+from kg.embedded import default_study, make_embedded_bundle
+from raregraph.federate import print_site_evaluation
 from server.config import RunConfig
 from shared.atomic import atomic_dir
-from shared.privacy.audit.report import write_report as write_audit_report
 from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, steps
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
-from shared.ehr.cohort import Cohort
+from shared.ehr.cohort import split_patients
 from shared.ehr.omop_tables import write_omop
-from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium
 from shared.ehr.site import read_site
-from shared.model.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
 from shared.model.checkpoint import load_model
-from shared.signing.keys import load_private_key, new_keypair
+from shared.model.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
+from shared.privacy.audit.audit import audit_run
+from shared.privacy.audit.cli import print_audit_summary
+from shared.privacy.audit.report import write_report as write_audit_report
+from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
+from shared.runs import RunFolder
+from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium
 
 HOLDOUT_SHARE = 0.2
-
-
-def default_study() -> Path:
-    """The demo study shipped with the package (8 well-annotated rare diseases)."""
-    return default_curated_dir() / "study.toml"
-
-
-def split_patients(cohort: Cohort, *, share: float, seed: int) -> tuple[Cohort, Cohort]:
-    """(training, held-out) by person, at random."""
-    rng = np.random.default_rng(seed)
-    ids = cohort.persons["person_id"].to_numpy()
-    return partition(cohort, set(rng.choice(ids, size=max(1, int(round(share * len(ids)))), replace=False).tolist()))
-
-
-def partition(cohort: Cohort, held: set[int]) -> tuple[Cohort, Cohort]:
-    """(patients not in ``held``, patients in ``held``), each with all their events."""
-    parts = []
-    for keep in (lambda i: i not in held, lambda i: i in held):
-        mask_p = cohort.persons["person_id"].map(keep).to_numpy(dtype=bool)
-        mask_e = cohort.events["person_id"].map(keep).to_numpy(dtype=bool)
-        parts.append(Cohort.from_frames(cohort.persons[mask_p], cohort.events[mask_e]))
-    return parts[0], parts[1]
 
 
 def demo(
@@ -95,17 +65,13 @@ def demo(
     study_path = default_study() if study is None else study
     started = time.perf_counter()
     with cli_errors(), steps("demo", quiet=quiet) as step:
-        study_cfg = load_study(study_path)
         with atomic_dir(out, overwrite=True) as tmp:
-            graph = build_graph(Sources.default(), step=lambda s: step(f"kg build: {s}"))
+            made = make_embedded_bundle(tmp, study=study_path, step=step)
+            graph, pub_path = made.graph, made.pub
             step("kg build: writing Parquet tables")
             graph.save(tmp / "kg")
-            step("keys: coordinator key pair")
-            key_path, pub_path = new_keypair(tmp / "keys" / "coordinator")
-            make_bundle(graph, study_cfg, sign_key=load_private_key(key_path), out=tmp / "bundle",
-                        study_source=str(study_path), step=lambda s: step(f"bundle: {s}"))
             step("bundle: verifying signature and files")
-            bundle = StudyBundle.load(tmp / "bundle", pub_path)
+            bundle = StudyBundle.load(made.bundle, pub_path)
 
             step(f"data: simulating {sites} hospitals")
             site_rows = []
@@ -119,15 +85,16 @@ def demo(
                 site_rows.append({"name": name, "report": report})
 
             step(f"federate: {sites} sites × {rounds} rounds of DP-SGD (Flower simulation engine)")
-            nodes = site_nodes([tmp / "sites" / r["name"] for r in site_rows], state_root=tmp / "run" / "state",
+            run_folder = RunFolder(tmp / "run")
+            nodes = site_nodes([tmp / "sites" / r["name"] for r in site_rows], state_root=run_folder.state,
                                pub=pub_path, epsilon=epsilon, delta=1e-5, clip_norm=DEFAULT_CLIP_NORM, batch_size=32,
                                noise_multiplicity=2, holdouts=[tmp / "holdout" / r["name"] for r in site_rows])
-            run = RunConfig(run_dir=(tmp / "run").resolve(), bundle_path=(tmp / "bundle").resolve(),
+            run = RunConfig(run_dir=run_folder.root.resolve(), bundle_path=(tmp / "bundle").resolve(),
                             bundle_pub=pub_path.resolve(), rounds=rounds, local_steps=local_steps, seed=seed,
                             pretrain_steps=pretrain_steps, min_sites=1,
-                            site_keys=publish_site_keys(nodes, (tmp / "run" / SITE_KEYS_DIR).resolve()))
+                            site_keys=publish_site_keys(nodes, run_folder.site_keys.resolve()))
             run_simulated(run, nodes, show_progress=not quiet)
-            trained = load_model(tmp / "run" / "model", bundle)
+            trained = load_model(run_folder.model, bundle)
             step("generate: synthetic release")
             total = sum(r["report"].patients for r in site_rows)
             synthetic, _ = generate(trained, bundle, n=total, disease=None, seed=seed, steps=DEFAULT_SAMPLER_STEPS, guidance_scale=1.0,
@@ -167,7 +134,8 @@ def _summary(out: Path, counts: dict, bundle: StudyBundle, seconds: float) -> No
         table.add_row(f"{code} {name}", "; ".join(v.loc[j, "name"] for j in best),
                       "; ".join(v.loc[j, "name"] for j in drugs) or "—")
     console.print(table)
-    print_site_evaluation(out / "run")
-    console.print(f"[bold]model[/] {out / 'run' / 'model'}, privacy {out / 'run' / 'privacy.json'}; "
-                  f"[bold]synthetic release[/] {out / 'synthetic'}; [bold]site reports[/] {out / 'run' / 'evaluation'}/site-*/report.md")
+    run = RunFolder(out / "run")
+    print_site_evaluation(run.root)
+    console.print(f"[bold]model[/] {run.model}, privacy {run.privacy}; "
+                  f"[bold]synthetic release[/] {out / 'synthetic'}; [bold]site reports[/] {run.evaluation}/site-*/report.md")
     console.print(f"demo finished in {seconds:.0f} s")

@@ -13,23 +13,16 @@ from typing import Annotated
 
 import typer
 
-from kg.assembly.pipeline import Sources, build_graph
-from kg.bundle import make_bundle
-from kg.study import load_study
-from raregraph.demo import default_study
+from kg.embedded import make_embedded_bundle
 from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, load_bundle, print_json, steps
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, write_consortium
-from shared.signing.keys import load_private_key, new_keypair
 
 
 def demo_bundle(folder: Path, step) -> StudyBundle:
-    """Build the graph and the demo study's bundle (with a throw-away key) in ``folder``."""
-    graph = build_graph(Sources.default(), step=lambda s: step(f"kg build: {s}"))
-    key_path, pub_path = new_keypair(folder / "simulation-key")
-    make_bundle(graph, load_study(default_study()), sign_key=load_private_key(key_path), out=folder / "bundle",
-                step=lambda s: step(f"bundle: {s}"))
-    return StudyBundle.load(folder / "bundle", pub_path)
+    """The demo study's bundle, built from the embedded public data with a throw-away key in ``folder``."""
+    made = make_embedded_bundle(folder, step=step)
+    return StudyBundle.load(made.bundle, made.pub)
 
 
 def simulate(

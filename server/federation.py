@@ -2,7 +2,7 @@
 rounds, write the final model.
 
 1. The coordinator's bundle is verified with its own public key (nothing unverified leaves).
-2. Bundle distribution (``query`` messages): each site says whether it has the bundle's
+2. Bundle distribution (``query.bundle`` messages): each site says whether it has the bundle's
    sha256 cached; those that do not get the files once, verify them with the key pinned in
    their node config, and cache them.
 3. With knowledge guidance, the coordinator pretrains the shared model on patients drawn
@@ -37,29 +37,22 @@ from server.strategy import Resume, SiteFedAvg, read_checkpoint
 from shared import protocol as P
 from shared.bundle import StudyBundle, read_files
 from shared.errors import RareGraphError
-from shared.model.fit import json_dict, train_local
-from shared.model.checkpoint import FORMAT, FORMAT_VERSION, TrainedModel, build
+from shared.model.checkpoint import TrainedModel, build, model_meta
+from shared.model.fit import train_local
+from shared.privacy import statements
+from shared.runs import RunFolder
 from shared.baselines.prior import PriorSampler
 from shared.model.training import TrainConfig
 
 log = logging.getLogger("raregraph.server")
-DP_STATEMENT = (
-    "Each site trained with DP-SGD (Poisson sampling, per-patient clipping, Gaussian noise) under its own "
-    "(ε, δ) budget; the guarantee is record-level per site, add/remove-one. Aggregation, this model and "
-    "its samples are post-processing. Site patient counts and training losses were shared in the clear. "
-    "Sampling and noise drew from generators seeded with OS entropy at each site (not Opacus' secure "
-    "RNG: torchcsprng is not installable here)."
-)
-
-
 def _resume_point(run: RunConfig) -> Resume | None:
     """The checkpoint to resume from, after checking it belongs to a run with these settings."""
     resume = read_checkpoint(run.run_dir)
     if resume is None:
         return None
-    if (run.run_dir / "model" / "model.json").is_file():
+    if RunFolder(run.run_dir).model_meta.is_file():
         raise FederationError(f"{run.run_dir}: this run finished (it has a model); start a new run in a new folder")
-    recorded = json.loads((run.run_dir / "run.json").read_text())
+    recorded = json.loads(RunFolder(run.run_dir).settings.read_text())
     changed = sorted(k for k, v in run.as_mapping().items() if recorded.get(k) != v and k != "fed.round-timeout")
     if changed or recorded.get("run_id") != resume.run_id:
         raise FederationError(f"{run.run_dir}: cannot resume run {resume.run_id}: its settings differ "
@@ -87,7 +80,7 @@ def distribute_bundle(grid: Grid, nodes: list[int], bundle: StudyBundle, timeout
     """Send the bundle to sites that lack it; return the nodes that have it verified."""
     offer = ConfigRecord({P.BUNDLE_SHA256: bundle.bundle_hash})
     replies = grid.send_and_receive(
-        [Message(content=RecordDict({P.BUNDLE_OFFER: offer}), dst_node_id=n, message_type="query") for n in nodes],
+        [Message(content=RecordDict({P.BUNDLE_OFFER: offer}), dst_node_id=n, message_type=P.BUNDLE_QUERY) for n in nodes],
         timeout=timeout)
     ready, need = [], []
     for r in replies:
@@ -99,7 +92,7 @@ def distribute_bundle(grid: Grid, nodes: list[int], bundle: StudyBundle, timeout
         files = ConfigRecord({name: data for name, data in read_files(bundle.path).items()})
         replies = grid.send_and_receive(
             [Message(content=RecordDict({P.BUNDLE_OFFER: offer, P.BUNDLE_FILES: files}), dst_node_id=n,
-                     message_type="query") for n in need], timeout=timeout)
+                     message_type=P.BUNDLE_QUERY) for n in need], timeout=timeout)
         for r in replies:
             if r.has_error():
                 log.warning("node %s refused the bundle: %s", r.metadata.src_node_id, r.error.reason)
@@ -120,10 +113,10 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
     resume = _resume_point(run)
     run_id = resume.run_id if resume is not None else uuid.uuid4().hex[:12]
     if resume is None:
-        (run.run_dir / "run.json").write_text(json.dumps({"run_id": run_id, **run.as_mapping()}, indent=2) + "\n")
+        RunFolder(run.run_dir).settings.write_text(json.dumps({"run_id": run_id, **run.as_mapping()}, indent=2) + "\n")
     else:
         log.warning("resuming run %s after round %d of %d from %s", run_id, resume.round, run.rounds,
-                    run.run_dir / "checkpoint")
+                    RunFolder(run.run_dir).checkpoint)
     nodes = wait_for_sites(grid, run.min_sites, run.round_timeout)
     ready = distribute_bundle(grid, nodes, bundle, run.round_timeout)
     log.info("bundle %s verified at %d of %d sites", bundle.bundle_hash[:16], len(ready), len(nodes))
@@ -137,7 +130,8 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
         model.load_state_dict(resume.weights)
     elif run.guidance == "kg" and run.pretrain_steps:
         started = time.perf_counter()
-        public = PriorSampler().sample(bundle, run.pretrain_patients, seed=run.seed)
+        prior = PriorSampler(bundle)
+        public = prior.sample(prior.uniform_conditions(run.pretrain_patients, seed=run.seed), seed=run.seed)
         pretrained, losses = train_local(public, bundle, guidance=run.guidance,
                                          config=TrainConfig(steps=run.pretrain_steps, seed=run.seed))
         model.load_state_dict(pretrained.model.state_dict())
@@ -163,22 +157,18 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
     if not any(r["aggregated"] for r in strategy.rounds_log):
         raise FederationError("no round aggregated any site's update")
     epsilons = {site: max(r["epsilon"] for r in rows) for site, rows in strategy.privacy.items()}
-    meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "denoiser": json_dict(model.config), "schedule": json_dict(schedule.config), "guidance": run.guidance,
-        "bundle_sha256": bundle.bundle_hash, "study": bundle.manifest.get("study", ""),
-        "diseases": list(bundle.diseases["id"]),
+    meta = model_meta(
+        model, schedule, bundle, guidance=run.guidance,
         # site disease mixes are not shared: conditions are drawn uniformly unless asked
-        "disease_counts": np.ones(len(bundle.diseases), dtype=int).tolist(),
-        "train": {"rounds": run.rounds, "local_steps": run.local_steps, "lr": run.lr, "seed": run.seed,
-                  "pretraining": pretraining},
-        "training": {"patients": None, "steps": run.rounds * run.local_steps, "seconds": round(seconds, 1),
-                     "final_loss": strategy.rounds_log[-1]["metrics"].get(P.LOSS), "run_id": run_id,
-                     "sites": sorted(strategy.privacy)},
-        "privacy": {"mechanism": "DP-SGD per site", "epsilon_per_site": epsilons, "statement": DP_STATEMENT},
-    }
+        disease_counts=np.ones(len(bundle.diseases), dtype=int).tolist(),
+        train={"rounds": run.rounds, "local_steps": run.local_steps, "lr": run.lr, "seed": run.seed,
+               "pretraining": pretraining},
+        training={"patients": None, "steps": run.rounds * run.local_steps, "seconds": round(seconds, 1),
+                  "final_loss": strategy.rounds_log[-1]["metrics"].get(P.LOSS), "run_id": run_id,
+                  "sites": sorted(strategy.privacy)},
+        privacy={"mechanism": "DP-SGD per site", "epsilon_per_site": epsilons, "statement": statements.FEDERATED_DP})
     trained = TrainedModel(model=model, schedule=schedule, tables=tables, layout=layout, meta=meta)
-    trained.save(run.run_dir / "model", losses=[r["metrics"].get(P.LOSS, float("nan")) for r in strategy.rounds_log])
+    trained.save(RunFolder(run.run_dir).model, losses=[r["metrics"].get(P.LOSS, float("nan")) for r in strategy.rounds_log])
     evaluation = None
     if run.eval_per_disease:
         evaluation = evaluate_at_sites(grid, ready, trained, bundle, run_dir=run.run_dir, run_id=run_id,

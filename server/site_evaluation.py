@@ -30,9 +30,10 @@ from shared import protocol as P
 from shared.atomic import write_bytes_atomic
 from shared.bundle import StudyBundle
 from shared.evaluation.numbers import flatten, numbers_only
-from shared.evaluation.suite import EVALUATION_DIR, write_report
+from shared.evaluation.suite import write_report
 from shared.model.generation import DEFAULT_SAMPLER_STEPS, generate_tensors
 from shared.model.checkpoint import TrainedModel
+from shared.runs import RunFolder
 
 log = logging.getLogger("raregraph.server")
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a site id that is safe as a folder name
@@ -70,7 +71,7 @@ def evaluate_at_sites(grid: Grid, nodes: list[int], trained: TrainedModel, bundl
     sample = ArrayRecord({k: Array(v) for k, v in synthetic.to_arrays().items()})
     config = ConfigRecord({P.RUN_ID: run_id, P.BUNDLE_SHA256: bundle.bundle_hash, P.SEED: seed})
     replies = grid.send_and_receive(
-        [Message(content=RecordDict({P.SYNTHETIC: sample, P.CONFIG: config}), dst_node_id=n, message_type="query")
+        [Message(content=RecordDict({P.SYNTHETIC: sample, P.CONFIG: config}), dst_node_id=n, message_type=P.SUITE_QUERY)
          for n in nodes], timeout=timeout)
     reports: dict[str, dict] = {}
     declined: dict[str, str] = {}
@@ -99,7 +100,7 @@ def evaluate_at_sites(grid: Grid, nodes: list[int], trained: TrainedModel, bundl
             log.error("site %s: evaluation reply rejected: %s", site, failed[site])
             continue
         reports[site] = metrics
-    folder = run_dir / EVALUATION_DIR
+    folder = RunFolder(run_dir).evaluation
     for site, metrics in reports.items():
         write_report(metrics, folder / site, title=f"synthetic sample of run {run_id} evaluated at {site}",
                      overwrite=True)
@@ -111,6 +112,6 @@ def evaluate_at_sites(grid: Grid, nodes: list[int], trained: TrainedModel, bundl
         "sites": {site: {k: v for k, v in flatten(m).items() if k in HEADLINE} for site, m in sorted(reports.items())},
         "pooled": pooled(reports), "declined": declined, "failed": failed,
     }
-    write_bytes_atomic(folder / "summary.json", (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
+    write_bytes_atomic(RunFolder(run_dir).evaluation_summary, (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
     log.info("evaluation: %d sites reported, %d declined, %d failed", len(reports), len(declined), len(failed))
     return summary

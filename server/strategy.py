@@ -37,6 +37,7 @@ from flwr.serverapp.strategy import FedAvg
 from shared import protocol as P
 from shared.errors import RareGraphError
 from shared.privacy.ledger import merge_site_entries, parse_entries
+from shared.runs import RunFolder
 from shared.signing.keys import load_public_key
 
 log = logging.getLogger("raregraph.server")
@@ -56,11 +57,12 @@ class Resume:
 
 def read_checkpoint(run_dir: Path) -> Resume | None:
     """The run's checkpoint (``RUN/checkpoint``, ``RUN/privacy.json``), or ``None`` if it has none."""
-    folder = run_dir / "checkpoint"
-    if not (folder / "state.json").is_file():
+    run = RunFolder(run_dir)
+    folder = run.checkpoint
+    if not run.checkpoint_state.is_file():
         return None
-    state = json.loads((folder / "state.json").read_text())
-    privacy = json.loads((run_dir / "privacy.json").read_text())["sites"] if (run_dir / "privacy.json").is_file() else {}
+    state = json.loads(run.checkpoint_state.read_text())
+    privacy = json.loads(run.privacy.read_text())["sites"] if run.privacy.is_file() else {}
     weights = torch.load(folder / "weights.pt", weights_only=True) if (folder / "weights.pt").is_file() else None
     return Resume(run_id=state["run_id"], round=int(state["round"]), rounds=state["rounds"], rejected=state["rejected"],
                   privacy=privacy, weights=weights)
@@ -244,8 +246,9 @@ class SiteFedAvg(FedAvg):
 
     def _write_state(self, server_round: int) -> None:
         state = {"run_id": self.run_id, "round": server_round, "rounds": self.rounds_log, "rejected": self.rejected}
-        _write_json(self.run_dir / "checkpoint" / "state.json", state)
-        _write_json(self.run_dir / "privacy.json", {"run_id": self.run_id, "sites": self.privacy})
+        run = RunFolder(self.run_dir)
+        _write_json(run.checkpoint_state, state)
+        _write_json(run.privacy, {"run_id": self.run_id, "sites": self.privacy})
 
     def _reject(self, server_round: int, site: str, why: str) -> None:
         log.warning("round %d: rejected the update of site %s: %s", server_round, site, why)
@@ -255,7 +258,7 @@ class SiteFedAvg(FedAvg):
                     replies: list[Message], accepted: list, aggregate_started: float) -> None:
         """Weights, round and strategy state after every round (overwritten atomically)."""
         checkpoint_started = time.perf_counter()
-        folder = self.run_dir / "checkpoint"
+        folder = RunFolder(self.run_dir).checkpoint
         folder.mkdir(parents=True, exist_ok=True)
         if arrays is not None:
             tmp = folder / ".weights.pt.tmp"

@@ -6,6 +6,10 @@ name (``site``) and its signed privacy ledger (``ledger``: one entry per charge 
 accountant, mechanism and ε only). Nothing row-level, ever.
 """
 
+# message types: Flower routes a "query.<action>" message to the handler registered for that action
+BUNDLE_QUERY = "query.bundle"  # server → site: the bundle offered (its hash), or its files to verify and cache
+SUITE_QUERY = "query.suite"  # server → site: a synthetic sample to run the evaluation suite on
+
 # records
 ARRAYS = "arrays"
 CONFIG = "config"

@@ -10,7 +10,7 @@ from kg.assembly.pipeline import Sources, build_graph, default_hpo_dir
 from kg.bundle import make_bundle
 from kg.store import KnowledgeGraph
 from kg.study import load_study
-from raregraph.demo import default_study
+from kg.embedded import default_study
 from shared.signing.keys import load_private_key, new_keypair
 
 

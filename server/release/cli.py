@@ -11,6 +11,7 @@ from shared.console import cli_errors, console, err_console, load_bundle, print_
 from shared.errors import OutputExistsError
 from shared.model.generation import DEFAULT_SAMPLER_STEPS
 from shared.model.checkpoint import load_model
+from shared.runs import RunFolder
 from server.release.gate import GateConfig, load_gate
 from server.release.publish import REPORT_NAME, prepare_release, write_release
 
@@ -39,7 +40,7 @@ def release(
         if out.exists() and not overwrite:  # fail before minutes of sampling
             raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
         b = load_bundle(bundle, pub)
-        trained = load_model(run_dir / "model", b)
+        trained = load_model(RunFolder(run_dir).model, b)
         step(f"generating {n} patients and checking the gate")
         result = prepare_release(trained, b, run_dir, n=n, seed=seed, steps=sampler_steps, gate=config)
         if result.ok:

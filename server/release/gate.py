@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from shared.evaluation.suite import EVALUATION_DIR
+from shared.evaluation.suite import METRICS_FILE
+from shared.runs import RunFolder
 from shared.errors import InputError
 
 
@@ -156,7 +157,7 @@ def read_site_privacy(run_dir: str | Path) -> list[SitePrivacy]:
         A metrics.json is not JSON or has no ``privacy`` object.
     """
     reports = []
-    for path in sorted(Path(run_dir, EVALUATION_DIR).glob("*/metrics.json")):
+    for path in sorted(RunFolder(Path(run_dir)).evaluation.glob(f"*/{METRICS_FILE}")):
         try:
             privacy = json.loads(path.read_text(encoding="utf-8"))["privacy"]
             if not isinstance(privacy, dict):

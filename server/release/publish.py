@@ -18,6 +18,7 @@ from shared.errors import InputError
 from shared.evaluation.plausibility import GraphKnowledge, plausibility
 from shared.model.generation import data_card, generate, write_synthetic
 from shared.model.checkpoint import TrainedModel
+from shared.runs import RunFolder
 from server.release.gate import Check, GateConfig, SitePrivacy, apply_gate, read_site_privacy
 from server.release.report import plots, render_html
 
@@ -52,7 +53,7 @@ def site_epsilons(run_dir: str | Path) -> tuple[str, dict[str, dict[str, float]]
     InputError
         The file is missing or is not the federation's privacy record.
     """
-    path = Path(run_dir) / "privacy.json"
+    path = RunFolder(Path(run_dir)).privacy
     if not path.is_file():
         raise InputError("not found: a release needs the run's per-site ε (a run folder of `raregraph federate`)",
                          file=path)

@@ -183,11 +183,14 @@ class DPGAN:
     tensor_layout: Layout
     sites: list[SitePrivacy]
 
+    name = "dpgan"  # not a field: the generator's name (:class:`~shared.baselines.base.SyntheticGenerator`)
+
     @torch.no_grad()
     def sample(self, conditions: np.ndarray, *, seed: int) -> TrajectoryTensors:
         """One synthetic patient per disease index in ``conditions``, with synthetic person ids
         from ``SYNTHETIC_ID_BASE`` and index dates uniform in ``INDEX_WINDOW``
-        (:mod:`shared.model.generation`). The same seed gives the same patients.
+        (:mod:`shared.model.generation`). The same seed gives the same patients
+        (:meth:`shared.baselines.base.SyntheticGenerator.sample`).
 
         Raises
         ------

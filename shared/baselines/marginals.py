@@ -168,11 +168,20 @@ class Marginals:
     age_p: np.ndarray  # [D, A], rows sum to 1
     labels: SiteMarginals  # any release: its column labels and grid
 
+    name = "marginals"  # not a field: the generator's name (:class:`~shared.baselines.base.SyntheticGenerator`)
+
     def sample(self, conditions: np.ndarray, *, seed: int) -> TrajectoryTensors:
-        """One synthetic patient per entry of ``conditions`` (disease indices), all independent."""
-        d = np.asarray(conditions, dtype=np.int64)
-        if d.size and (d.min() < 0 or d.max() >= len(self.patients)):
-            raise ValueError(f"conditions must lie in [0, {len(self.patients)})")
+        """One synthetic patient per entry of ``conditions`` (disease indices), all independent
+        (:meth:`shared.baselines.base.SyntheticGenerator.sample`).
+
+        Raises
+        ------
+        ValueError
+            No conditions, or one outside [0, D).
+        """
+        d = np.array(conditions, dtype=np.int64)  # a copy: the output must not alias the input
+        if d.size < 1 or d.min() < 0 or d.max() >= len(self.patients):
+            raise ValueError(f"conditions must be one or more disease indices in [0, {len(self.patients)})")
         rng, n, lab = np.random.default_rng(seed), d.size, self.labels
         events = (rng.random((n, *self.event_p.shape[1:])) < self.event_p[d]).astype(np.float32)
         mask = (rng.random((n, *self.measured_p.shape[1:])) < self.measured_p[d]).astype(np.float32)

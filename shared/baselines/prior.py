@@ -7,7 +7,8 @@ textbook), and they are the "graph priors only" baseline of the evaluation.
 Per patient, independently (every number below is a public fact from the bundle or a stated
 default, never a site statistic):
 
-- disease uniform over the study; sex ½; age uniform on [1, 80) years;
+- disease as the caller asks (:meth:`PriorSampler.uniform_conditions`: uniform over the
+  study); sex ½; age uniform on [1, 80) years;
 - each phenotype annotated for the disease with Orphanet/HPO frequency f: present with
   probability f, recorded in one window drawn uniformly from the index window onwards
   (``onset_before`` of them fall in the window before the index date);
@@ -23,7 +24,7 @@ default, never a site statistic):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,19 +35,51 @@ from shared.trajectories.tensors import TrajectoryTensors
 
 @dataclass(frozen=True)
 class PriorSampler:
-    """Rates that knowledge graphs do not give; the defaults are deliberately plain."""
+    """The bundle's public knowledge and the rates that knowledge graphs do not give; the
+    defaults are deliberately plain."""
 
+    bundle: StudyBundle = field(repr=False, compare=False)
     drug_rate: float = 0.5
     adverse_rate: float = 0.1
     lab_rate: float = 0.3
     onset_before: float = 0.2
     lab_shift: float = 1.5
 
-    def sample(self, bundle: StudyBundle, n: int, *, seed: int) -> TrajectoryTensors:
-        """``n`` patients from the bundle's knowledge (see the module docstring)."""
+    name = "prior"  # not a field: the generator's name (:class:`~shared.baselines.base.SyntheticGenerator`)
+
+    def uniform_conditions(self, n: int, *, seed: int) -> np.ndarray:
+        """int64 [n]: diseases uniform over the study, for callers with no disease mix of their own.
+
+        With the same ``seed``, ``sample(uniform_conditions(n, seed=s), seed=s)`` gives the
+        patients the sampler drew when it chose the diseases itself.
+
+        Raises
+        ------
+        ValueError
+            n < 1.
+        """
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
+        return np.random.default_rng(seed).integers(0, len(self.bundle.diseases), n)
+
+    def sample(self, conditions: np.ndarray, *, seed: int) -> TrajectoryTensors:
+        """One patient per disease index in ``conditions``, from the bundle's knowledge (see the
+        module docstring and :meth:`shared.baselines.base.SyntheticGenerator.sample`).
+
+        Raises
+        ------
+        ValueError
+            No conditions, or one outside [0, D).
+        """
+        bundle = self.bundle
+        disease = np.array(conditions, dtype=np.int64)  # a copy: the output must not alias the input
+        n = len(disease)
+        if n < 1 or disease.min() < 0 or disease.max() >= len(bundle.diseases):
+            raise ValueError(f"conditions must be one or more disease indices in [0, {len(bundle.diseases)})")
         rng = np.random.default_rng(seed)
+        # the draw uniform_conditions makes, discarded: a seed keeps giving the patients it gave
+        # before the diseases were the caller's (pretraining and benchmark results stay comparable)
+        rng.integers(0, len(bundle.diseases), n)
         layout = Layout.from_bundle(bundle)
         v = bundle.vocabulary
         t_len, before = layout.windows, layout.windows_before
@@ -60,7 +93,6 @@ class PriorSampler:
         effects = pg[pg["kind"] == "drug_effect"]
         measured = pg[pg["kind"] == "measured_by"]
 
-        disease = rng.integers(0, len(bundle.diseases), n)
         events = np.zeros((n, t_len, b), np.float32)
         labs = np.zeros((n, t_len, n_labs), np.float32)
         lab_mask = (rng.random((n, t_len, n_labs)) < self.lab_rate).astype(np.float32)
@@ -97,7 +129,7 @@ class PriorSampler:
                 labs[moved, w, lab] += np.sign(weight) * self.lab_shift * lab_mask[moved, w, lab]
         return TrajectoryTensors(
             events=events, labs=labs, lab_mask=lab_mask, sex=(rng.random(n) < 0.5).astype(np.float32),
-            age=rng.uniform(1.0, 80.0, n).astype(np.float32), disease=disease.astype(np.int64),
+            age=rng.uniform(1.0, 80.0, n).astype(np.float32), disease=disease,
             person_id=np.arange(1, n + 1, dtype=np.int64),
             index_date=np.full(n, np.datetime64("2000-01-01", "D")), binary_codes=layout.binary_codes,
             binary_domains=layout.binary_domains, lab_codes=layout.lab_codes, window_days=layout.window_days,

@@ -85,3 +85,21 @@ class Cohort:
     def domain_counts(self) -> dict[str, int]:
         """Events per domain."""
         return {str(k): int(v) for k, v in self.events["domain"].value_counts().sort_index().items()}
+
+
+def split_patients(cohort: Cohort, *, share: float, seed: int) -> tuple[Cohort, Cohort]:
+    """(training, held-out) by person, at random: ``share`` of the persons (at least one)
+    held out, each with all their events."""
+    rng = np.random.default_rng(seed)
+    ids = cohort.persons["person_id"].to_numpy()
+    return partition(cohort, set(rng.choice(ids, size=max(1, int(round(share * len(ids)))), replace=False).tolist()))
+
+
+def partition(cohort: Cohort, held: set[int]) -> tuple[Cohort, Cohort]:
+    """(patients not in ``held``, patients in ``held``), each with all their events."""
+    parts = []
+    for keep in (lambda i: i not in held, lambda i: i in held):
+        mask_p = cohort.persons["person_id"].map(keep).to_numpy(dtype=bool)
+        mask_e = cohort.events["person_id"].map(keep).to_numpy(dtype=bool)
+        parts.append(Cohort.from_frames(cohort.persons[mask_p], cohort.events[mask_e]))
+    return parts[0], parts[1]

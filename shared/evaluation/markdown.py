@@ -86,7 +86,9 @@ HEADLINES: tuple[tuple[str, str, str, str], ...] = (
 #: the synthetic value next to the real cohort's (key + "_real").
 PLAUSIBILITY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("phenotype_pairs_supported", "Disease–phenotype pairs the graph supports",
-     "Share of (patient, phenotype) pairs with a graph path from the patient's disease; target ≥ 0.99."),
+     "Share of (patient, phenotype) pairs with a graph path from the patient's disease; compare with "
+     "the real patients' share beside it (0.84–0.89 on simulated sites, whose comorbidities the graph "
+     "does not know). The release gate asks ≥ 0.80."),
     ("phenotype_pairs_negated", "Disease–phenotype pairs the graph marks NOT",
      "Share of pairs HPO annotates as absent in that disease; 0 is good."),
     ("adverse_events_with_drug_signal", "Adverse events with a drug signal",

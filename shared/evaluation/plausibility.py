@@ -123,7 +123,8 @@ def disease_phenotype_pairs(t: TrajectoryTensors, knowledge: GraphKnowledge) -> 
     -------
     dict
         ``phenotype_pairs`` (count), ``phenotype_pairs_supported`` (share with
-        ``supported[d, j]``; target ≥ 0.99) and ``phenotype_pairs_negated`` (share with
+        ``supported[d, j]``; compare with the real patients' share, 0.84–0.89 on simulated
+        sites; the release gate asks ≥ 0.80) and ``phenotype_pairs_negated`` (share with
         ``negative[d, j]``: the graph says NOT; target 0). NaN shares without pairs.
 
     Raises

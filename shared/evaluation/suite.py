@@ -42,9 +42,9 @@ DISCRIMINATOR_FOLDS = 5
 ATTRIBUTE_KNOWN_SHARE, ATTRIBUTE_K = 0.5, 5
 
 
-#: RUN/evaluation/<site>/metrics.json: the suite a site ran on the coordinator's synthetic
-#: sample (server.site_evaluation writes it, the release gate reads it)
-EVALUATION_DIR = "evaluation"
+#: The files write_report puts in its folder (for a federated run: RUN/evaluation/<site>/,
+#: which server.site_evaluation writes and the release gate reads)
+METRICS_FILE, REPORT_FILE = "metrics.json", "report.md"
 
 def evaluate(
     real: TrajectoryTensors,
@@ -244,8 +244,8 @@ def write_report(metrics: dict[str, Any], out: Path, *, title: str, overwrite: b
     text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
     markdown = render_markdown(metrics, title=title)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        (tmp / "metrics.json").write_text(text, encoding="utf-8")
-        (tmp / "report.md").write_text(markdown, encoding="utf-8")
+        (tmp / METRICS_FILE).write_text(text, encoding="utf-8")
+        (tmp / REPORT_FILE).write_text(markdown, encoding="utf-8")
     return Path(out)
 
 

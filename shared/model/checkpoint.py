@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from shared.bundle import StudyBundle
+from shared.model import LOSSES_FILE, META_FILE, WEIGHTS_FILE
 from shared.model.schedule import SCHEDULES, KnowledgeVPSchedule, ScheduleConfig
 from shared.errors import InputError
 from shared.model.denoiser import Denoiser, DenoiserConfig
@@ -38,9 +39,42 @@ class TrainedModel:
     def save(self, folder: Path, *, losses: list[float]) -> None:
         """Write ``model.json``, ``weights.pt`` and ``training.json`` into ``folder``."""
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), folder / "weights.pt")
-        (folder / "model.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
-        (folder / "training.json").write_text(json.dumps({"loss": losses}) + "\n")
+        torch.save(self.model.state_dict(), folder / WEIGHTS_FILE)
+        (folder / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+        (folder / LOSSES_FILE).write_text(json.dumps({"loss": losses}) + "\n")
+
+
+def model_meta(model: Denoiser, schedule: KnowledgeVPSchedule, bundle: StudyBundle, *, guidance: str,
+               disease_counts: list[int], train: dict, training: dict, privacy: dict) -> dict:
+    """``model.json``'s content, for every way a model is trained (one site, a federation).
+
+    Parameters
+    ----------
+    model, schedule
+        The trained denoiser and its schedule (their frozen configs rebuild them).
+    bundle
+        The study bundle it was trained with (its hash is checked when the model is loaded).
+    guidance
+        ``kg``, ``none`` or ``learned``.
+    disease_counts
+        Patients per study disease, in the bundle's order: the mix ``generate`` draws
+        conditions from when no disease is named.
+    train, training, privacy
+        The settings, what training did (patients, steps, seconds, loss), and the privacy
+        mechanism with its statement (:mod:`shared.privacy.statements`).
+    """
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "denoiser": json_dict(model.config), "schedule": json_dict(schedule.config), "guidance": guidance,
+        "bundle_sha256": bundle.bundle_hash, "study": bundle.manifest.get("study", ""),
+        "diseases": list(bundle.diseases["id"]), "disease_counts": list(disease_counts),
+        "train": train, "training": training, "privacy": privacy,
+    }
+
+
+def json_dict(config) -> dict:
+    """A frozen config dataclass as a plain dict."""
+    return json.loads(config.to_json())
 
 
 def build(bundle: StudyBundle, *, guidance: str, denoiser: dict | None = None,
@@ -64,7 +98,7 @@ def load_model(folder: str | Path, bundle: StudyBundle) -> TrainedModel:
         Missing or malformed files, or a bundle other than the training one.
     """
     folder = Path(folder)
-    meta_path = folder / "model.json"
+    meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise InputError("not a model folder (no model.json); train one with `raregraph train`", file=folder)
     try:
@@ -82,12 +116,12 @@ def load_model(folder: str | Path, bundle: StudyBundle) -> TrainedModel:
     arch = {k: v for k, v in meta["denoiser"].items() if k not in ("windows", "channels", "n_diseases")}
     model, _, tables, layout = build(bundle, guidance=meta["guidance"], denoiser=arch, gamma=schedule_cfg.gamma)
     try:
-        state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except FileNotFoundError:
         raise InputError("weights.pt missing from the model folder", file=folder) from None
     except (RuntimeError, ValueError) as exc:
-        raise InputError(f"weights do not fit the model ({str(exc).splitlines()[0]})", file=folder / "weights.pt") from None
+        raise InputError(f"weights do not fit the model ({str(exc).splitlines()[0]})", file=folder / WEIGHTS_FILE) from None
     model.eval()
     return TrainedModel(model=model, schedule=SCHEDULES[schedule_cfg.name](schedule_cfg), tables=tables,
                         layout=layout, meta=meta)

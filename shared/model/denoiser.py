@@ -1,4 +1,5 @@
-"""The knowledge-guided denoiser: predicts v for every dimension of a noisy patient vector.
+"""The knowledge-guided denoiser: predicts the clean patient x̂₀ (or, with
+``ScheduleConfig.prediction = "v"``, the velocity v̂) for every dimension of a noisy patient vector.
 
 Only layers Opacus can clip per sample: Linear, LayerNorm, Embedding (no BatchNorm); the
 knowledge enters through fixed buffers (no parameters), so DP-SGD needs no custom grad

@@ -1,14 +1,19 @@
-"""Train the knowledge-guided diffusion model on one site's tensors (no federation, no DP).
+"""Fit the knowledge-guided diffusion model to one site's tensors, with or without DP-SGD.
 
-The optimisation itself is :func:`shared.model.training.train_steps`, the same step the Flower
-ClientApp runs; this module adds the optimizer, the learning-rate decay, EMA and the
-model folder's metadata.
+- :func:`train_local`: a whole training from scratch (``raregraph train``, the coordinator's
+  pretraining, benchmarks): optimizer, learning-rate decay, EMA, optional early stopping, and
+  the model folder's metadata. Without DP it is for evaluation only; with
+  :class:`PrivateTraining` it runs DP-SGD under the site's persistent privacy state.
+- :func:`train_private`: one DP-SGD training charged to the site's accountant (make the model
+  private, train, record the charge), the one place this happens: :func:`train_local` and the
+  federated round at a site (:mod:`client.training`) both call it.
+
+The optimisation step itself is :func:`shared.model.training.train_steps`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable
@@ -19,27 +24,16 @@ import numpy as np
 import torch
 
 from shared.bundle import StudyBundle
+from shared.model.checkpoint import TrainedModel, build, model_meta
+from shared.model.layout import Guidance
+from shared.model.schedule import KnowledgeVPSchedule
+from shared.model.training import EMA, KnowledgeTables, TrainConfig, per_sample_loss, shuffled_batches, train_steps
+from shared.privacy import statements
+from shared.privacy.budget import PrivacyBudget
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM, Mechanism, make_private
 from shared.privacy.dp_sgd import backward as private_backward
-from shared.privacy.budget import PrivacyBudget
 from shared.privacy.state import PrivacyState
-from shared.model.checkpoint import FORMAT, FORMAT_VERSION, TrainedModel, build
-from shared.model.layout import Guidance
-from shared.model.training import EMA, TrainConfig, per_sample_loss, shuffled_batches, train_steps
 from shared.trajectories.tensors import TrajectoryTensors
-
-NON_PRIVATE_STATEMENT = (
-    "Trained without differential privacy on one site's records: the model and its samples may "
-    "reveal information about individual training patients. For internal evaluation only; do not release."
-)
-
-
-SINGLE_SITE_DP_STATEMENT = (
-    "Trained on one site's records with DP-SGD (Poisson sampling, per-patient clipping, Gaussian noise); "
-    "record-level (ε, δ)-DP, add/remove-one, for the ε recorded here (cumulative for this dataset). "
-    "The model and its samples are post-processing. Sampling and noise drew from a generator seeded "
-    "with OS entropy (not Opacus' secure RNG: torchcsprng is not installable here)."
-)
 
 
 @dataclass(frozen=True)
@@ -102,27 +96,49 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
     disease = torch.from_numpy(np.array(tensors.disease, dtype=np.int64))  # a writable copy
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     ema = EMA(model, config.ema)
-    privacy = {"mechanism": "none", "statement": NON_PRIVATE_STATEMENT}
-    multiplicity, backward = 1, None
+    started = time.perf_counter()
     if private is None:
-        batches = shuffled_batches(x0, disease, batch_size=config.batch_size, generator=generator)
-        net = model
+        losses, picked = _train_plain(model, optimizer, x0, disease, schedule=schedule, tables=tables, config=config,
+                                      generator=generator, ema=ema, on_step=on_step, validation=validation)
+        privacy = {"mechanism": "none", "statement": statements.NON_PRIVATE}
     else:
         mechanism, state = private.prepare(tensors.n, steps=config.steps, batch_size=config.batch_size)
-        net, optimizer, batches = make_private(model, optimizer, x0, disease, mechanism=mechanism)
-        multiplicity, backward = mechanism.noise_multiplicity, private_backward
+        losses, epsilon = train_private(model, optimizer, x0, disease, mechanism=mechanism, state=state,
+                                        round_id=f"train:{int(time.time() * 1000)}", steps=config.steps,
+                                        schedule=schedule, tables=tables, cond_drop=config.cond_drop,
+                                        generator=generator, lr_lambda=cosine_decay(config.steps), ema=ema,
+                                        on_step=on_step)
+        picked = None
+        privacy = {"mechanism": "DP-SGD", "epsilon": epsilon, "delta": state.budget.delta,
+                   "budget_epsilon": state.budget.epsilon, **mechanism.as_dict(),
+                   "statement": statements.SINGLE_SITE_DP}
+    seconds = time.perf_counter() - started
+    counts = np.bincount(tensors.disease, minlength=layout.n_diseases)
+    meta = model_meta(model, schedule, bundle, guidance=guidance, disease_counts=counts.tolist(),
+                      train=config.as_dict(),
+                      training={"patients": tensors.n, "steps": len(losses), "seconds": round(seconds, 2),
+                                "final_loss": float(np.nanmean(losses[-100:])), "validation": picked},
+                      privacy=privacy)
+    return TrainedModel(model=ema.shadow, schedule=schedule, tables=tables, layout=layout, meta=meta), losses
+
+
+def _train_plain(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x0: torch.Tensor, disease: torch.Tensor, *,
+                 schedule: KnowledgeVPSchedule, tables: KnowledgeTables, config: TrainConfig,
+                 generator: torch.Generator, ema: EMA, on_step: Callable[[int, float], None] | None,
+                 validation: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[list[float], dict | None]:
+    """Non-private training in chunks, with a validation check after each when ``validation`` is
+    given (early stopping keeps the best EMA weights); the losses and the validation record."""
+    batches = shuffled_batches(x0, disease, batch_size=config.batch_size, generator=generator)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_decay(config.steps))
-    started = time.perf_counter()
     # one chunk without validation; with it, a check every validation_every steps
     every = config.steps if validation is None else config.validation_every
     losses, best, curve = [], None, []
     while len(losses) < config.steps:
         done = len(losses)
         step_hook = None if on_step is None else (lambda i, loss, done=done: on_step(done + i, loss))
-        losses += train_steps(net, optimizer, batches, schedule=schedule, tables=tables,
+        losses += train_steps(model, optimizer, batches, schedule=schedule, tables=tables,
                               steps=min(every, config.steps - done), cond_drop=config.cond_drop, generator=generator,
-                              scheduler=scheduler, ema=ema, on_step=step_hook, multiplicity=multiplicity,
-                              backward=backward)
+                              scheduler=scheduler, ema=ema, on_step=step_hook)
         if validation is not None:
             loss = validation_loss(ema.shadow, schedule, tables, *validation, seed=config.seed)
             curve.append([len(losses), round(loss, 6)])
@@ -130,32 +146,57 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
                 best = (len(losses), loss, copy.deepcopy(ema.shadow.state_dict()))
             elif config.validation_patience and len(losses) - best[0] >= config.validation_patience * every:
                 break  # patience spent: no new lowest held-back loss in that many checks
-    picked = None
-    if best is not None:
-        ema.shadow.load_state_dict(best[2])
-        picked = {"patients": int(validation[0].shape[0]), "share": config.validation_share,
-                  "best_step": best[0], "best_loss": round(best[1], 6), "stopped_step": len(losses),
-                  "patience": config.validation_patience, "curve": curve}
-    seconds = time.perf_counter() - started
-    if private is not None:
-        epsilon = state.record_round(round_id=f"train:{int(time.time() * 1000)}", steps=config.steps,
-                                     noise_multiplier=mechanism.noise_multiplier, sample_rate=mechanism.sample_rate,
-                                     clip_norm=mechanism.clip_norm, noise_multiplicity=mechanism.noise_multiplicity)
-        privacy = {"mechanism": "DP-SGD", "epsilon": epsilon, "delta": state.budget.delta,
-                   "budget_epsilon": state.budget.epsilon, **mechanism.as_dict(),
-                   "statement": SINGLE_SITE_DP_STATEMENT}
-    counts = np.bincount(tensors.disease, minlength=layout.n_diseases)
-    meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "denoiser": json_dict(model.config), "schedule": json_dict(schedule.config), "guidance": guidance,
-        "bundle_sha256": bundle.bundle_hash, "study": bundle.manifest.get("study", ""),
-        "diseases": list(bundle.diseases["id"]), "disease_counts": counts.tolist(),
-        "train": config.as_dict(),
-        "training": {"patients": tensors.n, "steps": len(losses), "seconds": round(seconds, 2),
-                     "final_loss": float(np.nanmean(losses[-100:])), "validation": picked},
-        "privacy": privacy,
-    }
-    return TrainedModel(model=ema.shadow, schedule=schedule, tables=tables, layout=layout, meta=meta), losses
+    if best is None:
+        return losses, None
+    ema.shadow.load_state_dict(best[2])
+    return losses, {"patients": int(validation[0].shape[0]), "share": config.validation_share,
+                    "best_step": best[0], "best_loss": round(best[1], 6), "stopped_step": len(losses),
+                    "patience": config.validation_patience, "curve": curve}
+
+
+def train_private(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x0: torch.Tensor, disease: torch.Tensor,
+                  *, mechanism: Mechanism, state: PrivacyState, round_id: str, steps: int,
+                  schedule: KnowledgeVPSchedule, tables: KnowledgeTables, cond_drop: float,
+                  generator: torch.Generator, lr_lambda: Callable[[int], float] | None = None, ema: EMA | None = None,
+                  on_step: Callable[[int, float], None] | None = None) -> tuple[list[float], float]:
+    """Run ``steps`` DP-SGD steps on ``model`` and charge them to the site's accountant.
+
+    1. make the model, optimizer and data private (:func:`shared.privacy.dp_sgd.make_private`:
+       Poisson sampling at ``mechanism.sample_rate``, per-patient clipping, Gaussian noise σ);
+    2. train (:func:`shared.model.training.train_steps`, K = ``mechanism.noise_multiplicity``
+       diffusion draws inside each patient's loss);
+    3. record the steps in ``state`` under ``round_id`` (saved to the site's disk) and return
+       the losses and the ε spent so far.
+
+    The caller has already checked that the steps fit in the budget (``state.can_afford``
+    or a calibration against what is left); writing the site's ledger entry is the caller's.
+
+    Parameters
+    ----------
+    model, optimizer
+        A plain (not yet private) denoiser with its weights loaded, and its optimizer.
+    x0, disease
+        Every patient's vector [n, D] and disease index [n]: the privacy unit is a patient.
+    lr_lambda
+        Learning-rate multiplier per step (a ``LambdaLR`` on the private optimizer); None: constant.
+    ema
+        EMA of the weights (post-processing of the DP weights); None: none.
+
+    Assumptions
+    -----------
+    Record-level (ε, δ)-DP under add/remove-one holds only with Poisson sampling and
+    per-patient clipping, which :func:`~shared.privacy.dp_sgd.make_private` enforces; an empty
+    Poisson batch still counts as a step for the accountant.
+    """
+    net, private_optimizer, batches = make_private(model, optimizer, x0, disease, mechanism=mechanism)
+    scheduler = None if lr_lambda is None else torch.optim.lr_scheduler.LambdaLR(private_optimizer, lr_lambda)
+    losses = train_steps(net, private_optimizer, batches, schedule=schedule, tables=tables, steps=steps,
+                         cond_drop=cond_drop, generator=generator, scheduler=scheduler, ema=ema, on_step=on_step,
+                         multiplicity=mechanism.noise_multiplicity, backward=private_backward)
+    epsilon = state.record_round(round_id=round_id, steps=steps, noise_multiplier=mechanism.noise_multiplier,
+                                 sample_rate=mechanism.sample_rate, clip_norm=mechanism.clip_norm,
+                                 noise_multiplicity=mechanism.noise_multiplicity)
+    return losses, epsilon
 
 
 def validation_split(tensors: TrajectoryTensors, share: float, *, seed: int) -> tuple[TrajectoryTensors, TrajectoryTensors]:
@@ -194,8 +235,3 @@ def validation_loss(model: torch.nn.Module, schedule, tables, x0: torch.Tensor, 
                            generator=torch.Generator().manual_seed(seed + 1), multiplicity=draws)
     model.train(was_training)
     return float(loss.mean())
-
-
-def json_dict(config) -> dict:
-    """A frozen config dataclass as a plain dict."""
-    return json.loads(config.to_json())

@@ -4,12 +4,17 @@ data card.
 Synthetic index dates are drawn uniformly from a fixed public window (never from site
 dates); synthetic person ids start at :data:`SYNTHETIC_ID_BASE`, a range the OMOP reader
 rejects for real patients, so they can never reuse a real id.
+
+:class:`DiffusionGenerator` offers a trained model through the generator interface every
+baseline shares (:class:`shared.baselines.base.SyntheticGenerator`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -69,6 +74,71 @@ def generate_tensors(trained: TrainedModel, bundle: StudyBundle, *, n: int, dise
     index = INDEX_WINDOW[0] + rng.integers(0, span + 1, size=n).astype("timedelta64[D]")
     return trained.layout.from_vectors(x, disease=conditions, person_id=SYNTHETIC_ID_BASE + np.arange(n),
                                        index_date=index, like=Layout.from_bundle(bundle))
+
+
+@dataclass(frozen=True, eq=False)  # eq would compare model weights; identity is what matters
+class DiffusionGenerator:
+    """A trained diffusion model as a :class:`~shared.baselines.base.SyntheticGenerator`:
+    :func:`generate_tensors` with the caller's conditions and fixed sampler settings.
+
+    Parameters
+    ----------
+    trained
+        The model (weights, schedule, knowledge tables, layout).
+    bundle
+        The study bundle it was trained with: the disease list and the tensor layout.
+    steps
+        DDIM steps (:data:`DEFAULT_SAMPLER_STEPS`).
+    guidance_scale
+        w ≥ 0; 1 = no classifier-free guidance.
+    eta
+        0 = deterministic DDIM given the starting noise; 1 = DDPM-like ancestral noise.
+    precision
+        ``"bf16"`` or ``"fp32"`` for the network (:func:`~shared.model.sampling.sample`).
+
+    Raises
+    ------
+    ValueError
+        steps < 1, guidance_scale < 0, eta < 0 or an unknown precision.
+    """
+
+    trained: TrainedModel
+    bundle: StudyBundle
+    _: KW_ONLY
+    steps: int = DEFAULT_SAMPLER_STEPS
+    guidance_scale: float = 1.0
+    eta: float = 0.0
+    precision: Literal["bf16", "fp32"] = "bf16"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be ≥ 1, got {self.steps}")
+        if self.guidance_scale < 0 or self.eta < 0:
+            raise ValueError(f"guidance_scale and eta must be ≥ 0, got {self.guidance_scale} and {self.eta}")
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+
+    @property
+    def name(self) -> str:
+        """``diffusion-<guidance>``: ``kg`` (ours), ``none`` (plain) or ``learned``."""
+        return f"diffusion-{self.trained.meta['guidance']}"
+
+    def sample(self, conditions: np.ndarray, *, seed: int) -> TrajectoryTensors:
+        """One patient per disease index in ``conditions``: exactly what :func:`generate_tensors`
+        gives for these conditions and seed (:meth:`shared.baselines.base.SyntheticGenerator.sample`).
+
+        Raises
+        ------
+        ValueError
+            No conditions, or one outside [0, D).
+        """
+        d = np.array(conditions, dtype=np.int64)  # a copy: the output must not alias the input
+        n_diseases = len(self.bundle.diseases)
+        if d.ndim != 1 or d.size < 1 or d.min() < 0 or d.max() >= n_diseases:
+            raise ValueError(f"conditions must be one or more disease indices in [0, {n_diseases})")
+        return generate_tensors(self.trained, self.bundle, n=len(d), disease=None, seed=seed, steps=self.steps,
+                                guidance_scale=self.guidance_scale, eta=self.eta, precision=self.precision,
+                                conditions=d)
 
 
 def write_synthetic(cohort: Cohort, out: str | Path, *, card: dict, fmt: str = "csv", overwrite: bool = False) -> None:

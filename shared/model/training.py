@@ -1,5 +1,9 @@
-"""The local training step: v-prediction loss under the knowledge schedule, with
+"""The local training step: the denoising loss under the knowledge schedule, with
 classifier-free-guidance condition dropout.
+
+The network predicts x̂₀ by default (``ScheduleConfig.prediction = "x0"``: squared error to x₀
+weighted by min(1 + SNR, cap), the x₀ form of the min-SNR weighting); ``"v"`` trains on the
+velocity target v = α ε − σ x₀ (Salimans & Ho 2022) with unit weights instead.
 
 :func:`train_steps` takes any iterator of batches, so the same code trains on one site
 (shuffled mini-batches, this module) and inside the Flower ClientApp under DP-SGD (Opacus'

@@ -33,7 +33,8 @@ from shared.privacy.budget import (
 from shared.privacy.prv import PRVAccountant
 from shared.privacy.rdp import RDPAccountant
 from shared.privacy.registry import ACCOUNTANTS, accountant_class, known_accountants, make_accountant
-from shared.privacy.state import STATE_FILE, FingerprintMismatchError, PrivacyState, RoundRecord
+from shared.privacy.state import FingerprintMismatchError, PrivacyState
+from shared.privacy.state_file import STATE_FILE, RoundRecord
 
 __all__ = [
     "ACCOUNTANTS", "STATE_FILE", "Accountant", "BudgetExceededError", "FingerprintMismatchError", "MechanismPlan",

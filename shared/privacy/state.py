@@ -18,65 +18,26 @@ add/remove-one neighbours, record-level DP per site, RDP/PRV upper bounds).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from shared.atomic import write_bytes_atomic
 from shared.errors import ConfigError, InputError
-from shared.privacy.accountant import OpacusAccountant, merge_history
+from shared.privacy.accountant import OpacusAccountant
 from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget, PrivacyWarning
 from shared.privacy.registry import make_accountant
+from shared.privacy.state_file import FORMAT, STATE_FILE, VERSION, RoundRecord, check_doc, locked, timestamp
 from shared.privacy.validation import check_int, check_real
 
-STATE_FILE = "privacy_state.json"
-LOCK_FILE = ".privacy_state.lock"
-FORMAT = "raregraph-privacy-state"
-VERSION = 1
 MAX_SIGMA = 1e6  # same search ceiling as Opacus's get_noise_multiplier
 SIGMA_TOLERANCE_EPS = 0.01  # stop the σ search once ε is this close below the target
 
 
 class FingerprintMismatchError(InputError):
     """The state file belongs to another dataset than the one the site is about to train on."""
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """One charged round: its mechanism and the cumulative ε after it (at ``delta``)."""
-
-    round_id: str
-    steps: int
-    noise_multiplier: float
-    sample_rate: float
-    clip_norm: float
-    noise_multiplicity: int
-    epsilon: float
-    delta: float
-    accountant: str
-    recorded_at: str
-
-
-def _now() -> str:
-    """UTC time stamp, seconds."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Exclusive advisory lock on the state folder, so two processes cannot both charge."""
-    with open(folder / LOCK_FILE, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class PrivacyState:
@@ -148,9 +109,9 @@ class PrivacyState:
         make_accountant(accountant)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / STATE_FILE
-        with _locked(folder):
+        with locked(folder):
             if not path.exists():
-                now = _now()
+                now = timestamp()
                 doc = {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint,
                        "accountant": {"mechanism": accountant, "history": []}, "budget": budget.to_json(),
                        "plan": None if plan is None else asdict(plan), "rounds": [], "changes": [],
@@ -200,7 +161,7 @@ class PrivacyState:
             raise InputError(f"not valid JSON ({exc}); the file is corrupt or truncated. Restore it from a backup: "
                              "starting a fresh state would forget the privacy budget already spent", file=path) from None
         try:
-            _check_doc(doc)
+            check_doc(doc)
             return cls(path=path, doc=doc)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"invalid privacy state ({exc}); restore it from a backup: starting a fresh state "
@@ -212,7 +173,7 @@ class PrivacyState:
         if what in ("budget", "plan"):
             self._doc[what] = new
         self._doc["changes"].append({"what": what, "old": old, "new": new, "after_rounds": len(self._doc["rounds"]),
-                                     "at": _now()})
+                                     "at": timestamp()})
         if old is not None:  # a first plan is not a change worth a warning (it is still logged)
             warnings.warn(f"{self.path}: {what} changed from {old} to {new}; the privacy budget already spent "
                           f"({len(self._doc['rounds'])} rounds) still counts", PrivacyWarning, stacklevel=3)
@@ -223,7 +184,7 @@ class PrivacyState:
 
     def _save(self) -> None:
         """Atomic write of the document."""
-        self._doc["updated_at"] = _now()
+        self._doc["updated_at"] = timestamp()
         write_bytes_atomic(self.path, (json.dumps(self._doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
                            durable=True)
 
@@ -399,7 +360,7 @@ class PrivacyState:
         if after > budget.epsilon:
             raise BudgetExceededError(what=f"round {round_id!r}", spent=self.epsilon(), after=after, budget=budget,
                                       mechanism=self.mechanism)
-        with _locked(self.path.parent):
+        with locked(self.path.parent):
             on_disk = PrivacyState.read(self.path.parent)._doc.get("revision")
             if on_disk != self._doc["revision"]:
                 raise InputError(f"changed on disk since it was loaded (revision {on_disk} there, "
@@ -410,7 +371,7 @@ class PrivacyState:
             self._doc["rounds"].append(asdict(RoundRecord(
                 round_id=round_id, steps=steps, noise_multiplier=float(noise_multiplier), sample_rate=float(sample_rate),
                 clip_norm=clip_norm, noise_multiplicity=noise_multiplicity, epsilon=after, delta=budget.delta,
-                accountant=self.mechanism, recorded_at=_now())))
+                accountant=self.mechanism, recorded_at=timestamp())))
             self._doc["revision"] += 1
             self._sync_doc()
             try:
@@ -419,28 +380,3 @@ class PrivacyState:
                 self._doc, self._accountant, self._spent = old_doc, old_accountant, None
                 raise
         return after
-
-
-def _check_doc(doc: Any) -> None:
-    """Structure and consistency of a loaded document (raises ConfigError/KeyError/TypeError)."""
-    keys = {"format", "version", "fingerprint", "accountant", "budget", "plan", "rounds", "changes", "revision",
-            "created_at", "updated_at"}
-    if not isinstance(doc, dict) or set(doc) != keys:
-        got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
-        raise ConfigError(f"expected the keys {sorted(keys)}, got {got}")
-    if doc["format"] != FORMAT or doc["version"] != VERSION:
-        raise ConfigError(f"format {doc['format']!r} version {doc['version']!r}; this code reads {FORMAT!r} version {VERSION}")
-    if not isinstance(doc["fingerprint"], str) or not doc["fingerprint"]:
-        raise ConfigError("fingerprint must be a non-empty string")
-    PrivacyBudget(**doc["budget"])
-    if doc["plan"] is not None:
-        MechanismPlan(**doc["plan"])
-    check_int("revision", doc["revision"], low=0)
-    if not isinstance(doc["rounds"], list) or not isinstance(doc["changes"], list):
-        raise ConfigError("rounds and changes must be lists")
-    rounds = [RoundRecord(**r) for r in doc["rounds"]]
-    acc = make_accountant(doc["accountant"]["mechanism"])
-    acc.load_state_dict(doc["accountant"])  # validates every history entry
-    expected = merge_history([(float(r.noise_multiplier), float(r.sample_rate), r.steps) for r in rounds])
-    if acc.history != expected:
-        raise ConfigError(f"the accountant history {acc.history} does not match the recorded rounds {expected}")

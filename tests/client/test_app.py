@@ -50,7 +50,7 @@ def offer(bundle: StudyBundle, files: dict | None = None) -> Message:
     content = {P.BUNDLE_OFFER: ConfigRecord({P.BUNDLE_SHA256: bundle.bundle_hash})}
     if files is not None:
         content[P.BUNDLE_FILES] = ConfigRecord(files)
-    return message(RecordDict(content), "query")
+    return message(RecordDict(content), P.BUNDLE_QUERY)
 
 
 def test_bundle_handshake_and_cache(node, bundle) -> None:

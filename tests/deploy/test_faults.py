@@ -27,8 +27,8 @@ import pytest
 
 from deploy.local import LocalDeployment, prepare
 from deploy.processes import group_members, tagged_processes
-from raregraph.federate import audit_run
-from shared.privacy.ledger import LEDGER_DIR, read_ledger
+from shared.privacy.audit.audit import audit_run
+from shared.privacy.ledger import ledger_path, read_ledger
 from shared.privacy.budget import epsilon_for
 from shared.privacy.state import PrivacyState
 
@@ -100,7 +100,7 @@ def check_charged_once(d: LocalDeployment, site: str, rounds: list[int]) -> list
     rows = trained(json.loads((run_dir / "privacy.json").read_text()), site)
     held = read_ledger(d.layout.nodes[site].state_path / "privacy" / "ledger.jsonl")
     assert [(e.seq, e.run_id, e.round, e.kind) for e in held] == [(k, run_id, r, "train") for k, r in enumerate(rounds)]
-    assert [e.epsilon for e in read_ledger(run_dir / LEDGER_DIR / f"{site}.jsonl")] == [e.epsilon for e in held]
+    assert [e.epsilon for e in read_ledger(ledger_path(run_dir, site))] == [e.epsilon for e in held]
     assert [(r["round"], r["epsilon"], r["steps"]) for r in rows] == [(e.round, e.epsilon, LOCAL_STEPS) for e in held]
     sigma, q = rows[0]["noise-multiplier"], rows[0]["sample-rate"]
     assert all((r["noise-multiplier"], r["sample-rate"]) == (sigma, q) for r in rows)  # planned once, kept

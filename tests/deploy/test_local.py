@@ -21,8 +21,8 @@ import pytest
 from deploy.certs import CA_CERT, CA_KEY, make_certs
 from deploy.local import LocalDeployment, prepare
 from deploy.processes import group_members
-from raregraph.federate import audit_run
-from shared.privacy.ledger import LEDGER_DIR, read_ledger
+from shared.privacy.audit.audit import audit_run
+from shared.privacy.ledger import ledger_path, read_ledger
 from tests.raregraph.test_cli import one_line_error, run as cli
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ def test_three_hospitals_finish_a_dp_run_over_tls_with_authentication(layout, de
         assert [(r["round"], r["refused"], r["steps"]) for r in rows] == [(1, 0, 2), (2, 0, 2)]
         assert 0 < rows[0]["epsilon"] < rows[1]["epsilon"] <= 8.0
         # the site's own ledger (in its state folder) and the coordinator's copy agree
-        held = read_ledger(run_dir / LEDGER_DIR / f"{site}.jsonl")
+        held = read_ledger(ledger_path(run_dir, site))
         assert [e.epsilon for e in held] == [r["epsilon"] for r in rows]
     audit = audit_run(run_dir)
     assert audit.ok, audit.all_problems

@@ -65,7 +65,7 @@ def test_per_metapath_scores_are_in_the_bundle(bundle) -> None:
 
 
 def test_same_inputs_give_identical_files(real_graph, demo_bundle, coordinator_key, tmp_path) -> None:
-    from raregraph.demo import default_study
+    from kg.embedded import default_study
 
     again = tmp_path / "again"
     make_bundle(real_graph, load_study(default_study()), sign_key=load_private_key(coordinator_key[0]), out=again)

@@ -14,14 +14,16 @@ from flwr.clientapp import ClientApp
 from client.app import make_app as make_client_app
 from kg.bundle import make_bundle
 from kg.study import parse_study
-from raregraph.federate import SITE_KEYS_DIR, audit_run, publish_site_keys, run_simulated, site_nodes
+from deploy.simulation import publish_site_keys, run_simulated, site_nodes
+from shared.privacy.audit.audit import audit_run
 from server.config import RunConfig
 from shared import protocol as P
 from shared.bundle import StudyBundle
 from shared.ehr.omop import read_omop
+from shared.runs import RunFolder
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, write_consortium
 from shared.errors import RareGraphError
-from shared.privacy.ledger import LEDGER_DIR, export_entries, parse_entries, read_ledger
+from shared.privacy.ledger import export_entries, ledger_path, parse_entries, read_ledger
 from shared.privacy.budget import epsilon_for
 from shared.privacy.state import PrivacyState
 from shared.signing.keys import load_private_key, new_keypair
@@ -55,7 +57,7 @@ def test_three_sites_train_with_dp_and_the_model_generates_omop(sites, demo_bund
     an independent accountant agrees with the one that trained within 1 %."""
     site_cfgs = [dataclasses.replace(n, eval_noise_multiplier=5.0 if i < 2 else 0.0)
                  for i, n in enumerate(nodes(sites, tmp_path / "state", coordinator_key[1], epsilon=6.0))]
-    keys = publish_site_keys(site_cfgs, tmp_path / "run" / SITE_KEYS_DIR)
+    keys = publish_site_keys(site_cfgs, RunFolder(tmp_path / "run").site_keys)
     run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2, evaluate_fraction=1.0,
                      site_keys=keys)
     privacy = run_simulated(run, site_cfgs, show_progress=False)
@@ -73,7 +75,7 @@ def test_three_sites_train_with_dp_and_the_model_generates_omop(sites, demo_bund
     recorded = PrivacyState.read(tmp_path / "state" / "site-1" / "privacy")
     assert recorded.epsilon() == pytest.approx(privacy["sites"]["site-1"][-1]["epsilon"])
     for site, rows in privacy["sites"].items():
-        held = read_ledger(tmp_path / "run" / LEDGER_DIR / f"{site}.jsonl")
+        held = read_ledger(ledger_path(tmp_path / "run", site))
         assert [(e.round, e.kind, e.epsilon) for e in held] == [(r["round"], r["kind"], r["epsilon"]) for r in rows]
         assert all(r["ledger"] for r in rows if r["kind"] == "train")
     audit = audit_run(tmp_path / "run")
@@ -104,7 +106,7 @@ def test_a_restart_keeps_composing(sites, demo_bundle, coordinator_key, tmp_path
         four_rounds = epsilon_for(noise_multiplier=sigma, sample_rate=q, steps=4 * FAST["local_steps"], delta=1e-5)
         assert rows[-1]["epsilon"] == pytest.approx(four_rounds, rel=1e-9)
         # the site's ledger spans both runs; run b's server copy holds all of it
-        held = read_ledger(tmp_path / "b" / LEDGER_DIR / f"{site}.jsonl")
+        held = read_ledger(ledger_path(tmp_path / "b", site))
         assert [e.seq for e in held] == [0, 1, 2, 3] and held[-1].epsilon == rows[-1]["epsilon"]
         assert len({e.run_id for e in held}) == 2
 
@@ -176,16 +178,16 @@ def test_federate_command_ends_with_ledgers_an_auditor_verifies(sites, demo_bund
                                "--batch-size", "8", "--pretrain-steps", "5", "--out", out)
     assert code == 0, stderr
     assert "chains and signatures verify" in " ".join(stdout.split())
-    assert sorted(p.name for p in (out / SITE_KEYS_DIR).iterdir()) == ["site-1.pub", "site-2.pub"]
-    code, stdout, stderr = cli("audit", out / LEDGER_DIR, "--keys", out / SITE_KEYS_DIR, "--out", tmp_path / "audit",
+    assert sorted(p.name for p in RunFolder(out).site_keys.iterdir()) == ["site-1.pub", "site-2.pub"]
+    code, stdout, stderr = cli("audit", RunFolder(out).ledger, "--keys", RunFolder(out).site_keys, "--out", tmp_path / "audit",
                                "--json")
     assert code == 0, stderr
     audit = json.loads(stdout)
     assert audit["ok"] and sorted(audit["sites"]) == ["site-1", "site-2"]
     # a key swapped after the fact no longer matches the ledger's signatures: the audit fails
     new_keypair(tmp_path / "other")
-    (out / SITE_KEYS_DIR / "site-2.pub").write_bytes((tmp_path / "other.pub").read_bytes())
-    code, _, _ = cli("audit", out / LEDGER_DIR, "--keys", out / SITE_KEYS_DIR, "--json")
+    (RunFolder(out).site_keys / "site-2.pub").write_bytes((tmp_path / "other.pub").read_bytes())
+    code, _, _ = cli("audit", RunFolder(out).ledger, "--keys", RunFolder(out).site_keys, "--json")
     assert code == 1
 
 
@@ -220,7 +222,7 @@ def test_a_coordinator_stopped_mid_run_resumes_and_no_site_is_charged_twice(site
         sigma, q = rows[-1]["noise-multiplier"], rows[-1]["sample-rate"]
         three = epsilon_for(noise_multiplier=sigma, sample_rate=q, steps=3 * FAST["local_steps"], delta=1e-5)
         assert rows[-1]["epsilon"] == pytest.approx(three, rel=1e-9)  # round 2 charged once
-        held = read_ledger(tmp_path / "run" / LEDGER_DIR / f"{site}.jsonl")
+        held = read_ledger(ledger_path(tmp_path / "run", site))
         assert [e.round for e in held] == [1, 2, 3]
     assert (tmp_path / "run" / "model" / "weights.pt").is_file()
     with pytest.raises(RareGraphError, match="this run finished"):  # a finished run is not run again
@@ -231,9 +233,8 @@ def test_sites_evaluate_the_synthetic_sample_and_return_numbers_only(demo_bundle
     """The coordinator's sample is measured at each site against its training and held-out
     patients; the suite lands in RUN/evaluation (what the release gate reads), pooled by
     patients; a site whose node config says eval-suite = false declines."""
-    from raregraph.demo import split_patients
+    from shared.ehr.cohort import split_patients
     from shared.ehr.omop_tables import write_omop
-    from shared.evaluation.suite import EVALUATION_DIR
     from server.release.gate import read_site_privacy
 
     bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
@@ -250,7 +251,7 @@ def test_sites_evaluate_the_synthetic_sample_and_return_numbers_only(demo_bundle
     site_cfgs[2] = dataclasses.replace(site_cfgs[2], eval_suite=False)
     run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=1, eval_per_disease=30)
     run_simulated(run, site_cfgs, show_progress=False)
-    folder = tmp_path / "run" / EVALUATION_DIR
+    folder = RunFolder(tmp_path / "run").evaluation
     summary = json.loads((folder / "summary.json").read_text())
     assert set(summary["sites"]) == {"site-1", "site-2"} and set(summary["declined"]) == {"site-3"}
     assert not summary["failed"]

@@ -12,6 +12,11 @@ from shared.baselines.prior import PriorSampler
 from shared.bundle import StudyBundle
 
 
+def _prior(bundle: StudyBundle, n: int, *, seed: int):
+    """``n`` graph-prior patients of uniformly drawn diseases."""
+    sampler = PriorSampler(bundle)
+    return sampler.sample(sampler.uniform_conditions(n, seed=seed), seed=seed)
+
 def test_numbers_only_finds_the_first_leaf_that_is_not_a_number() -> None:
     assert numbers_only({"a": 1, "b": {"c": 0.5, "d": None, "e": True, "f": [1, 2.0]}}) is None
     assert numbers_only({"a": 1, "b": {"c": "Smith, John"}}) == "b.c"
@@ -30,7 +35,7 @@ def test_pooled_is_the_patient_weighted_mean_of_numbers_every_site_gives() -> No
 
 def test_the_sample_is_cut_to_the_site_disease_mix(demo_bundle, coordinator_key) -> None:
     bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
-    synthetic = PriorSampler().sample(bundle, 400, seed=0)
+    synthetic = _prior(bundle, 400, seed=0)
     real = np.array([0] * 5 + [2] * 3 + [7] * 1000)  # more of disease 7 than the sample has
     matched = match_disease_mix(synthetic, real, seed=1)
     counts = np.bincount(matched.disease, minlength=8)
@@ -41,7 +46,7 @@ def test_the_sample_is_cut_to_the_site_disease_mix(demo_bundle, coordinator_key)
 
 def test_a_larger_sample_is_scaled_to_the_site_mix_not_cut_to_its_size(demo_bundle, coordinator_key) -> None:
     bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
-    synthetic = PriorSampler().sample(bundle, 400, seed=0)
+    synthetic = _prior(bundle, 400, seed=0)
     have = np.bincount(synthetic.disease, minlength=8)
     real = np.array([0] * 10 + [2] * 4 + [7] * 20)
     counts = np.bincount(match_disease_mix(synthetic, real, seed=1).disease, minlength=8)
@@ -57,7 +62,7 @@ def test_what_a_site_sends_passes_the_coordinator_check(demo_bundle, coordinator
     from shared.evaluation.suite import evaluate
 
     bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
-    real, synth, held = (PriorSampler().sample(bundle, n, seed=s) for n, s in ((160, 0), (160, 1), (80, 2)))
+    real, synth, held = (_prior(bundle, n, seed=s) for n, s in ((160, 0), (160, 1), (80, 2)))
     metrics = evaluate(real, synth, holdout=held, seed=0, bundle=bundle)
     assert numbers_only(metrics) is not None  # the raw suite holds text
     sent = drop_text(metrics)

@@ -47,6 +47,7 @@ from shared.privacy.independent import (
     recompute_epsilon,
     tolerance,
 )
+from shared.runs import RunFolder
 from shared.signing.keys import key_id, load_public_key
 
 AUDIT_FORMAT = "raregraph-audit/1"
@@ -238,6 +239,13 @@ def _number(value: object) -> bool:
 
 
 # the audit
+
+def audit_run(run_dir: str | Path) -> AuditResult:
+    """Audit the ledgers the server merged during a run (``RUN/ledger``) against the site keys
+    published with it (``RUN/site-keys``): :func:`audit_ledgers` on a run folder."""
+    run = RunFolder(Path(run_dir))
+    return audit_ledgers(run.ledger, run.site_keys)
+
 
 def audit_ledgers(ledger_dir: str | Path, keys_dir: str | Path, budget_file: str | Path | None = None, *,
                   progress: Callable[[str], None] | None = None) -> AuditResult:

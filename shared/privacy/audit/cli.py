@@ -19,8 +19,8 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from shared.privacy.audit.audit import audit_ledgers
-from shared.privacy.audit.empirical import EmpiricalAudit, EmpiricalAuditConfig, run_empirical_audit, write_empirical_report
+from shared.privacy.audit.audit import AuditResult, audit_ledgers
+from shared.evaluation.canary_audit import EmpiricalAudit, EmpiricalAuditConfig, run_empirical_audit, write_empirical_report
 from shared.privacy.audit.report import write_report
 from shared.console import cli_errors, console, err_console, load_bundle, print_json, steps
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
@@ -28,10 +28,24 @@ from shared.ehr.site import data_fingerprint, read_site
 from shared.model.layout import guidance_problem
 from shared.errors import InputError, OutputExistsError
 from shared.model.fit import PrivateTraining
+from shared.runs import RunFolder
 from shared.trajectories.tensorize import tensorize
 from shared.model.training import TrainConfig
 
 LEDGER_COMMAND = "ledger"
+
+
+def print_audit_summary(audit: AuditResult, run_dir: Path) -> None:
+    """After a federated run: one line when every ledger holds; every problem otherwise."""
+    run = RunFolder(run_dir)
+    command = f"raregraph audit {run.ledger} --keys {run.site_keys} --out REPORT"
+    if audit.ok:
+        console.print(f"privacy ledgers: {len(audit.sites)} sites, chains and signatures verify, ε recomputed "
+                      f"independently agrees (full report: `{command}`)")
+        return
+    for problem in audit.all_problems:
+        err_console.print(f"[red]ledger problem[/] {problem.message}", highlight=False)
+    err_console.print(f"privacy ledgers do NOT verify; see `{command}`")
 
 
 def audit(

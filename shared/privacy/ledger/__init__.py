@@ -40,7 +40,7 @@ from shared.privacy.ledger.files import (
     read_ledger,
     scan_ledger,
 )
-from shared.privacy.ledger.merge import LEDGER_DIR, ledger_path, merge_site_entries
+from shared.privacy.ledger.merge import ledger_path, merge_site_entries
 from shared.privacy.ledger.problems import LedgerError, Problem, where
 from shared.privacy.ledger.site_ledger import Ledger
 from shared.privacy.ledger.verification import check_chain, verify_chain
@@ -48,7 +48,6 @@ from shared.privacy.ledger.verification import check_chain, verify_chain
 __all__ = [
     "FORMAT",
     "GENESIS",
-    "LEDGER_DIR",
     "SUFFIX",
     "Ledger",
     "LedgerEntry",

@@ -9,12 +9,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shared.atomic import write_bytes_atomic
+from shared.runs import RunFolder
 from shared.privacy.ledger.entry import GENESIS, LedgerEntry, check_site_id
 from shared.privacy.ledger.files import SUFFIX, export_entries, locked, read_ledger
 from shared.privacy.ledger.problems import LedgerError
 from shared.privacy.ledger.verification import check_chain
-
-LEDGER_DIR = "ledger"  # the server keeps RUN/ledger/<site_id>.jsonl
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class MergeResult:
 
 def ledger_path(run_dir: str | Path, site_id: str) -> Path:
     """``RUN/ledger/<site_id>.jsonl``."""
-    return Path(run_dir) / LEDGER_DIR / f"{check_site_id(site_id)}{SUFFIX}"
+    return RunFolder(Path(run_dir)).ledger / f"{check_site_id(site_id)}{SUFFIX}"
 
 
 def merge_site_entries(run_dir: str | Path, entries: Sequence[LedgerEntry], *,

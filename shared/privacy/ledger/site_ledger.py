@@ -26,7 +26,8 @@ from shared.privacy.ledger.entry import (
 from shared.privacy.ledger.files import locked, scan_ledger
 from shared.privacy.ledger.problems import LedgerError, where
 from shared.privacy.ledger.verification import verify_chain
-from shared.privacy.state import PrivacyState, RoundRecord
+from shared.privacy.state import PrivacyState
+from shared.privacy.state_file import RoundRecord
 from shared.signing.keys import key_id, sign
 
 _ROUND_ID = re.compile(r"^(?P<run>.+):(?P<round>\d+)(?::(?P<kind>evaluate))?$")

@@ -17,7 +17,8 @@ def bundle(demo_bundle, coordinator_key) -> StudyBundle:
 
 @pytest.fixture(scope="module")
 def sample(bundle):
-    return PriorSampler().sample(bundle, 4000, seed=1)
+    sampler = PriorSampler(bundle)
+    return sampler.sample(sampler.uniform_conditions(4000, seed=1), seed=1)
 
 
 def _columns(bundle, tensors, domain):
@@ -62,7 +63,24 @@ def test_drugs_are_indicated_and_adverse_events_follow_them(bundle, sample) -> N
 def test_labs_only_where_measured_and_reproducible(bundle, sample) -> None:
     assert not sample.labs[sample.lab_mask == 0].any()
     assert 0.25 < sample.lab_mask.mean() < 0.35
-    again = PriorSampler().sample(bundle, 4000, seed=1)
+    again = PriorSampler(bundle).sample(sample.disease, seed=1)
     assert np.array_equal(again.events, sample.events) and np.array_equal(again.labs, sample.labs)
-    with pytest.raises(ValueError):
-        PriorSampler().sample(bundle, 0, seed=1)
+    with pytest.raises(ValueError, match="n must be"):
+        PriorSampler(bundle).uniform_conditions(0, seed=1)
+
+
+def test_uniform_conditions_cover_the_study_evenly(bundle, sample) -> None:
+    counts = np.bincount(sample.disease, minlength=len(bundle.diseases))
+    assert len(counts) == len(bundle.diseases)
+    expected = sample.n / len(bundle.diseases)
+    assert (np.abs(counts - expected) < 4 * np.sqrt(expected)).all()
+
+
+def test_a_seed_still_draws_the_patients_it_drew_before_conditions_were_passed_in(bundle) -> None:
+    """Known values from the sampler that drew its own diseases, ``sample(bundle, 400, seed=0)``:
+    pretraining and the benchmarks' prior rows stay comparable across the interface change."""
+    sampler = PriorSampler(bundle)
+    t = sampler.sample(sampler.uniform_conditions(400, seed=0), seed=0)
+    assert t.disease[:12].tolist() == [6, 5, 4, 2, 2, 0, 0, 0, 1, 6, 5, 7]
+    assert np.bincount(t.disease, minlength=8).tolist() == [54, 36, 42, 47, 54, 51, 56, 60]
+    assert int(t.events.sum()) == 6297 and int(t.lab_mask.sum()) == 18095

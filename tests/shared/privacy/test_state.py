@@ -11,7 +11,8 @@ import pytest
 import shared.privacy.state as state_module
 from shared.errors import ConfigError, InputError
 from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget, PrivacyWarning, epsilon_for
-from shared.privacy.state import STATE_FILE, FingerprintMismatchError, PrivacyState
+from shared.privacy.state import FingerprintMismatchError, PrivacyState
+from shared.privacy.state_file import STATE_FILE
 
 FP = "sha256:" + "ab" * 32
 BUDGET = PrivacyBudget(epsilon=4.0, delta=1e-5)

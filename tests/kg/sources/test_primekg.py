@@ -23,7 +23,7 @@ from kg.sources.primekg import (
 )
 from shared.errors import InputError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "primekg"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "primekg"
 
 
 @pytest.fixture(scope="module")

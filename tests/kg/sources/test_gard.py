@@ -12,7 +12,7 @@ import pytest
 from kg.sources.gard import XREF_RULES, parse_gard_diseases, parse_gard_genes, parse_gard_xrefs, read_gard
 from shared.errors import InputError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "gard"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "gard"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from kg.sources.obo import parse_obo
 from shared.errors import InputError
 
-MINI = Path(__file__).parents[1] / "data" / "hpo_mini"
+MINI = Path(__file__).parents[2] / "data" / "hpo_mini"
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from kg.sources.orphadata import (
 )
 from shared.errors import InputError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "orphadata"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "orphadata"
 
 
 # --------------------------------------------------------------------------- product 1

@@ -40,7 +40,7 @@ from kg.sources.faers import (
 )
 from shared.errors import InputError
 
-FIX = Path(__file__).parent / "fixtures" / "faers"
+FIX = Path(__file__).parents[1] / "fixtures" / "faers"
 Q19, Q12, Q11 = FIX / "faers_ascii_2019Q1", FIX / "faers_ascii_2012Q4", FIX / "aers_ascii_2011Q4"
 MIGLUSTAT, DIARRHOEA = "DRUGBANK:DB00419", "HP:0002014"
 ALL = SignalThresholds(prr=0.0, chi2=0.0, n=1)  # keep every pair with a finite χ²

@@ -16,7 +16,7 @@ from kg.sources.hpo_annotations import (
 )
 from shared.errors import InputError
 
-MINI = Path(__file__).parents[1] / "data" / "hpo_mini"
+MINI = Path(__file__).parents[2] / "data" / "hpo_mini"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import shared.privacy.audit.cli as audit_cli
-from shared.privacy.audit.empirical import (
+from shared.evaluation.canary_audit import (
     JSON_NAME, EmpiricalAudit, EmpiricalAuditConfig, denoising_losses, draw_inclusion, make_canaries,
     make_guesses, membership_scores,
 )

@@ -1,0 +1,108 @@
+"""The coordinator's run folder: the one module that names the paths inside it.
+
+A federated run (``raregraph federate``, ``flwr run .``, ``raregraph deploy local``) writes::
+
+    RUN/
+      run.json               the run's id and settings: a coordinator restarted on RUN checks
+                             that they match before it resumes
+      model/                 the final global model (model.json + weights): what
+                             ``raregraph generate`` and ``raregraph release`` read
+      checkpoint/            the last finished round (state.json + weights): a coordinator
+                             restarted on RUN resumes from it
+      privacy.json           every site's rounds, σ, q and ε, as the sites reported them
+      ledger/<site>.jsonl    each site's signed privacy ledger, merged by the server
+      site-keys/<site>.pub   the sites' public ledger keys (for the server and the auditor)
+      evaluation/            the federated evaluation: <site>/metrics.json, <site>/report.md
+                             and summary.json (pooled by training patients)
+      state/<site>/          simulated sites' privacy state (``raregraph federate`` default)
+
+Everything else refers to these paths through :class:`RunFolder`, so a reader finds the
+layout here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.model import META_FILE
+
+RUN_FILE = "run.json"
+MODEL_DIR = "model"
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_STATE = "state.json"
+PRIVACY_FILE = "privacy.json"
+LEDGER_DIR = "ledger"
+SITE_KEYS_DIR = "site-keys"
+EVALUATION_DIR = "evaluation"
+EVALUATION_SUMMARY = "summary.json"
+STATE_DIR = "state"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths inside one run folder (nothing is created or read here)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def settings(self) -> Path:
+        """``RUN/run.json``: the run's id and settings."""
+        return self.root / RUN_FILE
+
+    @property
+    def model(self) -> Path:
+        """``RUN/model``: the final global model."""
+        return self.root / MODEL_DIR
+
+    @property
+    def model_meta(self) -> Path:
+        """``RUN/model/model.json``: present once the run has finished."""
+        return self.model / META_FILE
+
+    @property
+    def checkpoint(self) -> Path:
+        """``RUN/checkpoint``: the last finished round's weights and state."""
+        return self.root / CHECKPOINT_DIR
+
+    @property
+    def checkpoint_state(self) -> Path:
+        """``RUN/checkpoint/state.json``: rounds done, per-round metrics, rejected updates."""
+        return self.checkpoint / CHECKPOINT_STATE
+
+    @property
+    def privacy(self) -> Path:
+        """``RUN/privacy.json``: every site's ε per round."""
+        return self.root / PRIVACY_FILE
+
+    @property
+    def ledger(self) -> Path:
+        """``RUN/ledger``: the sites' merged ledgers, one ``<site>.jsonl`` each."""
+        return self.root / LEDGER_DIR
+
+    @property
+    def site_keys(self) -> Path:
+        """``RUN/site-keys``: the sites' public ledger keys, ``<site>.pub``."""
+        return self.root / SITE_KEYS_DIR
+
+    @property
+    def evaluation(self) -> Path:
+        """``RUN/evaluation``: the federated evaluation's reports."""
+        return self.root / EVALUATION_DIR
+
+    @property
+    def evaluation_summary(self) -> Path:
+        """``RUN/evaluation/summary.json``: every site's numbers and the pooled row."""
+        return self.evaluation / EVALUATION_SUMMARY
+
+    def site_evaluation(self, site_id: str) -> Path:
+        """``RUN/evaluation/<site>``: that site's metrics.json and report.md."""
+        return self.evaluation / site_id
+
+    @property
+    def state(self) -> Path:
+        """``RUN/state``: simulated sites' state folders (``raregraph federate`` default)."""
+        return self.root / STATE_DIR
