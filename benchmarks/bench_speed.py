@@ -59,7 +59,7 @@ from shared.model.generation import DEFAULT_SAMPLER_STEPS, draw_conditions, gene
 from shared.model.fit import train_local  # noqa: E402
 from shared.model.checkpoint import TrainedModel  # noqa: E402
 from shared.model.sampling import sample, sample_plain  # noqa: E402
-from shared.trajectories.tensorize import Layout, tensorize, to_cohort  # noqa: E402
+from shared.trajectories.tensorize import TensorLayout, tensorize, to_cohort  # noqa: E402
 from shared.model.training import TrainConfig  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def speedups(trained: TrainedModel, conditions: np.ndarray, *, runs: int, steps:
 def quality(trained: TrainedModel, bundle, held, *, steps: int, seeds: int = 3) -> list[dict]:
     """MMD²_u and prevalence R² against the held-out patients; event bits equal to fast fp32."""
     cond = np.asarray(held.disease)
-    like = Layout.from_bundle(bundle)
+    like = TensorLayout.from_bundle(bundle)
 
     def as_tensors(x: torch.Tensor):
         return trained.layout.from_vectors(x, disease=cond, person_id=np.arange(held.n),

@@ -48,7 +48,7 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
     """A ClientApp; ``resolve`` maps the context to the site's node config."""
     app = ClientApp()
 
-    @app.query(P.BUNDLE_QUERY.removeprefix("query."))
+    @app.query(P.BUNDLE_ACTION)
     def bundle(msg: Message, context: Context) -> Message:
         try:
             node = resolve(context)
@@ -64,7 +64,7 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
             return refuse(msg, f"site refuses the study bundle: {exc}")
         return Message(RecordDict({P.BUNDLE_STATUS: ConfigRecord({"status": status})}), reply_to=msg)
 
-    @app.query(P.SUITE_QUERY.removeprefix("query."))
+    @app.query(P.SUITE_ACTION)
     def suite(msg: Message, context: Context) -> Message:
         try:
             node = resolve(context)

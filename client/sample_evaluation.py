@@ -30,7 +30,7 @@ from client.config import NodeConfig
 from client.training import read_tensors
 from shared.evaluation.numbers import drop_text
 from shared.evaluation.suite import evaluate
-from shared.trajectories.tensorize import Layout
+from shared.trajectories.tensorize import TensorLayout
 from shared.trajectories.tensors import TrajectoryTensors
 
 log = logging.getLogger("raregraph.client")
@@ -82,7 +82,7 @@ def evaluate_sample(node: NodeConfig, request: SuiteRequest) -> dict:
     bundle = bundle_cache.load(node.state_path, request.bundle_sha256, node.coordinator_pub)
     real = read_tensors(node, bundle, node.data_path)
     holdout = read_tensors(node, bundle, node.holdout_path) if node.holdout_path is not None else None
-    synthetic = TrajectoryTensors.from_arrays(request.sample, like=Layout.from_bundle(bundle))
+    synthetic = TrajectoryTensors.from_arrays(request.sample, like=TensorLayout.from_bundle(bundle))
     matched = match_disease_mix(synthetic, real.disease, seed=request.seed)
     if matched.n < 2:
         raise ValueError(f"only {matched.n} synthetic patients match this site's diseases")

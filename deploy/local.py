@@ -35,6 +35,7 @@ from deploy.certs import CertFiles, make_certs
 from deploy.processes import ProcessError, ProcessGroup, Started, free_port, wait_for_port
 from deploy.simulation import publish_site_keys, site_nodes
 from server.config import RunConfig
+from shared.model import META_FILE
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
 from shared.errors import ConfigError, OutputExistsError, RareGraphError
 from shared.runs import RunFolder
@@ -290,7 +291,7 @@ class LocalDeployment:
                 raise DeploymentError(f"the SuperLink exited (code {superlink.popen.returncode}) during run {run_id}; "
                                       f"its log ({superlink.log}) ends:\n{superlink.log_tail()}")
             now = time.monotonic()
-            if now - last_status_check >= status_every or RunFolder(self.layout.run.run_dir).model_meta.exists():
+            if now - last_status_check >= status_every or (RunFolder(self.layout.run.run_dir).model / META_FILE).exists():
                 status, last_status_check = flower.run_status(run_id, env=self.cli_env), now
                 if status.startswith("finished"):
                     return status
@@ -333,7 +334,7 @@ def run_local(layout: PreparedDeployment, *, timeout: float, step: Step = lambda
             deployment.save_run_log(run_id)
         step("stopping the SuperNodes and the SuperLink")
     run = RunFolder(layout.run.run_dir)
-    if status != "finished:completed" or not run.model_meta.is_file():
+    if status != "finished:completed" or not (run.model / META_FILE).is_file():
         raise DeploymentError(f"run {run_id} ended {status} without a model; read {layout.logs / 'serverapp.log'} "
                               f"(ServerApp), {layout.logs / 'superlink.log'} and {layout.logs}/<site>.log (ClientApps)")
     privacy = json.loads(run.privacy.read_text())

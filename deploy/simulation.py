@@ -21,6 +21,7 @@ from shared import protocol as P
 from shared.atomic import write_bytes_atomic
 from shared.console import err_console
 from shared.errors import InputError, RareGraphError
+from shared.model import META_FILE
 from shared.runs import RunFolder
 from shared.signing.keys import new_keypair
 
@@ -97,6 +98,6 @@ def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: boo
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
                    verbose_logging=False)
     folder = RunFolder(run.run_dir)
-    if not folder.model_meta.is_file():
+    if not (folder.model / META_FILE).is_file():
         raise RareGraphError(f"{run.run_dir}: the federation ended without a model (see the log above)")
     return json.loads(folder.privacy.read_text())

@@ -37,6 +37,7 @@ from server.strategy import Resume, SiteFedAvg, read_checkpoint
 from shared import protocol as P
 from shared.bundle import StudyBundle, read_files
 from shared.errors import RareGraphError
+from shared.model import META_FILE
 from shared.model.checkpoint import TrainedModel, build, model_meta
 from shared.model.fit import train_local
 from shared.privacy import statements
@@ -50,7 +51,7 @@ def _resume_point(run: RunConfig) -> Resume | None:
     resume = read_checkpoint(run.run_dir)
     if resume is None:
         return None
-    if RunFolder(run.run_dir).model_meta.is_file():
+    if (RunFolder(run.run_dir).model / META_FILE).is_file():
         raise FederationError(f"{run.run_dir}: this run finished (it has a model); start a new run in a new folder")
     recorded = json.loads(RunFolder(run.run_dir).settings.read_text())
     changed = sorted(k for k, v in run.as_mapping().items() if recorded.get(k) != v and k != "fed.round-timeout")

@@ -7,8 +7,9 @@ accountant, mechanism and ε only). Nothing row-level, ever.
 """
 
 # message types: Flower routes a "query.<action>" message to the handler registered for that action
-BUNDLE_QUERY = "query.bundle"  # server → site: the bundle offered (its hash), or its files to verify and cache
-SUITE_QUERY = "query.suite"  # server → site: a synthetic sample to run the evaluation suite on
+BUNDLE_ACTION = "bundle"  # server → site: the bundle offered (its hash), or its files to verify and cache
+SUITE_ACTION = "suite"  # server → site: a synthetic sample to run the evaluation suite on
+BUNDLE_QUERY, SUITE_QUERY = f"query.{BUNDLE_ACTION}", f"query.{SUITE_ACTION}"
 
 # records
 ARRAYS = "arrays"

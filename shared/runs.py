@@ -5,8 +5,9 @@ A federated run (``raregraph federate``, ``flwr run .``, ``raregraph deploy loca
     RUN/
       run.json               the run's id and settings: a coordinator restarted on RUN checks
                              that they match before it resumes
-      model/                 the final global model (model.json + weights): what
-                             ``raregraph generate`` and ``raregraph release`` read
+      model/                 the final global model (a model folder, :mod:`shared.model`): what
+                             ``raregraph generate`` and ``raregraph release`` read; it holds
+                             model.json once the run has finished
       checkpoint/            the last finished round (state.json + weights): a coordinator
                              restarted on RUN resumes from it
       privacy.json           every site's rounds, σ, q and ε, as the sites reported them
@@ -24,8 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from shared.model import META_FILE
 
 RUN_FILE = "run.json"
 MODEL_DIR = "model"
@@ -57,11 +56,6 @@ class RunFolder:
     def model(self) -> Path:
         """``RUN/model``: the final global model."""
         return self.root / MODEL_DIR
-
-    @property
-    def model_meta(self) -> Path:
-        """``RUN/model/model.json``: present once the run has finished."""
-        return self.model / META_FILE
 
     @property
     def checkpoint(self) -> Path:

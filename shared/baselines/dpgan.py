@@ -70,7 +70,7 @@ from shared.ehr.cohort import SYNTHETIC_ID_BASE
 from shared.model.generation import INDEX_WINDOW
 from shared.model.layout import ModelLayout
 from shared.privacy.budget import calibrate_noise, epsilon_for
-from shared.trajectories.tensorize import Layout
+from shared.trajectories.tensorize import TensorLayout
 from shared.model.training import shuffled_batches
 from shared.trajectories.tensors import TrajectoryTensors
 
@@ -180,7 +180,7 @@ class DPGAN:
 
     generator: Generator
     layout: ModelLayout
-    tensor_layout: Layout
+    tensor_layout: TensorLayout
     sites: list[SitePrivacy]
 
     name = "dpgan"  # not a field: the generator's name (:class:`~shared.baselines.base.SyntheticGenerator`)
@@ -364,4 +364,4 @@ def train_federated(sites: list[TrajectoryTensors], bundle: StudyBundle, *, epsi
             disc_states.append(local_disc.state_dict())
         gen.load_state_dict(fedavg(gen_states, counts))
         disc.load_state_dict(fedavg(disc_states, counts))
-    return DPGAN(generator=gen.eval(), layout=layout, tensor_layout=Layout.from_bundle(bundle), sites=plans)
+    return DPGAN(generator=gen.eval(), layout=layout, tensor_layout=TensorLayout.from_bundle(bundle), sites=plans)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.bundle import StudyBundle
-from shared.trajectories.tensorize import Layout
+from shared.trajectories.tensorize import TensorLayout
 from shared.trajectories.tensors import TrajectoryTensors
 
 
@@ -80,7 +80,7 @@ class PriorSampler:
         # the draw uniform_conditions makes, discarded: a seed keeps giving the patients it gave
         # before the diseases were the caller's (pretraining and benchmark results stay comparable)
         rng.integers(0, len(bundle.diseases), n)
-        layout = Layout.from_bundle(bundle)
+        layout = TensorLayout.from_bundle(bundle)
         v = bundle.vocabulary
         t_len, before = layout.windows, layout.windows_before
         b, n_labs = len(layout.binary_codes), len(layout.lab_codes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,11 +10,9 @@ from rich.table import Table
 
 from shared.console import cli_errors, console, load_bundle, print_json
 from shared.ehr.codemap import ACCEPT, DEFAULT_ACCEPT
-from shared.ehr.omop import check_vocabulary
-from shared.ehr.report_html import render_html
-from shared.ehr.site import read_site
+from shared.ehr.report import SiteReport
 from shared.errors import InputError
-from shared.trajectories.tensorize import tensorize
+from shared.trajectories.site_validation import fatal_report, validate_site, write_report
 
 data_app = typer.Typer(help="Check and simulate hospital data (OMOP tables or FHIR Bulk NDJSON).", no_args_is_help=True)
 
@@ -52,28 +49,27 @@ def validate(
             raise InputError("--site-map needs --bundle (the bundle's code map is the base)")
         b = load_bundle(bundle, pub) if bundle is not None else None
         try:
-            cohort, report = read_site(site, skip_bad_rows=skip_bad_rows, bundle=b, accept=accept,  # type: ignore[arg-type]
-                                       site_codemap=site_map)
+            result = validate_site(site, bundle=b, skip_bad_rows=skip_bad_rows, accept=accept,  # type: ignore[arg-type]
+                                   site_codemap=site_map)
         except InputError as exc:
             if out is not None:
-                _write(out, {"site": str(site), "fatal": {"message": str(exc)}})
+                write_report(out, fatal_report(site, exc))
             raise
-        grid = time_grid = None
-        if b is not None:
-            time_grid = b.study.get("time")
-            check_vocabulary(cohort, report, vocabulary=b.vocabulary, diseases=list(b.diseases["id"]))
-            try:
-                _, stats = tensorize(cohort, b)
-                grid = vars(stats)
-            except ValueError as exc:
-                grid = {"error": str(exc)}
-    data = {**report.as_dict(), "tensors": grid, "time_grid": time_grid}
+    data = result.as_dict()
     if out is not None:
         with cli_errors():
-            _write(out, data)
+            write_report(out, data)
     if json_out:
         print_json(data)
         return
+    _print_contents(site, result.report)
+    _print_study_fit(result.report, result.tensors)
+    if out is not None:
+        console.print(f"report written to {out / 'report.html'} and {out / 'report.json'}")
+
+
+def _print_contents(site: Path, report: SiteReport) -> None:
+    """What the export holds, the rows skipped and what was not read."""
     console.print(f"[bold]{site}[/] ({report.format}): {report.patients:,} patients, {report.events:,} events "
                   f"({', '.join(f'{n:,} {d}' for d, n in report.events_per_domain.items())})")
     if report.skipped_rows:
@@ -95,6 +91,10 @@ def validate(
                       ", ".join(f"{k} ({n:,})" for k, n in report.lab_units["unconvertible"].items()))
     if report.ignored_files:
         console.print("files not read: " + ", ".join(report.ignored_files))
+
+
+def _print_study_fit(report: SiteReport, grid: dict | None) -> None:
+    """With a bundle: vocabulary, time grid, code mapping, study patients and the minimum cohort."""
     if report.vocabulary:
         voc = report.vocabulary
         console.print(f"vocabulary: {voc['events_in_vocabulary']:,} events in, {voc['events_outside_vocabulary']:,} "
@@ -121,12 +121,3 @@ def validate(
         verdict = "[green]meets the study's minimum[/]" if c["meets"] else "[red]below the study's minimum[/]"
         console.print(f"study cohort: {c['patients']:,} patients with a study diagnosis, {verdict} of "
                       f"{c['min_patients']:,}" + ("" if c["patients"] else " (no study patients)"))
-    if out is not None:
-        console.print(f"report written to {out / 'report.html'} and {out / 'report.json'}")
-
-
-def _write(folder: Path, data: dict) -> None:
-    """report.json and report.html into ``folder`` (created; earlier reports there are replaced)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.json").write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    (folder / "report.html").write_text(render_html(data), encoding="utf-8")

@@ -18,7 +18,8 @@ from typing import Literal
 from shared.bundle import StudyBundle
 from shared.ehr.codemap import DEFAULT_ACCEPT, Accept, CodeMapper
 from shared.ehr.cohort import Cohort
-from shared.ehr.fhir import is_fhir_file, read_fhir
+from shared.ehr.fhir import read_fhir
+from shared.ehr.fhir_files import is_fhir_file
 from shared.ehr.omop import read_omop
 from shared.ehr.omop_tables import TABLES
 from shared.ehr.report import DEFAULT_MIN_PATIENTS, SiteReport

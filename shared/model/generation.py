@@ -24,7 +24,7 @@ from shared.ehr.cohort import SYNTHETIC_ID_BASE, Cohort
 from shared.ehr.omop_tables import write_tables
 from shared.model.checkpoint import TrainedModel
 from shared.model.sampling import sample
-from shared.trajectories.tensorize import Layout, to_cohort
+from shared.trajectories.tensorize import TensorLayout, to_cohort
 from shared.trajectories.tensors import TrajectoryTensors
 
 INDEX_WINDOW = (np.datetime64("2015-01-01"), np.datetime64("2023-12-31"))  # public, fixed
@@ -73,7 +73,7 @@ def generate_tensors(trained: TrainedModel, bundle: StudyBundle, *, n: int, dise
     span = int((INDEX_WINDOW[1] - INDEX_WINDOW[0]).astype(int))
     index = INDEX_WINDOW[0] + rng.integers(0, span + 1, size=n).astype("timedelta64[D]")
     return trained.layout.from_vectors(x, disease=conditions, person_id=SYNTHETIC_ID_BASE + np.arange(n),
-                                       index_date=index, like=Layout.from_bundle(bundle))
+                                       index_date=index, like=TensorLayout.from_bundle(bundle))
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare model weights; identity is what matters

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from shared.bundle import StudyBundle
-from shared.trajectories.tensorize import Layout
+from shared.trajectories.tensorize import TensorLayout
 from shared.trajectories.tensors import TrajectoryTensors
 
 Guidance = Literal["kg", "none", "learned"]
@@ -77,7 +77,7 @@ class ModelLayout:
         """
         if guidance not in GUIDANCE:
             raise ValueError(f"guidance must be one of {', '.join(GUIDANCE)}, got {guidance!r}")
-        layout = Layout.from_bundle(bundle)
+        layout = TensorLayout.from_bundle(bundle)
         v = bundle.vocabulary
         vocab_index = {(d, c): i for i, d, c in zip(v["index"], v["domain"], v["code"])}
         binary_vocab = np.array([vocab_index[(d, c)] for c, d in zip(layout.binary_codes, layout.binary_domains)])
@@ -125,7 +125,7 @@ class ModelLayout:
         return w
 
     def from_vectors(self, x: torch.Tensor, *, disease: np.ndarray, person_id: np.ndarray,
-                     index_date: np.ndarray, like: TrajectoryTensors | Layout) -> TrajectoryTensors:
+                     index_date: np.ndarray, like: TrajectoryTensors | TensorLayout) -> TrajectoryTensors:
         """Model samples [N, D] back to tensors: bits by sign, labs kept only where measured."""
         n = x.shape[0]
         arr = x.detach().float().numpy()

@@ -126,7 +126,32 @@ def draw_site_profile(site: int, truth: SimulationTruth, rng: np.random.Generato
 _NEVER = np.iinfo(np.int64).max // 4  # "day" of something that does not happen
 
 
+@dataclass(frozen=True)
+class _Patients:
+    """Who a site's patients are and when they are followed (one entry per patient)."""
+
+    pid: np.ndarray  # int64 person id
+    disease: np.ndarray  # int index into truth.disease_ids
+    male: np.ndarray  # bool
+    age: np.ndarray  # float years at the index date
+    index: np.ndarray  # int64 day of the index date (the first diagnosis)
+    end: np.ndarray  # int64 last day of follow-up
+    yob: np.ndarray  # int64 year of birth
+    severity: np.ndarray  # float latent severity (sd 1)
+
+
+@dataclass(frozen=True)
+class _Exposures:
+    """Study-drug exposures seen during follow-up (one entry per exposure)."""
+
+    patient: np.ndarray  # int row in _Patients
+    drug: np.ndarray  # int index into truth.drug_codes
+    start: np.ndarray  # int64 day
+    end: np.ndarray  # int64 day (ongoing ones end at follow-up)
+
+
 def _days_to_dates(days: np.ndarray) -> np.ndarray:
+    """Day numbers (since 1970-01-01) as datetime64[s]."""
     return days.astype("datetime64[D]").astype("datetime64[s]")
 
 
@@ -177,12 +202,24 @@ def _demography(code: str, v: np.ndarray, female: np.ndarray, age: np.ndarray) -
 
 
 def simulate_site(profile: SiteProfile, rng: np.random.Generator) -> Cohort:
-    """All patients of one site."""
-    t, n = profile.truth, profile.n_patients
-    n_hp = len(t.hp_codes)
-    pid = profile.site * 1_000_000 + np.arange(1, n + 1, dtype=np.int64)
+    """All patients of one site. The steps draw from ``rng`` in the order they are called: that
+    order is part of the output (a seed gives one consortium), so new draws go after the rest."""
+    t = profile.truth
+    pts = _draw_patients(profile, rng)
+    blocks = [_frame(pts.pid, pts.index, np.array(t.disease_ids, dtype=object)[pts.disease], "diagnosis")]
+    phenotypes, onset, possible = _draw_phenotypes(profile, rng, pts)
+    drugs, exposures = _draw_study_drugs(profile, rng, pts)
+    adverse, ae_on, ae_stop = _draw_adverse_events(profile, rng, pts, exposures, possible)
+    blocks += [phenotypes, drugs, adverse]
+    blocks += _draw_lab_visits(profile, rng, pts, onset=onset, ae_on=ae_on, ae_stop=ae_stop)
+    blocks += _comorbid(profile, rng, pts)
+    persons = pd.DataFrame({"person_id": pts.pid, "sex": np.where(pts.male, "M", "F"), "year_of_birth": pts.yob})
+    return Cohort.from_frames(persons, pd.concat(blocks, ignore_index=True))
 
-    # --- demography: disease, sex, age at diagnosis, index date, follow-up -------------
+
+def _draw_patients(profile: SiteProfile, rng: np.random.Generator) -> _Patients:
+    """Demography: disease, sex, age at diagnosis, index date, follow-up and latent severity."""
+    t, n = profile.truth, profile.n_patients
     disease = rng.choice(len(t.disease_ids), size=n, p=np.asarray(profile.disease_mix))
     prof = t.profiles
     male = rng.random(n) < np.array([x.male_share for x in prof])[disease]
@@ -198,61 +235,79 @@ def simulate_site(profile: SiteProfile, rng: np.random.Generator) -> Cohort:
     end = np.minimum(index + follow, LAST_DAY)
     # Latent severity (sd 1); males with an X-linked disease are shifted up.
     severity = rng.standard_normal(n) + np.array([x.male_severity for x in prof])[disease] * male
-    blocks = [_frame(pid, index, np.array(t.disease_ids, dtype=object)[disease], "diagnosis")]
+    return _Patients(pid=profile.site * 1_000_000 + np.arange(1, n + 1, dtype=np.int64), disease=disease,
+                     male=male, age=age, index=index, end=end, yob=yob, severity=severity)
 
-    # --- phenotypes: hidden truth + site shift + severity, then recording ------------
-    logit = t.logit[disease] + profile.phenotype_shift[None, :] + t.severity_loading[disease] * severity[:, None]
+
+def _draw_phenotypes(profile: SiteProfile, rng: np.random.Generator,
+                     pts: _Patients) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Phenotype events; each term's true onset day and whether the patient's sex allows it (both [n, H])."""
+    t, n, n_hp = profile.truth, len(pts.pid), len(profile.truth.hp_codes)
+    # Hidden truth + site shift + severity, then recording.
+    logit = (t.logit[pts.disease] + profile.phenotype_shift[None, :]
+             + t.severity_loading[pts.disease] * pts.severity[:, None])
     present = rng.random((n, n_hp)) < sigmoid(logit)
-    onset = np.where(present, index[:, None] + _onset_offsets(rng, (n, n_hp)), _NEVER)
-    recorded = present & (onset <= end[:, None]) & (rng.random((n, n_hp)) < profile.phenotype_completeness)
+    onset = np.where(present, pts.index[:, None] + _onset_offsets(rng, (n, n_hp)), _NEVER)
+    recorded = present & (onset <= pts.end[:, None]) & (rng.random((n, n_hp)) < profile.phenotype_completeness)
     rp, rh = np.nonzero(recorded)
     day = onset[rp, rh]
     # Chronic problems are coded again at later encounters (Poisson, mean 0.5 repeats).
     extra = rng.poisson(0.5, rp.size)
     ep, eh, e0 = np.repeat(rp, extra), np.repeat(rh, extra), np.repeat(day, extra)
-    eday = e0 + 1 + (rng.random(ep.size) * (end[ep] - e0)).astype(np.int64)
-    keep = eday <= end[ep]
-    hp_codes = np.array(t.hp_codes, dtype=object)
+    eday = e0 + 1 + (rng.random(ep.size) * (pts.end[ep] - e0)).astype(np.int64)
+    keep = eday <= pts.end[ep]
     rp, rh, day = np.concatenate([rp, ep[keep]]), np.concatenate([rh, eh[keep]]), np.concatenate([day, eday[keep]])
     # A term only the other sex can have never occurs: it is dropped here, after every draw
     # that depends on how many terms there are, so all other random numbers (and events)
     # are exactly what they would be without the rule; it moves no lab either.
     female_only, male_only = sex_specific_masks(t.hp_codes)
-    possible = ~np.where(male[:, None], female_only[None, :], male_only[None, :])  # [n, H]
+    possible = ~np.where(pts.male[:, None], female_only[None, :], male_only[None, :])  # [n, H]
     onset = np.where(possible, onset, _NEVER)
     ok = possible[rp, rh]
-    blocks.append(_frame(pid[rp[ok]], day[ok], hp_codes[rh[ok]], "phenotype"))
+    hp_codes = np.array(t.hp_codes, dtype=object)
+    return _frame(pts.pid[rp[ok]], day[ok], hp_codes[rh[ok]], "phenotype"), onset, possible
 
-    # --- study drugs: 0–2 indicated drugs, started 0–365 days after the index date ----
-    drug_p, drug_k, drug_start = [], [], []
-    for d in range(len(t.disease_ids)):
-        rows = np.flatnonzero(disease == d)
-        w = t.drug_preference[d] * profile.drug_formulary
-        ks = np.flatnonzero(w > 0)
-        if rows.size == 0 or ks.size == 0:
-            continue
-        s = severity[rows]
-        # ~85 % are treated, ~30 % of those with a second drug; both more when severe.
-        treated = rng.random(rows.size) < sigmoid(logit_of(0.85) + 0.5 * s)
-        second = treated & (ks.size > 1) & (rng.random(rows.size) < sigmoid(logit_of(0.3) + 0.5 * s))
-        # Weighted choice without replacement (Gumbel top-2) by preference × formulary.
-        order = np.argsort(-(np.log(w[ks]) + rng.gumbel(size=(rows.size, ks.size))), axis=1)
-        first_off = np.minimum(rng.exponential(60.0, rows.size), 365).astype(np.int64)
-        second_off = first_off + (rng.random(rows.size) * (366 - first_off)).astype(np.int64)
-        for j, (take, off) in enumerate(((treated, first_off), (second, second_off))):
-            drug_p.append(rows[take])
-            drug_k.append(ks[order[take, min(j, ks.size - 1)]])
-            drug_start.append(index[rows[take]] + off[take])
-    dp = np.concatenate(drug_p) if drug_p else np.zeros(0, np.int64)
-    dk = np.concatenate(drug_k) if drug_k else np.zeros(0, np.int64)
-    ds = np.concatenate(drug_start) if drug_start else np.zeros(0, np.int64)
-    ok = ds <= end[dp]  # a drug that would start after follow-up ends is never seen
+
+def _draw_study_drugs(profile: SiteProfile, rng: np.random.Generator,
+                      pts: _Patients) -> tuple[pd.DataFrame, _Exposures]:
+    """Study drugs: 0–2 indicated drugs, started 0–365 days after the index date."""
+    t = profile.truth
+    picks = [pick for d in range(len(t.disease_ids))
+             for pick in _prescribe(rng, pts, np.flatnonzero(pts.disease == d),
+                                    t.drug_preference[d] * profile.drug_formulary)]
+    dp, dk, ds = (np.concatenate([p[i] for p in picks]) if picks else np.zeros(0, np.int64) for i in range(3))
+    ok = ds <= pts.end[dp]  # a drug that would start after follow-up ends is never seen
     dp, dk, ds = dp[ok], dk[ok], ds[ok]
     # Long-term therapies: 30 days + exponential (mean 700); ongoing ones end at follow-up.
-    de = np.minimum(ds + 30 + rng.exponential(700.0, ds.size).astype(np.int64), end[dp])
-    blocks.append(_frame(pid[dp], ds, np.array(t.drug_codes, dtype=object)[dk], "drug", end=de))
+    de = np.minimum(ds + 30 + rng.exponential(700.0, ds.size).astype(np.int64), pts.end[dp])
+    frame = _frame(pts.pid[dp], ds, np.array(t.drug_codes, dtype=object)[dk], "drug", end=de)
+    return frame, _Exposures(patient=dp, drug=dk, start=ds, end=de)
 
-    # --- adverse events: each linked effect with its own modest probability, after start
+
+def _prescribe(rng: np.random.Generator, pts: _Patients, rows: np.ndarray,
+               w: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(patient rows, drugs, start days) of the first and second drugs of one disease's patients ``rows``."""
+    ks = np.flatnonzero(w > 0)
+    if rows.size == 0 or ks.size == 0:
+        return []
+    s = pts.severity[rows]
+    # ~85 % are treated, ~30 % of those with a second drug; both more when severe.
+    treated = rng.random(rows.size) < sigmoid(logit_of(0.85) + 0.5 * s)
+    second = treated & (ks.size > 1) & (rng.random(rows.size) < sigmoid(logit_of(0.3) + 0.5 * s))
+    # Weighted choice without replacement (Gumbel top-2) by preference × formulary.
+    order = np.argsort(-(np.log(w[ks]) + rng.gumbel(size=(rows.size, ks.size))), axis=1)
+    first_off = np.minimum(rng.exponential(60.0, rows.size), 365).astype(np.int64)
+    second_off = first_off + (rng.random(rows.size) * (366 - first_off)).astype(np.int64)
+    return [(rows[take], ks[order[take, min(j, ks.size - 1)]], pts.index[rows[take]] + off[take])
+            for j, (take, off) in enumerate(((treated, first_off), (second, second_off)))]
+
+
+def _draw_adverse_events(profile: SiteProfile, rng: np.random.Generator, pts: _Patients, drugs: _Exposures,
+                         possible: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Adverse-event events; each term's first adverse-event day and the day it resolves (both [n, H])."""
+    t, n, n_hp = profile.truth, len(pts.pid), len(profile.truth.hp_codes)
+    dp, dk, ds, de = drugs.patient, drugs.drug, drugs.start, drugs.end
+    # Each linked effect with its own modest probability, after the start.
     count = t.ae_ptr[dk + 1] - t.ae_ptr[dk]
     pair = np.repeat(np.arange(dk.size), count)
     pos = t.ae_ptr[dk][pair] + np.arange(pair.size) - np.repeat(np.cumsum(count) - count, count)
@@ -261,18 +316,24 @@ def simulate_site(profile: SiteProfile, rng: np.random.Generator) -> Cohort:
     # Most reactions come early (infusion reactions, GI upset): 1 day + exponential
     # (mean 45 days), always during the exposure.
     a_on = ds[r] + 1 + np.minimum(rng.exponential(45.0, r.size), de[r] - ds[r]).astype(np.int64)
-    ok = a_on <= end[dp[r]]
+    ok = a_on <= pts.end[dp[r]]
     r, ah, a_on = r[ok], ah[ok], a_on[ok]
-    real = possible[dp[r], ah]  # nor as an adverse event (dropped after the draws, as above)
+    real = possible[dp[r], ah]  # nor as an adverse event (dropped after the draws, as for phenotypes)
     ae_on = np.full((n, n_hp), _NEVER)
     ae_stop = np.full((n, n_hp), -_NEVER)
     np.minimum.at(ae_on, (dp[r[real]], ah[real]), a_on[real])
     np.maximum.at(ae_stop, (dp[r[real]], ah[real]), de[r[real]] + 60)  # resolves ~2 months after stopping
     rec = (rng.random(r.size) < profile.phenotype_completeness) & real
     # Truth label "adverse_event"; in the OMOP files they are HP codes in observation.
-    blocks.append(_frame(pid[dp[r[rec]]], a_on[rec], hp_codes[ah[rec]], "adverse_event"))
+    hp_codes = np.array(t.hp_codes, dtype=object)
+    return _frame(pts.pid[dp[r[rec]]], a_on[rec], hp_codes[ah[rec]], "adverse_event"), ae_on, ae_stop
 
-    # --- lab visits: work-up at diagnosis, sometimes one before, Poisson follow-ups ---
+
+def _draw_lab_visits(profile: SiteProfile, rng: np.random.Generator, pts: _Patients, *, onset: np.ndarray,
+                     ae_on: np.ndarray, ae_stop: np.ndarray) -> list[pd.DataFrame]:
+    """Lab visits: the diagnosis coded again at some follow-ups, and the labs measured."""
+    t, n, index, end = profile.truth, len(pts.pid), pts.index, pts.end
+    # Work-up at diagnosis, sometimes one before, Poisson follow-ups.
     n_fu = rng.poisson(profile.lab_visits_per_year * (end - index) / 365.25)
     pre = np.flatnonzero(rng.random(n) < 0.4)
     fu_p = np.repeat(np.arange(n), n_fu)
@@ -281,23 +342,15 @@ def simulate_site(profile: SiteProfile, rng: np.random.Generator) -> Cohort:
     v_day = np.concatenate([index + rng.integers(0, 15, n), index[pre] - rng.integers(30, 366, pre.size), fu_day])
     # The diagnosis is coded again at some follow-up visits (always after the index date).
     again = rng.random(fu_p.size) < profile.diagnosis_recoding
-    blocks.append(_frame(pid[fu_p[again]], fu_day[again],
-                         np.array(t.disease_ids, dtype=object)[disease[fu_p[again]]], "diagnosis"))
-    measured = rng.random((v_p.size, len(t.lab_codes))) < t.lab_measure[disease[v_p]] * profile.lab_completeness
+    recoded = _frame(pts.pid[fu_p[again]], fu_day[again],
+                     np.array(t.disease_ids, dtype=object)[pts.disease[fu_p[again]]], "diagnosis")
+    measured = rng.random((v_p.size, len(t.lab_codes))) < t.lab_measure[pts.disease[v_p]] * profile.lab_completeness
     vi, lj = np.nonzero(measured)
-    blocks.append(_labs(profile, rng, v_p[vi], v_day[vi], lj, pid=pid, male=male, age=age, index=index,
-                        severity=severity, onset=onset, ae_on=ae_on, ae_stop=ae_stop))
-
-    # --- what the graph does not know: comorbidities and co-medications --------------
-    blocks.extend(_comorbid(profile, rng, pid=pid, age=age, index=index, end=end))
-
-    persons = pd.DataFrame({"person_id": pid, "sex": np.where(male, "M", "F"), "year_of_birth": yob})
-    return Cohort.from_frames(persons, pd.concat(blocks, ignore_index=True))
+    return [recoded, _labs(profile, rng, v_p[vi], v_day[vi], lj, pts, onset=onset, ae_on=ae_on, ae_stop=ae_stop)]
 
 
-def _labs(profile: SiteProfile, rng: np.random.Generator, lp: np.ndarray, day: np.ndarray, lj: np.ndarray, *,
-          pid: np.ndarray, male: np.ndarray, age: np.ndarray, index: np.ndarray, severity: np.ndarray,
-          onset: np.ndarray, ae_on: np.ndarray, ae_stop: np.ndarray) -> pd.DataFrame:
+def _labs(profile: SiteProfile, rng: np.random.Generator, lp: np.ndarray, day: np.ndarray, lj: np.ndarray,
+          pts: _Patients, *, onset: np.ndarray, ae_on: np.ndarray, ae_stop: np.ndarray) -> pd.DataFrame:
     """Lab values: normal around the reference range, out of it while a linked term is present."""
     t, m = profile.truth, lp.size
     low, high = t.lab_low[lj], t.lab_high[lj]
@@ -326,11 +379,11 @@ def _labs(profile: SiteProfile, rng: np.random.Generator, lp: np.ndarray, day: n
     # (potassium, haemoglobin) move by plausible amounts; severe patients go further.
     direction *= rng.random(m) < 0.85
     width = (high - low) / np.maximum(high, 1e-9)
-    worse = (1 + 0.25 * np.maximum(severity[lp], 0)) * width
+    worse = (1 + 0.25 * np.maximum(pts.severity[lp], 0)) * width
     up = high * np.exp((0.15 + rng.gamma(2.0, 0.3, m)) * worse)
     down = np.where(low > 0, low * np.exp(-(0.1 + rng.gamma(2.0, 0.25, m)) * worse), 0.3 * normal)
     value = np.where(direction > 0, up, np.where(direction < 0, down, normal))
-    female, age_at = ~male[lp], age[lp] + (day - index[lp]) / 365.25
+    female, age_at = ~pts.male[lp], pts.age[lp] + (day - pts.index[lp]) / 365.25
     for j, code in enumerate(t.lab_codes):
         sel = lj == j
         value[sel] = _demography(code, value[sel], female[sel], age_at[sel])
@@ -341,12 +394,12 @@ def _labs(profile: SiteProfile, rng: np.random.Generator, lp: np.ndarray, day: n
         sel = lj == j
         value[sel] = np.round(value[sel], decimals[j])
     units = np.array(t.lab_units, dtype=object)[lj]
-    return _frame(pid[lp], day, np.array(t.lab_codes, dtype=object)[lj], "lab", value=value, unit=units)
+    return _frame(pts.pid[lp], day, np.array(t.lab_codes, dtype=object)[lj], "lab", value=value, unit=units)
 
 
-def _comorbid(profile: SiteProfile, rng: np.random.Generator, *, pid: np.ndarray, age: np.ndarray,
-              index: np.ndarray, end: np.ndarray) -> list[pd.DataFrame]:
+def _comorbid(profile: SiteProfile, rng: np.random.Generator, pts: _Patients) -> list[pd.DataFrame]:
     """Common comorbidities (HP) and co-medications (DrugBank) outside the graph."""
+    pid, age, index, end = pts.pid, pts.age, pts.index, pts.end
     n = pid.size
     a, b, min_age = (np.array([c[i] for c in COMORBIDITIES]) for i in (1, 2, 3))
     mid_age = (age + (end - index) / 2 / 365.25)[:, None]

@@ -4,8 +4,8 @@ vocabulary and how the cohort lands on the study's time grid; written as report.
 report.html.
 
 It sits here rather than in :mod:`shared.ehr` because placing the cohort on the grid needs
-:func:`~shared.trajectories.tensorize.tensorize`, and ``shared/ehr`` is the layer below
-``shared/trajectories`` (README, "Architecture").
+:func:`~shared.trajectories.tensorize.tensorize`: the folders of ``shared/`` import each other
+one way only, and ``shared/trajectories`` is above ``shared/ehr``.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ class TensorizeStats:
 
 
 @dataclass(frozen=True)
-class Layout:
+class TensorLayout:
     """The bundle's vocabulary split into binary features and labs."""
 
     binary_codes: tuple[str, ...]
@@ -67,7 +67,7 @@ class Layout:
     drug_effects: frozenset[tuple[str, str]]  # (drug code, adverse-event code)
 
     @classmethod
-    def from_bundle(cls, bundle: StudyBundle) -> Layout:
+    def from_bundle(cls, bundle: StudyBundle) -> TensorLayout:
         v = bundle.vocabulary
         binary = v[v["domain"].isin(BINARY_DOMAINS)]
         labs = v[v["domain"] == "lab"].merge(bundle.labs, on="code", how="left", suffixes=("", "_lab"))
@@ -90,7 +90,7 @@ class Layout:
         )
 
 
-def tensorize(cohort: Cohort, bundle: StudyBundle | Layout) -> tuple[TrajectoryTensors, TensorizeStats]:
+def tensorize(cohort: Cohort, bundle: StudyBundle | TensorLayout) -> tuple[TrajectoryTensors, TensorizeStats]:
     """Place every patient with a study diagnosis on the bundle's time grid.
 
     Returns
@@ -102,87 +102,19 @@ def tensorize(cohort: Cohort, bundle: StudyBundle | Layout) -> tuple[TrajectoryT
     ValueError
         No patient has a diagnosis of a study disease (an empty cohort for this study).
     """
-    layout = bundle if isinstance(bundle, Layout) else Layout.from_bundle(bundle)
+    layout = bundle if isinstance(bundle, TensorLayout) else TensorLayout.from_bundle(bundle)
     stats = TensorizeStats(patients_in=cohort.n_persons)
-    e = cohort.events
-    disease_rank = {d: i for i, d in enumerate(layout.diseases)}
-    dx = e[e["code"].isin(disease_rank)].assign(rank=lambda f: f["code"].map(disease_rank))
-    dx = dx.sort_values(["person_id", "date", "rank"], kind="stable").drop_duplicates("person_id")
-    persons = cohort.persons.merge(dx[["person_id", "date", "rank"]], on="person_id", how="inner")
+    persons = _first_study_diagnoses(cohort, layout)
     stats.patients_kept = int(len(persons))
     stats.patients_without_study_diagnosis = stats.patients_in - stats.patients_kept
     if persons.empty:
         raise ValueError("no patient has a diagnosis of a study disease: "
                          f"expected one of {', '.join(layout.diseases)} in condition_occurrence")
-    n, t_len = len(persons), layout.windows
-    row_of = pd.Series(np.arange(n), index=persons["person_id"].to_numpy())
     index_date = persons["date"].to_numpy().astype("datetime64[D]")
-
-    ev = e[e["person_id"].isin(row_of.index) & ~e["code"].isin(disease_rank)].copy()
-    ev["row"] = row_of.loc[ev["person_id"].to_numpy()].to_numpy()
-    ev["k"] = _window(ev["date"].to_numpy(), index_date[ev["row"].to_numpy()], layout)
-
-    events = np.zeros((n, t_len, len(layout.binary_codes)), dtype=np.float32)
-    col = {(d, c): j for j, (c, d) in enumerate(zip(layout.binary_codes, layout.binary_domains))}
-    used = outside_grid = 0
-
-    # drugs: every window the exposure overlaps
-    drugs = ev[ev["domain"] == "drug"]
-    jd = drugs["code"].map(lambda c: col.get(("drug", c), -1)).to_numpy(dtype=np.int64)
-    end = drugs["end_date"].fillna(drugs["date"]).to_numpy()
-    k_end = _window(end, index_date[drugs["row"].to_numpy()], layout)
-    k0 = drugs["k"].to_numpy()
-    for r, j, a, b in zip(drugs["row"].to_numpy(), jd, k0, np.maximum(k_end, k0)):
-        if j < 0:
-            continue
-        lo, hi = max(a, 0), min(b, t_len - 1)
-        if lo > hi:
-            outside_grid += 1
-            continue
-        events[r, lo : hi + 1, j] = 1.0
-        used += 1
-
-    # HP terms: adverse event when linked to a drug started on or before the event
-    hp = ev[ev["domain"] == "phenotype"]
-    taken = drugs[["row", "code", "date"]].rename(columns={"code": "drug", "date": "drug_date"})
-    ae_flag = np.zeros(len(hp), dtype=bool)
-    if len(taken) and layout.drug_effects:
-        pairs = hp[["row", "code", "date"]].reset_index().merge(taken, on="row")
-        linked = [(d, c) in layout.drug_effects for d, c in zip(pairs["drug"], pairs["code"])]
-        pairs = pairs[np.array(linked, dtype=bool) & (pairs["drug_date"] <= pairs["date"]).to_numpy()]
-        ae_flag = hp.index.isin(pairs["index"])
-    domains = np.where(ae_flag, "adverse_event", "phenotype")
-    jh = np.array([col.get((d, c), col.get(("phenotype", c), -1)) for d, c in zip(domains, hp["code"])], dtype=int)
-    others = ev[ev["domain"].isin(["adverse_event", "unknown", "diagnosis"])]
-    jo = np.array([col.get(("adverse_event", c), -1) for c in others["code"]], dtype=int)
-    for frame, js in ((hp, jh), (others, jo)):
-        k = frame["k"].to_numpy()
-        ok = (js >= 0) & (k >= 0) & (k < t_len)
-        outside_grid += int(((js >= 0) & ~ok).sum())
-        events[frame["row"].to_numpy()[ok], k[ok], js[ok]] = 1.0
-        used += int(ok.sum())
-    unknown_codes = pd.concat([drugs["code"][jd < 0], hp["code"][jh < 0], others["code"][jo < 0]])
-
-    # labs: last value per window, standardized with the public range
-    labs = np.zeros((n, t_len, len(layout.lab_codes)), dtype=np.float32)
-    mask = np.zeros_like(labs)
-    lab_col = {c: j for j, c in enumerate(layout.lab_codes)}
-    lb = ev[ev["domain"] == "lab"].sort_values(["row", "date"], kind="stable")
-    jl = lb["code"].map(lambda c: lab_col.get(c, -1)).to_numpy(dtype=np.int64)
-    unknown_codes = pd.concat([unknown_codes, lb["code"][jl < 0]])
-    units_ok = np.array([j >= 0 and u == layout.lab_units[j] for j, u in zip(jl, lb["unit"])], dtype=bool)
-    stats.lab_unit_mismatch = int(((jl >= 0) & ~units_ok).sum())
-    k = lb["k"].to_numpy()
-    ok = units_ok & (k >= 0) & (k < t_len)
-    outside_grid += int((units_ok & ~ok).sum())
-    r, kk, jj = lb["row"].to_numpy()[ok], k[ok], jl[ok]
-    z = (lb["value"].to_numpy()[ok] - layout.lab_mid[jj]) / layout.lab_half[jj]
-    labs[r, kk, jj] = np.clip(z, -LAB_CLIP, LAB_CLIP)  # sorted by date: the last write wins
-    mask[r, kk, jj] = 1.0
-    used += int(ok.sum())
-
-    stats.events_used = used
-    stats.events_outside_grid = outside_grid
+    ev = _grid_events(cohort.events, persons, index_date, layout)
+    events, unknown_binary = _binary_features(ev, index_date, layout, stats)
+    labs, mask, unknown_labs = _lab_features(ev, len(persons), layout, stats)
+    unknown_codes = pd.concat([unknown_binary, unknown_labs])
     stats.events_outside_vocabulary = int(len(unknown_codes))
     stats.dropped_codes = {str(c): int(v) for c, v in unknown_codes.value_counts().head(10).items()}
     age = (pd.DatetimeIndex(persons["date"]).year - persons["year_of_birth"]).to_numpy(dtype=np.float32)
@@ -196,12 +128,111 @@ def tensorize(cohort: Cohort, bundle: StudyBundle | Layout) -> tuple[TrajectoryT
     return tensors, stats
 
 
-def _window(dates: np.ndarray, index: np.ndarray, layout: Layout) -> np.ndarray:
+def _first_study_diagnoses(cohort: Cohort, layout: TensorLayout) -> pd.DataFrame:
+    """Persons with a study diagnosis, each with the first one's ``date`` and disease ``rank`` (step 1)."""
+    e = cohort.events
+    disease_rank = {d: i for i, d in enumerate(layout.diseases)}
+    dx = e[e["code"].isin(disease_rank)].assign(rank=lambda f: f["code"].map(disease_rank))
+    dx = dx.sort_values(["person_id", "date", "rank"], kind="stable").drop_duplicates("person_id")
+    return cohort.persons.merge(dx[["person_id", "date", "rank"]], on="person_id", how="inner")
+
+
+def _grid_events(e: pd.DataFrame, persons: pd.DataFrame, index_date: np.ndarray, layout: TensorLayout) -> pd.DataFrame:
+    """The kept persons' events other than study diagnoses, with their tensor ``row`` and window ``k`` (step 2)."""
+    row_of = pd.Series(np.arange(len(persons)), index=persons["person_id"].to_numpy())
+    ev = e[e["person_id"].isin(row_of.index) & ~e["code"].isin(layout.diseases)].copy()
+    ev["row"] = row_of.loc[ev["person_id"].to_numpy()].to_numpy()
+    ev["k"] = _window(ev["date"].to_numpy(), index_date[ev["row"].to_numpy()], layout)
+    return ev
+
+
+def _binary_features(ev: pd.DataFrame, index_date: np.ndarray, layout: TensorLayout,
+                     stats: TensorizeStats) -> tuple[np.ndarray, pd.Series]:
+    """Binary features [N, T, F] (step 3) and the codes outside the vocabulary; counts into ``stats``."""
+    events = np.zeros((len(index_date), layout.windows, len(layout.binary_codes)), dtype=np.float32)
+    col = {(d, c): j for j, (c, d) in enumerate(zip(layout.binary_codes, layout.binary_domains))}
+    drugs = ev[ev["domain"] == "drug"]
+    jd = _place_drugs(events, drugs, col, index_date, layout, stats)
+    hp = ev[ev["domain"] == "phenotype"]
+    jh = _hp_columns(hp, drugs, col, layout)
+    others = ev[ev["domain"].isin(["adverse_event", "unknown", "diagnosis"])]
+    jo = np.array([col.get(("adverse_event", c), -1) for c in others["code"]], dtype=int)
+    for frame, js in ((hp, jh), (others, jo)):
+        k = frame["k"].to_numpy()
+        ok = (js >= 0) & (k >= 0) & (k < layout.windows)
+        stats.events_outside_grid += int(((js >= 0) & ~ok).sum())
+        events[frame["row"].to_numpy()[ok], k[ok], js[ok]] = 1.0
+        stats.events_used += int(ok.sum())
+    return events, pd.concat([drugs["code"][jd < 0], hp["code"][jh < 0], others["code"][jo < 0]])
+
+
+def _place_drugs(events: np.ndarray, drugs: pd.DataFrame, col: dict[tuple[str, str], int], index_date: np.ndarray,
+                 layout: TensorLayout, stats: TensorizeStats) -> np.ndarray:
+    """Mark every window each exposure overlaps; the drugs' feature columns (-1: outside the vocabulary)."""
+    t_len = layout.windows
+    jd = drugs["code"].map(lambda c: col.get(("drug", c), -1)).to_numpy(dtype=np.int64)
+    end = drugs["end_date"].fillna(drugs["date"]).to_numpy()
+    k_end = _window(end, index_date[drugs["row"].to_numpy()], layout)
+    k0 = drugs["k"].to_numpy()
+    used = outside_grid = 0
+    for r, j, a, b in zip(drugs["row"].to_numpy(), jd, k0, np.maximum(k_end, k0)):
+        if j < 0:
+            continue
+        lo, hi = max(a, 0), min(b, t_len - 1)
+        if lo > hi:
+            outside_grid += 1
+            continue
+        events[r, lo : hi + 1, j] = 1.0
+        used += 1
+    stats.events_used += used
+    stats.events_outside_grid += outside_grid
+    return jd
+
+
+def _hp_columns(hp: pd.DataFrame, drugs: pd.DataFrame, col: dict[tuple[str, str], int],
+                layout: TensorLayout) -> np.ndarray:
+    """Feature column of each HP event (-1: outside the vocabulary): an adverse event when linked
+    to a drug started on or before it, else a phenotype."""
+    taken = drugs[["row", "code", "date"]].rename(columns={"code": "drug", "date": "drug_date"})
+    ae_flag = np.zeros(len(hp), dtype=bool)
+    if len(taken) and layout.drug_effects:
+        pairs = hp[["row", "code", "date"]].reset_index().merge(taken, on="row")
+        linked = [(d, c) in layout.drug_effects for d, c in zip(pairs["drug"], pairs["code"])]
+        pairs = pairs[np.array(linked, dtype=bool) & (pairs["drug_date"] <= pairs["date"]).to_numpy()]
+        ae_flag = hp.index.isin(pairs["index"])
+    domains = np.where(ae_flag, "adverse_event", "phenotype")
+    return np.array([col.get((d, c), col.get(("phenotype", c), -1)) for d, c in zip(domains, hp["code"])], dtype=int)
+
+
+def _lab_features(ev: pd.DataFrame, n: int, layout: TensorLayout,
+                  stats: TensorizeStats) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    """Labs [N, T, L] and their mask (step 4), and the lab codes outside the vocabulary; counts into ``stats``."""
+    t_len = layout.windows
+    labs = np.zeros((n, t_len, len(layout.lab_codes)), dtype=np.float32)
+    mask = np.zeros_like(labs)
+    lab_col = {c: j for j, c in enumerate(layout.lab_codes)}
+    lb = ev[ev["domain"] == "lab"].sort_values(["row", "date"], kind="stable")
+    jl = lb["code"].map(lambda c: lab_col.get(c, -1)).to_numpy(dtype=np.int64)
+    units_ok = np.array([j >= 0 and u == layout.lab_units[j] for j, u in zip(jl, lb["unit"])], dtype=bool)
+    stats.lab_unit_mismatch = int(((jl >= 0) & ~units_ok).sum())
+    k = lb["k"].to_numpy()
+    ok = units_ok & (k >= 0) & (k < t_len)
+    stats.events_outside_grid += int((units_ok & ~ok).sum())
+    r, kk, jj = lb["row"].to_numpy()[ok], k[ok], jl[ok]
+    z = (lb["value"].to_numpy()[ok] - layout.lab_mid[jj]) / layout.lab_half[jj]
+    labs[r, kk, jj] = np.clip(z, -LAB_CLIP, LAB_CLIP)  # sorted by date: the last write wins
+    mask[r, kk, jj] = 1.0
+    stats.events_used += int(ok.sum())
+    return labs, mask, lb["code"][jl < 0]
+
+
+def _window(dates: np.ndarray, index: np.ndarray, layout: TensorLayout) -> np.ndarray:
+    """Window k of each date (step 2); outside [0, T) when off the grid."""
     days = (dates.astype("datetime64[D]") - index.astype("datetime64[D]")).astype(np.int64)
     return np.floor_divide(days, layout.window_days) + layout.windows_before
 
 
-def to_cohort(tensors: TrajectoryTensors, bundle: StudyBundle | Layout, *, seed: int) -> Cohort:
+def to_cohort(tensors: TrajectoryTensors, bundle: StudyBundle | TensorLayout, *, seed: int) -> Cohort:
     """Synthetic (or real) tensors back to a cohort of dated events.
 
     Each present binary feature becomes one event on a day drawn uniformly inside its
@@ -209,7 +240,7 @@ def to_cohort(tensors: TrajectoryTensors, bundle: StudyBundle | Layout, *, seed:
     first window to the last; each observed lab becomes one measurement in the bundle's
     unit. Year of birth = index year − round(age).
     """
-    layout = bundle if isinstance(bundle, Layout) else Layout.from_bundle(bundle)
+    layout = bundle if isinstance(bundle, TensorLayout) else TensorLayout.from_bundle(bundle)
     rng = np.random.default_rng(seed)
     n, t_len, _ = tensors.events.shape
     days = layout.window_days

@@ -116,7 +116,7 @@ class TrajectoryTensors:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], *, like) -> TrajectoryTensors:
         """A cohort from :meth:`to_arrays`' output on the grid and columns of ``like`` (a
-        :class:`~shared.trajectories.tensorize.Layout` or tensors); ids 1…N, all index dates 2000-01-01.
+        :class:`~shared.trajectories.tensorize.TensorLayout` or tensors); ids 1…N, all index dates 2000-01-01.
 
         Raises
         ------

@@ -143,8 +143,12 @@ def test_a_nan_update_and_a_hidden_charge_are_rejected_and_the_run_completes(sit
     honest = make_client_app(lambda context: site_cfgs[int(context.node_config["partition-id"])])
     faulty = ClientApp()
 
-    @faulty.query()
-    def query(msg, context):
+    @faulty.query(P.BUNDLE_ACTION)
+    def bundle(msg, context):
+        return honest(msg, context)
+
+    @faulty.query(P.SUITE_ACTION)
+    def suite(msg, context):
         return honest(msg, context)
 
     @faulty.train()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from kg.sources.primekg.vocabulary import (
     ID_RULES,
     NODE_TYPES,
     RELATIONS,
+    PrimeKGRelation,
 )
 from shared.errors import InputError
 
@@ -108,6 +110,50 @@ class _Rows:
     first_line: int  # file line of row 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Members:
+    """Final node codes of each raw node's members, as CSR (raw node → member codes)."""
+
+    counts: np.ndarray  # int64 [raw nodes]: members per raw node
+    indptr: np.ndarray  # int64 [raw nodes + 1]
+    codes: np.ndarray  # int32: final node codes, grouped by raw node
+    grouped: int  # distinct MONDO ids inside MONDO_grouped nodes
+
+
+class _EndRows(NamedTuple):
+    """Edge rows with both ends as final node codes (after group expansion)."""
+
+    rel: np.ndarray  # int8 index into _RELS
+    disp: np.ndarray  # int16 display code
+    forward: np.ndarray  # bool: x is the relation's source type
+    x: np.ndarray  # int32 final node code
+    y: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class _Directed:
+    """Edge rows in canonical direction, without self-loops."""
+
+    rel: np.ndarray  # int8 index into _RELS
+    src: np.ndarray  # int32 final node code
+    dst: np.ndarray
+    disp: np.ndarray  # int16 display code
+    swap: np.ndarray  # bool: the row was read in the other direction
+
+
+@dataclass(frozen=True, slots=True)
+class _Collapsed:
+    """Distinct edges and the rows left after dropping each kind of duplicate."""
+
+    relation: np.ndarray  # int64 index into _RELS
+    source: np.ndarray  # int64 node code
+    target: np.ndarray
+    display_mask: np.ndarray  # int64 bit mask of display codes
+    rows: int  # rows packed (after expansion, self-loops dropped)
+    directed: int  # distinct (edge, display, direction)
+    displayed: int  # distinct (edge, display)
+
+
 # --------------------------------------------------------------------------- assembling
 
 
@@ -142,7 +188,27 @@ def _curies(raw: _RawNodes) -> tuple[np.ndarray, np.ndarray]:
 
 def _assemble(raw: _RawNodes, rows: _Rows, *, files: tuple[Path, ...]) -> PrimeKG:
     """Node table, group expansion, canonical direction and collapsing (steps 1–5 below)."""
+    spec = [RELATIONS[n] for n in _RELS]
     # 1. node table: member CURIEs, sorted; a node seen on its own beats its group copy
+    nodes, members = _node_table(raw)
+    # 2. orientation per row, from the node types (rows are type-checked against relations)
+    forward = _forward(raw, rows, spec)
+    # 3. final node codes of both ends; a row with a group end is copied to every member pair
+    in_group = np.flatnonzero((raw.source[rows.x] == _GROUPED) | (raw.source[rows.y] == _GROUPED))
+    directed, loops = _canonical(_member_rows(rows, forward, in_group, members), spec)
+    # 4. collapse: one in-place sort of a packed key (relation, source, target, display, swapped)
+    n_disp = max(len(rows.disp_labels), 1)
+    key = _packed_keys(directed, n_nodes=len(nodes), n_disp=n_disp, file=rows.file)
+    del directed  # as long as the expanded rows (millions in PrimeKG): freed before the sort
+    distinct = _collapse(key, n_nodes=len(nodes), n_disp=n_disp)
+    # 5. labels: one string per distinct display set
+    edges = _edge_table(distinct, rows.disp_labels, spec, n_disp=n_disp)
+    stats = _stats(raw, rows, nodes, members, distinct, grouped_rows=len(in_group), loops=loops)
+    return PrimeKG(nodes=nodes, edges=edges, stats=stats, files=files)
+
+
+def _node_table(raw: _RawNodes) -> tuple[pd.DataFrame, _Members]:
+    """The node table (one row per member CURIE, sorted) and each raw node's member codes."""
     owner, curie = _curies(raw)
     grouped = raw.source[owner] == _GROUPED
     members = pd.DataFrame({"id": curie, "grouped": grouped, "owner": owner})
@@ -163,13 +229,14 @@ def _assemble(raw: _RawNodes, rows: _Rows, *, files: tuple[Path, ...]) -> PrimeK
     order = np.argsort(owner, kind="stable")
     counts = np.bincount(owner, minlength=len(raw.source))
     indptr = np.concatenate([[0], np.cumsum(counts)])
-    member_codes = final[order]
+    return nodes, _Members(counts=counts, indptr=indptr, codes=final[order],
+                           grouped=int(pd.unique(curie[grouped]).size))
 
-    # 2. orientation per row, from the node types (rows are type-checked against relations)
-    spec = [RELATIONS[n] for n in _RELS]
+
+def _forward(raw: _RawNodes, rows: _Rows, spec: list[PrimeKGRelation]) -> np.ndarray:
+    """Whether each row runs from its relation's source type to its target type (bool [rows])."""
     src_t = np.array([_PTYPES.index(s.source_type) for s in spec], dtype=np.int8)
     dst_t = np.array([_PTYPES.index(s.target_type) for s in spec], dtype=np.int8)
-    symmetric = np.array([s.symmetric for s in spec])
     xt, yt = raw.ptype[rows.x], raw.ptype[rows.y]
     forward = (xt == src_t[rows.rel]) & (yt == dst_t[rows.rel])
     backward = (xt == dst_t[rows.rel]) & (yt == src_t[rows.rel])
@@ -182,51 +249,66 @@ def _assemble(raw: _RawNodes, rows: _Rows, *, files: tuple[Path, ...]) -> PrimeK
             f"{_PTYPES[xt[i]]} and {_PTYPES[yt[i]]}",
             file=rows.file, line=rows.first_line + i, field="relation",
         )
-    del xt, yt, backward
+    return forward
 
-    # 3. final node codes of both ends; a row with a group end is copied to every member pair
-    n = len(rows.rel)
-    in_group = np.flatnonzero((raw.source[rows.x] == _GROUPED) | (raw.source[rows.y] == _GROUPED))
-    first_member = member_codes[indptr[:-1]]
-    rel, disp, fwd = rows.rel, rows.disp, forward
-    xf, yf = first_member[rows.x], first_member[rows.y]
-    if len(in_group):
-        keep = np.ones(n, dtype=bool)
-        keep[in_group] = False
-        g_rel, g_disp, g_fwd, g_x, g_y = (a[in_group] for a in (rel, disp, fwd, rows.x, rows.y))
-        rep, offsets = _expand(counts[g_x])
-        g_rel, g_disp, g_fwd, g_y = g_rel[rep], g_disp[rep], g_fwd[rep], g_y[rep]
-        g_xf = member_codes[indptr[g_x[rep]] + offsets]
-        rep, offsets = _expand(counts[g_y])
-        g_rel, g_disp, g_fwd, g_xf = g_rel[rep], g_disp[rep], g_fwd[rep], g_xf[rep]
-        g_yf = member_codes[indptr[g_y[rep]] + offsets]
-        rel, disp, fwd, xf, yf = (np.concatenate([a[keep], b]) for a, b in (
-            (rel, g_rel), (disp, g_disp), (fwd, g_fwd), (xf, g_xf), (yf, g_yf)))
-        del keep, g_rel, g_disp, g_fwd, g_x, g_y, g_xf, g_yf, rep, offsets
-    swap = np.where(symmetric[rel], xf > yf, ~fwd)
-    src = np.where(swap, yf, xf)
-    dst = np.where(swap, xf, yf)
-    del xf, yf, fwd
+
+def _member_rows(rows: _Rows, forward: np.ndarray, in_group: np.ndarray, members: _Members) -> _EndRows:
+    """Rows with both ends as final node codes; the rows ``in_group`` become their member copies, appended."""
+    first_member = members.codes[members.indptr[:-1]]
+    ends = _EndRows(rows.rel, rows.disp, forward, first_member[rows.x], first_member[rows.y])
+    if not len(in_group):
+        return ends
+    keep = np.ones(len(rows.rel), dtype=bool)
+    keep[in_group] = False
+    copies = _group_copies(rows, forward, in_group, members)
+    return _EndRows._make(np.concatenate([a[keep], b]) for a, b in zip(ends, copies))
+
+
+def _group_copies(rows: _Rows, forward: np.ndarray, in_group: np.ndarray, members: _Members) -> _EndRows:
+    """The rows ``in_group``, one copy per (member of x, member of y) pair."""
+    rel, disp, fwd, x, y = (a[in_group] for a in (rows.rel, rows.disp, forward, rows.x, rows.y))
+    rep, offsets = _expand(members.counts[x])
+    rel, disp, fwd, y = rel[rep], disp[rep], fwd[rep], y[rep]
+    xf = members.codes[members.indptr[x[rep]] + offsets]
+    rep, offsets = _expand(members.counts[y])
+    rel, disp, fwd, xf = rel[rep], disp[rep], fwd[rep], xf[rep]
+    yf = members.codes[members.indptr[y[rep]] + offsets]
+    return _EndRows(rel, disp, fwd, xf, yf)
+
+
+def _canonical(ends: _EndRows, spec: list[PrimeKGRelation]) -> tuple[_Directed, int]:
+    """Rows in canonical direction (symmetric: lower node code first), self-loops dropped; and their count."""
+    symmetric = np.array([s.symmetric for s in spec])
+    swap = np.where(symmetric[ends.rel], ends.x > ends.y, ~ends.forward)
+    src = np.where(swap, ends.y, ends.x)
+    dst = np.where(swap, ends.x, ends.y)
+    rel, disp = ends.rel, ends.disp
     loop = src == dst
     loops = int(np.count_nonzero(loop))
     if loops:
         keep = ~loop
         src, dst, rel, disp, swap = src[keep], dst[keep], rel[keep], disp[keep], swap[keep]
-    del loop
+    return _Directed(rel=rel, src=src, dst=dst, disp=disp, swap=swap), loops
 
-    # 4. collapse: one in-place sort of a packed key (relation, source, target, display, swapped)
-    n_nodes, n_disp = len(nodes), max(len(rows.disp_labels), 1)
+
+def _packed_keys(directed: _Directed, *, n_nodes: int, n_disp: int, file: Path) -> np.ndarray:
+    """One int64 per row: (relation, source, target, display, swapped) in mixed radix."""
     if n_disp > _MAX_DISPLAYS:
         raise InputError(f"{n_disp} distinct display_relation values; at most {_MAX_DISPLAYS} are supported",
-                         file=rows.file, field="display_relation")
+                         file=file, field="display_relation")
     bits = int(len(_RELS)).bit_length() + 2 * int(n_nodes).bit_length() + int(n_disp).bit_length() + 1
     if bits > 63:
         raise ValueError(f"graph too large to pack edge keys into 64 bits ({n_nodes} nodes)")
-    key = rel.astype(np.int64)
-    for factor, value in ((n_nodes, src), (n_nodes, dst), (n_disp, disp), (2, swap)):
+    key = directed.rel.astype(np.int64)
+    for factor, value in ((n_nodes, directed.src), (n_nodes, directed.dst), (n_disp, directed.disp),
+                          (2, directed.swap)):
         key *= factor
         key += value
-    del src, dst, disp, swap, rel
+    return key
+
+
+def _collapse(key: np.ndarray, *, n_nodes: int, n_disp: int) -> _Collapsed:
+    """Distinct edges of the packed keys (sorted in place), each with its display bit mask."""
     key.sort()
     u3 = key[_starts(key)]
     u2 = u3 >> 1
@@ -237,37 +319,47 @@ def _assemble(raw: _RawNodes, rows: _Rows, *, files: tuple[Path, ...]) -> PrimeK
     edge = edge[starts]
     rest, target = np.divmod(edge, n_nodes)
     e_rel, source = np.divmod(rest, n_nodes)
+    return _Collapsed(relation=e_rel, source=source, target=target, display_mask=mask,
+                      rows=len(key), directed=len(u3), displayed=len(u2))
 
-    # 5. labels: one string per distinct display set
-    masks, mask_code = np.unique(mask, return_inverse=True)
-    labels = [";".join(sorted(rows.disp_labels[b] for b in range(n_disp) if (int(m) >> b) & 1)) for m in masks]
-    rel_cat = pd.Categorical.from_codes(e_rel.astype(np.int16), categories=list(_RELS))
+
+def _edge_table(distinct: _Collapsed, disp_labels: list[str], spec: list[PrimeKGRelation], *,
+                n_disp: int) -> pd.DataFrame:
+    """The edges frame: node codes, relation, project relation and one label per display set."""
+    masks, mask_code = np.unique(distinct.display_mask, return_inverse=True)
+    labels = [";".join(sorted(disp_labels[b] for b in range(n_disp) if (int(m) >> b) & 1)) for m in masks]
+    rel_cat = pd.Categorical.from_codes(distinct.relation.astype(np.int16), categories=list(_RELS))
     projects = sorted({s.project for s in spec if s.project})
     proj_code = np.array([projects.index(s.project) if s.project else -1 for s in spec], dtype=np.int16)
-    edges = pd.DataFrame({
-        "source": source.astype(np.int32),
-        "target": target.astype(np.int32),
+    return pd.DataFrame({
+        "source": distinct.source.astype(np.int32),
+        "target": distinct.target.astype(np.int32),
         "relation": rel_cat,
-        "project_relation": pd.Categorical.from_codes(proj_code[e_rel], categories=projects),
+        "project_relation": pd.Categorical.from_codes(proj_code[distinct.relation], categories=projects),
         "display_relation": pd.Categorical.from_codes(mask_code.astype(np.int32), categories=labels),
     })
+
+
+def _stats(raw: _RawNodes, rows: _Rows, nodes: pd.DataFrame, members: _Members, distinct: _Collapsed, *,
+           grouped_rows: int, loops: int) -> PrimeKGStats:
+    """What was read, expanded and collapsed."""
+    n = len(rows.rel)
     rows_per = np.bincount(rows.rel, minlength=len(_RELS))
-    edges_per = np.bincount(e_rel, minlength=len(_RELS))
-    stats = PrimeKGStats(
+    edges_per = np.bincount(distinct.relation, minlength=len(_RELS))
+    return PrimeKGStats(
         rows_read=n,
         rows_per_relation={r: int(c) for r, c in zip(_RELS, rows_per) if c},
         edges_per_relation={r: int(c) for r, c in zip(_RELS, edges_per) if c},
-        exact_duplicates=int(len(key) - len(u3)),
-        reverse_duplicates=int(len(u3) - len(u2)),
-        display_duplicates=int(len(u2) - len(edge)),
+        exact_duplicates=int(distinct.rows - distinct.directed),
+        reverse_duplicates=int(distinct.directed - distinct.displayed),
+        display_duplicates=int(distinct.displayed - len(distinct.relation)),
         grouped_nodes=int(np.count_nonzero(raw.source == _GROUPED)),
-        grouped_members=int(pd.unique(curie[grouped]).size),
-        grouped_rows=len(in_group),
-        expansion_rows_added=int(len(key) + loops - n),
+        grouped_members=members.grouped,
+        grouped_rows=grouped_rows,
+        expansion_rows_added=int(distinct.rows + loops - n),
         self_loops_dropped=loops,
         nodes_per_type={str(k): int(v) for k, v in nodes["type"].value_counts().sort_index().items()},
     )
-    return PrimeKG(nodes=nodes, edges=edges, stats=stats, files=files)
 
 
 def _starts(sorted_values: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from shared.model.fit import train_local
 from shared.model.generation import DiffusionGenerator, generate_tensors
 from shared.model.training import TrainConfig
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium
-from shared.trajectories.tensorize import Layout, tensorize
+from shared.trajectories.tensorize import TensorLayout, tensorize
 
 pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
 
@@ -86,7 +86,7 @@ def test_is_a_generator_with_a_short_name(generator) -> None:
 def test_one_patient_per_condition_in_the_bundle_layout(generator, bundle, conditions) -> None:
     mine = conditions.copy()  # the module's array stays untouched whatever the generator does
     t = generator.sample(mine, seed=0)
-    layout = Layout.from_bundle(bundle)
+    layout = TensorLayout.from_bundle(bundle)
     n, windows = len(conditions), layout.windows
     assert t.n == n and np.array_equal(t.disease, conditions)
     assert t.events.shape == (n, windows, len(layout.binary_codes))

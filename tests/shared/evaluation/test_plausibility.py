@@ -17,7 +17,7 @@ from shared.evaluation.plausibility import (
     plausibility,
     wrong_sex,
 )
-from shared.trajectories.tensorize import Layout
+from shared.trajectories.tensorize import TensorLayout
 from shared.trajectories.tensors import TrajectoryTensors
 from tests.shared.evaluation.cohorts import replace, study_cohort
 
@@ -103,7 +103,7 @@ def test_plausibility_merges_every_check() -> None:
 
 def bundle_cohort(bundle: StudyBundle, n: int) -> TrajectoryTensors:
     """``n`` empty patients in the bundle's columns."""
-    layout = Layout.from_bundle(bundle)
+    layout = TensorLayout.from_bundle(bundle)
     b, l_ = len(layout.binary_codes), len(layout.lab_codes)
     return TrajectoryTensors(
         events=np.zeros((n, layout.windows, b), np.float32), labs=np.zeros((n, layout.windows, l_), np.float32),

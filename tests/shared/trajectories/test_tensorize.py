@@ -11,7 +11,7 @@ from shared.ehr.cohort import Cohort
 from shared.ehr.omop import read_omop
 from shared.ehr.omop_tables import write_omop
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium
-from shared.trajectories.tensorize import LAB_CLIP, Layout, tensorize, to_cohort
+from shared.trajectories.tensorize import LAB_CLIP, TensorLayout, tensorize, to_cohort
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,8 @@ def bundle(demo_bundle, coordinator_key) -> StudyBundle:
 
 
 @pytest.fixture(scope="module")
-def layout(bundle) -> Layout:
-    return Layout.from_bundle(bundle)
+def layout(bundle) -> TensorLayout:
+    return TensorLayout.from_bundle(bundle)
 
 
 def cohort(events: list[tuple], persons=((1, "F", 1980),)) -> Cohort:
