@@ -37,7 +37,8 @@ import numpy as np
 from shared.atomic import atomic_dir
 from shared.ehr.cohort import Cohort
 from shared.ehr.omop_tables import FORMATS, write_omop
-from shared.simulation.site import SiteProfile, draw_site_profile, simulate_site
+from shared.simulation.profile import SiteProfile, draw_site_profile
+from shared.simulation.site import simulate_site
 from shared.simulation.truth import (
     COMEDICATIONS,
     COMORBIDITIES,
