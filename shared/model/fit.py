@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from shared.bundle import StudyBundle
+from shared.errors import ConfigError
 from shared.model.checkpoint import TrainedModel, build, model_meta
 from shared.model.layout import Guidance
 from shared.model.schedule import KnowledgeVPSchedule
@@ -32,32 +33,81 @@ from shared.privacy import statements
 from shared.privacy.budget import PrivacyBudget
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM, Mechanism, make_private
 from shared.privacy.dp_sgd import backward as private_backward
+from shared.privacy.ledger import Ledger, round_key
 from shared.privacy.state import PrivacyState
+from shared.signing.keys import load_private_key, new_keypair
 from shared.trajectories.tensors import TrajectoryTensors
+
+
+LEDGER_FILE = "ledger.jsonl"  # STATE/ledger.jsonl: the signed record of every single-site DP training
+SITE_KEY = Path("identity") / "site.key"  # STATE/identity/site.key unless a key is given: signs the ledger
 
 
 @dataclass(frozen=True)
 class PrivateTraining:
-    """Single-site DP settings and the site's persistent privacy state folder."""
+    """Single-site DP settings, and the site's state folder: the persistent privacy state
+    (``privacy_state.json``) and the signed, hash-chained ledger of every charge (``ledger.jsonl``,
+    :mod:`shared.privacy.ledger`), as a federated site keeps them.
 
-    state_path: Path  # persists the accountant across trainings on this dataset
+    The settings are checked here, before anything is written: a bad ε, δ, clip norm or
+    multiplicity leaves no state folder behind.
+
+    Raises
+    ------
+    ConfigError
+        ε ≤ 0, δ outside (0, 1), clip norm ≤ 0 or not finite, multiplicity < 1.
+    """
+
+    state_path: Path  # persists the accountant and the ledger across trainings on this dataset
     fingerprint: str  # the dataset's identity (sha256 of its files)
     epsilon: float
     delta: float = 1e-5
     clip_norm: float = DEFAULT_CLIP_NORM
     noise_multiplicity: int = 4
     accountant: str = "rdp"
+    site_key: Path | None = None  # Ed25519 key that signs the ledger; None: STATE/identity/site.key, made once
+    site_id: str = "site"  # the name the ledger entries carry
 
-    def prepare(self, n: int, *, steps: int, batch_size: int = 32) -> tuple[Mechanism, PrivacyState]:
-        """σ for ``steps`` more steps within what is left of the budget; raises if nothing is left."""
+    def __post_init__(self) -> None:
+        PrivacyBudget(epsilon=self.epsilon, delta=self.delta)
+        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise ConfigError(f"clip norm must be a positive number, got {self.clip_norm!r}")
+        if isinstance(self.noise_multiplicity, bool) or not isinstance(self.noise_multiplicity, int) \
+                or self.noise_multiplicity < 1:
+            raise ConfigError(f"noise multiplicity must be an integer ≥ 1, got {self.noise_multiplicity!r}")
+
+    def open_ledger(self, state: PrivacyState) -> Ledger:
+        """The state folder's ledger, verified and reconciled with ``state`` (a reset or edited
+        state is refused: the signed ledger is the witness of what was spent)."""
+        key_path = self.site_key
+        if key_path is None:
+            key_path = Path(self.state_path) / SITE_KEY
+            if not key_path.exists():
+                new_keypair(key_path.with_suffix(""))
+        ledger = Ledger(Path(self.state_path) / LEDGER_FILE, self.site_id, load_private_key(key_path))
+        ledger.reconcile(state)
+        return ledger
+
+    def prepare(self, n: int, *, steps: int, batch_size: int = 32) -> tuple[Mechanism, PrivacyState, Ledger]:
+        """σ for ``steps`` more steps within what is left of the budget, the state and its
+        verified ledger.
+
+        Raises
+        ------
+        BudgetExceededError
+            Nothing meaningful is left of the budget.
+        LedgerError
+            The ledger does not verify, or the state disagrees with it (reset or edited).
+        """
         budget = PrivacyBudget(epsilon=self.epsilon, delta=self.delta)
         state = PrivacyState.load_or_create(self.state_path, fingerprint=self.fingerprint, budget=budget,
                                             accountant=self.accountant)
+        ledger = self.open_ledger(state)
         sample_rate = min(1.0, batch_size / n)
         sigma = state.calibrate_remaining(sample_rate=sample_rate, steps=steps)
         mechanism = Mechanism(noise_multiplier=sigma, clip_norm=self.clip_norm, sample_rate=sample_rate,
                               noise_multiplicity=self.noise_multiplicity)
-        return mechanism, state
+        return mechanism, state, ledger
 
 
 def cosine_decay(total: int, *, floor: float = 0.1) -> Callable[[int], float]:
@@ -102,15 +152,18 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
                                       generator=generator, ema=ema, on_step=on_step, validation=validation)
         privacy = {"mechanism": "none", "statement": statements.NON_PRIVATE}
     else:
-        mechanism, state = private.prepare(tensors.n, steps=config.steps, batch_size=config.batch_size)
+        mechanism, state, ledger = private.prepare(tensors.n, steps=config.steps, batch_size=config.batch_size)
+        run_id = f"train-{int(time.time() * 1000)}"  # one single-site training: round 1 of its own run
         losses, epsilon = train_private(model, optimizer, x0, disease, mechanism=mechanism, state=state,
-                                        round_id=f"train:{int(time.time() * 1000)}", steps=config.steps,
+                                        round_id=round_key(run_id, 1, "train"), steps=config.steps,
                                         schedule=schedule, tables=tables, cond_drop=config.cond_drop,
                                         generator=generator, lr_lambda=cosine_decay(config.steps), ema=ema,
                                         on_step=on_step)
+        entry = ledger.append_round(state, run_id=run_id, server_round=1)
         picked = None
         privacy = {"mechanism": "DP-SGD", "epsilon": epsilon, "delta": state.budget.delta,
                    "budget_epsilon": state.budget.epsilon, **mechanism.as_dict(),
+                   "ledger": {"seq": entry.seq, "hash": entry.entry_hash, "key_id": entry.key_id},
                    "statement": statements.SINGLE_SITE_DP}
     seconds = time.perf_counter() - started
     counts = np.bincount(tensors.disease, minlength=layout.n_diseases)

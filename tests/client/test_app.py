@@ -3,6 +3,7 @@ that does not verify, and what a site sends — weights, counts and metrics only
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -139,6 +140,21 @@ def test_a_site_whose_ledger_was_edited_or_whose_state_was_reset_refuses_to_trai
     (node.state_path / "privacy" / "privacy_state.json").unlink()  # a reset privacy state: the ledger is the witness
     reply = call(node, train_message(bundle, server_round=2))
     assert reply.has_error() and "the state was reset" in reply.error.reason
+
+
+def test_a_site_whose_privacy_state_was_edited_consistently_refuses_to_train(node, bundle) -> None:
+    """A past round's σ raised to 1000 in both the rounds and the accountant's history (so the state
+    file is self-consistent and spends less ε): the signed ledger still says what was spent."""
+    call(node, offer(bundle, read_files(bundle.path)))
+    assert not call(node, train_message(bundle, server_round=1, rounds=3)).has_error()
+    path = node.state_path / "privacy" / "privacy_state.json"
+    doc = json.loads(path.read_text())
+    doc["rounds"][0]["noise_multiplier"] = 1000.0
+    doc["accountant"]["history"] = [[1000.0, *doc["accountant"]["history"][0][1:]]]
+    path.write_text(json.dumps(doc))
+    reply = call(node, train_message(bundle, server_round=2, rounds=3))
+    assert reply.has_error() and "the state file was edited" in reply.error.reason
+    assert "noise multiplier 1000" in reply.error.reason
 
 
 def evaluate_message(bundle: StudyBundle, *, server_round: int = 1, rounds: int = 2) -> Message:

@@ -108,6 +108,50 @@ def test_train_with_epsilon_composes_on_the_site_state(sites, demo_bundle, coord
     assert not (tmp_path / "m4").exists()
 
 
+def test_single_site_dp_keeps_a_signed_ledger_and_refuses_a_reset_or_edited_state(sites, demo_bundle,
+                                                                                  coordinator_key, tmp_path) -> None:
+    """Deleting privacy_state.json must not reset the budget: the signed ledger beside it is the
+    witness; an edited state (a past σ raised, consistently) is refused too."""
+    from shared.privacy.ledger import read_ledger
+
+    b = ["--bundle", demo_bundle, "--pub", coordinator_key[1]]
+    state = tmp_path / "state"
+    common = ["--steps", "4", "--epsilon", "4", "--state", state, "--json"]
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m1", *common)
+    assert code == 0, stderr
+    entries = read_ledger(state / "ledger.jsonl")
+    first = json.loads((tmp_path / "m1" / "model.json").read_text())["privacy"]
+    assert [(e.seq, e.round, e.kind) for e in entries] == [(0, 1, "train")]
+    assert entries[0].epsilon == first["epsilon"] and first["ledger"]["seq"] == 0
+    assert (state / "identity" / "site.key").is_file()
+    saved = (state / "privacy_state.json").read_text()
+
+    (state / "privacy_state.json").unlink()  # a lost state file: ε must not start again from 0
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m2", *common)
+    assert code == 1 and "the state was reset" in one_line_error(stderr)
+    assert not (tmp_path / "m2").exists()
+
+    doc = json.loads(saved)
+    doc["rounds"][0]["noise_multiplier"] = 1000.0
+    doc["accountant"]["history"] = [[1000.0, *doc["accountant"]["history"][0][1:]]]
+    (state / "privacy_state.json").write_text(json.dumps(doc))
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m3", *common)
+    assert code == 1 and "the state file was edited" in one_line_error(stderr)
+
+    (state / "privacy_state.json").write_text(saved)  # restored from a backup: training goes on
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m4", *common)
+    assert code == 0, stderr
+    assert [e.seq for e in read_ledger(state / "ledger.jsonl")] == [0, 1]
+
+
+def test_train_refuses_a_bad_clip_norm_and_leaves_no_state(sites, demo_bundle, coordinator_key, tmp_path) -> None:
+    code, _, stderr = run("train", sites / "site-2", "--bundle", demo_bundle, "--pub", coordinator_key[1],
+                          "--out", tmp_path / "m", "--steps", "4", "--epsilon", "4", "--state", tmp_path / "state",
+                          "--clip-norm", "0")
+    assert code == 1 and "clip norm must be a positive number" in one_line_error(stderr)
+    assert not (tmp_path / "state").exists() and not (tmp_path / "m").exists()
+
+
 def test_train_with_validation_keeps_the_best_checkpoint(sites, demo_bundle, coordinator_key, tmp_path) -> None:
     code, _, stderr = run("train", sites / "site-2", "--bundle", demo_bundle, "--pub", coordinator_key[1],
                           "--out", tmp_path / "m", "--steps", "40", "--validation-share", "0.2", "--json")

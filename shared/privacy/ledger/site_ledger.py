@@ -216,10 +216,13 @@ class Ledger:
         Raises
         ------
         LedgerError
-            The ledger belongs to another dataset, or records a charge the state does not have
-            (the state was reset or restored from an old copy: the ledger is the witness).
+            The ledger belongs to another dataset, records a charge the state does not have (the
+            state was reset or restored from an old copy: the ledger is the witness), or records a
+            charge with another mechanism or ε than the state says (the state file was edited:
+            the signed ledger is what the site spent, and nothing only the state file says is
+            trusted).
         """
-        charged = {r.round_id for r in state.rounds}
+        charged = {r.round_id: r for r in state.rounds}
         recorded = set()
         for entry in self._entries:
             if entry.dataset_fingerprint != state.fingerprint:
@@ -232,6 +235,7 @@ class Ledger:
                 raise LedgerError(f"{entry.where}: the ledger records {key!r} (ε = {entry.epsilon:.4g}) but the privacy "
                                   f"state {state.path} does not: the state was reset or restored from an old copy; "
                                   "restore the latest state, never train on a reset one")
+            _check_same_charge(entry, charged[key], state.path)
             recorded.add(key)
         added = []
         for record in state.rounds:
@@ -245,6 +249,22 @@ class Ledger:
                 run_id, server_round, kind = record.round_id, 0, "train"
             added.append(self._append_record(state, record, run_id=run_id, server_round=server_round, kind=kind))
         return added
+
+
+def _check_same_charge(entry: LedgerEntry, record: RoundRecord, state_path: Path) -> None:
+    """The privacy state's record of a charge must say what the signed entry says: the mechanism
+    (σ, q, steps, clip norm, multiplicity) and the ε after it; else the state file was edited."""
+    m = entry.mechanism
+    pairs = (("noise multiplier", m.noise_multiplier, record.noise_multiplier),
+             ("sample rate", m.sample_rate, record.sample_rate), ("steps", m.steps, record.steps),
+             ("clip norm", m.clip_norm, record.clip_norm),
+             ("noise multiplicity", m.noise_multiplicity, record.noise_multiplicity),
+             ("ε", entry.epsilon, record.epsilon))
+    for name, signed, stated in pairs:
+        if float(signed) != float(stated):
+            raise LedgerError(f"{entry.where}: the privacy state {state_path} records {name} {float(stated):.6g} for "
+                              f"{record.round_id!r}, the signed ledger {float(signed):.6g}: the state file was edited; "
+                              "restore it from a backup (the ledger is what the site spent)")
 
 
 def _as_float(name: str, value: object) -> float:
