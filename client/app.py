@@ -27,6 +27,8 @@ from shared import protocol as P
 from shared.errors import RareGraphError
 
 REFUSED_CODE = 4001  # error code of a site that will not train (bad bundle, bad data, bad state)
+BUNDLE_REFUSED = ("site refuses the study bundle: it does not verify against the coordinator key pinned in the "
+                  "site's node config, or the site cannot cache it; the reason is in the site's own log")
 log = logging.getLogger("raregraph.client")
 
 NodeResolver = Callable[[Context], NodeConfig]
@@ -60,8 +62,11 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
                 status = P.VERIFIED
             else:
                 status = P.CACHED if bundle_cache.is_cached(node.state_path, sha) else P.NEED
-        except RareGraphError as exc:
-            return refuse(msg, f"site refuses the study bundle: {exc}")
+        except (RareGraphError, OSError) as exc:
+            # The detail names paths on this site's disk: it goes to the site's log only. The
+            # coordinator gets one fixed reason, so a crafted manifest cannot probe the disk.
+            log.error("site refuses the study bundle: %s", exc)
+            return refuse(msg, BUNDLE_REFUSED)
         return Message(RecordDict({P.BUNDLE_STATUS: ConfigRecord({"status": status})}), reply_to=msg)
 
     @app.query(P.SUITE_ACTION)

@@ -40,6 +40,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.atomic import write_bytes_atomic
 from shared.errors import ConfigError, InputError, OutputExistsError
+from shared.signing.keys import check_private_key_mode
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 SERVER_CERT, SERVER_KEY = "superlink.crt", "superlink.key"
@@ -174,6 +175,7 @@ def _load_ca(out: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
                          "CA (every certificate it signed must then be remade)", file=out) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
         raise InputError(f"{key_path} is not the private key of {cert_path}", file=out)
+    check_private_key_mode(key_path, key_path.stat().st_mode)  # as for every private key we load
     return cert, key
 
 

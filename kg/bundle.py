@@ -29,7 +29,8 @@ from kg.scoring import metapath_scores, pathsim
 from kg.store import KnowledgeGraph
 from kg.study import Study
 from shared.atomic import atomic_dir
-from shared.bundle import DOMAINS, FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, bundle_files
+from shared.bundle import (DOMAINS, FORMAT, FORMAT_VERSION, MANIFEST, NAME_RULE, SIGNATURE, bundle_files,
+                           file_name_problem)
 from shared.errors import ConfigError
 from shared.signing.keys import key_id, public_key_b64, sha256_file, sign
 
@@ -281,6 +282,8 @@ def make_bundle(
         A code mapping table is missing or malformed.
     OutputExistsError
         ``out`` exists and ``overwrite`` is false.
+    ValueError
+        A file name sites would refuse (:func:`shared.bundle.file_name_problem`); nothing is signed.
     """
     check_study_diseases(graph, study, source=study_source)
     diseases = list(study.study.diseases)
@@ -323,6 +326,10 @@ def make_bundle(
         (tmp / "study.json").write_text(json.dumps(study.model_dump(by_alias=True, mode="json"), indent=2,
                                                    sort_keys=True) + "\n")
         step("signing")
+        names = bundle_files(tmp)
+        for name in names:  # sites refuse any other name (shared.bundle, "File names"): never sign one
+            if (problem := file_name_problem(name)) is not None:
+                raise ValueError(f"bundle file name {name!r} {problem}; {NAME_RULE}")
         public = sign_key.public_key()
         manifest = {
             "format": FORMAT,
@@ -341,7 +348,7 @@ def make_bundle(
             "signer_key_id": key_id(public),
             "signer_public_key": public_key_b64(public),
             "files": {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                      for name in bundle_files(tmp)},
+                      for name in names},
         }
         raw_manifest = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         (tmp / MANIFEST).write_bytes(raw_manifest)

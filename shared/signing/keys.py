@@ -3,12 +3,18 @@
 Keys are PEM files: ``PREFIX.key`` (PKCS#8, unencrypted, mode 0600) and ``PREFIX.pub``
 (SubjectPublicKeyInfo). A key id is the first 16 hex digits of the SHA-256 of the raw
 32-byte public key, so people can compare keys by eye.
+
+A private key file that its group or others may read, write or run (any bit of 0o077)
+is refused when loaded, as ssh refuses one: an unencrypted key others can read is no
+longer only its owner's. The fix is ``chmod 600 FILE``.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -51,9 +57,11 @@ def new_keypair(prefix: str | Path, *, overwrite: bool = False) -> tuple[Path, P
     return key_path, pub_path
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: Path, what: str) -> tuple[bytes, int]:
+    """The file's bytes and its mode, from one open (so both describe the same file)."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as fh:
+            return fh.read(), os.fstat(fh.fileno()).st_mode
     except FileNotFoundError:
         raise InputError(f"{what} not found", file=path) from None
     except OSError as exc:
@@ -61,27 +69,51 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _load_pem(path: Path, what: str, loader, expected: type):
-    """Read one PEM key with ``loader`` and check that it is an ``expected`` key."""
-    data = _read(path, what)
+    """Read one PEM key with ``loader``; check that it is an ``expected`` key; return it and the file mode."""
+    data, mode = _read(path, what)
     try:
         key = loader(data)
     except (ValueError, TypeError) as exc:
         raise InputError(f"not a readable PEM {what} ({exc})", file=path) from None
     if not isinstance(key, expected):
         raise InputError(f"expected an Ed25519 {what}, got {type(key).__name__}", file=path)
-    return key
+    return key, mode
 
 
-def load_private_key(path: str | Path) -> Ed25519PrivateKey:
-    """Read a PEM Ed25519 private key (unencrypted PKCS#8).
+def check_private_key_mode(path: str | Path, mode: int) -> None:
+    """Refuse a private key file whose group or others have any access, as ssh does.
+
+    Parameters
+    ----------
+    path
+        The key file (named in the message).
+    mode
+        Its ``st_mode``.
 
     Raises
     ------
     InputError
-        Missing or unreadable file, not PEM, or not an Ed25519 key.
+        Any of the 0o077 bits is set; the message gives the mode and ``chmod 600 FILE``.
     """
-    return _load_pem(Path(path), "private key",
-                     lambda data: serialization.load_pem_private_key(data, password=None), Ed25519PrivateKey)
+    if os.name == "posix" and mode & 0o077:  # other systems have no such bits to check
+        raise InputError(f"private key is accessible by others (mode {stat.S_IMODE(mode):04o}); it must be readable "
+                         f"by its owner only: run `chmod 600 {path}`", file=path)
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    """Read a PEM Ed25519 private key (unencrypted PKCS#8) that only its owner may read.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, not PEM, not an Ed25519 key, or a file its group or
+        others may access (any bit of 0o077; the message says ``chmod 600 FILE``).
+    """
+    path = Path(path)
+    key, mode = _load_pem(path, "private key", lambda data: serialization.load_pem_private_key(data, password=None),
+                          Ed25519PrivateKey)
+    check_private_key_mode(path, mode)  # after parsing, so a wrong file is called that, not "too open"
+    return key
 
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
@@ -92,7 +124,7 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     InputError
         Missing or unreadable file, not PEM, or not an Ed25519 key.
     """
-    return _load_pem(Path(path), "public key", serialization.load_pem_public_key, Ed25519PublicKey)
+    return _load_pem(Path(path), "public key", serialization.load_pem_public_key, Ed25519PublicKey)[0]
 
 
 def public_key_b64(public_key: Ed25519PublicKey) -> str:
@@ -141,6 +173,7 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
 
 __all__ = [
     "OutputExistsError",
+    "check_private_key_mode",
     "key_id",
     "load_private_key",
     "load_public_key",

@@ -3,6 +3,7 @@ that does not verify, and what a site sends — weights, counts and metrics only
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -10,14 +11,14 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, MetricRecord, RecordDict
 
-from client.app import REFUSED_CODE, make_app
+from client.app import BUNDLE_REFUSED, REFUSED_CODE, make_app
 from client.config import NodeConfig
 from shared import protocol as P
 from shared.bundle import StudyBundle, read_files
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, write_consortium
 from shared.model.checkpoint import build
 from shared.privacy.ledger import parse_entries, verify_chain
-from shared.signing.keys import load_private_key, new_keypair
+from shared.signing.keys import load_private_key, new_keypair, sign
 
 
 def message(content: RecordDict, message_type: str) -> Message:
@@ -60,18 +61,76 @@ def test_bundle_handshake_and_cache(node, bundle) -> None:
     assert call(node, offer(bundle)).content[P.BUNDLE_STATUS]["status"] == P.CACHED
 
 
-def test_a_bundle_that_does_not_verify_is_refused_and_not_cached(node, bundle, tmp_path) -> None:
+def test_a_bundle_that_does_not_verify_is_refused_and_not_cached(node, bundle, tmp_path, caplog) -> None:
     files = read_files(bundle.path)
     tampered = bytearray(files["vocabulary.parquet"])
     tampered[50] ^= 0xFF
     reply = call(node, offer(bundle, {**files, "vocabulary.parquet": bytes(tampered)}))
     assert reply.has_error() and reply.error.code == REFUSED_CODE
-    assert "site refuses the study bundle" in reply.error.reason and "vocabulary.parquet" in reply.error.reason
+    assert reply.error.reason == BUNDLE_REFUSED  # the detail stays in the site's own log
+    assert "vocabulary.parquet: content differs" in caplog.text
     other_key, _ = new_keypair(tmp_path / "other")
     foreign = NodeConfig(**{**vars(node), "coordinator_pub": other_key.with_suffix(".pub")})
     reply = call(foreign, offer(bundle, files))
-    assert reply.has_error() and "does not verify" in reply.error.reason
+    assert reply.has_error() and reply.error.reason == BUNDLE_REFUSED and "does not verify" in caplog.text
     assert call(node, offer(bundle)).content[P.BUNDLE_STATUS]["status"] == P.NEED
+
+
+def signed_offer(files: dict[str, bytes], key_path, edit) -> Message:
+    """What a coordinator holding its key can send: any manifest, signed, with its announced hash."""
+    manifest = json.loads(files["manifest.json"])
+    edit(manifest)
+    raw = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    files = {**files, "manifest.json": raw, "manifest.sig": (sign(load_private_key(key_path), raw) + "\n").encode()}
+    content = {P.BUNDLE_OFFER: ConfigRecord({P.BUNDLE_SHA256: hashlib.sha256(raw).hexdigest()}),
+               P.BUNDLE_FILES: ConfigRecord(files)}
+    return message(RecordDict(content), P.BUNDLE_QUERY)
+
+
+def test_a_signed_manifest_cannot_probe_the_sites_disk(node, bundle, coordinator_key, caplog) -> None:
+    """Before: a listed '../../x' or absolute name was read and hashed on the site, and the reply
+    said "missing", "content differs" or verified it: whether a path exists, and what it holds.
+    Now every such bundle gets the same fixed reason, and the name is refused before any look."""
+    secret = node.state_path / "secret.txt"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_bytes(b"secret")
+    right = {"sha256": hashlib.sha256(b"secret").hexdigest(), "bytes": 6}
+    wrong = {"sha256": "0" * 64, "bytes": 6}
+    files = read_files(bundle.path)
+    reasons = set()
+    for name in ("../../secret.txt", str(secret), "../../absent.txt", str(node.state_path / "absent.txt")):
+        for meta in (right, wrong):
+            reply = call(node, signed_offer(files, coordinator_key[0], lambda m: m["files"].update({name: meta})))
+            assert reply.has_error() and reply.error.code == REFUSED_CODE
+            reasons.add(reply.error.reason)
+    assert reasons == {BUNDLE_REFUSED} and str(node.state_path) not in BUNDLE_REFUSED
+    assert "file name '../../secret.txt' has a '..' part" in caplog.text and "is an absolute path" in caplog.text
+    assert "missing" not in caplog.text and "differs" not in caplog.text  # nothing outside was looked at
+    assert sorted(p.name for p in (node.state_path / "bundles").iterdir()) == []  # nothing cached or left behind
+
+
+def test_an_offered_bundle_id_cannot_probe_the_sites_disk(node, bundle) -> None:
+    """Before: the offered id was joined to the cache path unchecked, so '../probe' answered
+    "cached" exactly when STATE/probe/manifest.json exists."""
+    (node.state_path / "bundles").mkdir(parents=True)
+    (node.state_path / "probe").mkdir()
+    (node.state_path / "probe" / "manifest.json").write_text("{}")
+    for sha in ("../probe", "../nothing", str(node.state_path / "probe"), bundle.bundle_hash.upper()):
+        msg = message(RecordDict({P.BUNDLE_OFFER: ConfigRecord({P.BUNDLE_SHA256: sha})}), P.BUNDLE_QUERY)
+        reply = call(node, msg)
+        assert reply.has_error() and reply.error.reason == BUNDLE_REFUSED
+
+
+def test_a_linked_cache_entry_is_refused_not_cached(node, bundle, tmp_path) -> None:
+    """Before: a bundle folder in the cache replaced by a link answered "cached"."""
+    assert call(node, offer(bundle, read_files(bundle.path))).content[P.BUNDLE_STATUS]["status"] == P.VERIFIED
+    entry = node.state_path / "bundles" / bundle.bundle_hash
+    entry.rename(tmp_path / "elsewhere")
+    entry.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    reply = call(node, offer(bundle))
+    assert reply.has_error() and reply.error.reason == BUNDLE_REFUSED
+    reply = call(node, offer(bundle, read_files(bundle.path)))
+    assert reply.has_error() and reply.error.reason == BUNDLE_REFUSED and entry.is_symlink()
 
 
 def train_message(bundle: StudyBundle, *, server_round: int = 1, rounds: int = 2, steps: int = 3) -> Message:

@@ -109,3 +109,12 @@ def test_cli_certs(tmp_path):
     code, stdout, stderr = cli("deploy", "certs", "--out", tmp_path / "c", "--site", "new-hospital")
     assert code == 0 and "flwr supernode register" in stdout
     shutil.rmtree(tmp_path / "c")
+
+
+def test_a_ca_key_others_can_read_is_not_reused(tmp_path):
+    make_certs(tmp_path, superlink_host="127.0.0.1")
+    (tmp_path / "ca.key").chmod(0o644)
+    before = (tmp_path / "superlink.crt").read_bytes()
+    with pytest.raises(InputError, match=r"ca.key: private key is accessible by others \(mode 0644\).*chmod 600"):
+        make_certs(tmp_path, superlink_host="127.0.0.1", overwrite=True)
+    assert (tmp_path / "superlink.crt").read_bytes() == before  # nothing remade with it

@@ -1,8 +1,11 @@
-"""The signed study bundle: contents, determinism, tamper detection, bad studies."""
+"""The signed study bundle: contents, determinism, tamper detection, bad studies, names outside
+the bundle folder and links."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 
 import numpy as np
@@ -10,9 +13,9 @@ import pytest
 
 from kg.bundle import make_bundle
 from kg.study import load_study, parse_study
-from shared.bundle import StudyBundle, verify_bundle
+from shared.bundle import StudyBundle, file_name_problem, verify_bundle
 from shared.errors import ConfigError, SignatureError
-from shared.signing.keys import load_private_key, new_keypair, sha256_file
+from shared.signing.keys import load_private_key, new_keypair, sha256_file, sign
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +160,100 @@ def test_bad_study_files(tmp_path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         load_study(path)
     assert str(info.value).startswith(str(path))
+
+
+def _resign(folder, key_path, edit) -> None:
+    """What a coordinator (or anyone holding its key) can do: edit the manifest and sign it again."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    raw = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (folder / "manifest.json").write_bytes(raw)
+    (folder / "manifest.sig").write_text(sign(load_private_key(key_path), raw) + "\n", encoding="ascii")
+
+
+def test_every_name_the_maker_writes_has_the_allowed_form(bundle) -> None:
+    names = list(bundle.manifest["files"])
+    assert "scores/dwpc-0.4/DhP.npz" in names and "codemap.parquet" in names
+    assert [n for n in names if file_name_problem(n) is not None] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("../outside.bin", "'..' part"), ("scores/../../outside.bin", "'..' part"), ("ABSOLUTE", "absolute path"),
+     ("scores\\x.npy", "backslash"), ("C:/x.npy", "drive letter"), ("scores//x.npy", "empty part"),
+     ("scores/", "empty part"), ("./study.json", "'.' part"), (".hidden", "outside the allowed form"),
+     ("a b.npy", "outside the allowed form"), ("é.npy", "outside the allowed form"), ("manifest.sig", "signature")],
+)
+def test_a_signed_name_outside_the_bundle_folder_is_refused_before_it_is_looked_at(
+        demo_bundle, coordinator_key, tmp_path, name: str, problem: str) -> None:
+    """Before: '../x' and absolute names were read and hashed, so a matching hash verified and a
+    "missing" / "content differs" answer told whether a path exists. Now the name alone is refused,
+    with the same words whether its target exists or not."""
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"secret")
+    messages = []
+    for exists in (True, False):
+        b = _copy(demo_bundle, tmp_path / str(exists))
+        if not exists:
+            outside.unlink()
+        listed = str(outside) if name == "ABSOLUTE" else name
+        meta = {"sha256": hashlib.sha256(b"secret").hexdigest(), "bytes": 6}
+        _resign(b, coordinator_key[0], lambda m: m["files"].update({listed: meta}))
+        with pytest.raises(SignatureError, match="file name") as info:
+            verify_bundle(b, coordinator_key[1])
+        assert problem in str(info.value) and "missing" not in str(info.value) and "differs" not in str(info.value)
+        messages.append(str(info.value).replace(str(tmp_path / str(exists)), "B"))
+    assert messages[0] == messages[1]
+
+
+def test_a_name_both_file_and_folder_and_a_malformed_entry_are_refused(demo_bundle, coordinator_key, tmp_path) -> None:
+    b = _copy(demo_bundle, tmp_path)
+    _resign(b, coordinator_key[0], lambda m: m["files"].update({"scores": m["files"]["study.json"]}))
+    with pytest.raises(SignatureError, match="'scores' is named both as a file and as a folder"):
+        verify_bundle(b, coordinator_key[1])
+    b = _copy(demo_bundle, tmp_path / "2")
+    _resign(b, coordinator_key[0], lambda m: m["files"]["study.json"].update({"bytes": "12"}))
+    with pytest.raises(SignatureError, match=r"files\['study.json'\] must hold 'sha256'"):
+        verify_bundle(b, coordinator_key[1])
+
+
+def test_a_listed_file_that_is_a_link_is_refused_even_to_identical_content(demo_bundle, coordinator_key,
+                                                                          tmp_path) -> None:
+    b = _copy(demo_bundle, tmp_path)
+    outside = tmp_path / "vocabulary-elsewhere.parquet"
+    shutil.copy(b / "vocabulary.parquet", outside)
+    (b / "vocabulary.parquet").unlink()
+    (b / "vocabulary.parquet").symlink_to(outside)  # before: verified, being the same bytes
+    with pytest.raises(SignatureError, match="vocabulary.parquet: is a symbolic link"):
+        verify_bundle(b, coordinator_key[1])
+    with pytest.raises(SignatureError, match="is a symbolic link"):
+        StudyBundle.load(b, coordinator_key[1])
+
+
+@pytest.mark.parametrize("kind", ["folder", "dangling", "manifest", "fifo"])
+def test_an_unlisted_link_or_special_file_is_refused(demo_bundle, coordinator_key, tmp_path, kind: str) -> None:
+    b = _copy(demo_bundle, tmp_path)
+    if kind == "folder":  # before: not noticed, rglob does not enter a linked folder
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "x.npy").write_bytes(b"x")
+        (b / "scores" / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+        expected = "scores/more: is a symbolic link"
+    elif kind == "dangling":  # before: not noticed, is_file() is false for it
+        (b / "scores" / "gone.npy").symlink_to(tmp_path / "nowhere")
+        expected = "scores/gone.npy: is a symbolic link"
+    elif kind == "manifest":
+        shutil.move(b / "manifest.json", tmp_path / "manifest.json")
+        (b / "manifest.json").symlink_to(tmp_path / "manifest.json")
+        expected = "manifest.json: is a symbolic link"
+    else:
+        os.mkfifo(b / "scores" / "pipe")
+        expected = "scores/pipe: is neither a regular file nor a folder"
+    with pytest.raises(SignatureError, match=expected):
+        verify_bundle(b, coordinator_key[1])
+
+
+def test_an_unlisted_manifest_json_below_the_top_is_an_extra_file(demo_bundle, coordinator_key, tmp_path) -> None:
+    b = _copy(demo_bundle, tmp_path)
+    (b / "scores" / "manifest.json").write_text("{}")  # before: skipped by name at any depth
+    with pytest.raises(SignatureError, match="scores/manifest.json: file is not listed"):
+        verify_bundle(b, coordinator_key[1])

@@ -1,7 +1,8 @@
-"""Ed25519 keys: file modes, round trip, tamper detection, clear errors."""
+"""Ed25519 keys: file modes, round trip, tamper detection, clear errors, keys others can read."""
 
 from __future__ import annotations
 
+import os
 import stat
 
 import pytest
@@ -55,3 +56,35 @@ def test_a_public_key_is_not_a_private_key(tmp_path) -> None:
     _, pub = new_keypair(tmp_path / "k")
     with pytest.raises(InputError):
         load_private_key(pub)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o620], ids=oct)
+def test_a_private_key_others_may_access_is_refused_with_the_fix(tmp_path, mode: int) -> None:
+    key_path, _ = new_keypair(tmp_path / "k")
+    key_path.chmod(mode)
+    expected = rf"accessible by others \(mode 0{mode:o}\).*run `chmod 600 {key_path}`"
+    with pytest.raises(InputError, match=expected) as info:
+        load_private_key(key_path)
+    assert info.value.file == str(key_path) and "\n" not in str(info.value)
+    key_path.chmod(0o600)
+    load_private_key(key_path)
+    key_path.chmod(0o400)  # read-only for its owner is fine too, as for ssh
+    load_private_key(key_path)
+
+
+def test_new_keys_are_owner_only_whatever_the_umask(tmp_path) -> None:
+    old = os.umask(0)
+    try:
+        key_path, _ = new_keypair(tmp_path / "k")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    load_private_key(key_path)
+
+
+def test_a_wrong_file_is_called_wrong_before_too_open(tmp_path) -> None:
+    path = tmp_path / "g.key"
+    path.write_text("nonsense")
+    path.chmod(0o644)
+    with pytest.raises(InputError, match="not a readable PEM private key"):
+        load_private_key(path)
