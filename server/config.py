@@ -8,8 +8,11 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from server.aggregation import RULES
 from shared.errors import ConfigError
 from shared.model.layout import guidance_problem
+
+MAX_UPDATE_NORM = 0.0  # default of fed.max-update-norm (set from measured update norms below)
 
 #: run-config key → (field, type); defaults are the dataclass defaults
 KEYS: dict[str, tuple[str, type]] = {
@@ -28,8 +31,13 @@ KEYS: dict[str, tuple[str, type]] = {
     "fed.min-sites": ("min_sites", int),
     "fed.round-timeout": ("round_timeout", float),
     "fed.outlier-factor": ("outlier_factor", float),
+    "fed.max-update-norm": ("max_update_norm", float),
+    "fed.max-site-patients": ("max_site_patients", int),
+    "fed.max-site-share": ("max_site_share", float),
+    "fed.aggregate": ("aggregate", str),
     "fed.evaluate-fraction": ("evaluate_fraction", float),
     "fed.site-keys": ("site_keys", str),
+    "fed.consortium-record": ("consortium_record", str),
     "eval.per-disease": ("eval_per_disease", int),
 }
 
@@ -50,9 +58,14 @@ class RunConfig:
     planned_rounds: int = 0  # rounds sites calibrate σ for (0: this run's rounds); more when a run will resume
     min_sites: int = 2  # a round needs at least this many replies
     round_timeout: float = 3600.0  # seconds a round waits for sites
-    outlier_factor: float = 10.0  # reject an update whose change norm exceeds factor × the round's median
+    outlier_factor: float = 10.0  # with ≥ 3 replies: reject an update whose change norm exceeds factor × the median
+    max_update_norm: float = MAX_UPDATE_NORM  # clip each site's change ‖w_site − w_global‖ to this (0: no clipping)
+    max_site_patients: int = 1_000_000  # a site claiming more patients (or fewer than 1) is rejected
+    max_site_share: float = 1.0  # cap on one site's FedAvg weight n_k / Σ n (1: no cap)
+    aggregate: str = "mean"  # mean (FedAvg, weighted by patients) or median (coordinate-wise, unweighted)
     evaluate_fraction: float = 0.0  # sites asked for a DP evaluation after each round (each charges its budget)
     site_keys: Path | None = None  # folder of the sites' public keys <site-id>.pub: ledgers verified on merge
+    consortium_record: Path | None = None  # ledger heads kept across runs (None: RUN/../consortium.json)
     eval_per_disease: int = 100  # synthetic patients per disease sent to every site for the evaluation suite (0: none)
 
     def __post_init__(self) -> None:
@@ -75,6 +88,14 @@ class RunConfig:
             raise ConfigError(f"fed.evaluate-fraction must be in [0, 1], got {self.evaluate_fraction}")
         if not self.outlier_factor > 1:
             raise ConfigError(f"fed.outlier-factor must be > 1, got {self.outlier_factor}")
+        if not (math.isfinite(self.max_update_norm) and self.max_update_norm >= 0):
+            raise ConfigError(f"fed.max-update-norm must be ≥ 0 (0: no clipping), got {self.max_update_norm}")
+        if self.max_site_patients < 1:
+            raise ConfigError(f"fed.max-site-patients must be ≥ 1, got {self.max_site_patients}")
+        if not 0 < self.max_site_share <= 1:
+            raise ConfigError(f"fed.max-site-share must be in (0, 1], got {self.max_site_share}")
+        if self.aggregate not in RULES:
+            raise ConfigError(f"fed.aggregate must be one of {', '.join(RULES)}, got {self.aggregate!r}")
 
     @classmethod
     def from_mapping(cls, values: dict) -> RunConfig:
@@ -93,7 +114,7 @@ class RunConfig:
                 if value == "":
                     raise ConfigError(f"run config {key!r} must be set (flwr run . --run-config '{key}=\"...\"')")
                 value = Path(value)
-            if name == "site_keys":
+            if name in ("site_keys", "consortium_record"):
                 value = Path(value) if value else None
             parsed[name] = value
         for required in ("run_dir", "bundle_path", "bundle_pub"):

@@ -32,6 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from server.config import RunConfig
+from server.consortium import ConsortiumRecord
 from server.site_evaluation import evaluate_at_sites
 from server.strategy import Resume, SiteFedAvg, read_checkpoint
 from shared import protocol as P
@@ -142,7 +143,10 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
                  run.pretrain_steps, pretraining["seconds"])
     strategy = SiteFedAvg(run_dir=run.run_dir, run_id=run_id, outlier_factor=run.outlier_factor,
                           min_sites=run.min_sites, evaluate_fraction=run.evaluate_fraction,
-                          site_keys=run.site_keys, resume=resume, on_round=on_round)
+                          site_keys=run.site_keys, resume=resume, on_round=on_round,
+                          max_update_norm=run.max_update_norm, max_site_patients=run.max_site_patients,
+                          max_site_share=run.max_site_share, rule=run.aggregate,  # type: ignore[arg-type]
+                          consortium=ConsortiumRecord(run.consortium_record or RunFolder(run.run_dir).consortium_record))
     train_config = ConfigRecord({P.RUN_ID: run_id, P.ROUNDS: run.participation_rounds, P.LOCAL_STEPS: run.local_steps, P.LR: run.lr,
                                  P.GUIDANCE: run.guidance, P.BUNDLE_SHA256: bundle.bundle_hash,
                                  P.ACCOUNTANT: run.accountant, P.SEED: run.seed})

@@ -1,10 +1,14 @@
 """FedAvg that checks every update, keeps each site's privacy record and checkpoints
 every round.
 
-An update is rejected (logged; the round goes on with the rest) when it has a non-finite
-value, or when its change from the round's global weights has a norm above
-``outlier_factor`` × the median change of the round. A site that refused the round (budget
-spent) is recorded but not averaged.
+An update is rejected (logged; the round goes on with the rest) when its tensors do not match
+the global model's names, shapes and dtypes, when it has a non-finite value, when its patient
+count is not a whole number in [1, ``max_site_patients``], or, with three replies or more, when
+its change from the round's global weights has a norm above ``outlier_factor`` × the median
+change of the round. Every accepted change is clipped to ``max_update_norm`` and the sites'
+weights are capped at ``max_site_share`` before averaging (:mod:`server.aggregation`: these
+work for any number of sites). A site that refused the round (budget spent) is recorded but
+not averaged.
 
 After every round the weights, the round and the strategy's records are checkpointed
 (``RUN/checkpoint``); a coordinator restarted on the same run folder resumes from there
@@ -20,6 +24,8 @@ ledger is logged and recorded; ``raregraph audit`` then reports the site's ledge
 
 from __future__ import annotations
 
+from server.aggregation import Rule, aggregate, change_norm, clip_update, site_weights, update_problem
+from server.consortium import ConsortiumRecord
 import json
 import logging
 import math
@@ -82,18 +88,35 @@ def _privacy_max(contents, weighting_key: str) -> MetricRecord:
     return MetricRecord(out)
 
 
+def _reply_problem(reply: Message) -> str | None:
+    """A train reply without the records and metrics every site sends, or None."""
+    for record in (P.ARRAYS, P.METRICS):
+        if record not in reply.content:
+            return f"the reply has no {record!r} record"
+    missing = [k for k in (P.NUM_EXAMPLES, P.REFUSED, P.EPSILON, P.DELTA) if k not in reply.content[P.METRICS]]
+    return f"the reply's metrics lack {', '.join(missing)}" if missing else None
+
+
 class SiteFedAvg(FedAvg):
     """FedAvg with update validation, per-site privacy records and per-round checkpoints."""
 
     def __init__(self, *, run_dir: Path, run_id: str, outlier_factor: float, min_sites: int,
                  evaluate_fraction: float = 0.0, site_keys: Path | None = None, resume: Resume | None = None,
-                 on_round: Callable[[dict, dict[str, list[dict]]], None] | None = None) -> None:
+                 on_round: Callable[[dict, dict[str, list[dict]]], None] | None = None,
+                 max_update_norm: float = 0.0, max_site_patients: int = 1_000_000, max_site_share: float = 1.0,
+                 rule: Rule = "mean", consortium: ConsortiumRecord | None = None) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=evaluate_fraction, min_train_nodes=min_sites,
                          min_evaluate_nodes=0, min_available_nodes=min_sites, arrayrecord_key=P.ARRAYS,
                          configrecord_key=P.CONFIG, train_metrics_aggr_fn=_privacy_max)
         self.run_dir = run_dir
         self.run_id = run_id
         self.outlier_factor = outlier_factor
+        self.max_update_norm = max_update_norm
+        self.max_site_patients = max_site_patients
+        self.max_site_share = max_site_share
+        self.rule = rule
+        self.consortium = consortium
+        self._updates: dict[str, dict] = {}  # this round's accepted sites: change norm, clip factor, weight
         self.site_keys = site_keys
         self.current: ArrayRecord | None = None
         # a resumed run continues the round numbers, records and rejections of its checkpoint
@@ -111,6 +134,7 @@ class SiteFedAvg(FedAvg):
         started = time.perf_counter()
         self._round_started = started
         self.current = arrays
+        self._updates = {}
         config[P.SERVER_ROUND] = server_round
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._server_seconds = time.perf_counter() - started
@@ -128,6 +152,9 @@ class SiteFedAvg(FedAvg):
         usable = []
         for r in ok:
             site = str(r.content[P.SITE][P.SITE_ID]) if P.SITE in r.content else str(r.metadata.src_node_id)
+            if problem := _reply_problem(r):
+                self._reject(server_round, site, problem)
+                continue
             m = r.content[P.METRICS]
             ledger_ok = self._merge_ledger(server_round, site, r, "train")
             self.privacy.setdefault(site, []).append(
@@ -143,7 +170,7 @@ class SiteFedAvg(FedAvg):
                 continue
             usable.append((site, r))
         accepted = self._validate(server_round, usable)
-        arrays, metrics = super().aggregate_train(server_round, [r for _, r in accepted]) if accepted else (None, None)
+        arrays, metrics = self._aggregate(accepted) if accepted else (None, None)
         self._server_seconds += time.perf_counter() - aggregate_started
         self._checkpoint(server_round, arrays if arrays is not None else self.current, metrics, replies, accepted,
                          aggregate_started)
@@ -208,7 +235,11 @@ class SiteFedAvg(FedAvg):
                 raise RareGraphError(f"the ledger is site {entries[0].site_id!r}'s")
             if entries:
                 key = None if self.site_keys is None else load_public_key(self.site_keys / f"{site}.pub")
+                if self.consortium is not None:  # the same ledger as in earlier runs, continued
+                    self.consortium.check(entries)
                 merge_site_entries(self.run_dir, entries, public_key=key)
+                if self.consortium is not None:
+                    self.consortium.advance(entries, run_id=self.run_id)
             if not metrics[P.REFUSED]:
                 charge = next((e for e in entries if (e.run_id, e.round, e.kind) == (self.run_id, server_round, kind)),
                               None)
@@ -221,28 +252,51 @@ class SiteFedAvg(FedAvg):
         return True
 
     def _validate(self, server_round: int, usable: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
-        """Drop non-finite updates and updates whose change norm is an outlier."""
+        """Drop replies that do not fit the global model or claim an impossible patient count,
+        and, with three or more, updates whose change norm is an outlier."""
         assert self.current is not None  # set by configure_train before any reply
         base = self.current.to_torch_state_dict()
-        norms, finite = [], []
+        norms, fitting = [], []
         for site, r in usable:
-            state = r.content[P.ARRAYS].to_torch_state_dict()
-            values = [state[k].float() for k in base]
-            if not all(torch.isfinite(v).all() for v in values):
-                self._reject(server_round, site, "non-finite values")
+            try:
+                state = r.content[P.ARRAYS].to_torch_state_dict()
+            except (KeyError, TypeError, ValueError) as exc:
+                self._reject(server_round, site, f"unreadable weights ({exc})")
                 continue
-            norms.append(math.sqrt(sum(float(((v - base[k].float()) ** 2).sum()) for v, k in zip(values, base))))
-            finite.append((site, r))
-        if not finite:
+            if problem := update_problem(base, state, r.content[P.METRICS][P.NUM_EXAMPLES],
+                                         max_patients=self.max_site_patients):
+                self._reject(server_round, site, problem)
+                continue
+            norms.append(change_norm(base, state))
+            fitting.append((site, r))
+        if not fitting:
             return []
         median = float(np.median(norms))
         accepted = []
-        for (site, r), norm in zip(finite, norms):
-            if len(finite) >= 2 and median > 0 and norm > self.outlier_factor * median:
+        for (site, r), norm in zip(fitting, norms):
+            # the median of two is their mean: this rule needs three; the norm bound works for any number
+            if len(fitting) >= 3 and median > 0 and norm > self.outlier_factor * median:
                 self._reject(server_round, site, f"update norm {norm:.3g} > {self.outlier_factor:g} × median {median:.3g}")
                 continue
+            self._updates[site] = {"norm": round(norm, 6)}
             accepted.append((site, r))
         return accepted
+
+    def _aggregate(self, accepted: list[tuple[str, Message]]) -> tuple[ArrayRecord, MetricRecord]:
+        """Clip every accepted change, weight the sites (capped) and average (:mod:`server.aggregation`)."""
+        assert self.current is not None
+        base = self.current.to_torch_state_dict()
+        deltas = []
+        for site, r in accepted:
+            delta, factor = clip_update(base, r.content[P.ARRAYS].to_torch_state_dict(), max_norm=self.max_update_norm)
+            deltas.append(delta)
+            self._updates[site]["clip_factor"] = round(factor, 6)
+        counts = [float(r.content[P.METRICS][P.NUM_EXAMPLES]) for _, r in accepted]
+        weights = site_weights(counts, max_share=self.max_site_share)
+        for (site, _), weight in zip(accepted, weights):
+            self._updates[site]["weight"] = round(weight, 6)
+        arrays = ArrayRecord(aggregate(base, deltas, weights, rule=self.rule))
+        return arrays, _privacy_max([r.content for _, r in accepted], P.NUM_EXAMPLES)
 
     def _write_state(self, server_round: int) -> None:
         state = {"run_id": self.run_id, "round": server_round, "rounds": self.rounds_log, "rejected": self.rejected}
@@ -271,7 +325,9 @@ class SiteFedAvg(FedAvg):
                                 # server-side work (configure, validate, aggregate, checkpoint) vs the round
                                 "server_seconds": round(self._server_seconds + now - checkpoint_started, 4),
                                 "round_seconds": round(now - self._round_started, 4),
-                                "until_replies_seconds": round(aggregate_started - self._round_started, 4)})
+                                "until_replies_seconds": round(aggregate_started - self._round_started, 4),
+                                # each averaged site's change norm, clip factor and weight
+                                "updates": {site: self._updates[site] for site, _ in accepted}})
         self._write_state(server_round)
         if self.on_round is not None:
             self.on_round(self.rounds_log[-1], self.privacy)

@@ -17,6 +17,11 @@ A federated run (``raregraph federate``, ``flwr run .``, ``raregraph deploy loca
                              and summary.json (pooled by training patients)
       state/<site>/          simulated sites' privacy state (``raregraph federate`` default)
 
+and, beside it, shared by every run of the consortium in that folder::
+
+    consortium.json          the head of every site ledger the coordinator has verified
+                             (server.consortium): outlives the runs, so a lost site state is noticed
+
 Everything else refers to these paths through :class:`RunFolder`, so a reader finds the
 layout here and nowhere else.
 """
@@ -36,6 +41,7 @@ SITE_KEYS_DIR = "site-keys"
 EVALUATION_DIR = "evaluation"
 EVALUATION_SUMMARY = "summary.json"
 STATE_DIR = "state"
+CONSORTIUM_RECORD = "consortium.json"
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,11 @@ class RunFolder:
     def site_evaluation(self, site_id: str) -> Path:
         """``RUN/evaluation/<site>``: that site's metrics.json and report.md."""
         return self.evaluation / site_id
+
+    @property
+    def consortium_record(self) -> Path:
+        """``RUN/../consortium.json``: the default consortium record, beside the run folder."""
+        return self.root.parent / CONSORTIUM_RECORD
 
     @property
     def state(self) -> Path:

@@ -402,6 +402,15 @@ def _walk(site: str, chain: list[LedgerEntry], budget: SiteBudget | None,
                                                 f"{before.round} ({how}); allow it with allow_mechanism_change = true "
                                                 "in the budget file")
         last_of[(entry.run_id, entry.kind)] = entry
+        if i and entry.budget_epsilon > chain[i - 1].budget_epsilon:
+            # every entry signs the budget it was charged under: a raise is a signed, visible event,
+            # approved only by the consortium's budget file
+            raised = f"the site's budget was raised from ε = {chain[i - 1].budget_epsilon:g} to {entry.budget_epsilon:g}"
+            if budget is None or budget.source != "budget file":
+                add(entry, "budget-raised", f"{raised} since seq {chain[i - 1].seq}: a raised budget needs the "
+                                            "consortium's approval (audit with --budget FILE listing the new budget)")
+            elif entry.budget_epsilon > budget.epsilon:
+                add(entry, "budget-raised", f"{raised}, past the budget file's ε = {budget.epsilon:g}")
         if i and entry.dataset_fingerprint != chain[i - 1].dataset_fingerprint:
             add(entry, "fingerprint-changed", f"dataset fingerprint changed from {chain[i - 1].dataset_fingerprint!r} "
                                               f"to {entry.dataset_fingerprint!r}: one ledger must cover one dataset")

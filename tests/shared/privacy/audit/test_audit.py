@@ -125,6 +125,29 @@ def test_a_budget_overrun_written_by_hand_is_flagged(fed) -> None:
     assert "site hospital-a, round 4 (seq 4)" in problem and "budget ε = 8" in problem
 
 
+def test_a_budget_raised_mid_chain_is_flagged_unless_the_budget_file_approves_it(tmp_path) -> None:
+    """ε 2 → 50 between runs in the site's config: every entry signs its budget, so the raise is a
+    signed, visible event; without a budget file the audit fails on it."""
+    root = tmp_path / "raised"
+    key_path, _ = new_keypair(root / "keys" / "hospital-a")
+    ledger = Ledger(root / "sites" / "a" / "ledger.jsonl", "hospital-a", load_private_key(key_path))
+    for r, budget in ((1, 3.0), (2, 50.0)):
+        state = PrivacyState.load_or_create(root / "sites" / "a", fingerprint=FP, accountant="rdp",
+                                            budget=PrivacyBudget(epsilon=budget, delta=1e-5))
+        state.record_round(round_id=f"run{r}:1", **TRAIN)
+        ledger.append_round(state, run_id=f"run{r}", server_round=1)
+    merge_site_entries(root / "run", ledger.entries, public_key=load_public_key(root / "keys" / "hospital-a.pub"))
+    result = audit_ledgers(root / "run" / "ledger", root / "keys")
+    (problem,) = result.all_problems
+    assert problem.kind == "budget-raised" and "raised from ε = 3 to 50" in problem.message
+    approving = root / "budgets.toml"
+    approving.write_text("[hospital-a]\nepsilon = 50.0\ndelta = 1e-5\n")
+    assert audit_ledgers(root / "run" / "ledger", root / "keys", approving).ok
+    stricter = root / "strict.toml"
+    stricter.write_text("[hospital-a]\nepsilon = 10.0\ndelta = 1e-5\n")
+    assert _kinds(audit_ledgers(root / "run" / "ledger", root / "keys", stricter)) == {("hospital-a", "budget-raised")}
+
+
 def test_the_budget_file_wins(fed) -> None:
     spent = read_ledger(fed / "run" / "ledger" / "hospital-b.jsonl")[-1].epsilon
     budgets = fed / "budgets.toml"
