@@ -12,8 +12,6 @@ from server.aggregation import RULES
 from shared.errors import ConfigError
 from shared.model.layout import guidance_problem
 
-MAX_UPDATE_NORM = 0.0  # default of fed.max-update-norm (set from measured update norms below)
-
 #: run-config key → (field, type); defaults are the dataclass defaults
 KEYS: dict[str, tuple[str, type]] = {
     "num-server-rounds": ("rounds", int),
@@ -59,7 +57,7 @@ class RunConfig:
     min_sites: int = 2  # a round needs at least this many replies
     round_timeout: float = 3600.0  # seconds a round waits for sites
     outlier_factor: float = 10.0  # with ≥ 3 replies: reject an update whose change norm exceeds factor × the median
-    max_update_norm: float = MAX_UPDATE_NORM  # clip each site's change ‖w_site − w_global‖ to this (0: no clipping)
+    max_update_norm: float = 0.0  # clip each site's change ‖w_site − w_global‖ to this (0: lr × local steps × √weights)
     max_site_patients: int = 1_000_000  # a site claiming more patients (or fewer than 1) is rejected
     max_site_share: float = 1.0  # cap on one site's FedAvg weight n_k / Σ n (1: no cap)
     aggregate: str = "mean"  # mean (FedAvg, weighted by patients) or median (coordinate-wise, unweighted)
@@ -89,7 +87,7 @@ class RunConfig:
         if not self.outlier_factor > 1:
             raise ConfigError(f"fed.outlier-factor must be > 1, got {self.outlier_factor}")
         if not (math.isfinite(self.max_update_norm) and self.max_update_norm >= 0):
-            raise ConfigError(f"fed.max-update-norm must be ≥ 0 (0: no clipping), got {self.max_update_norm}")
+            raise ConfigError(f"fed.max-update-norm must be ≥ 0 (0: automatic), got {self.max_update_norm}")
         if self.max_site_patients < 1:
             raise ConfigError(f"fed.max-site-patients must be ≥ 1, got {self.max_site_patients}")
         if not 0 < self.max_site_share <= 1:

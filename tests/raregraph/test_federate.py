@@ -175,6 +175,49 @@ def test_a_nan_update_and_a_hidden_charge_are_rejected_and_the_run_completes(sit
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
+def test_with_two_sites_a_poisoned_update_is_clipped_and_bad_replies_are_rejected(sites, demo_bundle,
+                                                                                   coordinator_key, tmp_path):
+    """Round 1: site-2 sends its weights × 1000 (the median rule cannot fire with two sites: the
+    norm bound clips it). Round 2: site-2 claims 10⁹ patients and a tensor of the wrong shape."""
+    site_cfgs = nodes(sites[:2], tmp_path / "state", coordinator_key[1])
+    honest = make_client_app(lambda context: site_cfgs[int(context.node_config["partition-id"])])
+    faulty = ClientApp()
+
+    @faulty.query(P.BUNDLE_ACTION)
+    def bundle(msg, context):
+        return honest(msg, context)
+
+    @faulty.query(P.SUITE_ACTION)
+    def suite(msg, context):
+        return honest(msg, context)
+
+    @faulty.train()
+    def train(msg, context):
+        reply = honest(msg, context)
+        if int(context.node_config["partition-id"]) == 1 and not reply.has_error():
+            weights = reply.content[P.ARRAYS].to_torch_state_dict()
+            if msg.content[P.CONFIG][P.SERVER_ROUND] == 1:
+                weights = {k: v * 1000 if v.dtype.is_floating_point else v for k, v in weights.items()}
+            else:
+                first = next(iter(weights))
+                weights[first] = weights[first][:1]
+                reply.content[P.METRICS][P.NUM_EXAMPLES] = 1e9
+            reply.content[P.ARRAYS] = ArrayRecord(weights)
+        return reply
+
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2, eval_per_disease=0)
+    run_simulated(run, site_cfgs, show_progress=False, client_app=faulty)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    first, second = state["rounds"]
+    assert first["aggregated"] == 2 and first["updates"]["site-1"]["clip_factor"] == 1.0
+    assert first["updates"]["site-2"]["clip_factor"] < 0.01  # cut to the bound, not averaged in at × 1000
+    assert second["aggregated"] == 1 and list(second["updates"]) == ["site-1"]
+    (reason,) = [r["reason"] for r in state["rejected"] if r["round"] == 2]
+    assert "has shape" in reason
+    weights = torch.load(tmp_path / "run" / "model" / "weights.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() and v.abs().max() < 100 for v in weights.values() if v.dtype.is_floating_point)
+
+
 def test_federate_command_ends_with_ledgers_an_auditor_verifies(sites, demo_bundle, coordinator_key, tmp_path):
     out = tmp_path / "run"
     code, stdout, stderr = cli("federate", "--bundle", demo_bundle, "--pub", coordinator_key[1], "--sites", sites[0],
