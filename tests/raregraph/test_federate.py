@@ -51,6 +51,15 @@ def run_config(tmp: Path, bundle: Path, pub: Path, rounds: int, **kw) -> RunConf
     return RunConfig(run_dir=tmp, bundle_path=bundle, bundle_pub=pub, rounds=rounds, min_sites=1, **{**FAST, **kw})
 
 
+def faulty_app(honest: ClientApp) -> ClientApp:
+    """A ClientApp that answers the bundle and suite queries as ``honest`` does; the test adds
+    its own ``train`` handler to play a faulty site."""
+    faulty = ClientApp()
+    for action in (P.BUNDLE_ACTION, P.SUITE_ACTION):
+        faulty.query(action)(lambda msg, context: honest(msg, context))
+    return faulty
+
+
 def test_three_sites_train_with_dp_and_the_model_generates_omop(sites, demo_bundle, coordinator_key, tmp_path):
     """Two sites also release a DP evaluation each round (charged); the third declines. Every
     charge is in the site's signed ledger, the server's copy verifies, and ε recomputed with
@@ -141,15 +150,7 @@ def test_a_nan_update_and_a_hidden_charge_are_rejected_and_the_run_completes(sit
     """site-3 sends NaN weights; in round 2, site-2 leaves that round's charge out of its ledger."""
     site_cfgs = nodes(sites, tmp_path / "state", coordinator_key[1])
     honest = make_client_app(lambda context: site_cfgs[int(context.node_config["partition-id"])])
-    faulty = ClientApp()
-
-    @faulty.query(P.BUNDLE_ACTION)
-    def bundle(msg, context):
-        return honest(msg, context)
-
-    @faulty.query(P.SUITE_ACTION)
-    def suite(msg, context):
-        return honest(msg, context)
+    faulty = faulty_app(honest)
 
     @faulty.train()
     def train(msg, context):
@@ -181,15 +182,7 @@ def test_with_two_sites_a_poisoned_update_is_clipped_and_bad_replies_are_rejecte
     norm bound clips it). Round 2: site-2 claims 10⁹ patients and a tensor of the wrong shape."""
     site_cfgs = nodes(sites[:2], tmp_path / "state", coordinator_key[1])
     honest = make_client_app(lambda context: site_cfgs[int(context.node_config["partition-id"])])
-    faulty = ClientApp()
-
-    @faulty.query(P.BUNDLE_ACTION)
-    def bundle(msg, context):
-        return honest(msg, context)
-
-    @faulty.query(P.SUITE_ACTION)
-    def suite(msg, context):
-        return honest(msg, context)
+    faulty = faulty_app(honest)
 
     @faulty.train()
     def train(msg, context):
