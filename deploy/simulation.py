@@ -34,24 +34,37 @@ def site_nodes(sites: list[Path], *, state_root: Path, pub: Path, epsilon: float
 
     Each simulated site gets its own Ed25519 identity key in its state folder
     (``STATE/<site>/identity/site.key``), made on first use and kept: the key signs the
-    site's ledger across every run over the same state.
+    site's ledger across every run over the same state. Keys are made only once every
+    site's settings (budget, clip norm, folders) have been checked, so a refused setting
+    leaves nothing behind.
+
+    Raises
+    ------
+    InputError
+        Two site folders with one name, a site folder that is not there, or a held-out
+        folder list of another length.
+    ConfigError
+        A setting a node config refuses (ε ≤ 0, δ outside (0, 1), ...).
     """
     names = [s.name for s in sites]
     if len(set(names)) != len(names):
         raise InputError("site folders must have distinct names (they name the state folders)")
     if holdouts and len(holdouts) != len(sites):
         raise InputError(f"{len(holdouts)} held-out folders for {len(sites)} sites: give one per site, in order, or none")
+    for s in sites:
+        if not s.is_dir():
+            raise InputError("site folder not found", file=s)
     nodes = []
     for i, s in enumerate(sites):
         state = (state_root / s.name).resolve()
-        key = state / "identity" / "site.key"
-        if not key.exists():
-            new_keypair(key.with_suffix(""))
         nodes.append(NodeConfig(site_id=s.name, data_path=s.resolve(), state_path=state, coordinator_pub=pub.resolve(),
-                                site_key=key, epsilon=epsilon, delta=delta, clip_norm=clip_norm, batch_size=batch_size,
-                                noise_multiplicity=noise_multiplicity, threads=1,
-                                eval_noise_multiplier=eval_noise_multiplier,
+                                site_key=state / "identity" / "site.key", epsilon=epsilon, delta=delta,
+                                clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
+                                threads=1, eval_noise_multiplier=eval_noise_multiplier,
                                 holdout_path=holdouts[i].resolve() if holdouts else None))
+    for node in nodes:  # all validated: now the keys
+        if not node.site_key.exists():
+            new_keypair(node.site_key.with_suffix(""))
     return nodes
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from deploy.simulation import publish_site_keys, run_simulated, site_nodes
 from server.config import RunConfig
+from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, err_console, print_json
 from shared.errors import InputError
 from shared.model.layout import guidance_problem
@@ -57,16 +58,19 @@ def federate(
     Example: raregraph federate --bundle out/bundle --pub keys/coordinator.pub --sites sites/site-1 --sites sites/site-2 --rounds 3 --epsilon 4 --out out/run
     """
     with cli_errors():
+        # everything is checked before the first file is written (site keys, the run folder)
         if problem := guidance_problem(guidance, "--guidance"):
             raise InputError(problem)
+        StudyBundle.load(bundle, pub)
+        run = RunConfig(run_dir=out.resolve(), bundle_path=bundle.resolve(), bundle_pub=pub.resolve(), rounds=rounds,
+                        guidance=guidance, pretrain_steps=pretrain_steps, local_steps=local_steps, lr=lr, seed=seed,
+                        planned_rounds=planned_rounds, min_sites=min(min_sites, len(sites)),
+                        evaluate_fraction=evaluate_fraction, eval_per_disease=eval_per_disease,
+                        site_keys=RunFolder(out.resolve()).site_keys)
         nodes = site_nodes(sites, state_root=state_root or RunFolder(out).state, pub=pub, epsilon=epsilon, delta=delta,
                            clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
                            eval_noise_multiplier=eval_noise_multiplier, holdouts=holdouts)
-        run = RunConfig(run_dir=out.resolve(), bundle_path=bundle.resolve(), bundle_pub=pub.resolve(), rounds=rounds,
-                        guidance=guidance, pretrain_steps=pretrain_steps, local_steps=local_steps, lr=lr, seed=seed,
-                        planned_rounds=planned_rounds, min_sites=min(min_sites, len(nodes)),
-                        evaluate_fraction=evaluate_fraction, eval_per_disease=eval_per_disease,
-                        site_keys=publish_site_keys(nodes, RunFolder(out.resolve()).site_keys))
+        publish_site_keys(nodes, run.site_keys)
         privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
         audit = audit_run(run.run_dir)
     if json_out:

@@ -39,8 +39,9 @@ a day: ``2020-05`` cannot be placed on the time grid. References ``Patient/<id>`
 ``<base>/Patient/<id>[/_history/n]`` and ``urn:uuid:<id>`` resolve to persons.
 
 Problems with a line (not JSON, wrong ``resourceType``, a missing field, a bad date, a
-non-numeric value, an unknown patient) stop at the first one with file, line and field — or,
-with ``skip_bad_rows``, drop that resource and are counted. A missing Patient file, an
+non-numeric value, an unknown patient, and the rules of :mod:`shared.ehr.rules`: an over-long
+field, an event in the future or before its patient's birth) stop at the first one with file,
+line and field — or, with ``skip_bad_rows``, drop that resource and are counted. A missing Patient file, an
 unreadable gzip stream or an empty cohort always stop.
 """
 

@@ -19,6 +19,7 @@ from shared.ehr.fhir_fields import (
     FieldProblem,
     code_system,
     element,
+    event_day,
     first_day,
     graph_code,
     is_absent,
@@ -26,11 +27,13 @@ from shared.ehr.fhir_fields import (
     parse_day,
     parse_number,
     patient_id,
+    text_field,
 )
 from shared.ehr.fhir_files import MEDICATION_EVENTS, ndjson_lines
-from shared.ehr.omop import MIN_YEAR, Problem
+from shared.ehr.omop import Problem
 from shared.ehr.report import SiteReport
-from shared.errors import InputError
+from shared.ehr.rules import MIN_YEAR, birth_year_range, today
+from shared.errors import InputError, quote
 
 SUPPLY_DAYS = {"d": 1, "day": 1, "days": 1, "wk": 7, "mo": 30, "a": 365}  # expectedSupplyDuration units
 NOT_TAKEN = {  # statuses that mean the resource did not happen
@@ -61,6 +64,7 @@ class FhirReader:
         self.skip, self.report, self.mapper = skip, report, mapper
         self.where: tuple[str, int] = ("", 0)  # file and line being read (for the mapping report)
         self.persons: dict[str, int] = {}  # FHIR Patient id → person_id
+        self.born: dict[int, int] = {}  # person_id → year of birth (filled by persons_frame)
         self.medications: dict[str, str | None] = {}  # Medication id → CURIE (None: outside the graph)
         self.exposures: dict[str, str] = {}  # "MedicationRequest/<id>" → drug CURIE
         self.suspects: list[tuple[int, str, str]] = []  # (person, day, drug) named by adverse events
@@ -106,7 +110,7 @@ class FhirReader:
             raise FieldProblem("", f"not a JSON object (a {type(resource).__name__})", "not JSON")
         found = resource.get("resourceType")
         if found != rtype:
-            raise FieldProblem("resourceType", f"{found!r} in a file of {rtype} resources", "wrong resourceType")
+            raise FieldProblem("resourceType", f"{quote(found)} in a file of {rtype} resources", "wrong resourceType")
         return resource
 
     def _event(self, person: int, day: str, code: str, *, value: float = np.nan, unit: str = "",
@@ -120,9 +124,14 @@ class FhirReader:
         """The person an event's ``subject`` refers to."""
         key = patient_id(resource)
         if key not in self.persons:
-            raise FieldProblem("subject.reference", f"event for unknown patient {resource['subject']['reference']}",
+            raise FieldProblem("subject.reference",
+                               f"event for unknown patient {quote(resource['subject']['reference'], bare=True)}",
                                "unknown person")
         return self.persons[key]
+
+    def _day(self, resource: dict, person: int, paths: tuple[str, ...]) -> str:
+        """The event's day from the first of ``paths`` present, checked against the person's birth."""
+        return event_day(resource, paths, born=self.born[person])
 
     def _lookup(self, concept: object, field: str) -> tuple[str | None, Resolution | None]:
         """Graph CURIE of a concept (its own graph coding first, else mapped), and the mapping
@@ -179,19 +188,21 @@ class FhirReader:
         fid = r.get("id")
         if not isinstance(fid, str) or not fid.strip():
             raise FieldProblem("id", "missing: every Patient needs an id", "missing field")
+        text_field(fid, "id")
         if fid in self.persons:
             raise FieldProblem("id", f"patient {fid} appears twice", "duplicate person")
         sex = {"female": "F", "male": "M"}.get(r.get("gender"))  # type: ignore[arg-type]
         if sex is None:
-            raise FieldProblem("gender", f"{r.get('gender')!r} is not usable: the model needs female or male",
+            raise FieldProblem("gender", f"{quote(r.get('gender'))} is not usable: the model needs female or male",
                                "bad sex")
         birth = r.get("birthDate")
         year = int(birth[:4]) if isinstance(birth, str) and re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", birth) else None
-        if year is None or not MIN_YEAR <= year <= date.today().year:
-            raise FieldProblem("birthDate", f"{birth!r} is not a birth date between {MIN_YEAR} and "
-                               f"{date.today().year}", "bad year_of_birth")
-        if len(birth) == 10:
-            parse_day(birth, "birthDate")
+        if year is None or not MIN_YEAR <= year <= today().year:
+            raise FieldProblem("birthDate", f"{quote(birth)} is not a birth date {birth_year_range()}",
+                               "bad year_of_birth")
+        if len(birth) == 10 and parse_day(birth, "birthDate") > today().isoformat():
+            raise FieldProblem("birthDate", f"{quote(birth)} is after today ({today().isoformat()}): a birth cannot "
+                               "be in the future", "bad year_of_birth")
         self.persons[fid] = len(self.persons)
         self.patients.append((fid, sex, year))
 
@@ -214,7 +225,7 @@ class FhirReader:
             return self._code(contained[ref[1:]].get("code"), "contained.code", names=True)
         kind, _, key = ref.rpartition("/")
         if not kind.endswith("Medication") or key not in self.medications:
-            raise FieldProblem("medicationReference.reference", f"{ref!r} is not a Medication in the export",
+            raise FieldProblem("medicationReference.reference", f"{quote(ref)} is not a Medication in the export",
                                "bad reference")
         code = self.medications[key]
         if code is None:
@@ -227,7 +238,7 @@ class FhirReader:
         drug = self._drug(r)
         if drug is None:
             return
-        day = first_day(r, start)
+        day = self._day(r, person, start)
         if end is not None and end < day:
             end = day
         if isinstance(r.get("id"), str):
@@ -263,19 +274,21 @@ class FhirReader:
         person = self._person(r)
         code = self._code(r.get("code"), "code")
         if code is not None:
-            self._event(person, first_day(r, ("onsetDateTime", "onsetPeriod.start", "recordedDate")), code)
+            self._event(person, self._day(r, person, ("onsetDateTime", "onsetPeriod.start", "recordedDate")), code)
 
     def _observation(self, r: dict) -> None:
         """A lab value (numeric result) or a finding (the value's code, else the observation's own)."""
         person = self._person(r)
-        day = first_day(r, ("effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"))
+        day = self._day(r, person, ("effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"))
         if "valueQuantity" in r or "valueInteger" in r:
             quantity = r.get("valueQuantity") or {}
             if not isinstance(quantity, dict):
                 raise FieldProblem("valueQuantity", "is not a Quantity object", "non-numeric lab value")
             field = "valueQuantity.value" if "valueQuantity" in r else "valueInteger"
             value = parse_number(quantity.get("value") if "valueQuantity" in r else r.get("valueInteger"), field)
-            unit = quantity.get("code") if code_system(quantity) == UCUM else quantity.get("unit")
+            unit_field = "valueQuantity.code" if code_system(quantity) == UCUM else "valueQuantity.unit"
+            unit = quantity.get(unit_field.rpartition(".")[2])
+            unit = text_field(unit, unit_field) if isinstance(unit, str) else unit
             code = self._code(r.get("code"), "code")
             if code is not None:
                 self._event(person, day, code, value=value, unit=str(unit or "").strip())
@@ -316,7 +329,7 @@ class FhirReader:
         code = self._code(r.get("event"), "event")
         if code is None:
             return
-        day = first_day(r, ("date", "detected", "recordedDate"))
+        day = self._day(r, person, ("date", "detected", "recordedDate"))
         for entity in r.get("suspectEntity") or []:
             ref = element(entity, "instance.reference")
             if not isinstance(ref, str):
@@ -343,6 +356,7 @@ class FhirReader:
         else:
             numbers, how = list(range(1, len(ids) + 1)), "numbered 1..N in reading order (ids are not integers)"
         self.persons = dict(zip(ids, numbers))
+        self.born = {number: year for number, (_, _, year) in zip(numbers, self.patients)}
         frame = pd.DataFrame({"person_id": np.array(numbers, dtype=np.int64),
                               "sex": [s for _, s, _ in self.patients],
                               "year_of_birth": np.array([y for _, _, y in self.patients], dtype=np.int64)})

@@ -1,16 +1,18 @@
 """Read a site's OMOP CDM v5.4 export (CSV or Parquet) into a :class:`Cohort`, checking
 every row, and report what was found.
 
-Fatal problems (a missing folder, table, or column; a file that is neither CSV nor Parquet;
-an empty cohort) always stop with one line naming the file. Row problems (a date that does
-not parse, an event for an unknown person, a non-numeric lab value, an empty code, a bad
-sex or year of birth, a duplicate person) stop at the first one with file, row and column —
-or, with ``skip_bad_rows``, are dropped and counted in the report.
+Fatal problems (a missing folder, table, or column; a file that is neither CSV nor Parquet,
+not UTF-8, or a truncated gzip stream; an empty cohort) always stop with one line naming the
+file (and the line, where there is one). Row problems (a date that does not parse, an event
+for an unknown person, a non-numeric lab value, an empty code, a bad sex or year of birth, a
+duplicate person, and the rules of :mod:`shared.ehr.rules`: an over-long field, an event in
+the future or before its person's birth) stop at the first one with file, row and column —
+or, with ``skip_bad_rows``, are dropped and counted in the report. A UTF-8 byte-order mark at
+the start of a CSV file is accepted.
 """
 
 from __future__ import annotations
 
-import gzip
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,15 +20,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from shared.ehr.codemap import CodeMapper
 from shared.ehr.cohort import SYNTHETIC_ID_BASE, Cohort
-from shared.ehr.omop_tables import EVENT_TABLES, TABLES, OmopTable
-from shared.errors import InputError
+from shared.ehr.omop_files import locate_table, read_table
+from shared.ehr.omop_tables import EVENT_TABLES, PERSON, TABLES, OmopTable
+from shared.ehr.rules import (
+    MAX_FIELD_CHARS,
+    MIN_YEAR,
+    before_birth,
+    birth_year_range,
+    earliest_event_year,
+    in_future,
+    today,
+    too_long,
+)
+from shared.errors import InputError, clip, quote
 
 SEX_VALUES = {"F": "F", "FEMALE": "F", "W": "F", "M": "M", "MALE": "M"}
-MIN_YEAR = 1900
 EXAMPLES_KEPT = 20  # row problems quoted in the report per run
 
 
@@ -39,6 +50,9 @@ class Problem:
     column: str
     message: str
     reason: str = ""  # the count it is skipped under (filled when skipped)
+
+    def __post_init__(self) -> None:
+        self.message = clip(self.message)  # reports quote it too (--json, report.json)
 
     def as_error(self, parquet: bool) -> InputError:
         if parquet:
@@ -78,51 +92,6 @@ class ValidationReport:
         }
 
 
-def _locate(folder: Path, table: OmopTable) -> tuple[Path, str]:
-    candidates = [(folder / f"{table.name}.csv", "csv"), (folder / f"{table.name}.csv.gz", "csv"),
-                  (folder / f"{table.name}.parquet", "parquet")]
-    found = [(p, fmt) for p, fmt in candidates if p.is_file()]
-    if not found:
-        raise InputError(f"table {table.name} is missing (expected {table.name}.csv or {table.name}.parquet)",
-                         file=folder)
-    if len(found) > 1:
-        raise InputError(f"table {table.name} is present twice ({', '.join(p.name for p, _ in found)}); keep one",
-                         file=folder)
-    return found[0]
-
-
-def _read_table(path: Path, fmt: str, table: OmopTable) -> pd.DataFrame:
-    """Read the required columns as strings (CSV) or native types (Parquet)."""
-    if fmt == "parquet":
-        try:
-            schema = pq.read_schema(path)
-        except Exception as exc:  # noqa: BLE001 — pyarrow raises several types for non-Parquet bytes
-            raise InputError(f"not a Parquet file ({type(exc).__name__})", file=path) from None
-        missing = [c for c in table.columns if c not in schema.names]
-        if missing:
-            raise InputError(f"required column missing (has: {', '.join(schema.names)[:200]})", file=path,
-                             field=missing[0])
-        return pq.read_table(path, columns=list(table.columns)).to_pandas()
-    try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8", newline="") as fh:
-            header = fh.readline()
-    except (UnicodeDecodeError, OSError, EOFError) as exc:
-        raise InputError(f"not a readable UTF-8 CSV file ({exc.__class__.__name__})", file=path) from None
-    if "\x00" in header or "," not in header and len(table.columns) > 1:
-        raise InputError("not a CSV file (no comma-separated header line)", file=path, line=1)
-    names = [h.strip().strip('"') for h in header.rstrip("\r\n").split(",")]
-    missing = [c for c in table.columns if c not in names]
-    if missing:
-        raise InputError(f"required column missing (header has: {', '.join(names)[:200]})", file=path, line=1,
-                         field=missing[0])
-    try:
-        return pd.read_csv(path, usecols=list(table.columns), dtype=str, keep_default_na=False,
-                           na_values=[], encoding="utf-8")
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"not a readable CSV file: {str(exc).splitlines()[0]}", file=path) from None
-
-
 class _RowChecker:
     """Applies one check to a column; raises on the first bad row or drops and counts."""
 
@@ -133,16 +102,38 @@ class _RowChecker:
         return position + 1 if self.parquet else position + 2  # CSV: header is line 1
 
     def reject(self, frame: pd.DataFrame, bad: np.ndarray, column: str, message: str, reason: str) -> pd.DataFrame:
+        """Drop the ``bad`` rows (counted under ``reason``), or raise on the first. ``message`` is
+        a format string with ``{value}`` (as read), ``{quoted}`` (its repr), ``{length}``, and
+        ``{person}`` and ``{born}`` (the row's person id and birth year, once known)."""
         if not bad.any():
             return frame
         first = int(np.flatnonzero(bad)[0])
         value = frame[column].iloc[first]
-        problem = Problem(str(self.path), self.row_number(int(frame.index[first])), column,
-                          message.format(value=value))
+        # every value is quoted through shared.errors.quote: a 4 MB field never reaches a message
+        shown = {"value": quote(value, bare=True), "quoted": quote(value), "length": len(str(value))}
+        for key, col in (("person", "_id"), ("born", "_born")):
+            if f"{{{key}}}" in message:  # only once parsed: the column holds integers then
+                shown[key] = int(frame[col].iloc[first])
+        problem = Problem(str(self.path), self.row_number(int(frame.index[first])), column, message.format(**shown))
         if not self.skip:
             raise problem.as_error(self.parquet)
         self.report.add_skip(problem, reason, int(bad.sum()))
         return frame.loc[~bad]
+
+    def long_fields(self, frame: pd.DataFrame, table: OmopTable) -> pd.DataFrame:
+        """Refuse fields over :data:`~shared.ehr.rules.MAX_FIELD_CHARS` in the table's columns."""
+        for column in table.columns:
+            values = frame[column]
+            if values.dtype == object:  # Parquet: strings among other objects (dates)
+                lengths = np.fromiter((len(v) if isinstance(v, str) else 0 for v in values.to_numpy()),
+                                      dtype=np.int64, count=len(values))
+            elif pd.api.types.is_string_dtype(values):  # CSV
+                lengths = values.str.len().fillna(0).to_numpy(dtype=np.int64)
+            else:  # numbers, dates
+                continue
+            frame = self.reject(frame, lengths > MAX_FIELD_CHARS, column, too_long("{length:,}"),
+                                "over-long field")
+        return frame
 
 
 def _dates(values: pd.Series, *, allow_empty: bool) -> tuple[pd.Series, np.ndarray]:
@@ -180,7 +171,8 @@ def read_omop(folder: str | Path, *, skip_bad_rows: bool = False, synthetic: boo
         Drop rows with problems and count them instead of stopping at the first.
     synthetic
         Read a synthetic release: person ids must then be in the synthetic range (from
-        ``SYNTHETIC_ID_BASE``), which real exports may not use.
+        ``SYNTHETIC_ID_BASE``), which real exports may not use; its dates, drawn on a shifted
+        grid, are not held to the rules on future events and events before birth.
     mapper
         Maps source values in other systems (``ICD10:E75.2``, ``RXNORM:52175``, and a
         ``drug_source_value`` without a prefix as a drug name) to graph codes and counts
@@ -199,17 +191,17 @@ def read_omop(folder: str | Path, *, skip_bad_rows: bool = False, synthetic: boo
     if not folder.is_dir():
         raise InputError("site folder not found", file=folder)
     report = ValidationReport(site=str(folder))
-    located = {t.name: _locate(folder, t) for t in TABLES}
+    located = {t.name: locate_table(folder, t) for t in TABLES}
     frames = {}
     for t in TABLES:
         path, fmt = located[t.name]
-        frames[t.name] = _read_table(path, fmt, t)
+        frames[t.name] = read_table(path, fmt, t)
         report.tables[t.name] = {"file": path.name, "format": fmt, "rows": int(len(frames[t.name]))}
 
     persons = _persons(frames["person"], *located["person"], skip_bad_rows, report, synthetic)
-    known = set(persons["person_id"].tolist())
-    events = [_events(frames[t.name], t, *located[t.name], skip_bad_rows, report, known, mapper)
-              for t in EVENT_TABLES]
+    born = pd.Series(persons["year_of_birth"].to_numpy(), index=persons["person_id"].to_numpy())
+    events = [_events(frames[t.name], t, *located[t.name], skip_bad_rows, report, born, mapper,
+                      check_dates=not synthetic) for t in EVENT_TABLES]
     events_frame = pd.concat(events, ignore_index=True)
     cohort = Cohort.from_frames(persons, events_frame)
     report.patients = cohort.n_persons
@@ -223,9 +215,10 @@ def _persons(frame: pd.DataFrame, path: Path, fmt: str, skip: bool, report: Vali
     check = _RowChecker(path, fmt, skip, report)
     if frame.empty:
         raise InputError("empty cohort: the person table has no rows", file=path)
+    frame = check.long_fields(frame, PERSON)
     ids, bad = _numbers(frame["person_id"])
     bad |= np.isfinite(ids.to_numpy()) & (ids.to_numpy() != np.round(ids.to_numpy()))
-    frame = check.reject(frame.assign(_id=ids), bad, "person_id", "{value!r} is not an integer person id",
+    frame = check.reject(frame.assign(_id=ids), bad, "person_id", "{quoted} is not an integer person id",
                          "bad person_id")
     in_synthetic_range = (frame["_id"] >= SYNTHETIC_ID_BASE).to_numpy()
     frame = check.reject(frame, in_synthetic_range != synthetic, "person_id",
@@ -233,12 +226,12 @@ def _persons(frame: pd.DataFrame, path: Path, fmt: str, skip: bool, report: Vali
                          f"synthetic patients (from {SYNTHETIC_ID_BASE})", "bad person_id")
     sex = frame["gender_source_value"].astype(str).str.strip().str.upper().map(SEX_VALUES)
     frame = check.reject(frame.assign(_sex=sex), sex.isna().to_numpy(), "gender_source_value",
-                         "{value!r} is not a sex (F, M, FEMALE, MALE)", "bad sex")
+                         "{quoted} is not a sex (F, M, FEMALE, MALE)", "bad sex")
     years, bad = _numbers(frame["year_of_birth"])
     y = years.to_numpy()
-    bad |= np.isfinite(y) & ((y < MIN_YEAR) | (y > date.today().year) | (y != np.round(y)))
+    bad |= np.isfinite(y) & ((y < MIN_YEAR) | (y > today().year) | (y != np.round(y)))
     frame = check.reject(frame.assign(_year=years), bad, "year_of_birth",
-                         f"{{value!r}} is not a year between {MIN_YEAR} and {date.today().year}", "bad year_of_birth")
+                         f"{{quoted}} is not a year {birth_year_range()}", "bad year_of_birth")
     dup = frame["_id"].duplicated(keep="first").to_numpy()
     frame = check.reject(frame, dup, "person_id", "person {value} appears twice", "duplicate person")
     if frame.empty:
@@ -248,25 +241,34 @@ def _persons(frame: pd.DataFrame, path: Path, fmt: str, skip: bool, report: Vali
 
 
 def _events(frame: pd.DataFrame, t: OmopTable, path: Path, fmt: str, skip: bool, report: ValidationReport,
-            known: set[int], mapper: CodeMapper | None = None) -> pd.DataFrame:
+            born: pd.Series, mapper: CodeMapper | None = None, *, check_dates: bool = True) -> pd.DataFrame:
+    """One event table's rows as events; ``born``: year of birth per known person id;
+    ``check_dates``: refuse events in the future or before birth (:mod:`shared.ehr.rules`)."""
     check = _RowChecker(path, fmt, skip, report)
+    frame = check.long_fields(frame, t)
     ids, bad = _numbers(frame["person_id"])
-    frame = check.reject(frame.assign(_id=ids), bad, "person_id", "{value!r} is not an integer person id",
+    frame = check.reject(frame.assign(_id=ids), bad, "person_id", "{quoted} is not an integer person id",
                          "bad person_id")
-    unknown = ~frame["_id"].isin(known).to_numpy()
+    unknown = ~frame["_id"].isin(born.index).to_numpy()
     frame = check.reject(frame, unknown, "person_id", "event for unknown person {value}", "unknown person")
     codes = frame[t.code].astype(str).str.strip()
     frame = check.reject(frame.assign(_code=codes), (codes == "").to_numpy() | (codes == "nan").to_numpy(),
                          t.code, "empty code", "empty code")
     dates, bad = _dates(frame[t.date], allow_empty=False)
-    frame = check.reject(frame.assign(_date=dates), bad, t.date, "{value!r} is not a date (YYYY-MM-DD)", "bad date")
+    frame = check.reject(frame.assign(_date=dates), bad, t.date, "{quoted} is not a date (YYYY-MM-DD)", "bad date")
+    if check_dates:
+        future = (frame["_date"] > pd.Timestamp(today())).to_numpy()
+        frame = check.reject(frame, future, t.date, in_future("{quoted}"), "date in the future")
+        frame = frame.assign(_born=frame["_id"].map(born).astype("int64"))
+        early = (frame["_date"].dt.year < earliest_event_year(frame["_born"])).to_numpy()
+        frame = check.reject(frame, early, t.date, before_birth("{quoted}", "{person}", "{born}"), "event before birth")
     if t.end_date:
         ends, bad = _dates(frame[t.end_date], allow_empty=True)
-        frame = check.reject(frame.assign(_end=ends), bad, t.end_date, "{value!r} is not a date (YYYY-MM-DD)",
+        frame = check.reject(frame.assign(_end=ends), bad, t.end_date, "{quoted} is not a date (YYYY-MM-DD)",
                              "bad date")
     if t.value:
         values, bad = _numbers(frame[t.value])
-        frame = check.reject(frame.assign(_value=values), bad, t.value, "{value!r} is not a number",
+        frame = check.reject(frame.assign(_value=values), bad, t.value, "{quoted} is not a number",
                              "non-numeric lab value")
     codes = frame["_code"].to_numpy()
     if mapper is not None:

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import json
+import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +19,9 @@ import torch
 from shared.bundle import StudyBundle
 from shared.model import LOSSES_FILE, META_FILE, WEIGHTS_FILE
 from shared.model.schedule import SCHEDULES, KnowledgeVPSchedule, ScheduleConfig
-from shared.errors import InputError
+from shared.errors import InputError, quote
 from shared.model.denoiser import Denoiser, DenoiserConfig
-from shared.model.layout import ModelLayout
+from shared.model.layout import ModelLayout, guidance_problem
 from shared.model.training import KnowledgeTables
 
 FORMAT = "raregraph-model"
@@ -95,33 +97,77 @@ def load_model(folder: str | Path, bundle: StudyBundle) -> TrainedModel:
     Raises
     ------
     InputError
-        Missing or malformed files, or a bundle other than the training one.
+        Missing or malformed files (``model.json`` not JSON, a field missing or of the
+        wrong type; ``weights.pt`` not a PyTorch state_dict or not fitting the model), or a
+        bundle other than the training one; one line naming the file (and the field).
     """
     folder = Path(folder)
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise InputError("not a model folder (no model.json); train one with `raregraph train`", file=folder)
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"model.json is not JSON ({exc.msg})", file=meta_path, line=exc.lineno) from None
-    if meta.get("format") != FORMAT:
-        raise InputError(f"format is {meta.get('format')!r}, expected {FORMAT!r}", file=meta_path)
-    if meta.get("bundle_sha256") != bundle.bundle_hash:
-        raise InputError(f"model was trained with bundle {str(meta.get('bundle_sha256'))[:16]}…, "
+    meta = _read_meta(meta_path)
+    if meta["bundle_sha256"] != bundle.bundle_hash:
+        raise InputError(f"model was trained with bundle {quote(meta['bundle_sha256'][:16], bare=True)}…, "
                          f"not with this one ({bundle.bundle_hash[:16]}…)", file=meta_path)
-    schedule_cfg = ScheduleConfig(**meta["schedule"])
-    if schedule_cfg.name not in SCHEDULES:
-        raise InputError(f"unknown schedule {schedule_cfg.name!r}", file=meta_path)
-    arch = {k: v for k, v in meta["denoiser"].items() if k not in ("windows", "channels", "n_diseases")}
-    model, _, tables, layout = build(bundle, guidance=meta["guidance"], denoiser=arch, gamma=schedule_cfg.gamma)
+    counts = meta["disease_counts"]
+    if len(counts) != len(bundle.diseases) or not all(
+            type(c) in (int, float) and math.isfinite(c) and c >= 0 for c in counts) or not sum(counts):
+        raise InputError(f"must be {len(bundle.diseases)} patient counts ≥ 0, not all 0 (one per study disease), "
+                         f"got {quote(counts)}", file=meta_path, field="disease_counts")
     try:
-        state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except FileNotFoundError:
-        raise InputError("weights.pt missing from the model folder", file=folder) from None
-    except (RuntimeError, ValueError) as exc:
-        raise InputError(f"weights do not fit the model ({str(exc).splitlines()[0]})", file=folder / WEIGHTS_FILE) from None
+        schedule_cfg = ScheduleConfig(**meta["schedule"])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"not a schedule config ({exc})", file=meta_path, field="schedule") from None
+    arch = {k: v for k, v in meta["denoiser"].items() if k not in ("windows", "channels", "n_diseases")}
+    try:
+        model, _, tables, layout = build(bundle, guidance=meta["guidance"], denoiser=arch, gamma=schedule_cfg.gamma)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"not a denoiser config ({exc})", file=meta_path, field="denoiser") from None
+    _load_weights(model, folder / WEIGHTS_FILE)
     model.eval()
     return TrainedModel(model=model, schedule=SCHEDULES[schedule_cfg.name](schedule_cfg), tables=tables,
                         layout=layout, meta=meta)
+
+
+def _read_meta(path: Path) -> dict:
+    """``model.json`` as a dict of the right format, with the fields loading and sampling
+    read present and of the right type."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text; restore the model folder or train again", file=path) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"model.json is not JSON ({exc.msg})", file=path, line=exc.lineno) from None
+    if not isinstance(meta, dict):
+        raise InputError(f"not a JSON object (a {type(meta).__name__})", file=path)
+    if meta.get("format") != FORMAT:
+        raise InputError(f"format is {quote(meta.get('format'))}, expected {FORMAT!r}", file=path)
+    for key, kind, what in (("bundle_sha256", str, "a string"), ("schedule", dict, "an object"),
+                            ("denoiser", dict, "an object"), ("guidance", str, "a string"),
+                            ("disease_counts", list, "a list")):
+        if key not in meta:
+            raise InputError("missing: the model folder is damaged; restore it or train again", file=path, field=key)
+        if not isinstance(meta[key], kind):
+            raise InputError(f"must be {what}, got {quote(meta[key])}", file=path, field=key)
+    if problem := guidance_problem(meta["guidance"], "guidance"):
+        raise InputError(problem, file=path, field="guidance")
+    return meta
+
+
+def _load_weights(model: Denoiser, path: Path) -> None:
+    """Load ``weights.pt`` (tensors only: ``weights_only=True``) into ``model``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError("weights.pt missing from the model folder", file=path.parent) from None
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, TypeError, AttributeError,
+            ImportError, IndexError, KeyError) as exc:
+        # torch's own message advises weights_only=False, which would run code from the file: never quoted
+        raise InputError(f"not a weights file written by `raregraph train` ({type(exc).__name__}); restore it or "
+                         "train again", file=path) from None
+    if not isinstance(state, dict):
+        raise InputError(f"not a state_dict (a {type(state).__name__}); restore it or train again", file=path)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
+        raise InputError(f"weights do not fit the model ({str(exc).splitlines()[0]})", file=path) from None

@@ -374,6 +374,21 @@ def _drop(key):
     ("Patient", 1, _set(birthDate="1850-01-01"), "birthDate", "is not a birth date"),
     ("Patient", 3, _set(id="1"), "id", "patient 1 appears twice"),
     ("Patient", 3, _drop("id"), "id", "needs an id"),
+    # the rules of shared.ehr.rules: no future events, none before birth (p1 born 1980, p2 1990), field length
+    ("Condition", 1, _set(onsetDateTime="2999-01-01"), "onsetDateTime", "'2999-01-01' is after today"),
+    ("Observation", 2, _set(effectiveDateTime="2999-12-31T08:00:00Z"), "effectiveDateTime", "after today"),
+    ("Condition", 1, _set(onsetDateTime="1950-06-01"), "onsetDateTime", "'1950-06-01' is before person 1 was born"),
+    ("MedicationRequest", 1, _set(authoredOn="1900-01-01"), "authoredOn",
+     r"before person 2 was born \(year of birth 1990"),
+    ("Condition", 1, _set(code={"coding": [{"system": ICD10, "code": "E" * 5000}]}), "code.coding[0].code",
+     "field is 5,000 characters long; at most 1,024 are read"),
+    ("Condition", 1, _set(code={"coding": [{"system": SYSTEMS["ORPHA"], "code": "558"}], "text": "t" * 2000}),
+     "code.text", "field is 2,000 characters long"),
+    ("Condition", 1, _set(subject={"reference": "Patient/" + "1" * 5000}), "subject.reference",
+     "field is 5,008 characters long"),
+    ("Observation", 2, lambda r: json.dumps({**r, "valueQuantity": {**r["valueQuantity"], "code": "m" * 2000}}),
+     "valueQuantity.code", "field is 2,000 characters long"),
+    ("Patient", 1, _set(id="x" * 2000), "id", "field is 2,000 characters long"),
 ])
 def test_bad_lines_name_file_line_and_field(tmp_path, rtype, line, change, field, message) -> None:
     site = _site(tmp_path)
@@ -385,6 +400,34 @@ def test_bad_lines_name_file_line_and_field(tmp_path, rtype, line, change, field
     cohort, report = read_site(site, skip_bad_rows=True)
     assert sum(report.skipped_rows.values()) >= 1 and report.problems[0].row == line
     assert report.problems[0].file == str(path) and report.problems[0].column == field
+
+
+def test_prenatal_events_and_planned_ends_are_accepted(tmp_path) -> None:
+    site = _site(tmp_path)
+    _edit(site, "Condition", 1, _set(onsetDateTime="1979-03-01"))  # person 1, born 1980: a prenatal finding
+    _edit(site, "MedicationRequest", 1, lambda r: json.dumps(
+        {**r, "dispenseRequest": {"validityPeriod": {"start": "2021-03-01", "end": "2999-01-01"}}}))
+    cohort, _ = read_site(site)
+    assert cohort.events["date"].min() == pd.Timestamp("1979-03-01")
+    assert cohort.events["end_date"].max() == pd.Timestamp("2999-01-01")
+
+
+def test_a_birth_later_today_is_refused_and_a_value_is_quoted_short(tmp_path, monkeypatch) -> None:
+    from datetime import date
+
+    import shared.ehr.fhir_resources as resources
+
+    monkeypatch.setattr(resources, "today", lambda: date(2024, 6, 1))
+    site = _site(tmp_path)
+    path = _edit(site, "Patient", 2, _set(birthDate="2024-07-01"))
+    with pytest.raises(InputError, match=r"Patient.ndjson:2: column birthDate: '2024-07-01' is after today "
+                                         r"\(2024-06-01\): a birth cannot be in the future"):
+        read_site(site)
+    path.write_text(path.read_text().replace('"2024-07-01"', '"1990"'))
+    _edit(site, "Condition", 1, _set(onsetDateTime="x" * 10_000))
+    with pytest.raises(InputError) as info:
+        read_site(site)
+    assert str(info.value).endswith("'" + "x" * 59 + "… (10,000 characters) is not a date (YYYY-MM-DD or a FHIR dateTime)")
 
 
 def test_skipping_keeps_the_rest_and_counts_by_reason(tmp_path) -> None:

@@ -119,7 +119,7 @@ def test_skipping_unknown_person_events_keeps_the_rest(tmp_path) -> None:
         (lambda s: (s / "person.csv").write_text("person_id,gender_source_value,year_of_birth\n"), "empty cohort"),
         (lambda s: (s / "person.parquet").write_bytes(b"not parquet at all"), "present twice"),
         (lambda s: ((s / "person.csv").unlink(), (s / "person.parquet").write_bytes(b"PAR1 junk")), "not a Parquet file"),
-        (lambda s: (s / "observation.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary"), "not a"),
+        (lambda s: (s / "observation.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary"), "observation.csv:1: not UTF-8"),
     ],
     ids=["missing-table", "missing-column", "empty", "twice", "bad-parquet", "binary-csv"],
 )
@@ -152,3 +152,127 @@ def test_vocabulary_counts() -> None:
     assert v["events_in_vocabulary"] == 4 and v["events_outside_vocabulary"] == 2
     assert v["patients_with_study_diagnosis"] == 2
     assert {c["code"] for c in v["top_outside_codes"]} == {"ORPHA:355", "LOINC:2160-0"}
+
+
+# --- the plausibility rules (shared.ehr.rules) and the bytes of a CSV file ---------------
+# small_cohort: person 1 born 1980, 2 born 1990, 3 born 2001; condition_occurrence rows
+# (by date): person 1 on 2020-01-01, person 2 on 2021-01-01, person 3 on 2022-05-05
+@pytest.mark.parametrize(
+    ("table", "column", "row", "value", "message", "reason"),
+    [
+        ("condition_occurrence", "condition_start_date", 1, "2999-01-01",
+         r"'2999-01-01' is after today \(\d{4}-\d\d-\d\d\): an event cannot be in the future", "date in the future"),
+        ("measurement", "measurement_date", 0, "1978-12-31",
+         r"'1978-12-31' is before person 1 was born \(year of birth 1980; an event may precede", "event before birth"),
+        ("condition_occurrence", "condition_source_value", 2, "ORPHA:" + "5" * 5000,
+         "field is 5,006 characters long; at most 1,024 are read", "over-long field"),
+        ("person", "gender_source_value", 1, "F" * 2000, "field is 2,000 characters long", "over-long field"),
+    ],
+    ids=["future", "before-birth", "long-code", "long-person-field"],
+)
+def test_rules_name_file_line_and_column(tmp_path, table, column, row, value, message, reason) -> None:
+    site = _site(tmp_path)
+    path = site / f"{table}.csv"
+    _edit_csv(path, column, row, value)
+    with pytest.raises(InputError, match=message) as info:
+        read_omop(site)
+    assert (info.value.file, info.value.line, info.value.field) == (str(path), row + 2, column)
+    assert len(str(info.value)) < 300
+    _, report = read_omop(site, skip_bad_rows=True)
+    assert report.skipped_rows[reason] == 1 and report.problems[0].row == row + 2  # (a dropped person: its events too)
+
+
+def test_prenatal_events_and_end_dates_ahead_are_accepted(tmp_path) -> None:
+    site = _site(tmp_path)
+    _edit_csv(site / "measurement.csv", "measurement_date", 0, "1979-01-01")  # person 1, born 1980
+    _edit_csv(site / "drug_exposure.csv", "drug_exposure_end_date", 0, "2999-01-01")  # a planned end
+    cohort, _ = read_omop(site)
+    assert cohort.events["date"].min() == pd.Timestamp("1979-01-01")
+
+
+def test_a_synthetic_release_is_not_held_to_the_date_rules(tmp_path) -> None:
+    cohort = small_cohort()
+    persons = cohort.persons.assign(person_id=cohort.persons["person_id"] + SYNTHETIC_ID_BASE,
+                                    year_of_birth=[2030, 1990, 2001])  # an age sampled below zero
+    events = cohort.events.assign(person_id=cohort.events["person_id"] + SYNTHETIC_ID_BASE)
+    events.loc[events["person_id"] == SYNTHETIC_ID_BASE + 2, "date"] = pd.Timestamp("2027-06-01")  # shifted grid
+    write_omop(Cohort.from_frames(persons, events), tmp_path / "syn")
+    with pytest.raises(InputError, match="is not a year between"):  # a birth year in the future still is not
+        read_omop(tmp_path / "syn", synthetic=True)
+    persons.loc[0, "year_of_birth"] = 2025
+    write_omop(Cohort.from_frames(persons, events), tmp_path / "syn", overwrite=True)
+    back, _ = read_omop(tmp_path / "syn", synthetic=True)
+    assert back.events["date"].max() == pd.Timestamp("2027-06-01")
+
+
+def test_a_value_is_quoted_at_most_sixty_characters(tmp_path) -> None:
+    site = _site(tmp_path)
+    _edit_csv(site / "condition_occurrence.csv", "condition_start_date", 0, "9" * 1000)
+    with pytest.raises(InputError) as info:
+        read_omop(site)
+    assert str(info.value).endswith("'" + "9" * 59 + "… (1,000 characters) is not a date (YYYY-MM-DD)")
+
+
+def test_latin1_byte_names_line_and_column(tmp_path) -> None:
+    site = _site(tmp_path)
+    path = site / "observation.csv"
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b"HP:", b"HP\xe9:")  # HP:0001166 in a Latin-1 export
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(InputError, match=r"observation.csv:2: column observation_source_value: not UTF-8 "
+                                         r"\(byte 0xe9; a Latin-1") as info:
+        read_omop(site, skip_bad_rows=True)
+    assert (info.value.line, info.value.field) == (2, "observation_source_value")
+    quoted = site / "person.csv"  # a quoted comma before the bad byte does not shift the column
+    quoted.write_bytes(b'person_id,"note, free text",gender_source_value,year_of_birth\n'
+                       b'1,"a, b",F\xe9,1980\n')
+    with pytest.raises(InputError, match="person.csv:2: column gender_source_value: not UTF-8"):
+        read_omop(site)
+    quoted.write_bytes(b"person_id,gender_source_value,year_of_b\xefrth\n1,F,1980\n")
+    with pytest.raises(InputError, match="person.csv:1: column year_of_b\ufffdrth: not UTF-8"):
+        read_omop(site)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["csv", "csv.gz"])
+def test_a_byte_order_mark_is_accepted(tmp_path, gz) -> None:
+    import gzip
+
+    site = _site(tmp_path)
+    for table in ("person", "condition_occurrence"):
+        path = site / f"{table}.csv"
+        data = b"\xef\xbb\xbf" + path.read_bytes()
+        if gz:
+            path.unlink()
+            (site / f"{table}.csv.gz").write_bytes(gzip.compress(data))
+        else:
+            path.write_bytes(data)
+    cohort, _ = read_omop(site)
+    pd.testing.assert_frame_equal(cohort.persons, small_cohort().persons, check_dtype=False)
+    assert cohort.n_persons == 3 and len(cohort.events) == 6
+
+
+def test_a_truncated_gzip_names_the_file_and_the_first_line_lost(tmp_path) -> None:
+    import gzip
+
+    site = _site(tmp_path)
+    path = site / "measurement.csv"
+    rows = path.read_text().splitlines()
+    text = "\n".join(rows + [rows[1]] * 3000) + "\n"  # long enough that half the stream holds whole lines
+    path.unlink()
+    data = gzip.compress(text.encode())
+    (site / "measurement.csv.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"measurement.csv.gz:\d+: not a readable gzip file \(truncated") as info:
+        read_omop(site, skip_bad_rows=True)
+    assert 1 < info.value.line < len(text.splitlines())
+    (site / "measurement.csv.gz").write_bytes(data[:20])  # not even the header
+    with pytest.raises(InputError, match=r"measurement.csv.gz:1: not a readable gzip file"):
+        read_omop(site)
+
+
+def test_parquet_fields_are_held_to_the_same_length(tmp_path) -> None:
+    site = _site(tmp_path, "parquet")
+    frame = pd.read_parquet(site / "person.parquet")
+    frame.loc[1, "gender_source_value"] = "M" * 2000
+    frame.to_parquet(site / "person.parquet", index=False)
+    with pytest.raises(InputError, match=r"person.parquet: row 2: column gender_source_value: field is 2,000 characters"):
+        read_omop(site)
