@@ -21,6 +21,7 @@ KEYS: dict[str, tuple[str, type, object]] = {
     "coordinator-pub": ("coordinator_pub", str, REQUIRED),  # pinned coordinator key (PEM)
     "site-key": ("site_key", str, REQUIRED),  # the site's own Ed25519 private key (PEM): signs its privacy ledger
     "epsilon": ("epsilon", float, REQUIRED),  # the site's lifetime ε for this dataset
+    "budget-raise": ("budget_raise", bool, False),  # true only for the run that raises epsilon/delta on purpose
     "delta": ("delta", float, 1e-5),  # δ; keep it below 1 / number of patients
     "clip-norm": ("clip_norm", float, DEFAULT_CLIP_NORM),  # per-patient gradient norm bound C
     "batch-size": ("batch_size", int, 32),  # expected Poisson batch; q = batch-size / patients
@@ -60,6 +61,7 @@ class NodeConfig:
     eval_loss_clip: float = 2.0
     eval_suite: bool = True
     holdout_path: Path | None = None
+    budget_raise: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):

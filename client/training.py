@@ -154,7 +154,8 @@ def open_site(node: NodeConfig, cfg: RoundConfig) -> Site:
     torch.set_num_threads(node.threads)
     budget = PrivacyBudget(epsilon=node.epsilon, delta=node.delta)
     state = PrivacyState.load_or_create(privacy_folder(node), fingerprint=data_fingerprint(node.data_path),
-                                        budget=budget, accountant=cfg.accountant)
+                                        budget=budget, accountant=cfg.accountant,
+                                        allow_budget_raise=node.budget_raise)
     ledger = open_ledger(node, state)
     bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
     return Site(bundle, read_tensors(node, bundle, node.data_path), state, ledger)

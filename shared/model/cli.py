@@ -39,6 +39,7 @@ def train(
     epsilon: Annotated[float | None, typer.Option("--epsilon", min=0.0, help="Train with DP-SGD under this lifetime ε for the dataset (needs --state).")] = None,
     delta: Annotated[float, typer.Option("--delta", help="δ for --epsilon.")] = 1e-5,
     state: Annotated[Path | None, typer.Option("--state", help="The site's privacy state folder: the accountant and the signed ledger of every DP training on this dataset (keeps ε composing across trainings).")] = None,
+    raise_budget: Annotated[bool, typer.Option("--raise-budget", help="Adopt an --epsilon/--delta above the budget the state holds (on purpose; the ledger signs the new budget and the audit shows the raise).")] = False,
     site_key: Annotated[Path | None, typer.Option("--site-key", help="The site's Ed25519 key that signs the ledger [default: STATE/identity/site.key, made on first use].")] = None,
     clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm (DP).")] = DEFAULT_CLIP_NORM,
     noise_multiplicity: Annotated[int, typer.Option("--noise-multiplicity", min=1, help="Diffusion noise draws per patient and step (DP).")] = 4,
@@ -71,7 +72,7 @@ def train(
                 raise InputError("--epsilon needs --state: the folder that keeps this site's privacy budget")
             private = PrivateTraining(state_path=state, fingerprint=data_fingerprint(site), epsilon=epsilon,
                                       delta=delta, clip_norm=clip_norm, noise_multiplicity=noise_multiplicity,
-                                      site_key=site_key)
+                                      site_key=site_key, allow_budget_raise=raise_budget)
         with atomic_dir(out, overwrite=overwrite) as tmp:
             progress = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
                                 TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,

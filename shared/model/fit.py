@@ -67,6 +67,7 @@ class PrivateTraining:
     accountant: str = "rdp"
     site_key: Path | None = None  # Ed25519 key that signs the ledger; None: STATE/identity/site.key, made once
     site_id: str = "site"  # the name the ledger entries carry
+    allow_budget_raise: bool = False  # adopt a budget above the stored one (raregraph train --raise-budget)
 
     def __post_init__(self) -> None:
         PrivacyBudget(epsilon=self.epsilon, delta=self.delta)
@@ -101,7 +102,7 @@ class PrivateTraining:
         """
         budget = PrivacyBudget(epsilon=self.epsilon, delta=self.delta)
         state = PrivacyState.load_or_create(self.state_path, fingerprint=self.fingerprint, budget=budget,
-                                            accountant=self.accountant)
+                                            accountant=self.accountant, allow_budget_raise=self.allow_budget_raise)
         ledger = self.open_ledger(state)
         sample_rate = min(1.0, batch_size / n)
         sigma = state.calibrate_remaining(sample_rate=sample_rate, steps=steps)

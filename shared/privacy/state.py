@@ -36,6 +36,10 @@ MAX_SIGMA = 1e6  # same search ceiling as Opacus's get_noise_multiplier
 SIGMA_TOLERANCE_EPS = 0.01  # stop the σ search once ε is this close below the target
 
 
+class BudgetRaiseError(InputError):
+    """The configured budget is larger than the stored one and the raise was not made explicit."""
+
+
 class FingerprintMismatchError(InputError):
     """The state file belongs to another dataset than the one the site is about to train on."""
 
@@ -71,11 +75,13 @@ class PrivacyState:
 
     @classmethod
     def load_or_create(cls, folder: str | Path, *, fingerprint: str, budget: PrivacyBudget, accountant: str,
-                       plan: MechanismPlan | None = None) -> PrivacyState:
+                       plan: MechanismPlan | None = None, allow_budget_raise: bool = False) -> PrivacyState:
         """Load the site's state, or start it if the folder has none; apply the current config.
 
         A changed budget, accountant or plan is adopted, logged in ``changes`` and warned about
-        (:class:`PrivacyWarning`); the history and the ε already spent stay.
+        (:class:`PrivacyWarning`); the history and the ε already spent stay. A *raised* budget
+        (larger ε or δ) is adopted only with ``allow_budget_raise``: a budget is raised on purpose,
+        never by an edited config file, and the next ledger entry signs the new budget.
 
         Parameters
         ----------
@@ -91,9 +97,14 @@ class PrivacyState:
         plan
             The planned mechanism (σ from :func:`calibrate_noise`), or ``None`` to keep the
             stored one.
+        allow_budget_raise
+            Adopt a budget larger than the stored one (node config ``budget-raise = true``,
+            ``raregraph train --raise-budget``).
 
         Raises
         ------
+        BudgetRaiseError
+            ``budget`` is larger than the stored one and ``allow_budget_raise`` is false.
         FingerprintMismatchError
             The state belongs to a different dataset fingerprint.
         InputError
@@ -126,6 +137,14 @@ class PrivacyState:
                     f"fingerprint is {fingerprint!r}; refusing to mix budgets. If the data changed but its patients "
                     "overlap, the ε they already spent still applies", file=path)
             changes = len(state._doc["changes"])
+            old = state.budget
+            if (budget.epsilon > old.epsilon or budget.delta > old.delta) and not allow_budget_raise:
+                raise BudgetRaiseError(
+                    f"the configured budget (ε = {budget.epsilon:g}, δ = {budget.delta:g}) is above the one this "
+                    f"dataset's privacy state holds (ε = {old.epsilon:g}, δ = {old.delta:g}); a budget is raised only "
+                    "on purpose: set budget-raise = true in the node config (raregraph train --raise-budget) for the "
+                    "run that raises it; the ledger then signs the new budget and the audit shows the raise",
+                    file=path)
             if budget != state.budget:
                 state._change("budget", state.budget.to_json(), budget.to_json())
             if accountant != state.mechanism:

@@ -144,6 +144,18 @@ def test_single_site_dp_keeps_a_signed_ledger_and_refuses_a_reset_or_edited_stat
     assert [e.seq for e in read_ledger(state / "ledger.jsonl")] == [0, 1]
 
 
+def test_a_raised_budget_must_be_made_explicit(sites, demo_bundle, coordinator_key, tmp_path) -> None:
+    b = ["--bundle", demo_bundle, "--pub", coordinator_key[1], "--steps", "4", "--state", tmp_path / "state", "--json"]
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m1", "--epsilon", "4")
+    assert code == 0, stderr
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m2", "--epsilon", "50")
+    assert code == 1 and "a budget is raised only on purpose" in one_line_error(stderr)
+    assert not (tmp_path / "m2").exists()
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m3", "--epsilon", "50", "--raise-budget")
+    assert code == 0, stderr
+    assert json.loads((tmp_path / "m3" / "model.json").read_text())["privacy"]["budget_epsilon"] == 50.0
+
+
 def test_train_refuses_a_bad_clip_norm_and_leaves_no_state(sites, demo_bundle, coordinator_key, tmp_path) -> None:
     code, _, stderr = run("train", sites / "site-2", "--bundle", demo_bundle, "--pub", coordinator_key[1],
                           "--out", tmp_path / "m", "--steps", "4", "--epsilon", "4", "--state", tmp_path / "state",

@@ -11,7 +11,7 @@ import pytest
 import shared.privacy.state as state_module
 from shared.errors import ConfigError, InputError
 from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget, PrivacyWarning, epsilon_for
-from shared.privacy.state import FingerprintMismatchError, PrivacyState
+from shared.privacy.state import BudgetRaiseError, FingerprintMismatchError, PrivacyState
 from shared.privacy.state_file import STATE_FILE
 
 FP = "sha256:" + "ab" * 32
@@ -87,8 +87,12 @@ def test_lowering_the_budget_below_the_spend_keeps_history_and_refuses(tmp_path)
     assert not lowered.can_afford(steps=1, noise_multiplier=10.0, sample_rate=0.05)
     with pytest.raises(BudgetExceededError, match="budget ε = 1 at"):
         _record(lowered, "r2")
+    with pytest.raises(BudgetRaiseError, match="a budget is raised only on purpose: set budget-raise = true"):
+        _open(tmp_path, budget=PrivacyBudget(epsilon=8.0, delta=1e-5))  # an edited config raises nothing
+    with pytest.raises(BudgetRaiseError):
+        _open(tmp_path, budget=PrivacyBudget(epsilon=1.0, delta=1e-4))  # a larger δ is a raise too
     with pytest.warns(PrivacyWarning):
-        raised = _open(tmp_path, budget=PrivacyBudget(epsilon=8.0, delta=1e-5))
+        raised = _open(tmp_path, budget=PrivacyBudget(epsilon=8.0, delta=1e-5), allow_budget_raise=True)
     assert raised.epsilon() == spent and _record(raised, "r2") > spent
     changes = raised.to_json()["changes"]
     assert [(c["what"], c["new"]["epsilon"], c["after_rounds"]) for c in changes] == [("budget", 1.0, 2), ("budget", 8.0, 2)]

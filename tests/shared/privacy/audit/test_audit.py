@@ -133,7 +133,7 @@ def test_a_budget_raised_mid_chain_is_flagged_unless_the_budget_file_approves_it
     ledger = Ledger(root / "sites" / "a" / "ledger.jsonl", "hospital-a", load_private_key(key_path))
     for r, budget in ((1, 3.0), (2, 50.0)):
         state = PrivacyState.load_or_create(root / "sites" / "a", fingerprint=FP, accountant="rdp",
-                                            budget=PrivacyBudget(epsilon=budget, delta=1e-5))
+                                            budget=PrivacyBudget(epsilon=budget, delta=1e-5), allow_budget_raise=True)
         state.record_round(round_id=f"run{r}:1", **TRAIN)
         ledger.append_round(state, run_id=f"run{r}", server_round=1)
     merge_site_entries(root / "run", ledger.entries, public_key=load_public_key(root / "keys" / "hospital-a.pub"))
