@@ -169,8 +169,11 @@ class SiteFedAvg(FedAvg):
                             m[P.EPSILON], m[P.BUDGET_EPSILON])
                 continue
             usable.append((site, r))
-        accepted = self._validate(server_round, usable)
-        arrays, metrics = self._aggregate(accepted) if accepted else (None, None)
+        assert self.current is not None  # set by configure_train before any reply
+        base = self.current.to_torch_state_dict()
+        checked = self._validate(server_round, base, usable)
+        accepted = [(site, r) for site, r, _ in checked]
+        arrays, metrics = self._aggregate(base, checked) if checked else (None, None)
         self._server_seconds += time.perf_counter() - aggregate_started
         self._checkpoint(server_round, arrays if arrays is not None else self.current, metrics, replies, accepted,
                          aggregate_started)
@@ -251,11 +254,11 @@ class SiteFedAvg(FedAvg):
             return False
         return True
 
-    def _validate(self, server_round: int, usable: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
-        """Drop replies that do not fit the global model or claim an impossible patient count,
-        and, with three or more, updates whose change norm is an outlier."""
-        assert self.current is not None  # set by configure_train before any reply
-        base = self.current.to_torch_state_dict()
+    def _validate(self, server_round: int, base: dict[str, torch.Tensor],
+                  usable: list[tuple[str, Message]]) -> list[tuple[str, Message, dict[str, torch.Tensor]]]:
+        """Drop replies that do not fit the global weights ``base`` or claim an impossible patient
+        count, and, with three or more, updates whose change norm is an outlier; the accepted
+        replies with their weights as tensors."""
         norms, fitting = [], []
         for site, r in usable:
             try:
@@ -268,35 +271,34 @@ class SiteFedAvg(FedAvg):
                 self._reject(server_round, site, problem)
                 continue
             norms.append(change_norm(base, state))
-            fitting.append((site, r))
+            fitting.append((site, r, state))
         if not fitting:
             return []
         median = float(np.median(norms))
         accepted = []
-        for (site, r), norm in zip(fitting, norms):
+        for (site, r, state), norm in zip(fitting, norms):
             # the median of two is their mean: this rule needs three; the norm bound works for any number
             if len(fitting) >= 3 and median > 0 and norm > self.outlier_factor * median:
                 self._reject(server_round, site, f"update norm {norm:.3g} > {self.outlier_factor:g} × median {median:.3g}")
                 continue
             self._updates[site] = {"norm": round(norm, 6)}
-            accepted.append((site, r))
+            accepted.append((site, r, state))
         return accepted
 
-    def _aggregate(self, accepted: list[tuple[str, Message]]) -> tuple[ArrayRecord, MetricRecord]:
+    def _aggregate(self, base: dict[str, torch.Tensor],
+                   accepted: list[tuple[str, Message, dict[str, torch.Tensor]]]) -> tuple[ArrayRecord, MetricRecord]:
         """Clip every accepted change, weight the sites (capped) and average (:mod:`server.aggregation`)."""
-        assert self.current is not None
-        base = self.current.to_torch_state_dict()
         deltas = []
-        for site, r in accepted:
-            delta, factor = clip_update(base, r.content[P.ARRAYS].to_torch_state_dict(), max_norm=self.max_update_norm)
+        for site, _, state in accepted:
+            delta, factor = clip_update(base, state, max_norm=self.max_update_norm)
             deltas.append(delta)
             self._updates[site]["clip_factor"] = round(factor, 6)
-        counts = [float(r.content[P.METRICS][P.NUM_EXAMPLES]) for _, r in accepted]
+        counts = [float(r.content[P.METRICS][P.NUM_EXAMPLES]) for _, r, _ in accepted]
         weights = site_weights(counts, max_share=self.max_site_share)
-        for (site, _), weight in zip(accepted, weights):
+        for (site, _, _), weight in zip(accepted, weights):
             self._updates[site]["weight"] = round(weight, 6)
         arrays = ArrayRecord(aggregate(base, deltas, weights, rule=self.rule))
-        return arrays, _privacy_max([r.content for _, r in accepted], P.NUM_EXAMPLES)
+        return arrays, _privacy_max([r.content for _, r, _ in accepted], P.NUM_EXAMPLES)
 
     def _write_state(self, server_round: int) -> None:
         state = {"run_id": self.run_id, "round": server_round, "rounds": self.rounds_log, "rejected": self.rejected}
