@@ -40,7 +40,7 @@ from shared.bundle import StudyBundle
 from shared.atomic import write_bytes_atomic
 from shared.privacy.dp_sgd import Mechanism
 from shared.ehr.site import data_fingerprint, read_site
-from shared.privacy.ledger import Ledger, export_entries, round_key
+from shared.privacy.ledger import Ledger, export_entries, key_use_path, round_key
 from shared.model.checkpoint import build
 from shared.privacy.budget import BudgetExceededError, MechanismPlan, PrivacyBudget
 from shared.privacy.state import PrivacyState
@@ -102,22 +102,27 @@ def ledger_file(node: NodeConfig) -> Path:
     return privacy_folder(node) / "ledger.jsonl"
 
 
-def open_ledger(node: NodeConfig, state: PrivacyState) -> Ledger:
-    """The site's ledger, verified with its key and reconciled with the privacy state.
+def open_privacy(node: NodeConfig, fingerprint: str, accountant: str) -> tuple[PrivacyState, Ledger]:
+    """The site's ledger, verified with its key and checked against the key's use record, then
+    the privacy state (created only once the ledger passed), reconciled with the ledger.
 
     Raises
     ------
     LedgerError
-        The ledger does not verify, is another dataset's, or records a charge the state lacks
-        (the state was reset).
+        The ledger does not verify, is another dataset's, lacks the head the key-use record holds
+        (the privacy folder was lost), or disagrees with the state (reset or edited).
     SignatureError, InputError
-        The site key cannot be read.
+        The site key cannot be read; the state is unreadable or another dataset's.
     """
-    ledger = Ledger(ledger_file(node), node.site_id, load_private_key(node.site_key))
+    ledger = Ledger(ledger_file(node), node.site_id, load_private_key(node.site_key), key_use=key_use_path(node.site_key))
+    ledger.check_key_use(fingerprint)
+    state = PrivacyState.load_or_create(privacy_folder(node), fingerprint=fingerprint,
+                                        budget=PrivacyBudget(epsilon=node.epsilon, delta=node.delta),
+                                        accountant=accountant, allow_budget_raise=node.budget_raise)
     for entry in ledger.reconcile(state):
         log.warning("site %s: ledger entry %d (run %s round %d, %s) added from the privacy state: a charge an earlier "
                     "process recorded but did not sign", node.site_id, entry.seq, entry.run_id, entry.round, entry.kind)
-    return ledger
+    return state, ledger
 
 
 def _plan(state: PrivacyState, node: NodeConfig, cfg: RoundConfig, sample_rate: float) -> PrivacyState:
@@ -145,18 +150,15 @@ def open_site(node: NodeConfig, cfg: RoundConfig) -> Site:
     Raises
     ------
     LedgerError
-        The site's ledger does not verify or disagrees with its privacy state.
+        The site's ledger does not verify, lacks what the key-use record holds, or disagrees with
+        its privacy state.
     SignatureError
         The bundle is not cached or does not verify.
     InputError
         Bad site data or a privacy state for another dataset.
     """
     torch.set_num_threads(node.threads)
-    budget = PrivacyBudget(epsilon=node.epsilon, delta=node.delta)
-    state = PrivacyState.load_or_create(privacy_folder(node), fingerprint=data_fingerprint(node.data_path),
-                                        budget=budget, accountant=cfg.accountant,
-                                        allow_budget_raise=node.budget_raise)
-    ledger = open_ledger(node, state)
+    state, ledger = open_privacy(node, data_fingerprint(node.data_path), cfg.accountant)
     bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
     return Site(bundle, read_tensors(node, bundle, node.data_path), state, ledger)
 

@@ -14,7 +14,7 @@ from shared.signing.cli import keys_app
 from shared.ehr.cli import data_app
 from shared.evaluation.cli import evaluate
 from shared.model.cli import generate_cmd, train
-from shared.privacy.cli import plan
+from shared.privacy.cli import plan, restore
 from server.release.cli import release
 
 app = typer.Typer(
@@ -28,8 +28,10 @@ app.add_typer(kg_app, name="kg")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(keys_app, name="keys")
 app.add_typer(data_app, name="data")
-privacy_app = typer.Typer(help="Plan differential-privacy budgets.", no_args_is_help=True)
+privacy_app = typer.Typer(help="Plan differential-privacy budgets; restore a lost privacy folder from a ledger copy.",
+                          no_args_is_help=True)
 privacy_app.command("plan")(plan)
+privacy_app.command("restore")(restore)
 app.add_typer(privacy_app, name="privacy")
 data_app.command("simulate")(simulate)
 app.command("train")(train)

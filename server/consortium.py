@@ -6,8 +6,9 @@ A run's own copy of the ledgers (``RUN/ledger``) lives and dies with the run fol
 does not. Per site id and dataset fingerprint it holds the last verified entry: its seq, hash,
 ε and the run it came from. A site's ledger must contain that entry unchanged: one that starts
 again (seq 0 with another history), forks, or ends before it is refused, with the record's
-ε named. The site recovers by restoring its state folder, or its ledger from the coordinator's
-copy (``RUN/ledger/<site>.jsonl`` of the run named), never by starting a new one.
+ε named. The site recovers by restoring its state folder, or by rebuilding it from the
+coordinator's copy of its ledger (``RUN/ledger/<site>.jsonl`` of the run named) with
+``raregraph privacy restore``, never by starting a new one.
 
 File (JSON, written atomically)::
 
@@ -87,8 +88,9 @@ class ConsortiumRecord:
                     f"site {site}: its privacy ledger for dataset {fingerprint[:12]}… {what}: the consortium record "
                     f"({self.path}) holds seq {known['seq']} (ε = {known['epsilon']:.4g}) from run "
                     f"{known['run_id']}, the site now sends seq {chain[0].seq}–{last.seq} (ε = {last.epsilon:.4g}); "
-                    f"its privacy state was lost, reset or rolled back. Restore the site's state folder (or its "
-                    f"ledger from RUN/ledger/{site}.jsonl of run {known['run_id']}) before it trains again")
+                    f"its privacy state was lost, reset or rolled back. Restore the site's state folder (or rebuild it "
+                    f"from RUN/ledger/{site}.jsonl of run {known['run_id']} with `raregraph privacy restore`) "
+                    "before it trains again")
 
     def advance(self, entries: Sequence[LedgerEntry], *, run_id: str) -> None:
         """Record the head of a site's ledger once it has passed :meth:`check` and been verified

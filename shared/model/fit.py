@@ -33,7 +33,7 @@ from shared.privacy import statements
 from shared.privacy.budget import PrivacyBudget
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM, Mechanism, make_private
 from shared.privacy.dp_sgd import backward as private_backward
-from shared.privacy.ledger import Ledger, round_key
+from shared.privacy.ledger import Ledger, key_use_path, round_key
 from shared.privacy.state import PrivacyState
 from shared.signing.keys import load_private_key, new_keypair
 from shared.trajectories.tensors import TrajectoryTensors
@@ -77,16 +77,17 @@ class PrivateTraining:
                 or self.noise_multiplicity < 1:
             raise ConfigError(f"noise multiplicity must be an integer ≥ 1, got {self.noise_multiplicity!r}")
 
-    def open_ledger(self, state: PrivacyState) -> Ledger:
-        """The state folder's ledger, verified and reconciled with ``state`` (a reset or edited
-        state is refused: the signed ledger is the witness of what was spent)."""
+    def open_ledger(self) -> Ledger:
+        """The state folder's ledger, verified and checked against the key's use record (a lost
+        state folder is refused when the key shows it has trained on this dataset)."""
         key_path = self.site_key
         if key_path is None:
             key_path = Path(self.state_path) / SITE_KEY
             if not key_path.exists():
                 new_keypair(key_path.with_suffix(""))
-        ledger = Ledger(Path(self.state_path) / LEDGER_FILE, self.site_id, load_private_key(key_path))
-        ledger.reconcile(state)
+        ledger = Ledger(Path(self.state_path) / LEDGER_FILE, self.site_id, load_private_key(key_path),
+                        key_use=key_use_path(key_path))
+        ledger.check_key_use(self.fingerprint)
         return ledger
 
     def prepare(self, n: int, *, steps: int, batch_size: int = 32) -> tuple[Mechanism, PrivacyState, Ledger]:
@@ -101,9 +102,10 @@ class PrivateTraining:
             The ledger does not verify, or the state disagrees with it (reset or edited).
         """
         budget = PrivacyBudget(epsilon=self.epsilon, delta=self.delta)
+        ledger = self.open_ledger()  # before the state: a lost folder is refused, not started afresh
         state = PrivacyState.load_or_create(self.state_path, fingerprint=self.fingerprint, budget=budget,
                                             accountant=self.accountant, allow_budget_raise=self.allow_budget_raise)
-        ledger = self.open_ledger(state)
+        ledger.reconcile(state)  # a reset or edited state is refused: the signed ledger is the witness
         sample_rate = min(1.0, batch_size / n)
         sigma = state.calibrate_remaining(sample_rate=sample_rate, steps=steps)
         mechanism = Mechanism(noise_multiplier=sigma, clip_norm=self.clip_norm, sample_rate=sample_rate,

@@ -1,8 +1,10 @@
-"""``raregraph privacy plan``: the noise multiplier and ε per round for a planned DP-SGD run."""
+"""``raregraph privacy plan``: the noise multiplier and ε per round for a planned DP-SGD run;
+``raregraph privacy restore``: a lost privacy folder rebuilt from a copy of the site's signed ledger."""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,6 +12,7 @@ from rich.table import Table
 
 from shared.console import cli_errors, console, err_console, print_json
 from shared.privacy.budget import PrivacyBudget, epsilon_per_round, plan_mechanism
+from shared.privacy.ledger.restore import restore_privacy_folder
 from shared.privacy.registry import accountant_class, known_accountants
 
 ASSUMPTIONS = ("Poisson sampling, per-sample clipping, add/remove-one neighbouring datasets, record-level DP per "
@@ -64,3 +67,29 @@ def plan(
         table.add_row(str(i + 1), str((i + 1) * mech.steps_per_round), f"{eps:.3f}")
     console.print(table)
     console.print(f"assumes {ASSUMPTIONS}", highlight=False, style="dim")
+
+
+def restore(
+    copy: Annotated[Path, typer.Argument(help="A copy of the site's ledger: the coordinator's RUN/ledger/<site>.jsonl, an auditor's, a backup.")],
+    into: Annotated[Path, typer.Option("--into", help="The site's privacy folder: STATE/privacy for a federated site, STATE for `raregraph train --epsilon`. It must hold no privacy state.")],
+    site_key: Annotated[Path, typer.Option("--site-key", help="The site's private key, the one that signed the ledger.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print what was restored as JSON.")] = False,
+) -> None:
+    """Rebuild a lost privacy folder (state and ledger) from a copy of the site's signed ledger.
+
+    The copy is verified with the site's own key and must reach the last entry the key's use
+    record holds; the accountant is rebuilt from the mechanisms it signed and must give the ε
+    it signed. Nothing is overwritten, and nothing is left behind when it refuses.
+
+    Example: raregraph privacy restore runs/r1/ledger/site-a.jsonl --into /state/privacy --site-key /keys/site.key
+    """
+    with cli_errors():
+        done = restore_privacy_folder(copy, into, site_key=site_key)
+    if json_out:
+        print_json({"site_id": done.site_id, "fingerprint": done.fingerprint, "entries": done.entries,
+                    "epsilon": done.epsilon, "budget_epsilon": done.budget.epsilon, "delta": done.budget.delta,
+                    "state": str(done.state), "ledger": str(done.ledger)})
+        return
+    console.print(f"site {done.site_id}: privacy folder {into} restored from {copy}: {done.entries} ledger entries, "
+                  f"ε = {done.epsilon:.4g} spent of {done.budget.epsilon:g} at δ = {done.budget.delta:g}",
+                  highlight=False)

@@ -161,6 +161,41 @@ class PrivacyState:
             return state
 
     @classmethod
+    def rebuild(cls, folder: str | Path, *, fingerprint: str, budget: PrivacyBudget, accountant: str,
+                rounds: list[RoundRecord], source: str) -> PrivacyState:
+        """Write a state from the charges a verified ledger records, into a folder that has none.
+
+        The accountant is charged with every round's mechanism in order; each round keeps the
+        ε the ledger signed. The document's ``changes`` says where it was restored from.
+
+        Raises
+        ------
+        InputError
+            The folder already holds a privacy state (restoring never overwrites one).
+        ConfigError
+            An argument is invalid.
+        """
+        folder = Path(folder)
+        trial = make_accountant(accountant)
+        for r in rounds:
+            trial.step(noise_multiplier=r.noise_multiplier, sample_rate=r.sample_rate, steps=r.steps)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / STATE_FILE
+        with locked(folder):
+            if path.exists():
+                raise InputError("a privacy state is already here; restoring never overwrites one (move it aside "
+                                 "first if it is the damaged one)", file=path)
+            now = timestamp()
+            doc = {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "accountant": trial.state_dict(),
+                   "budget": budget.to_json(), "plan": None, "rounds": [asdict(r) for r in rounds],
+                   "changes": [{"what": "restored", "old": None, "new": source, "after_rounds": len(rounds), "at": now}],
+                   "revision": 0, "created_at": now, "updated_at": now}
+            check_doc(doc)
+            state = cls(path=path, doc=doc)
+            state._save()
+        return state
+
+    @classmethod
     def read(cls, folder: str | Path) -> PrivacyState:
         """Load an existing state without changing it (for audits and status commands).
 

@@ -201,6 +201,29 @@ def test_a_site_whose_ledger_was_edited_or_whose_state_was_reset_refuses_to_trai
     assert reply.has_error() and "the state was reset" in reply.error.reason
 
 
+def test_a_site_whose_privacy_folder_was_lost_refuses_by_itself_until_it_is_restored(node, bundle) -> None:
+    """The whole privacy folder gone, the key kept: the site refuses (its key-use record knows it
+    trained) before reading any data; restored from the ledger the reply carried (the coordinator's
+    copy), it trains the next round and its ledger goes on from seq 1."""
+    import shutil
+
+    from shared.privacy.ledger.restore import restore_privacy_folder
+
+    call(node, offer(bundle, read_files(bundle.path)))
+    reply = call(node, train_message(bundle, server_round=1, rounds=3))
+    copy = node.state_path.parent / "coordinator-copy.jsonl"
+    copy.write_text(reply.content[P.LEDGER][P.LEDGER_ENTRIES])
+    shutil.rmtree(node.state_path / "privacy")
+    reply = call(node, train_message(bundle, server_round=2, rounds=3))
+    assert reply.has_error() and "this site's key has signed its ledger" in reply.error.reason
+    assert "up to seq 0" in reply.error.reason and not (node.state_path / "privacy" / "ledger.jsonl").exists()
+    restore_privacy_folder(copy, node.state_path / "privacy", site_key=node.site_key)
+    reply = call(node, train_message(bundle, server_round=2, rounds=3))
+    assert not reply.has_error()
+    entries = parse_entries(reply.content[P.LEDGER][P.LEDGER_ENTRIES])
+    assert [(e.seq, e.round) for e in entries] == [(0, 1), (1, 2)] and entries[1].epsilon > entries[0].epsilon
+
+
 def test_a_site_whose_privacy_state_was_edited_consistently_refuses_to_train(node, bundle) -> None:
     """A past round's σ raised to 1000 in both the rounds and the accountant's history (so the state
     file is self-consistent and spends less ε): the signed ledger still says what was spent."""

@@ -144,6 +144,54 @@ def test_single_site_dp_keeps_a_signed_ledger_and_refuses_a_reset_or_edited_stat
     assert [e.seq for e in read_ledger(state / "ledger.jsonl")] == [0, 1]
 
 
+def test_a_lost_privacy_folder_is_refused_by_the_key_and_restored_from_a_ledger_copy(sites, demo_bundle,
+                                                                                    coordinator_key, tmp_path) -> None:
+    """State and ledger both gone (the key kept): the key-use record beside the key refuses a
+    fresh start; `raregraph privacy restore` rebuilds the folder from a copy of the ledger, never
+    from an older copy, and the budget goes on from where it was."""
+    import shutil
+
+    from shared.privacy.ledger import read_ledger
+
+    b = ["--bundle", demo_bundle, "--pub", coordinator_key[1]]
+    state = tmp_path / "state"
+    key = state / "identity" / "site.key"
+    common = ["--steps", "4", "--epsilon", "4", "--state", state, "--json"]
+    assert run("train", sites / "site-2", *b, "--out", tmp_path / "m1", *common)[0] == 0
+    shutil.copy(state / "ledger.jsonl", tmp_path / "old-copy.jsonl")
+    assert run("train", sites / "site-2", *b, "--out", tmp_path / "m2", *common)[0] == 0
+    shutil.copy(state / "ledger.jsonl", tmp_path / "copy.jsonl")
+    spent = read_ledger(state / "ledger.jsonl")[-1].epsilon
+    assert json.loads(key.with_name("site.key-use.json").read_text())["ledgers"]  # the key's record of its ledgers
+
+    (state / "ledger.jsonl").unlink()
+    (state / "privacy_state.json").unlink()
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m3", *common)
+    line = one_line_error(stderr)
+    assert code == 1 and "this site's key has signed its ledger" in line and "up to seq 1" in line
+    assert "raregraph privacy restore" in line
+    assert not (tmp_path / "m3").exists() and not (state / "privacy_state.json").exists()
+
+    code, _, stderr = run("privacy", "restore", tmp_path / "old-copy.jsonl", "--into", state, "--site-key", key)
+    assert code == 1 and "ends at seq 0" in one_line_error(stderr)  # an older copy would forget a charge
+    assert not (state / "privacy_state.json").exists() and not (state / "ledger.jsonl").exists()
+    code, _, stderr = run("privacy", "restore", tmp_path / "copy.jsonl", "--into", state, "--site-key", tmp_path / "nokey")
+    assert code == 1 and "nokey" in one_line_error(stderr)
+
+    code, stdout, stderr = run("privacy", "restore", tmp_path / "copy.jsonl", "--into", state, "--site-key", key,
+                               "--json")
+    assert code == 0, stderr
+    done = json.loads(stdout)
+    assert done["entries"] == 2 and done["epsilon"] == spent and done["budget_epsilon"] == 4.0
+    code, _, stderr = run("privacy", "restore", tmp_path / "copy.jsonl", "--into", state, "--site-key", key)
+    assert code == 1 and "restoring never overwrites" in one_line_error(stderr)
+
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m4", *common)
+    assert code == 0, stderr
+    after = read_ledger(state / "ledger.jsonl")
+    assert [e.seq for e in after] == [0, 1, 2] and after[-1].epsilon > spent
+
+
 def test_a_raised_budget_must_be_made_explicit(sites, demo_bundle, coordinator_key, tmp_path) -> None:
     b = ["--bundle", demo_bundle, "--pub", coordinator_key[1], "--steps", "4", "--state", tmp_path / "state", "--json"]
     code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m1", "--epsilon", "4")

@@ -10,6 +10,7 @@ The file format (fields, canonical JSON, hash and signature) is described in
   :func:`read_ledger`, :func:`export_entries`, :func:`parse_entries`)
 - :mod:`~shared.privacy.ledger.verification`: :func:`verify_chain`, :func:`check_chain`
 - :mod:`~shared.privacy.ledger.site_ledger`: :class:`Ledger`, the site's own file, opened for appending
+- :mod:`~shared.privacy.ledger.key_use`: :class:`KeyUseRecord`, the heads a site key has signed, kept beside it
 - :mod:`~shared.privacy.ledger.merge`: the server's copy (:func:`ledger_path`, :func:`merge_site_entries`)
 
 Protocol for a client, per round (after ``PrivacyState.record_round``, before the reply)::
@@ -40,6 +41,7 @@ from shared.privacy.ledger.files import (
     read_ledger,
     scan_ledger,
 )
+from shared.privacy.ledger.key_use import KeyUseRecord, key_use_path
 from shared.privacy.ledger.merge import ledger_path, merge_site_entries
 from shared.privacy.ledger.problems import LedgerError, Problem, where
 from shared.privacy.ledger.site_ledger import Ledger
@@ -48,6 +50,7 @@ from shared.privacy.ledger.verification import check_chain, verify_chain
 __all__ = [
     "FORMAT",
     "GENESIS",
+    "KeyUseRecord",
     "SUFFIX",
     "Ledger",
     "LedgerEntry",
@@ -58,6 +61,7 @@ __all__ = [
     "check_chain",
     "check_site_id",
     "export_entries",
+    "key_use_path",
     "ledger_path",
     "merge_site_entries",
     "parse_entries",

@@ -24,6 +24,7 @@ from shared.privacy.ledger.entry import (
     round_key,
 )
 from shared.privacy.ledger.files import locked, scan_ledger
+from shared.privacy.ledger.key_use import KeyUseRecord
 from shared.privacy.ledger.problems import LedgerError, where
 from shared.privacy.ledger.verification import verify_chain
 from shared.privacy.state import PrivacyState
@@ -54,18 +55,23 @@ class Ledger:
         The site's id (letters, digits, ``._-``), as in the federation.
     private_key
         The site's Ed25519 key (:func:`shared.signing.keys.load_private_key`).
+    key_use
+        The key's use record (:func:`~shared.privacy.ledger.key_use.key_use_path` of the key file):
+        :meth:`reconcile` refuses a ledger that lacks the head recorded there, and every append
+        advances it. ``None`` keeps no record (tests, one-off tools).
 
     Raises
     ------
     LedgerError
         The existing file does not verify (tampered, truncated, another site's or another key's).
     InputError
-        A line of the file is malformed.
+        A line of the file is malformed, or the key-use record is not one of this key.
     ConfigError
         ``site_id`` is not a valid id.
     """
 
-    def __init__(self, path: str | Path, site_id: str, private_key: Ed25519PrivateKey) -> None:
+    def __init__(self, path: str | Path, site_id: str, private_key: Ed25519PrivateKey, *,
+                 key_use: str | Path | None = None) -> None:
         self.path = Path(path)
         self.site_id = check_site_id(site_id)
         if not isinstance(private_key, Ed25519PrivateKey):
@@ -73,6 +79,7 @@ class Ledger:
         self._key = private_key
         self.public_key = private_key.public_key()
         self.key_id = key_id(self.public_key)
+        self._key_use = None if key_use is None else KeyUseRecord(key_use, self.key_id)
         self._entries = self._load()
 
     def _load(self) -> list[LedgerEntry]:
@@ -171,6 +178,8 @@ class Ledger:
             old = self.path.read_bytes() if self.path.exists() else b""
             write_bytes_atomic(self.path, old + (entry.line + "\n").encode("utf-8"), durable=True)
             self._entries.append(entry)
+            if self._key_use is not None:
+                self._key_use.advance(entry, ledger_path=self.path)
         return entry
 
     def append_round(self, state: PrivacyState, *, run_id: str, server_round: int, kind: Kind = "train") -> LedgerEntry:
@@ -201,6 +210,19 @@ class Ledger:
                            budget_epsilon=state.budget.epsilon, dataset_fingerprint=state.fingerprint,
                            time=record.recorded_at)
 
+    def check_key_use(self, fingerprint: str) -> None:
+        """Refuse a ledger that lacks the head the key-use record holds for that dataset; call it
+        before a privacy state is opened or created, so a lost folder is never started afresh.
+
+        Raises
+        ------
+        LedgerError
+            The ledger is empty, ends earlier or holds another entry there (the privacy folder
+            was lost or rolled back).
+        """
+        if self._key_use is not None:
+            self._key_use.check(self._entries, fingerprint=fingerprint, ledger_path=self.path)
+
     def reconcile(self, state: PrivacyState) -> list[LedgerEntry]:
         """Check the ledger against the privacy state at start-up and add the charges it lacks.
 
@@ -217,11 +239,13 @@ class Ledger:
         ------
         LedgerError
             The ledger belongs to another dataset, records a charge the state does not have (the
-            state was reset or restored from an old copy: the ledger is the witness), or records a
+            state was reset or restored from an old copy: the ledger is the witness), records a
             charge with another mechanism or ε than the state says (the state file was edited:
             the signed ledger is what the site spent, and nothing only the state file says is
-            trusted).
+            trusted), or lacks the head the key-use record holds (the whole privacy folder was
+            lost or rolled back).
         """
+        self.check_key_use(state.fingerprint)
         charged = {r.round_id: r for r in state.rounds}
         recorded = set()
         for entry in self._entries:

@@ -310,3 +310,44 @@ def test_server_merge_is_idempotent_and_refuses_conflicts_gaps_and_rollbacks(tmp
     with pytest.raises(LedgerError, match="does not extend"):
         merge_site_entries(tmp_path / "run2", read_ledger(chain)[6:])
     assert ledger_path(run, SITE).read_bytes() == before + read_ledger(twin)[5].line.encode() + b"\n"
+
+
+def test_the_key_use_record_refuses_an_empty_shorter_or_other_ledger(tmp_path, keys, caplog) -> None:
+    """Every append records the head beside the key; a ledger that lacks it is refused by dataset;
+    a record of another key is refused; a read-only key folder keeps no record, with a warning."""
+    from shared.privacy.ledger import KeyUseRecord, key_use_path
+
+    record = key_use_path(tmp_path / "keys" / f"{SITE}.key")
+    ledger = Ledger(tmp_path / "site" / "ledger.jsonl", SITE, keys["a"], key_use=record)
+    ledger.check_key_use(FP)  # nothing signed yet: a first start is fine
+    for r in (1, 2):
+        _append(ledger, r, 0.5 * r)
+    assert json.loads(record.read_text())["ledgers"][FP]["seq"] == 1
+    ledger.check_key_use("sha256:" + "ef" * 32)  # another dataset starts its own budget
+    shorter = tmp_path / "shorter.jsonl"
+    _write(shorter, _lines(ledger.path)[:1])
+    for path, what in ((tmp_path / "lost" / "ledger.jsonl", "is empty or missing"), (shorter, "ends at seq 0")):
+        with pytest.raises(LedgerError, match=f"{what}, but this site's key has signed .* up to seq 1"):
+            Ledger(path, SITE, keys["a"], key_use=record).check_key_use(FP)
+    other = Ledger(tmp_path / "forked" / "ledger.jsonl", SITE, keys["a"])  # a second history signed by the same key
+    for r in (1, 3):
+        _append(other, r, 0.5 * r)
+    with pytest.raises(LedgerError, match="holds another entry at seq 1"):
+        Ledger(other.path, SITE, keys["a"], key_use=record).check_key_use(FP)
+    with pytest.raises(InputError, match="a key was replaced without its record"):
+        KeyUseRecord(record, key_id(keys["b"].public_key()))
+
+    locked_dir = tmp_path / "ro"
+    locked_dir.mkdir()
+    os.chmod(locked_dir, 0o500)
+    try:
+        ro = Ledger(tmp_path / "ro-site" / "ledger.jsonl", SITE, keys["b"], key_use=locked_dir / "k.key-use.json")
+        if os.access(locked_dir, os.W_OK):  # root writes anywhere: make the write fail another way
+            (locked_dir / "k.key-use.json").mkdir()
+        with caplog.at_level("WARNING", logger="raregraph.privacy"):
+            _append(ro, 1, 0.5)
+            _append(ro, 2, 1.0)
+        assert len(read_ledger(ro.path)) == 2
+        assert sum("cannot keep the key-use record" in r.message for r in caplog.records) == 1
+    finally:
+        os.chmod(locked_dir, 0o700)
