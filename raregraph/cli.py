@@ -14,7 +14,7 @@ from shared.signing.cli import keys_app
 from shared.ehr.cli import data_app
 from shared.evaluation.cli import evaluate
 from shared.model.cli import generate_cmd, train
-from shared.privacy.cli import plan, restore
+from shared.privacy.cli import carry_forward, plan, restore
 from server.release.cli import release
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ privacy_app = typer.Typer(help="Plan differential-privacy budgets; restore a los
                           no_args_is_help=True)
 privacy_app.command("plan")(plan)
 privacy_app.command("restore")(restore)
+privacy_app.command("carry-forward")(carry_forward)
 app.add_typer(privacy_app, name="privacy")
 data_app.command("simulate")(simulate)
 app.command("train")(train)

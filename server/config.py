@@ -36,6 +36,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "fed.evaluate-fraction": ("evaluate_fraction", float),
     "fed.site-keys": ("site_keys", str),
     "fed.consortium-record": ("consortium_record", str),
+    "fed.auditor-pub": ("auditor_pub", str),
     "eval.per-disease": ("eval_per_disease", int),
 }
 
@@ -64,6 +65,7 @@ class RunConfig:
     evaluate_fraction: float = 0.0  # sites asked for a DP evaluation after each round (each charges its budget)
     site_keys: Path | None = None  # folder of the sites' public keys <site-id>.pub: ledgers verified on merge
     consortium_record: Path | None = None  # ledger heads kept across runs (None: RUN/../consortium.json)
+    auditor_pub: Path | None = None  # the auditor's key: accepts a site's ledger carried forward on its acknowledgement
     eval_per_disease: int = 100  # synthetic patients per disease sent to every site for the evaluation suite (0: none)
 
     def __post_init__(self) -> None:
@@ -112,7 +114,7 @@ class RunConfig:
                 if value == "":
                     raise ConfigError(f"run config {key!r} must be set (flwr run . --run-config '{key}=\"...\"')")
                 value = Path(value)
-            if name in ("site_keys", "consortium_record"):
+            if name in ("site_keys", "consortium_record", "auditor_pub"):
                 value = Path(value) if value else None
             parsed[name] = value
         for required in ("run_dir", "bundle_path", "bundle_pub"):

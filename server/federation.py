@@ -33,7 +33,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from server.config import RunConfig
-from server.consortium import ConsortiumRecord
 from server.site_evaluation import evaluate_at_sites
 from server.strategy import Resume, SiteFedAvg, read_checkpoint
 from shared import protocol as P
@@ -43,9 +42,11 @@ from shared.model import META_FILE
 from shared.model.checkpoint import TrainedModel, build, model_meta
 from shared.model.fit import train_local
 from shared.privacy import statements
+from shared.privacy.ledger.consortium import ConsortiumRecord
 from shared.runs import RunFolder
 from shared.baselines.prior import PriorSampler
 from shared.model.training import TrainConfig
+from shared.signing.keys import load_public_key
 
 log = logging.getLogger("raregraph.server")
 def _resume_point(run: RunConfig) -> Resume | None:
@@ -159,7 +160,9 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
                           site_keys=run.site_keys, resume=resume, on_round=on_round,
                           max_update_norm=update_bound(run, model), max_site_patients=run.max_site_patients,
                           max_site_share=run.max_site_share, rule=run.aggregate,  # type: ignore[arg-type]
-                          consortium=ConsortiumRecord(run.consortium_record or RunFolder(run.run_dir).consortium_record))
+                          consortium=ConsortiumRecord(run.consortium_record or RunFolder(run.run_dir).consortium_record,
+                                                      auditor_pub=None if run.auditor_pub is None
+                                                      else load_public_key(run.auditor_pub)))
     train_config = ConfigRecord({P.RUN_ID: run_id, P.ROUNDS: run.participation_rounds, P.LOCAL_STEPS: run.local_steps, P.LR: run.lr,
                                  P.GUIDANCE: run.guidance, P.BUNDLE_SHA256: bundle.bundle_hash,
                                  P.ACCOUNTANT: run.accountant, P.SEED: run.seed})

@@ -25,7 +25,7 @@ ledger is logged and recorded; ``raregraph audit`` then reports the site's ledge
 from __future__ import annotations
 
 from server.aggregation import Rule, aggregate, change_norm, clip_update, site_weights, update_problem
-from server.consortium import ConsortiumRecord
+from shared.privacy.ledger.consortium import ConsortiumRecord
 import json
 import logging
 import math

@@ -20,7 +20,7 @@ A federated run (``raregraph federate``, ``flwr run .``, ``raregraph deploy loca
 and, beside it, shared by every run of the consortium in that folder::
 
     consortium.json          the head of every site ledger the coordinator has verified
-                             (server.consortium): outlives the runs, so a lost site state is noticed
+                             (shared.privacy.ledger.consortium): outlives the runs, so a lost site state is noticed
 
 Everything else refers to these paths through :class:`RunFolder`, so a reader finds the
 layout here and nowhere else.

@@ -90,7 +90,8 @@ class PrivateTraining:
         ledger.check_key_use(self.fingerprint)
         return ledger
 
-    def prepare(self, n: int, *, steps: int, batch_size: int = 32) -> tuple[Mechanism, PrivacyState, Ledger]:
+    def prepare(self, n: int, *, steps: int, batch_size: int = 32,
+                run_id: str = "train") -> tuple[Mechanism, PrivacyState, Ledger]:
         """σ for ``steps`` more steps within what is left of the budget, the state and its
         verified ledger.
 
@@ -106,6 +107,7 @@ class PrivateTraining:
         state = PrivacyState.load_or_create(self.state_path, fingerprint=self.fingerprint, budget=budget,
                                             accountant=self.accountant, allow_budget_raise=self.allow_budget_raise)
         ledger.reconcile(state)  # a reset or edited state is refused: the signed ledger is the witness
+        ledger.append_budget(state, run_id=run_id, server_round=1)  # a changed budget is signed as its own entry
         sample_rate = min(1.0, batch_size / n)
         sigma = state.calibrate_remaining(sample_rate=sample_rate, steps=steps)
         mechanism = Mechanism(noise_multiplier=sigma, clip_norm=self.clip_norm, sample_rate=sample_rate,
@@ -155,8 +157,9 @@ def train_local(tensors: TrajectoryTensors, bundle: StudyBundle, *, guidance: Gu
                                       generator=generator, ema=ema, on_step=on_step, validation=validation)
         privacy = {"mechanism": "none", "statement": statements.NON_PRIVATE}
     else:
-        mechanism, state, ledger = private.prepare(tensors.n, steps=config.steps, batch_size=config.batch_size)
         run_id = f"train-{int(time.time() * 1000)}"  # one single-site training: round 1 of its own run
+        mechanism, state, ledger = private.prepare(tensors.n, steps=config.steps, batch_size=config.batch_size,
+                                                   run_id=run_id)
         losses, epsilon = train_private(model, optimizer, x0, disease, mechanism=mechanism, state=state,
                                         round_id=round_key(run_id, 1, "train"), steps=config.steps,
                                         schedule=schedule, tables=tables, cond_drop=config.cond_drop,

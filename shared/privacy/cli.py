@@ -1,5 +1,6 @@
 """``raregraph privacy plan``: the noise multiplier and ε per round for a planned DP-SGD run;
-``raregraph privacy restore``: a lost privacy folder rebuilt from a copy of the site's signed ledger."""
+``raregraph privacy restore``: a lost privacy folder rebuilt from a copy of the site's signed ledger;
+``raregraph privacy carry-forward``: with no copy left, a new folder on an auditor's acknowledgement."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from shared.console import cli_errors, console, err_console, print_json
 from shared.privacy.budget import PrivacyBudget, epsilon_per_round, plan_mechanism
-from shared.privacy.ledger.restore import restore_privacy_folder
+from shared.privacy.ledger.restore import Restored, carry_forward_folder, restore_privacy_folder
 from shared.privacy.registry import accountant_class, known_accountants
 
 ASSUMPTIONS = ("Poisson sampling, per-sample clipping, add/remove-one neighbouring datasets, record-level DP per "
@@ -85,11 +86,40 @@ def restore(
     """
     with cli_errors():
         done = restore_privacy_folder(copy, into, site_key=site_key)
+    _report(done, into, f"restored from {copy}", json_out=json_out)
+
+
+def carry_forward(
+    acknowledgement: Annotated[Path, typer.Argument(help="The auditor-signed acknowledgement (raregraph audit carry-forward).")],
+    auditor_pub: Annotated[Path, typer.Option("--auditor-pub", help="The auditor's public key.")],
+    into: Annotated[Path, typer.Option("--into", help="The site's privacy folder; it must hold no state and no ledger.")],
+    site_key: Annotated[Path, typer.Option("--site-key", help="The site's private key; it signs the new ledger's carry entry.")],
+    epsilon: Annotated[float, typer.Option("--epsilon", help="The site's ε budget from now on, the carried ε included.")],
+    delta: Annotated[float, typer.Option("--delta", help="The site's δ budget from now on, the carried δ included.")],
+    accountant: Annotated[str, typer.Option("--accountant", help=f"Accountant: {' or '.join(known_accountants())}.")] = "rdp",
+    json_out: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+) -> None:
+    """Start a new privacy folder that carries a lost ledger's ε forward, when no copy of it survives.
+
+    The acknowledgement must verify with the auditor's key and, if the site key's use record
+    holds a head for the dataset, name exactly that head. The new ledger opens with a carry
+    entry; what the site spends next is accounted at δ − δ₀ and added to ε₀ (basic composition),
+    so both the ε and the δ budget must exceed the carried (ε₀, δ₀).
+
+    Example: raregraph privacy carry-forward ack.json --auditor-pub auditor.pub --into /state/privacy --site-key /keys/site.key --epsilon 8 --delta 2e-5
+    """
+    with cli_errors():
+        done = carry_forward_folder(acknowledgement, into, site_key=site_key, auditor_pub=auditor_pub,
+                                    budget=PrivacyBudget(epsilon=epsilon, delta=delta), accountant=accountant)
+    _report(done, into, f"carried forward on {acknowledgement}", json_out=json_out)
+
+
+def _report(done: Restored, into: Path, how: str, *, json_out: bool) -> None:
     if json_out:
         print_json({"site_id": done.site_id, "fingerprint": done.fingerprint, "entries": done.entries,
                     "epsilon": done.epsilon, "budget_epsilon": done.budget.epsilon, "delta": done.budget.delta,
                     "state": str(done.state), "ledger": str(done.ledger)})
         return
-    console.print(f"site {done.site_id}: privacy folder {into} restored from {copy}: {done.entries} ledger entries, "
+    console.print(f"site {done.site_id}: privacy folder {into} {how}: {done.entries} ledger entries, "
                   f"ε = {done.epsilon:.4g} spent of {done.budget.epsilon:g} at δ = {done.budget.delta:g}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)

@@ -19,6 +19,7 @@ add/remove-one neighbours, record-level DP per site, RDP/PRV upper bounds).
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -162,11 +163,13 @@ class PrivacyState:
 
     @classmethod
     def rebuild(cls, folder: str | Path, *, fingerprint: str, budget: PrivacyBudget, accountant: str,
-                rounds: list[RoundRecord], source: str) -> PrivacyState:
+                rounds: list[RoundRecord], source: str, carried: dict[str, Any] | None = None) -> PrivacyState:
         """Write a state from the charges a verified ledger records, into a folder that has none.
 
         The accountant is charged with every round's mechanism in order; each round keeps the
         ε the ledger signed. The document's ``changes`` says where it was restored from.
+        ``carried`` (``{"epsilon", "delta", "acknowledgement"}``): what the ledger's carry entry
+        brought forward (:meth:`carry_forward`).
 
         Raises
         ------
@@ -190,9 +193,41 @@ class PrivacyState:
                    "budget": budget.to_json(), "plan": None, "rounds": [asdict(r) for r in rounds],
                    "changes": [{"what": "restored", "old": None, "new": source, "after_rounds": len(rounds), "at": now}],
                    "revision": 0, "created_at": now, "updated_at": now}
+            if carried is not None:
+                doc["carried"] = dict(carried)
             check_doc(doc)
             state = cls(path=path, doc=doc)
             state._save()
+        return state
+
+    @classmethod
+    def carry_forward(cls, folder: str | Path, *, fingerprint: str, budget: PrivacyBudget, accountant: str,
+                      epsilon: float, delta: float, acknowledgement: str) -> PrivacyState:
+        """A new state that starts from (ε₀, δ₀) a lost ledger spent, on an auditor's acknowledgement.
+
+        What it spends next is accounted at δ_new = budget δ − δ₀ and added to ε₀ (basic
+        composition: the lost history's own privacy curve is gone, so nothing tighter holds).
+
+        Parameters
+        ----------
+        acknowledgement
+            SHA-256 of the auditor-signed acknowledgement (:mod:`shared.privacy.ledger.carry`).
+
+        Raises
+        ------
+        InputError
+            The folder already holds a state, or the budget leaves nothing after (ε₀, δ₀): a budget
+            δ at or below δ₀ must be raised on purpose first.
+        """
+        if not (budget.epsilon > epsilon and budget.delta > delta):
+            raise InputError(f"the budget (ε = {budget.epsilon:g}, δ = {budget.delta:g}) leaves nothing after the carried "
+                             f"(ε = {epsilon:.4g}, δ = {delta:g}): what is spent next composes with it (ε and δ add "
+                             "up), so the budget's ε and δ must both exceed it; raise the budget on purpose "
+                             "(e.g. δ to twice the carried δ)", file=Path(folder) / STATE_FILE)
+        state = cls.rebuild(folder, fingerprint=fingerprint, budget=budget, accountant=accountant, rounds=[],
+                            source=f"carried forward on acknowledgement {acknowledgement}",
+                            carried={"epsilon": float(epsilon), "delta": float(delta),
+                                     "acknowledgement": acknowledgement})
         return state
 
     @classmethod
@@ -262,6 +297,23 @@ class PrivacyState:
         return None if self._doc["plan"] is None else MechanismPlan(**self._doc["plan"])
 
     @property
+    def carried(self) -> dict[str, Any] | None:
+        """``{"epsilon", "delta", "acknowledgement"}`` carried forward from a lost ledger, or None."""
+        carried = self._doc.get("carried")
+        return None if carried is None else dict(carried)
+
+    def _total_epsilon(self, accountant: OpacusAccountant) -> float:
+        """ε of ``accountant``'s history at the budget's δ, composed with what was carried forward:
+        ε₀ + ε(δ − δ₀) (basic composition); ∞ when the budget's δ leaves nothing after δ₀."""
+        carried = self._doc.get("carried")
+        if carried is None:
+            return accountant.epsilon(delta=self.budget.delta)
+        if not accountant.history:
+            return float(carried["epsilon"])
+        rest = self.budget.delta - carried["delta"]
+        return float(carried["epsilon"]) + accountant.epsilon(delta=rest) if rest > 0 else math.inf
+
+    @property
     def rounds(self) -> tuple[RoundRecord, ...]:
         return tuple(RoundRecord(**r) for r in self._doc["rounds"])
 
@@ -279,7 +331,7 @@ class PrivacyState:
     def epsilon(self) -> float:
         """ε spent so far at the budget's δ (0.0 before any round)."""
         if self._spent is None:
-            self._spent = self._accountant.epsilon(delta=self.budget.delta)
+            self._spent = self._total_epsilon(self._accountant)
         return self._spent
 
     def epsilon_after(self, *, steps: int, noise_multiplier: float, sample_rate: float) -> float:
@@ -311,7 +363,7 @@ class PrivacyState:
         trial = self._accountant.copy()
         for steps, noise_multiplier, sample_rate in charges:
             trial.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
-        return trial.epsilon(delta=self.budget.delta)
+        return self._total_epsilon(trial)
 
     def can_afford(self, *, steps: int, noise_multiplier: float, sample_rate: float) -> bool:
         """True when ε after ``steps`` more steps of (σ, q) stays within the budget's ε.
@@ -410,7 +462,7 @@ class PrivacyState:
         trial = self._accountant.copy()
         trial.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
         budget = self.budget
-        after = trial.epsilon(delta=budget.delta)
+        after = self._total_epsilon(trial)
         if after > budget.epsilon:
             raise BudgetExceededError(what=f"round {round_id!r}", spent=self.epsilon(), after=after, budget=budget,
                                       mechanism=self.mechanism)

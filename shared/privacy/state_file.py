@@ -60,9 +60,16 @@ def check_doc(doc: Any) -> None:
     """Structure and consistency of a loaded document (raises ConfigError/KeyError/TypeError)."""
     keys = {"format", "version", "fingerprint", "accountant", "budget", "plan", "rounds", "changes", "revision",
             "created_at", "updated_at"}
-    if not isinstance(doc, dict) or set(doc) != keys:
+    if not isinstance(doc, dict) or set(doc) - {"carried"} != keys:  # "carried": a lost ledger's ε carried forward
         got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
-        raise ConfigError(f"expected the keys {sorted(keys)}, got {got}")
+        raise ConfigError(f"expected the keys {sorted(keys)} (and optionally carried), got {got}")
+    if "carried" in doc:
+        carried = doc["carried"]
+        if not isinstance(carried, dict) or set(carried) != {"epsilon", "delta", "acknowledgement"}:
+            raise ConfigError(f"carried must have exactly the keys acknowledgement, delta, epsilon, got {carried!r}")
+        if not all(isinstance(carried[k], float | int) and not isinstance(carried[k], bool) and carried[k] >= 0
+                   for k in ("epsilon", "delta")) or not 0 < carried["delta"] < 1:
+            raise ConfigError(f"carried epsilon must be ≥ 0 and delta in (0, 1), got {carried!r}")
     if doc["format"] != FORMAT or doc["version"] != VERSION:
         raise ConfigError(f"format {doc['format']!r} version {doc['version']!r}; this code reads {FORMAT!r} version {VERSION}")
     if not isinstance(doc["fingerprint"], str) or not doc["fingerprint"]:

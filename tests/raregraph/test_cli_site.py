@@ -193,6 +193,8 @@ def test_a_lost_privacy_folder_is_refused_by_the_key_and_restored_from_a_ledger_
 
 
 def test_a_raised_budget_must_be_made_explicit(sites, demo_bundle, coordinator_key, tmp_path) -> None:
+    from shared.privacy.ledger import read_ledger
+
     b = ["--bundle", demo_bundle, "--pub", coordinator_key[1], "--steps", "4", "--state", tmp_path / "state", "--json"]
     code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m1", "--epsilon", "4")
     assert code == 0, stderr
@@ -202,6 +204,57 @@ def test_a_raised_budget_must_be_made_explicit(sites, demo_bundle, coordinator_k
     code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m3", "--epsilon", "50", "--raise-budget")
     assert code == 0, stderr
     assert json.loads((tmp_path / "m3" / "model.json").read_text())["privacy"]["budget_epsilon"] == 50.0
+    entries = read_ledger(tmp_path / "state" / "ledger.jsonl")  # the raise is a signed entry of its own
+    assert [(e.kind, e.budget_epsilon) for e in entries] == [("train", 4.0), ("budget", 50.0), ("train", 50.0)]
+    assert entries[1].previous_budget == {"epsilon": 4.0, "delta": 1e-5}
+
+
+def test_with_no_ledger_copy_left_an_auditor_carries_the_epsilon_forward(sites, demo_bundle, coordinator_key,
+                                                                         tmp_path) -> None:
+    """The whole flow through the CLI: the coordinator's record holds the lost head, the auditor signs
+    the acknowledgement, the site starts a new folder from it and trains on, and the audit passes
+    only with the auditor's key."""
+    from shared.privacy.ledger import read_ledger
+    from shared.privacy.ledger.consortium import ConsortiumRecord
+
+    b = ["--bundle", demo_bundle, "--pub", coordinator_key[1], "--steps", "4", "--state", tmp_path / "state", "--json"]
+    state, key = tmp_path / "state", tmp_path / "state" / "identity" / "site.key"
+    assert run("train", sites / "site-2", *b, "--out", tmp_path / "m1", "--epsilon", "4")[0] == 0
+    spent = read_ledger(state / "ledger.jsonl")[-1].epsilon
+    ConsortiumRecord(tmp_path / "consortium.json").advance(read_ledger(state / "ledger.jsonl"), run_id="single")
+    (state / "ledger.jsonl").unlink()
+    (state / "privacy_state.json").unlink()
+    assert run("keys", "new", "--out", tmp_path / "auditor")[0] == 0
+
+    ack = tmp_path / "ack.json"
+    args = ["--record", tmp_path / "consortium.json", "--reason", "disk replaced, no backup", "--key",
+            tmp_path / "auditor.key", "--out", ack]
+    code, _, stderr = run("audit", "carry-forward", "--site", "nobody", *args)
+    assert code == 1 and "site nobody: 0 datasets match" in one_line_error(stderr) and not ack.exists()
+    code, stdout, stderr = run("audit", "carry-forward", "--site", "site", *args)
+    assert code == 0, stderr
+    assert f"carries ε = {spent:.4g}" in stdout
+
+    carry = ["privacy", "carry-forward", ack, "--auditor-pub", tmp_path / "auditor.pub", "--into", state,
+             "--site-key", key, "--epsilon", "8"]
+    code, _, stderr = run(*carry, "--delta", "1e-5")
+    assert code == 1 and "leaves nothing after the carried" in one_line_error(stderr)
+    assert not (state / "privacy_state.json").exists() and not (state / "ledger.jsonl").exists()
+    code, _, stderr = run(*carry, "--delta", "2e-5")
+    assert code == 0, stderr
+    code, _, stderr = run("train", sites / "site-2", *b, "--out", tmp_path / "m2", "--epsilon", "8", "--delta", "2e-5")
+    assert code == 0, stderr
+    entries = read_ledger(state / "ledger.jsonl")
+    assert [e.kind for e in entries] == ["carry", "train"] and entries[1].epsilon > spent
+
+    ledgers, keys = tmp_path / "ledgers", tmp_path / "site-keys"
+    ledgers.mkdir(), keys.mkdir()
+    (ledgers / "site.jsonl").write_bytes((state / "ledger.jsonl").read_bytes())
+    (keys / "site.pub").write_bytes(key.with_suffix(".pub").read_bytes())
+    code, _, _ = run("audit", ledgers, "--keys", keys, "--quiet")
+    assert code == 1
+    code, stdout, stderr = run("audit", ledgers, "--keys", keys, "--quiet", "--auditor-pub", tmp_path / "auditor.pub")
+    assert code == 0, stdout + stderr
 
 
 def test_train_refuses_a_bad_clip_norm_and_leaves_no_state(sites, demo_bundle, coordinator_key, tmp_path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 
-from server.consortium import ConsortiumRecord
+from shared.privacy.ledger.consortium import ConsortiumRecord
 from server.strategy import SiteFedAvg
 from shared import protocol as P
 from shared.errors import InputError

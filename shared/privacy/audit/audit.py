@@ -20,7 +20,12 @@ What is flagged, per site (each a :class:`shared.privacy.ledger.Problem`):
 - ``over-budget``: ε past the budget file's (ε, δ) (recomputed at that δ), which wins over the
   budget in the entries; ``missing-budget`` when the file does not list a site;
 - ``mechanism-changed``: σ, q or the clip norm changes between entries of one run and kind
-  (unless the budget file allows it); ``fingerprint-changed``: the dataset changes along a chain.
+  (unless the budget file allows it); ``fingerprint-changed``: the dataset changes along a chain;
+- ``budget-raised``: the budget in the entries grows — by a signed ``budget`` entry (shown as an
+  event) or, worse, on a charge without one — and no budget file approves the new budget;
+- ``carry-unverified``: a ledger opens with a ``carry`` entry (a lost ledger's ε carried forward)
+  whose auditor acknowledgement does not verify with ``--auditor-pub``, or was not checked for want
+  of it, or does not match the entry. What follows it is recomputed as ε₀ + ε(δ − δ₀).
 
 The audit is ``ok`` only when no site and no global check has a problem.
 """
@@ -36,8 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.errors import InputError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from shared.errors import ConfigError, InputError, SignatureError
 from shared.privacy.ledger import SUFFIX, LedgerEntry, Problem, check_site_id, scan_ledger, verify_chain, where
+from shared.privacy.ledger.carry import verify_acknowledgement
 from shared.privacy.independent import (
     ABSOLUTE_SLACK,
     PLD_DISCRETIZATION,
@@ -248,7 +256,8 @@ def audit_run(run_dir: str | Path) -> AuditResult:
 
 
 def audit_ledgers(ledger_dir: str | Path, keys_dir: str | Path, budget_file: str | Path | None = None, *,
-                  progress: Callable[[str], None] | None = None) -> AuditResult:
+                  progress: Callable[[str], None] | None = None,
+                  auditor_pub: Ed25519PublicKey | None = None) -> AuditResult:
     """Audit every ``<site_id>.jsonl`` ledger in ``ledger_dir``.
 
     Parameters
@@ -261,6 +270,9 @@ def audit_ledgers(ledger_dir: str | Path, keys_dir: str | Path, budget_file: str
         Optional TOML/JSON ``{site_id: {epsilon, delta}}``; it wins over the budgets in the entries.
     progress
         Called with a short description before each site (for a progress display).
+    auditor_pub
+        The auditor's public key, which signs carry-forward acknowledgements; a ledger that opens
+        with a carry entry is flagged unless its acknowledgement verifies with it.
 
     Returns
     -------
@@ -296,7 +308,7 @@ def audit_ledgers(ledger_dir: str | Path, keys_dir: str | Path, budget_file: str
             raise InputError(f"the file name is not a site id: {exc}", file=path) from None
         if progress is not None:
             progress(f"site {site}")
-        sites.append(audit_site(path, keys_dir=keys_dir, budgets=budgets))
+        sites.append(audit_site(path, keys_dir=keys_dir, budgets=budgets, auditor_pub=auditor_pub))
     problems = []
     if budgets is not None:
         for site in sorted(set(budgets.sites) - {s.site_id for s in sites}):
@@ -307,7 +319,8 @@ def audit_ledgers(ledger_dir: str | Path, keys_dir: str | Path, budget_file: str
                        sites=tuple(sites), problems=tuple(problems))
 
 
-def audit_site(path: Path, *, keys_dir: Path, budgets: BudgetFile | None = None) -> SiteAudit:
+def audit_site(path: Path, *, keys_dir: Path, budgets: BudgetFile | None = None,
+               auditor_pub: Ed25519PublicKey | None = None) -> SiteAudit:
     """Audit one site's ledger file (see :func:`audit_ledgers`)."""
     site = path.name.removesuffix(SUFFIX)
     entries, problems = scan_ledger(path, site_id=site)
@@ -331,14 +344,14 @@ def audit_site(path: Path, *, keys_dir: Path, budgets: BudgetFile | None = None)
         budget = SiteBudget(epsilon=chain[-1].budget_epsilon, delta=chain[-1].delta, source="ledger",
                             allow_mechanism_change=budgets is not None and budgets.allow_mechanism_change)
     # 3. independent ε, budget, mechanism and dataset along the chain
-    checks, more = _walk(site, chain, budget, flagged={(p.seq, p.kind) for p in problems})
+    checks, more = _walk(site, chain, budget, flagged={(p.seq, p.kind) for p in problems}, auditor_pub=auditor_pub)
     return SiteAudit(site_id=site, ledger=path, key_file=key_file if public_key is not None else None,
                      key_id=None if public_key is None else key_id(public_key), budget=budget, entries=tuple(checks),
                      problems=tuple([*problems, *more]))
 
 
-def _walk(site: str, chain: list[LedgerEntry], budget: SiteBudget | None,
-          flagged: set[tuple[int | None, str]]) -> tuple[list[EntryCheck], list[Problem]]:
+def _walk(site: str, chain: list[LedgerEntry], budget: SiteBudget | None, flagged: set[tuple[int | None, str]], *,
+          auditor_pub: Ed25519PublicKey | None = None) -> tuple[list[EntryCheck], list[Problem]]:
     """Recompute ε after each entry (seq order) and check it against the recorded ε and the budget."""
     checks: list[EntryCheck] = []
     problems: list[Problem] = []
@@ -346,11 +359,18 @@ def _walk(site: str, chain: list[LedgerEntry], budget: SiteBudget | None,
     memo: dict[tuple[int, float, Method], float] = {}
     unknown: set[str] = set()
     last_of: dict[tuple[str, str], LedgerEntry] = {}
+    carried = (0.0, 0.0)  # (ε₀, δ₀) a carry entry brought forward: basic composition with what follows
 
     def independent(delta: float, method: Method) -> float:
         key = (len(history), delta, method)
         if key not in memo:
-            memo[key] = recompute_epsilon(history, delta=delta, method=method)
+            epsilon0, delta0 = carried
+            if not history:
+                memo[key] = epsilon0
+            elif delta <= delta0:
+                memo[key] = math.inf
+            else:
+                memo[key] = epsilon0 + recompute_epsilon(history, delta=delta - delta0, method=method)
         return memo[key]
 
     def add(entry: LedgerEntry, kind: str, text: str) -> None:
@@ -358,7 +378,13 @@ def _walk(site: str, chain: list[LedgerEntry], budget: SiteBudget | None,
 
     for i, entry in enumerate(chain):
         mech = entry.mechanism
-        history.append((float(mech.noise_multiplier), float(mech.sample_rate), mech.steps))
+        if mech is not None:
+            history.append((float(mech.noise_multiplier), float(mech.sample_rate), mech.steps))
+        if entry.kind == "carry":
+            problem = _carry_problem(entry, auditor_pub)
+            if problem:
+                add(entry, "carry-unverified", problem)
+            carried = (float(entry.carried["epsilon"]), float(entry.carried["delta"]))
         try:
             method: Method | None = method_for(entry.accountant)
         except ValueError:
@@ -393,7 +419,7 @@ def _walk(site: str, chain: list[LedgerEntry], budget: SiteBudget | None,
         # a change of mechanism within one run (per kind: training and evaluation differ by design)
         before = last_of.get((entry.run_id, entry.kind))
         allowed = budget is not None and budget.allow_mechanism_change
-        if before is not None and not allowed:
+        if before is not None and not allowed and mech is not None:
             changed = [name for name in ("noise_multiplier", "sample_rate", "clip_norm")
                        if not math.isclose(getattr(before.mechanism, name), getattr(mech, name), rel_tol=1e-9)]
             if changed:
@@ -405,7 +431,9 @@ def _walk(site: str, chain: list[LedgerEntry], budget: SiteBudget | None,
         if i and entry.budget_epsilon > chain[i - 1].budget_epsilon:
             # every entry signs the budget it was charged under: a raise is a signed, visible event,
             # approved only by the consortium's budget file
-            raised = f"the site's budget was raised from ε = {chain[i - 1].budget_epsilon:g} to {entry.budget_epsilon:g}"
+            how = "by a signed budget entry" if entry.kind == "budget" else "on a charge, without a budget entry"
+            raised = (f"the site's budget was raised from ε = {chain[i - 1].budget_epsilon:g} to "
+                      f"{entry.budget_epsilon:g} {how}")
             if budget is None or budget.source != "budget file":
                 add(entry, "budget-raised", f"{raised} since seq {chain[i - 1].seq}: a raised budget needs the "
                                             "consortium's approval (audit with --budget FILE listing the new budget)")
@@ -417,5 +445,22 @@ def _walk(site: str, chain: list[LedgerEntry], budget: SiteBudget | None,
         checks.append(EntryCheck(seq=entry.seq, run_id=entry.run_id, round=entry.round, kind=entry.kind,
                                  time=entry.time, accountant=entry.accountant, method=method, epsilon=entry.epsilon,
                                  delta=entry.delta, budget_epsilon=entry.budget_epsilon, independent_epsilon=value,
-                                 agrees=agree, mechanism=mech.to_json()))
+                                 agrees=agree, mechanism={} if mech is None else mech.to_json()))
     return checks, problems
+
+
+def _carry_problem(entry: LedgerEntry, auditor_pub: Ed25519PublicKey | None) -> str | None:
+    """What is wrong with a carry entry's acknowledgement, or None."""
+    ack = entry.carried["acknowledgement"]
+    if auditor_pub is None:
+        return (f"the ledger carries ε = {entry.carried['epsilon']:.4g} forward from a lost ledger on an auditor's "
+                "acknowledgement that was not checked: audit with --auditor-pub")
+    try:
+        verify_acknowledgement(ack, auditor_pub)
+    except (ConfigError, SignatureError) as exc:
+        return f"the carry-forward acknowledgement does not verify: {exc}"
+    if (ack["site_id"], ack["dataset_fingerprint"], ack["epsilon"], ack["delta"]) != (
+            entry.site_id, entry.dataset_fingerprint, entry.carried["epsilon"], entry.carried["delta"]):
+        return ("the carry entry does not carry what the acknowledgement signs (site, dataset, ε or δ differ): "
+                f"acknowledged ε = {ack['epsilon']:.4g}, carried ε = {entry.carried['epsilon']:.4g}")
+    return None

@@ -1,5 +1,6 @@
 """``raregraph audit``: check the privacy ledgers of a run and write the auditor's report;
-``raregraph audit empirical``: bound ε from below with canaries planted in one training.
+``raregraph audit empirical``: bound ε from below with canaries planted in one training;
+``raregraph audit carry-forward``: sign the acknowledgement that carries a lost ledger's ε forward.
 
 ``audit_app`` is a group whose default command is the ledger audit, so both
 ``raregraph audit LEDGER_DIR --keys ...`` and ``raregraph audit empirical SITE ...`` work
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,7 +21,10 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
+from shared.atomic import write_bytes_atomic
 from shared.privacy.audit.audit import AuditResult, audit_ledgers
+from shared.privacy.ledger.carry import make_acknowledgement
+from shared.privacy.ledger.consortium import ConsortiumRecord
 from shared.evaluation.canary_audit import EmpiricalAudit, EmpiricalAuditConfig, run_empirical_audit, write_empirical_report
 from shared.privacy.audit.report import write_report
 from shared.console import cli_errors, console, err_console, load_bundle, print_json, steps
@@ -31,6 +36,7 @@ from shared.model.fit import PrivateTraining
 from shared.runs import RunFolder
 from shared.trajectories.tensorize import tensorize
 from shared.model.training import TrainConfig
+from shared.signing.keys import load_private_key, load_public_key
 
 LEDGER_COMMAND = "ledger"
 
@@ -57,6 +63,8 @@ def audit(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+    auditor_pub: Annotated[Path | None, typer.Option(
+        "--auditor-pub", help="The auditor's public key: checks the acknowledgement of a ledger carried forward.")] = None,
 ) -> None:
     """Verify every site's signed, hash-chained privacy ledger and recompute ε independently.
 
@@ -71,7 +79,8 @@ def audit(
         if out is not None and out.exists() and not overwrite:  # fail before the work, not after it
             raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
         with steps("audit", quiet=quiet or json_out) as step:
-            result = audit_ledgers(ledger_dir, keys, budget_file, progress=step)
+            result = audit_ledgers(ledger_dir, keys, budget_file, progress=step,
+                                   auditor_pub=None if auditor_pub is None else load_public_key(auditor_pub))
             if out is not None:
                 step("writing the report")
                 json_path, html_path = write_report(result, out, overwrite=overwrite)
@@ -219,6 +228,47 @@ def _print_empirical(result: EmpiricalAudit) -> None:
                       f"{result.accountant_epsilon:.3f}: DP-SGD or its accounting is broken", highlight=False)
 
 
+def carry_forward(
+    record: Annotated[Path, typer.Option("--record", help="The coordinator's consortium record (consortium.json).")],
+    site: Annotated[str, typer.Option("--site", help="The site whose ledger was lost.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, in words: what was lost, when, what was checked.")],
+    key: Annotated[Path, typer.Option("--key", help="The auditor's private key.")],
+    out: Annotated[Path, typer.Option("--out", help="The acknowledgement file to write (JSON).")],
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="The dataset fingerprint (or its start) when the record holds several for the site.")] = None,
+    delta: Annotated[float | None, typer.Option(
+        "--delta", help="δ of the recorded ε, for records written before they kept it.")] = None,
+) -> None:
+    """Sign the acknowledgement that carries a lost ledger's ε forward, from the consortium record.
+
+    For a site whose ledger is lost everywhere (its state, its backups and every run's copy): the
+    record's last verified head (seq, hash, ε at δ) is what the site had spent. The site starts a
+    new folder from this file (raregraph privacy carry-forward), the coordinator accepts it with
+    fed.auditor-pub, and the audit shows it.
+
+    Example: raregraph audit carry-forward --record runs/consortium.json --site site-2 --reason "disk replaced 2026-12-01; no backup" --key auditor.key --out site-2-carry.json
+    """
+    with cli_errors():
+        if out.exists():
+            raise OutputExistsError(f"{out}: already exists; an acknowledgement is never overwritten")
+        heads = ConsortiumRecord(record).heads(site)
+        picked = {fp: h for fp, h in heads.items() if dataset is None or fp.startswith(dataset)}
+        if len(picked) != 1:
+            known = ", ".join(sorted(heads)) or "none"
+            raise InputError(f"site {site}: {len(picked)} datasets match{'' if dataset is None else f' {dataset!r}'} "
+                             f"(the record holds: {known}); name one with --dataset", file=record)
+        (fingerprint, head), = picked.items()
+        head_delta = head.get("delta", delta)
+        if head_delta is None:
+            raise InputError(f"site {site}: the record does not keep the δ of its ε; give it with --delta", file=record)
+        ack = make_acknowledgement(site_id=site, dataset_fingerprint=fingerprint, epsilon=head["epsilon"],
+                                   delta=head_delta, reason=reason, auditor_key=load_private_key(key),
+                                   lost_head={k: head[k] for k in ("seq", "hash", "key_id", "run_id")})
+        write_bytes_atomic(out, (json.dumps(ack, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    console.print(f"site {site}: acknowledgement {out} carries ε = {ack['epsilon']:.4g} at δ = {ack['delta']:g} "
+                  f"forward from seq {head['seq']} of run {head['run_id']}", highlight=False, soft_wrap=True)
+
+
 class LedgerDefaultGroup(TyperGroup):
     """A group that runs the ledger audit when the first argument names no sub-command,
     so ``raregraph audit LEDGER_DIR ...`` keeps working beside ``raregraph audit empirical``."""
@@ -238,3 +288,4 @@ audit_app = typer.Typer(
          "Example: raregraph audit runs/demo/ledger --keys deploy/keys/sites --out audit-report")
 audit_app.command(LEDGER_COMMAND)(audit)
 audit_app.command("empirical")(empirical)
+audit_app.command("carry-forward")(carry_forward)

@@ -109,6 +109,8 @@ def _mechanism_rows(site: SiteAudit) -> list[str]:
     rows: list[list] = []
     for e in site.entries:
         m = e.mechanism
+        if not m:  # an event (budget change, carry forward) charges nothing
+            continue
         key = (e.run_id, e.kind, m["noise_multiplier"], m["sample_rate"], m["clip_norm"], m["noise_multiplicity"],
                e.accountant)
         if rows and rows[-1][0] == key:
@@ -125,6 +127,15 @@ def _mechanism_rows(site: SiteAudit) -> list[str]:
     return out
 
 
+def _event(e, before) -> str:
+    """One budget change or carry forward, in words."""
+    if e.kind == "carry":
+        return (f"seq {e.seq}: ε = {e.epsilon:.4g} carried forward from a lost ledger on an auditor's acknowledgement; "
+                "what follows composes with it (ε and δ add up)")
+    old = "–" if before is None else f"ε = {before.budget_epsilon:g} at δ = {before.delta:g}"
+    return f"seq {e.seq}: budget changed from {old} to ε = {e.budget_epsilon:g} at δ = {e.delta:g} (signed by the site)"
+
+
 def _site_section(site: SiteAudit) -> str:
     png = base64.b64encode(plot_png(site)).decode("ascii")
     budget = "none" if site.budget is None else (f"ε = {site.budget.epsilon:g} at δ = {site.budget.delta:g} "
@@ -136,9 +147,13 @@ def _site_section(site: SiteAudit) -> str:
                    "budget.</p>")
     else:
         verdict = "<ul>" + "".join(f"<li><b>{_e(p.kind)}</b>: {_e(p.message)}</li>" for p in site.problems) + "</ul>"
+    events = "".join(f"<li>{_event(e, site.entries[i - 1] if i else None)}</li>"
+                     for i, e in enumerate(site.entries) if not e.mechanism)
+    if events:
+        verdict += f"<p>Events in the ledger (no charge):</p><ul>{events}</ul>"
     series = "".join(
         f"<tr><td>{e.seq}</td><td class=l>{_e(e.run_id)}</td><td>{e.round}</td><td class=l>{_e(e.kind)}</td>"
-        f"<td>{e.mechanism['steps']}</td><td>{_num(e.epsilon)}</td><td>{_num(e.independent_epsilon)}</td>"
+        f"<td>{e.mechanism.get('steps', '–')}</td><td>{_num(e.epsilon)}</td><td>{_num(e.independent_epsilon)}</td>"
         f"<td class=l>{_e(e.method or '–')}</td><td>{e.delta:g}</td>"
         f"<td>{'–' if e.agrees is None else ('yes' if e.agrees else '<span class=bad>no</span>')}</td></tr>"
         for e in site.entries)

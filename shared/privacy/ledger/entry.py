@@ -10,9 +10,14 @@ JSON Lines, UTF-8, one entry a line, append-only; each line is the entry's canon
     site_id             the site that charged its accountant
     run_id, round       the federated run and server round
     time                UTC ISO 8601 time of the charge
-    kind                "train" (DP-SGD steps) or "evaluate" (a noisy evaluation release)
+    kind                "train" (DP-SGD steps), "evaluate" (a noisy evaluation release): charges;
+                        "budget" (the site's budget changed), "carry" (a lost ledger's ε carried
+                        forward on an auditor's acknowledgement; seq 0 only): events, no charge
     mechanism           {sample_rate, noise_multiplier, clip_norm, steps, noise_multiplicity,
-                         neighbouring: "add/remove-one", sampling: "poisson"}
+                         neighbouring: "add/remove-one", sampling: "poisson"}; null for events
+    previous_budget     "budget" entries only: {epsilon, delta} before the change
+    carried             "carry" entries only: {epsilon, delta, acknowledgement} (the auditor-signed
+                        acknowledgement, :mod:`shared.privacy.ledger.carry`)
     accountant          the site's accountant ("rdp" or "prv")
     epsilon, delta      ε spent so far (this entry included) at δ
     budget_epsilon      the site's ε budget at the time
@@ -22,7 +27,7 @@ JSON Lines, UTF-8, one entry a line, append-only; each line is the entry's canon
                         64 zeros for seq 0
     signature           Ed25519 (base64) over the canonical JSON of every other field
 
-Each entry mirrors one :class:`shared.privacy.state.RoundRecord`; the file is rewritten
+Each charge mirrors one :class:`shared.privacy.state.RoundRecord`; the file is rewritten
 through a temporary file, fsync and rename, so a crash leaves the old or the new file, never
 half a line. One ledger covers one privacy state (one dataset, one site key).
 """
@@ -45,12 +50,14 @@ FORMAT = "raregraph-ledger/1"
 GENESIS = "0" * 64  # prev_hash of seq 0
 NEIGHBOURING = "add/remove-one"
 SAMPLING = "poisson"
-KINDS = ("train", "evaluate")
+CHARGES = ("train", "evaluate")
+EVENTS = ("budget", "carry")
+KINDS = (*CHARGES, *EVENTS)
 SITE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # also a file name
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
-Kind = Literal["train", "evaluate"]
+Kind = Literal["train", "evaluate", "budget", "carry"]
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -128,6 +135,26 @@ def check_integer(name: str, value: object, *, low: int) -> None:
         raise ConfigError(f"{name} must be an integer ≥ {low}, got {value!r}")
 
 
+def _check_budget_pair(name: str, value: object) -> None:
+    """``{"epsilon": > 0, "delta": in (0, 1)}``."""
+    if not isinstance(value, dict) or set(value) != {"epsilon", "delta"}:
+        raise ConfigError(f"{name} must be an object with exactly the fields epsilon, delta, got {value!r}")
+    _check_number(f"{name}.epsilon", value["epsilon"], low=0.0)
+    _check_number(f"{name}.delta", value["delta"], low=0.0, high=1.0)
+
+
+def _check_carried(value: object) -> None:
+    """``{"epsilon": ≥ 0, "delta": in (0, 1), "acknowledgement": {...}}`` (the acknowledgement's own
+    fields are checked where it is verified, :mod:`shared.privacy.ledger.carry`)."""
+    if not isinstance(value, dict) or set(value) != {"epsilon", "delta", "acknowledgement"}:
+        raise ConfigError(f"carried must be an object with exactly the fields acknowledgement, delta, epsilon, "
+                          f"got {value!r}")
+    _check_number("carried.epsilon", value["epsilon"], low=0.0)
+    _check_number("carried.delta", value["delta"], low=0.0, high=1.0)
+    if not isinstance(value["acknowledgement"], dict):
+        raise ConfigError(f"carried.acknowledgement must be an object, got {value['acknowledgement']!r}")
+
+
 def _check_text(name: str, value: object, pattern: re.Pattern[str] | None = None) -> None:
     if not isinstance(value, str) or not value.strip() or (pattern is not None and not pattern.match(value)):
         raise ConfigError(f"{name} must be a non-empty string{' of the right form' if pattern else ''}, got {value!r}")
@@ -138,6 +165,7 @@ ENTRY_FIELDS = frozenset({"format", "seq", "site_id", "run_id", "round", "time",
                           "signature"})
 MECHANISM_FIELDS = frozenset({"sample_rate", "noise_multiplier", "clip_norm", "steps", "noise_multiplicity",
                               "neighbouring", "sampling"})
+EVENT_FIELDS = {"budget": "previous_budget", "carry": "carried"}  # the field an event entry adds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,7 +182,7 @@ class LedgerEntry:
     round: int
     time: str
     kind: Kind
-    mechanism: MechanismRecord
+    mechanism: MechanismRecord | None  # None for an event entry
     accountant: str
     epsilon: float
     delta: float
@@ -163,7 +191,14 @@ class LedgerEntry:
     key_id: str
     prev_hash: str
     signature: str
+    previous_budget: dict[str, float] | None = None  # "budget" entries
+    carried: dict[str, Any] | None = None  # "carry" entries
     raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def is_charge(self) -> bool:
+        """True for a charge to the accountant (train, evaluate); False for an event (budget, carry)."""
+        return self.kind in CHARGES
 
     @classmethod
     def from_json(cls, obj: object) -> LedgerEntry:
@@ -177,15 +212,26 @@ class LedgerEntry:
         """
         if not isinstance(obj, dict):
             raise ConfigError(f"a ledger entry must be a JSON object, got {type(obj).__name__}")
-        missing, unknown = ENTRY_FIELDS - set(obj), set(obj) - ENTRY_FIELDS
+        kind = obj.get("kind")
+        if kind not in KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        wanted = ENTRY_FIELDS | ({EVENT_FIELDS[kind]} if kind in EVENT_FIELDS else set())
+        missing, unknown = wanted - set(obj), set(obj) - wanted
         if missing or unknown:
-            raise ConfigError(f"ledger entry fields: missing {sorted(missing)}, unknown {sorted(unknown)}")
+            raise ConfigError(f"ledger entry fields ({kind}): missing {sorted(missing)}, unknown {sorted(unknown)}")
         if obj["format"] != FORMAT:
             raise ConfigError(f"format must be {FORMAT!r}, got {obj['format']!r}")
         mech = obj["mechanism"]
-        if not isinstance(mech, dict) or set(mech) != MECHANISM_FIELDS:
+        if kind in EVENTS:
+            if mech is not None:
+                raise ConfigError(f"mechanism must be null in a {kind} entry (it charges nothing), got {mech!r}")
+        elif not isinstance(mech, dict) or set(mech) != MECHANISM_FIELDS:
             raise ConfigError(f"mechanism must be an object with exactly the fields {sorted(MECHANISM_FIELDS)}, "
                               f"got {mech!r}")
+        if kind == "budget":
+            _check_budget_pair("previous_budget", obj["previous_budget"])
+        if kind == "carry":
+            _check_carried(obj["carried"])
         check_integer("seq", obj["seq"], low=0)
         check_integer("round", obj["round"], low=0)
         for name in ("run_id", "accountant", "dataset_fingerprint", "signature"):
@@ -200,8 +246,6 @@ class LedgerEntry:
             raise ConfigError(f"time must be an ISO 8601 time, got {obj['time']!r}") from None
         if stamp.utcoffset() is None:
             raise ConfigError(f"time must carry its UTC offset, got {obj['time']!r}")
-        if obj["kind"] not in KINDS:
-            raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {obj['kind']!r}")
         if isinstance(obj["epsilon"], bool) or not isinstance(obj["epsilon"], int | float) \
                 or not math.isfinite(obj["epsilon"]) or obj["epsilon"] < 0:
             raise ConfigError(f"epsilon must be a finite number ≥ 0, got {obj['epsilon']!r}")
@@ -209,9 +253,10 @@ class LedgerEntry:
         if obj["delta"] >= 1:
             raise ConfigError(f"delta must be below 1, got {obj['delta']!r}")
         _check_number("budget_epsilon", obj["budget_epsilon"], low=0.0)
-        mechanism = MechanismRecord(**mech)
+        mechanism = None if mech is None else MechanismRecord(**mech)
+        copy = json.loads(json.dumps(obj))
         return cls(**{name: obj[name] for name in ENTRY_FIELDS if name != "mechanism"}, mechanism=mechanism,
-                   raw=json.loads(json.dumps(obj)))
+                   previous_budget=copy.get("previous_budget"), carried=copy.get("carried"), raw=copy)
 
     def to_json(self) -> dict[str, Any]:
         """A copy of the entry as JSON (exactly what is hashed)."""

@@ -6,7 +6,7 @@ A site's privacy folder (state and ledger) can be lost on its own: a container w
 So every ledger append also writes, beside the key, the new head for that dataset, and a site
 that finds an empty or shorter ledger while its key's record says it has signed further
 refuses to train: a budget never starts again from ε = 0 because a folder went missing. The
-coordinator's consortium record (:mod:`server.consortium`) is the second, independent witness.
+coordinator's consortium record (:mod:`shared.privacy.ledger.consortium`) is the second, independent witness.
 
 File ``<key file>-use.json`` (``identity/site.key`` → ``identity/site.key-use.json``), written
 atomically; not signed (it guards against loss, not against the site itself)::
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from shared.atomic import write_bytes_atomic
 from shared.errors import InputError
+from shared.privacy.ledger.carry import acknowledges
 from shared.privacy.ledger.entry import LedgerEntry
 from shared.privacy.ledger.problems import LedgerError
 
@@ -101,6 +102,8 @@ class KeyUseRecord:
         held = next((e for e in entries if e.seq == known["seq"]), None)
         if held is not None and held.entry_hash == known["hash"]:
             return
+        if entries and entries[0].kind == "carry" and acknowledges(entries[0].carried["acknowledgement"], known):
+            return  # a new ledger opened on an auditor's acknowledgement of exactly this head
         now = f"ends at seq {entries[-1].seq}" if entries else "is empty or missing"
         if held is not None:
             now = f"holds another entry at seq {known['seq']}"
@@ -109,13 +112,13 @@ class KeyUseRecord:
             f"ledger for dataset {fingerprint[:19]}… up to seq {known['seq']} (ε = {known['epsilon']:.4g}; "
             f"{self.path}): the privacy folder was lost or rolled back, and training on it would start the budget "
             f"again. Restore the folder from a backup, or rebuild it from the coordinator's copy of the ledger with "
-            f"`raregraph privacy restore`")
+            f"`raregraph privacy restore` (with no copy left: an auditor's `raregraph audit carry-forward`)")
 
     def advance(self, entry: LedgerEntry, *, ledger_path: Path) -> None:
         """Record ``entry`` as the head of its dataset's ledger (after it is on disk)."""
         known = self.head(entry.dataset_fingerprint)
-        if known is not None and known["seq"] >= entry.seq:
-            return
+        if known is not None and known["seq"] >= entry.seq and entry.kind != "carry":
+            return  # (a carry entry opens a new chain at seq 0, once check accepted it)
         self._doc["ledgers"][entry.dataset_fingerprint] = {
             "site_id": entry.site_id, "seq": entry.seq, "hash": entry.entry_hash, "epsilon": entry.epsilon,
             "ledger": str(Path(ledger_path).resolve()), "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}

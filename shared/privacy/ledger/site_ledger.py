@@ -11,10 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared.atomic import write_bytes_atomic
 from shared.errors import ConfigError
+from shared.privacy.ledger.carry import acknowledgement_hash
 from shared.privacy.ledger.entry import (
+    CHARGES,
     FORMAT,
     GENESIS,
-    KINDS,
     Kind,
     LedgerEntry,
     MechanismRecord,
@@ -144,16 +145,63 @@ class Ledger:
         ConfigError
             An argument is out of range or of the wrong type.
         """
-        if kind not in KINDS:
-            raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if kind not in CHARGES:
+            raise ConfigError(f"kind must be one of {', '.join(CHARGES)}, got {kind!r}")
         if not isinstance(mechanism, MechanismRecord):
             raise ConfigError(f"mechanism must be a MechanismRecord, got {type(mechanism).__name__}")
+        return self._append(run_id=run_id, server_round=server_round, kind=kind, mechanism=mechanism.to_json(),
+                            accountant=accountant, epsilon=epsilon, delta=delta, budget_epsilon=budget_epsilon,
+                            dataset_fingerprint=dataset_fingerprint, time=time)
+
+    def append_budget(self, state: PrivacyState, *, run_id: str, server_round: int) -> LedgerEntry | None:
+        """Sign the site's budget change, if its privacy state holds another budget than the last entry.
+
+        A budget is changed only on purpose (a raise needs ``budget-raise``); the change is its own
+        entry — the old and the new (ε, δ), and ε spent at the new δ — so the audit shows it as an
+        event and checks it against the consortium's budget file. Call it after :meth:`reconcile`.
+
+        Returns
+        -------
+        LedgerEntry or None
+            The entry written, or None when the budget is the one the ledger already holds.
+        """
+        head, budget = self.head, state.budget
+        if head is None or (head.budget_epsilon, head.delta) == (budget.epsilon, budget.delta):
+            return None
+        return self._append(run_id=run_id, server_round=server_round, kind="budget", mechanism=None,
+                            accountant=state.mechanism, epsilon=state.epsilon(), delta=budget.delta,
+                            budget_epsilon=budget.epsilon, dataset_fingerprint=state.fingerprint,
+                            previous_budget={"epsilon": head.budget_epsilon, "delta": head.delta})
+
+    def append_carry(self, state: PrivacyState, acknowledgement: dict[str, Any]) -> LedgerEntry:
+        """Open an empty ledger with the carry entry of a state made by ``PrivacyState.carry_forward``.
+
+        Raises
+        ------
+        LedgerError
+            The ledger is not empty, or the state carries nothing or another acknowledgement.
+        """
+        carried = state.carried
+        if carried is None or carried["acknowledgement"] != acknowledgement_hash(acknowledgement):
+            raise LedgerError(f"{self.path}: the privacy state {state.path} does not carry this acknowledgement forward")
+        if self._entries:
+            raise LedgerError(f"{self.path}: a carry entry opens a new ledger; this one has {len(self)} entries")
+        return self._append(run_id="carry-forward", server_round=0, kind="carry", mechanism=None,
+                            accountant=state.mechanism, epsilon=carried["epsilon"], delta=state.budget.delta,
+                            budget_epsilon=state.budget.epsilon, dataset_fingerprint=state.fingerprint,
+                            carried={"epsilon": carried["epsilon"], "delta": carried["delta"],
+                                     "acknowledgement": acknowledgement})
+
+    def _append(self, *, run_id: str, server_round: int, kind: Kind, mechanism: dict[str, Any] | None,
+                accountant: str, epsilon: float, delta: float, budget_epsilon: float, dataset_fingerprint: str,
+                time: str | None = None, **event: Any) -> LedgerEntry:
+        """Sign and append one entry of any kind (see :meth:`append`)."""
         check_integer("server_round", server_round, low=0)
         body = {"format": FORMAT, "site_id": self.site_id, "run_id": run_id, "round": int(server_round),
                 "time": time or datetime.now(UTC).isoformat(timespec="seconds"), "kind": kind,
-                "mechanism": mechanism.to_json(), "accountant": accountant, "epsilon": _as_float("epsilon", epsilon),
+                "mechanism": mechanism, "accountant": accountant, "epsilon": _as_float("epsilon", epsilon),
                 "delta": _as_float("delta", delta), "budget_epsilon": _as_float("budget_epsilon", budget_epsilon),
-                "dataset_fingerprint": dataset_fingerprint, "key_id": self.key_id}
+                "dataset_fingerprint": dataset_fingerprint, "key_id": self.key_id, **event}
         with locked(self.path):
             self._entries = self._load()  # another process may have appended since we opened
             head = self.head
@@ -161,7 +209,7 @@ class Ledger:
                 if (entry.run_id, entry.round, entry.kind) == (run_id, server_round, kind):
                     raise LedgerError(f"{where(self.site_id, entry.seq, server_round)}: run {run_id!r} round "
                                       f"{server_round} ({kind}) is already in the ledger")
-            if head is not None and body["epsilon"] < head.epsilon:
+            if head is not None and body["epsilon"] < head.epsilon and not _delta_raised(kind, body, head):
                 raise LedgerError(f"{where(self.site_id, len(self), server_round)}: ε = {body['epsilon']:.4g} is "
                                   f"below the ε = {head.epsilon:.4g} already recorded at seq {head.seq}; the spent "
                                   "budget is never reset")
@@ -248,10 +296,13 @@ class Ledger:
         self.check_key_use(state.fingerprint)
         charged = {r.round_id: r for r in state.rounds}
         recorded = set()
+        _check_carry(self._entries, state, self.path)
         for entry in self._entries:
             if entry.dataset_fingerprint != state.fingerprint:
                 raise LedgerError(f"{entry.where}: the ledger {self.path} is for dataset {entry.dataset_fingerprint!r}, "
                                   f"the privacy state for {state.fingerprint!r}; use one ledger per privacy state")
+            if not entry.is_charge:
+                continue
             key = round_key(entry.run_id, entry.round, entry.kind)
             if key not in charged and entry.run_id in charged and (entry.round, entry.kind) == (0, "train"):
                 key = entry.run_id  # a round id not of the form RUN:ROUND, written as run id = round id
@@ -273,6 +324,27 @@ class Ledger:
                 run_id, server_round, kind = record.round_id, 0, "train"
             added.append(self._append_record(state, record, run_id=run_id, server_round=server_round, kind=kind))
         return added
+
+
+def _delta_raised(kind: str, body: dict[str, Any], head: LedgerEntry) -> bool:
+    """A budget entry that raises δ states ε at the larger δ, which may be smaller: not a reset."""
+    return kind == "budget" and body["delta"] > head.delta
+
+
+def _check_carry(entries: list[LedgerEntry], state: PrivacyState, path: Path) -> None:
+    """A state that carries a lost ledger's ε forward and its ledger's carry entry must agree."""
+    carry = entries[0] if entries and entries[0].kind == "carry" else None
+    carried = state.carried
+    if carried is None and carry is None:
+        return
+    if carry is None:
+        raise LedgerError(f"{path}: the privacy state {state.path} carries ε = {carried['epsilon']:.4g} forward, but "
+                          "the ledger does not open with its carry entry; restore the ledger written with the state")
+    if carried is None or (carried["epsilon"], carried["delta"], carried["acknowledgement"]) != (
+            carry.carried["epsilon"], carry.carried["delta"], acknowledgement_hash(carry.carried["acknowledgement"])):
+        raise LedgerError(f"{carry.where}: the ledger carries ε = {carry.carried['epsilon']:.4g} forward, the privacy "
+                          f"state {state.path} {'nothing' if carried is None else 'another figure'}: the state was "
+                          "reset or edited; restore it (raregraph privacy restore)")
 
 
 def _check_same_charge(entry: LedgerEntry, record: RoundRecord, state_path: Path) -> None:

@@ -26,7 +26,9 @@ def verify_chain(entries: Sequence[LedgerEntry], public_key: Ed25519PublicKey | 
     2. File order: seq increases (``reordered``); no seq twice and no prev_hash twice (``fork``).
     3. The chain in seq order: starts at seq 0 with 64 zeros, no seq missing (``seq-gap``), each
        prev_hash is the previous entry's hash (``prev-hash``; not repeated after a bad signature,
-       which already explains it), ε never decreases (``epsilon-decreased``: a reset).
+       which already explains it), ε never decreases (``epsilon-decreased``: a reset; a budget
+       entry that raises δ states ε at the larger δ and may), a carry entry only at seq 0
+       (``carry-not-first``).
 
     Parameters
     ----------
@@ -96,7 +98,12 @@ def verify_chain(entries: Sequence[LedgerEntry], public_key: Ed25519PublicKey | 
             if entry.prev_hash != want_hash and (previous is None or id(previous) not in bad_signature):
                 what = "64 zeros (first entry)" if previous is None else f"the hash of seq {previous.seq}"
                 add(entry, "prev-hash", f"prev_hash is not {what}: the chain is broken (an entry was replaced)")
-        if previous is not None and entry.epsilon < previous.epsilon and not {id(entry), id(previous)} & bad_signature:
+        if entry.kind == "carry" and entry.seq != 0:
+            add(entry, "carry-not-first", "a carry entry opens a new ledger (seq 0); here it would hide the "
+                                          "charges before it")
+        delta_raised = entry.kind == "budget" and previous is not None and entry.delta > previous.delta
+        if previous is not None and entry.epsilon < previous.epsilon and not delta_raised \
+                and not {id(entry), id(previous)} & bad_signature:
             add(entry, "epsilon-decreased", f"ε = {entry.epsilon:.4g} is below the ε = {previous.epsilon:.4g} "
                                             f"already spent at seq {previous.seq}: the spent budget was reset")
         previous = entry

@@ -8,13 +8,20 @@ does not. Per site id and dataset fingerprint it holds the last verified entry: 
 again (seq 0 with another history), forks, or ends before it is refused, with the record's
 ε named. The site recovers by restoring its state folder, or by rebuilding it from the
 coordinator's copy of its ledger (``RUN/ledger/<site>.jsonl`` of the run named) with
-``raregraph privacy restore``, never by starting a new one.
+``raregraph privacy restore``, never by starting a new one. With no copy left anywhere, a new
+ledger is accepted only when it opens with a carry entry whose acknowledgement the auditor's key
+(``fed.auditor-pub``) signed for exactly the recorded head and at least its ε
+(:mod:`shared.privacy.ledger.carry`).
 
+The coordinator writes it (:mod:`server.strategy`); the auditor reads it to sign a carry forward.
 File (JSON, written atomically)::
 
     {"format": "raregraph-consortium-record", "version": 1,
-     "sites": {SITE: {FINGERPRINT: {"seq", "hash", "epsilon", "budget_epsilon", "key_id",
-                                    "run_id", "recorded_at"}}}}
+     "sites": {SITE: {FINGERPRINT: {"seq", "hash", "start", "epsilon", "delta", "budget_epsilon",
+                                    "key_id", "run_id", "recorded_at"}}}}
+
+``start`` is the hash of the chain's seq 0 (a carried-forward chain starts again); ``start`` and
+``delta`` are missing in records written before they were added.
 """
 
 from __future__ import annotations
@@ -24,9 +31,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from shared.atomic import write_bytes_atomic
-from shared.errors import InputError
-from shared.privacy.ledger import LedgerEntry, LedgerError
+from shared.errors import ConfigError, InputError, SignatureError
+from shared.privacy.ledger.carry import acknowledges, verify_acknowledgement
+from shared.privacy.ledger.entry import LedgerEntry
+from shared.privacy.ledger.problems import LedgerError
 
 FORMAT = "raregraph-consortium-record"
 VERSION = 1
@@ -39,6 +50,9 @@ class ConsortiumRecord:
     ----------
     path
         The record file; created on the first :meth:`advance`.
+    auditor_pub
+        The auditor's public key: a ledger that starts again is accepted only on an acknowledgement
+        it signed. None: no such ledger is accepted.
 
     Raises
     ------
@@ -46,8 +60,9 @@ class ConsortiumRecord:
         The file exists and is not a consortium record.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, auditor_pub: Ed25519PublicKey | None = None) -> None:
         self.path = Path(path)
+        self.auditor_pub = auditor_pub
         self._doc = self._read()
 
     def _read(self) -> dict:
@@ -61,6 +76,10 @@ class ConsortiumRecord:
                 or not isinstance(doc.get("sites"), dict):
             raise InputError(f"not a {FORMAT} version {VERSION} file", file=self.path)
         return doc
+
+    def heads(self, site_id: str) -> dict[str, dict]:
+        """Every dataset's last verified entry of that site, by fingerprint."""
+        return dict(self._doc["sites"].get(site_id, {}))
 
     def head(self, site_id: str, fingerprint: str) -> dict | None:
         """The last verified entry of that site's ledger for that dataset, or None."""
@@ -80,7 +99,9 @@ class ConsortiumRecord:
             if known is None:
                 continue
             held = next((e for e in chain if e.seq == known["seq"]), None)
-            if held is None or held.entry_hash != known["hash"]:
+            if (held is None or held.entry_hash != known["hash"]) and chain[0].kind == "carry":
+                self._check_carry(site, chain[0], known)
+            elif held is None or held.entry_hash != known["hash"]:
                 last = chain[-1]
                 what = ("ends before it (it started again or was rolled back)" if last.seq < known["seq"] else
                         "holds another entry there" if held is not None else "does not reach back to it")
@@ -92,17 +113,34 @@ class ConsortiumRecord:
                     f"from RUN/ledger/{site}.jsonl of run {known['run_id']} with `raregraph privacy restore`) "
                     "before it trains again")
 
+    def _check_carry(self, site: str, carry: LedgerEntry, known: dict) -> None:
+        """A ledger that starts again: accepted only on the auditor's acknowledgement of this head."""
+        ack = carry.carried["acknowledgement"]
+        if self.auditor_pub is None:
+            raise LedgerError(f"site {site}: its ledger starts again on a carry-forward acknowledgement, but no auditor "
+                              "key is configured to check it (set fed.auditor-pub)")
+        try:
+            verify_acknowledgement(ack, self.auditor_pub)
+        except (ConfigError, SignatureError) as exc:
+            raise LedgerError(f"site {site}: its carry-forward acknowledgement does not verify: {exc}") from None
+        if not acknowledges(ack, known) or carry.carried["epsilon"] != ack["epsilon"]:
+            raise LedgerError(
+                f"site {site}: its carry-forward acknowledgement names seq {ack['lost_head']['seq']} (ε = "
+                f"{ack['epsilon']:.4g}), but the consortium record ({self.path}) holds seq {known['seq']} (ε = "
+                f"{known['epsilon']:.4g}) from run {known['run_id']}: the auditor must acknowledge that head")
+
     def advance(self, entries: Sequence[LedgerEntry], *, run_id: str) -> None:
         """Record the head of a site's ledger once it has passed :meth:`check` and been verified
         and merged; a head the record already holds changes nothing."""
         changed = False
         for site, fingerprint, chain in _chains(entries):
             last, known = chain[-1], self.head(site, fingerprint)
-            if known is not None and known["seq"] >= last.seq:
+            restarted = chain[0].kind == "carry" and known is not None and known.get("start") != chain[0].entry_hash
+            if known is not None and known["seq"] >= last.seq and not restarted:
                 continue
             self._doc["sites"].setdefault(site, {})[fingerprint] = {
-                "seq": last.seq, "hash": last.entry_hash, "epsilon": last.epsilon,
-                "budget_epsilon": last.budget_epsilon, "key_id": last.key_id, "run_id": run_id,
+                "seq": last.seq, "hash": last.entry_hash, "start": chain[0].entry_hash, "epsilon": last.epsilon,
+                "delta": last.delta, "budget_epsilon": last.budget_epsilon, "key_id": last.key_id, "run_id": run_id,
                 "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}
             changed = True
         if changed:
