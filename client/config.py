@@ -9,14 +9,25 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
+from shared.ehr.cdm_connection import DEFAULT_PASSWORD_ENV, CdmDatabase
 from shared.ehr.codemap import ACCEPT, DEFAULT_ACCEPT
-from shared.errors import ConfigError
+from shared.ehr.omop_checks import parse_sex_codes
+from shared.errors import ConfigError, InputError
 
 #: node-config key → (field, type, default or REQUIRED)
 REQUIRED = object()
 KEYS: dict[str, tuple[str, type, object]] = {
     "site-id": ("site_id", str, REQUIRED),  # shown in logs, the ledger and privacy.json
-    "data-path": ("data_path", str, REQUIRED),  # the site's OMOP or FHIR Bulk folder (read-only is enough)
+    # the site's data: a folder (OMOP CSV/Parquet or FHIR Bulk; read-only is enough) or its
+    # CDM database (cdm-url); exactly one of the two
+    "data-path": ("data_path", str, ""),
+    "cdm-url": ("cdm_url", str, ""),  # SQLAlchemy URL without the password (postgresql+psycopg://…, duckdb:///…)
+    "cdm-schema": ("cdm_schema", str, ""),  # schema of the clinical tables ("": the connection's default)
+    "vocabulary-schema": ("vocabulary_schema", str, ""),  # schema of concept, … ("": the same as cdm-schema)
+    "cdm-password-env": ("cdm_password_env", str, DEFAULT_PASSWORD_ENV),  # env variable holding the password
+    "cdm-password-file": ("cdm_password_file", str, ""),  # file holding it, mode 0600 ("": use cdm-password-env)
+    # what other gender_source_value codes mean, e.g. "1=M,2=F" ("": only F/M/FEMALE/MALE and gender_concept_id)
+    "sex-codes": ("sex_codes", str, ""),
     "state-path": ("state_path", str, REQUIRED),  # privacy state and bundle cache (must persist)
     "coordinator-pub": ("coordinator_pub", str, REQUIRED),  # pinned coordinator key (PEM)
     "site-key": ("site_key", str, REQUIRED),  # the site's own Ed25519 private key (PEM): signs its privacy ledger
@@ -38,17 +49,24 @@ KEYS: dict[str, tuple[str, type, object]] = {
     "eval-suite": ("eval_suite", bool, True),
     "holdout-path": ("holdout_path", str, ""),  # patients never trained on (OMOP/FHIR folder; "": none)
 }
-PATH_FIELDS = ("data_path", "state_path", "coordinator_pub", "site_key", "site_code_map", "holdout_path")
+PATH_FIELDS = ("data_path", "state_path", "coordinator_pub", "site_key", "site_code_map", "holdout_path",
+               "cdm_password_file")
 
 
 @dataclass(frozen=True)
 class NodeConfig:
     site_id: str
-    data_path: Path
     state_path: Path
     coordinator_pub: Path
     site_key: Path
     epsilon: float
+    data_path: Path | None = None
+    cdm_url: str = ""
+    cdm_schema: str = ""
+    vocabulary_schema: str = ""
+    cdm_password_env: str = DEFAULT_PASSWORD_ENV
+    cdm_password_file: Path | None = None
+    sex_codes: str = ""
     delta: float = 1e-5
     clip_norm: float = DEFAULT_CLIP_NORM
     batch_size: int = 32
@@ -74,7 +92,16 @@ class NodeConfig:
             raise ConfigError(f"node config eval-noise-multiplier must be ≥ 0, got {self.eval_noise_multiplier}")
         if not (math.isfinite(self.eval_loss_clip) and self.eval_loss_clip > 0):
             raise ConfigError(f"node config eval-loss-clip must be > 0, got {self.eval_loss_clip}")
-        if self.holdout_path is not None and self.holdout_path.resolve() == Path(self.data_path).resolve():
+        if (self.data_path is None) == (not self.cdm_url):
+            raise ConfigError("node config needs exactly one of 'data-path' (a folder) and 'cdm-url' (a CDM database)")
+        try:
+            parse_sex_codes(self.sex_codes)
+            if self.cdm_url:
+                self.data_source  # noqa: B018 — parses the URL, refuses one holding a password
+        except (ValueError, InputError) as exc:
+            raise ConfigError(f"node config: {exc}") from None
+        if self.holdout_path is not None and self.data_path is not None and \
+                self.holdout_path.resolve() == Path(self.data_path).resolve():
             raise ConfigError("node config holdout-path must not be data-path: the site trains on data-path, and "
                               "held-out patients are ones it never trained on")
         if self.code_accept not in ACCEPT:
@@ -82,6 +109,20 @@ class NodeConfig:
         for name in ("batch_size", "noise_multiplicity", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"node config {name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+
+    @property
+    def data_source(self) -> Path | CdmDatabase:
+        """What :func:`shared.ehr.site.read_site` reads: the data folder, or the CDM database."""
+        if self.data_path is not None:
+            return self.data_path
+        return CdmDatabase(self.cdm_url, schema=self.cdm_schema or None,
+                           vocabulary_schema=self.vocabulary_schema or None, password_env=self.cdm_password_env,
+                           password_file=self.cdm_password_file)
+
+    @property
+    def sex_code_map(self) -> dict[str, str]:
+        """:attr:`sex_codes` parsed (``{"1": "M", "2": "F"}``)."""
+        return parse_sex_codes(self.sex_codes)
 
     @classmethod
     def from_mapping(cls, values: dict) -> NodeConfig:

@@ -80,7 +80,7 @@ def evaluate_sample(node: NodeConfig, request: SuiteRequest) -> dict:
         The sample does not fit the bundle's grid, or too few of its patients match the site.
     """
     bundle = bundle_cache.load(node.state_path, request.bundle_sha256, node.coordinator_pub)
-    real = read_tensors(node, bundle, node.data_path)
+    real = read_tensors(node, bundle, node.data_source)
     holdout = read_tensors(node, bundle, node.holdout_path) if node.holdout_path is not None else None
     synthetic = TrajectoryTensors.from_arrays(request.sample, like=TensorLayout.from_bundle(bundle))
     matched = match_disease_mix(synthetic, real.disease, seed=request.seed)

@@ -102,9 +102,10 @@ def ledger_file(node: NodeConfig) -> Path:
     return privacy_folder(node) / "ledger.jsonl"
 
 
-def open_privacy(node: NodeConfig, fingerprint: str, accountant: str) -> tuple[PrivacyState, Ledger]:
+def open_privacy(node: NodeConfig, fingerprint: str, cfg: RoundConfig) -> tuple[PrivacyState, Ledger]:
     """The site's ledger, verified with its key and checked against the key's use record, then
-    the privacy state (created only once the ledger passed), reconciled with the ledger.
+    the privacy state (created only once the ledger passed), reconciled with the ledger; a budget
+    changed since the last entry (raised only with ``budget-raise``) is signed as its own entry.
 
     Raises
     ------
@@ -118,10 +119,15 @@ def open_privacy(node: NodeConfig, fingerprint: str, accountant: str) -> tuple[P
     ledger.check_key_use(fingerprint)
     state = PrivacyState.load_or_create(privacy_folder(node), fingerprint=fingerprint,
                                         budget=PrivacyBudget(epsilon=node.epsilon, delta=node.delta),
-                                        accountant=accountant, allow_budget_raise=node.budget_raise)
+                                        accountant=cfg.accountant, allow_budget_raise=node.budget_raise)
     for entry in ledger.reconcile(state):
         log.warning("site %s: ledger entry %d (run %s round %d, %s) added from the privacy state: a charge an earlier "
                     "process recorded but did not sign", node.site_id, entry.seq, entry.run_id, entry.round, entry.kind)
+    changed = ledger.append_budget(state, run_id=cfg.run_id, server_round=cfg.server_round)
+    if changed is not None:
+        log.warning("site %s: budget changed from ε = %g, δ = %g to ε = %g, δ = %g: signed as ledger entry %d",
+                    node.site_id, changed.previous_budget["epsilon"], changed.previous_budget["delta"],
+                    changed.budget_epsilon, changed.delta, changed.seq)
     return state, ledger
 
 
@@ -158,9 +164,9 @@ def open_site(node: NodeConfig, cfg: RoundConfig) -> Site:
         Bad site data or a privacy state for another dataset.
     """
     torch.set_num_threads(node.threads)
-    state, ledger = open_privacy(node, data_fingerprint(node.data_path), cfg.accountant)
+    state, ledger = open_privacy(node, data_fingerprint(node.data_source), cfg)
     bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
-    return Site(bundle, read_tensors(node, bundle, node.data_path), state, ledger)
+    return Site(bundle, read_tensors(node, bundle, node.data_source), state, ledger)
 
 
 def read_tensors(node: NodeConfig, bundle: StudyBundle, folder: Path) -> TrajectoryTensors:
@@ -171,7 +177,7 @@ def read_tensors(node: NodeConfig, bundle: StudyBundle, folder: Path) -> Traject
     InputError
         Bad site data.
     """
-    cohort, _ = read_site(folder, skip_bad_rows=node.skip_bad_rows, bundle=bundle,
+    cohort, _ = read_site(folder, skip_bad_rows=node.skip_bad_rows, bundle=bundle, sex_codes=node.sex_code_map,
                           accept=node.code_accept, site_codemap=node.site_code_map)  # type: ignore[arg-type]
     return tensorize(cohort, bundle)[0]
 

@@ -2,6 +2,7 @@
 # Create or reuse .venv at the repository root and install the project into it.
 # torch is installed first as the pinned CPU build, so pip never pulls a CUDA build.
 # Re-installs only when pyproject.toml changed since the last successful install.
+# Installs Debian's postgresql package (the tests start their own server) when initdb is missing.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -17,6 +18,21 @@ pick_python() {
   echo "error: Python 3.11 is required (python3.11 not found on PATH)" >&2
   return 1
 }
+
+have_initdb() {
+  command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+
+if ! have_initdb; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing PostgreSQL (Debian package postgresql) for the database tests" >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  else
+    echo "warning: initdb not found and apt-get unavailable: install PostgreSQL for the database tests" >&2
+  fi
+fi
 
 want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

@@ -12,6 +12,7 @@ from kg.store import KnowledgeGraph
 from kg.study import load_study
 from kg.embedded import default_study
 from shared.signing.keys import load_private_key, new_keypair
+from tests.postgres import postgres_server  # noqa: F401 — a real PostgreSQL server, started once per session
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,11 @@ import typer
 from rich.table import Table
 
 from shared.console import cli_errors, console, load_bundle, print_json
+from shared.ehr.cdm_connection import DEFAULT_PASSWORD_ENV, CdmDatabase
 from shared.ehr.codemap import ACCEPT, DEFAULT_ACCEPT
+from shared.ehr.omop_checks import parse_sex_codes
 from shared.ehr.report import SiteReport
+from shared.ehr.study_fit import no_study_patients
 from shared.errors import InputError
 from shared.trajectories.site_validation import fatal_report, validate_site, write_report
 
@@ -22,7 +25,9 @@ PubOpt = Annotated[Path | None, typer.Option("--pub", help="Coordinator public k
 
 @data_app.command("validate")
 def validate(
-    site: Annotated[Path, typer.Argument(help="Site folder: the five OMOP tables (CSV or Parquet) or a FHIR Bulk export (NDJSON).")],
+    site: Annotated[Path | None, typer.Argument(
+        help="Site folder: the five OMOP tables (CSV or Parquet) or a FHIR Bulk export (NDJSON); "
+             "or give --cdm-url.")] = None,
     bundle: BundleOpt = None,
     pub: PubOpt = None,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and drop bad rows instead of stopping.")] = False,
@@ -34,26 +39,53 @@ def validate(
     site_map: Annotated[Path | None, typer.Option(
         "--site-map", help="The site's own code mapping table (TSV: system, code, relation, target, target_name, "
                            "citation); needs --bundle; never leaves the site.")] = None,
+    cdm_url: Annotated[str | None, typer.Option(
+        "--cdm-url", help="The CDM database instead of a folder: SQLAlchemy URL without the password "
+                          "(postgresql+psycopg://user@host:5432/cdm, duckdb:///site.duckdb).")] = None,
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema", help="Schema of the clinical tables.")] = None,
+    vocabulary_schema: Annotated[str | None, typer.Option(
+        "--vocabulary-schema", help="Schema of the vocabulary tables (default: --cdm-schema).")] = None,
+    password_env: Annotated[str, typer.Option(
+        "--cdm-password-env", help="Environment variable holding the database password.")] = DEFAULT_PASSWORD_ENV,
+    password_file: Annotated[Path | None, typer.Option(
+        "--cdm-password-file", help="File holding the database password (mode 0600).")] = None,
+    sex_codes: Annotated[str, typer.Option(
+        "--sex-codes", help='What other gender_source_value codes mean, e.g. "1=M,2=F".')] = "",
 ) -> None:
-    """Report patients, events per domain, code coverage per code system, lab units, date
-    ranges, events outside the time grid, patients per study disease, whether the site has
-    the study's minimum cohort, and every problem; exit 1 on the first bad row or
-    line (file, row, column or field) unless --skip-bad-rows.
+    """Report the verdict first (study patients against the study's minimum), then patients,
+    events per domain, code coverage per code system and per table, lab units, date ranges,
+    events outside the time grid, patients per study disease, and every problem; exit 1 on
+    the first bad row or line (file, row, column or field) unless --skip-bad-rows, and exit 1
+    when no patient has a study diagnosis (the report is still written).
 
     Example: raregraph data validate sites/site-1 --bundle out/bundle --pub keys/coordinator.pub --out report/
+    Example: raregraph data validate --cdm-url postgresql+psycopg://reader@db:5432/cdm --cdm-schema cdm
+             --vocabulary-schema vocab --cdm-password-file /run/secrets/cdm --bundle out/bundle
+             --pub keys/coordinator.pub (the password never goes on the command line: a file of mode 0600,
+             or the environment variable --cdm-password-env names, RAREGRAPH_CDM_PASSWORD by default)
     """
+    source: Path | CdmDatabase | None = site
     with cli_errors():
         if accept not in ACCEPT:
             raise InputError(f"--accept must be one of {', '.join(ACCEPT)}, got {accept!r}")
         if site_map is not None and bundle is None:
             raise InputError("--site-map needs --bundle (the bundle's code map is the base)")
+        if (site is None) == (cdm_url is None):
+            raise InputError("give exactly one of a site folder and --cdm-url")
+        try:
+            codes = parse_sex_codes(sex_codes)
+        except ValueError as exc:
+            raise InputError(f"--sex-codes: {exc}") from None
+        if cdm_url is not None:
+            source = CdmDatabase(cdm_url, schema=cdm_schema, vocabulary_schema=vocabulary_schema,
+                                 password_env=password_env, password_file=password_file)
         b = load_bundle(bundle, pub) if bundle is not None else None
         try:
-            result = validate_site(site, bundle=b, skip_bad_rows=skip_bad_rows, accept=accept,  # type: ignore[arg-type]
-                                   site_codemap=site_map)
+            result = validate_site(source, bundle=b, skip_bad_rows=skip_bad_rows, accept=accept,  # type: ignore[arg-type]
+                                   site_codemap=site_map, sex_codes=codes)
         except InputError as exc:
             if out is not None:
-                write_report(out, fatal_report(site, exc))
+                write_report(out, fatal_report(str(source), exc))
             raise
     data = result.as_dict()
     if out is not None:
@@ -61,14 +93,25 @@ def validate(
             write_report(out, data)
     if json_out:
         print_json(data)
-        return
-    _print_contents(site, result.report)
-    _print_study_fit(result.report, result.tensors)
-    if out is not None:
-        console.print(f"report written to {out / 'report.html'} and {out / 'report.json'}")
+    else:
+        _print_verdict(result.report)
+        _print_contents(str(source), result.report)
+        _print_study_fit(result.report, result.tensors)
+        if out is not None:
+            console.print(f"report written to {out / 'report.html'} and {out / 'report.json'}")
+    if b is not None and not (result.report.study_cohort or {}).get("patients"):
+        with cli_errors():  # a site with nothing to train on is never a silent success
+            raise no_study_patients(result.report)
 
 
-def _print_contents(site: Path, report: SiteReport) -> None:
+def _print_verdict(report: SiteReport) -> None:
+    """The verdict first: can this site take part in the study."""
+    if report.verdict:
+        colour = {"ok": "green", "below minimum": "yellow"}.get(report.verdict["status"], "red")
+        console.print(f"[bold {colour}]verdict: {report.verdict['status']}[/] — {report.verdict['message']}")
+
+
+def _print_contents(site: str, report: SiteReport) -> None:
     """What the export holds, the rows skipped and what was not read."""
     console.print(f"[bold]{site}[/] ({report.format}): {report.patients:,} patients, {report.events:,} events "
                   f"({', '.join(f'{n:,} {d}' for d, n in report.events_per_domain.items())})")
@@ -78,6 +121,11 @@ def _print_contents(site: Path, report: SiteReport) -> None:
         for p in report.problems:
             table.add_row(Path(p.file).name, str(p.row), p.column, p.message)
         console.print(table)
+    for table, c in report.code_sources.items():
+        rules = ", ".join(f"{n:,} by {rule}" for rule, n in sorted(c["rules"].items(), key=lambda kv: -kv[1]))
+        console.print(f"codes in {table}: {rules or 'no rows'}" + (
+            f"; {c['outside_graph']:,} not a graph code ({c['unmapped']:,} unmapped, {c['ambiguous']:,} ambiguous)"
+            if c["outside_graph"] else ""))
     if report.codes_outside_graph:
         outside = report.as_dict()["codes_outside_graph"]
         console.print("codes outside the graph's systems (not read): " +

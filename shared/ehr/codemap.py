@@ -221,6 +221,19 @@ class CodeMapper:
             rows = self._parent_rows(system, code)
         return self._choose(system, code, rows or [], local=False)
 
+    def rows_of(self, system: str, code: str) -> list[tuple[str, str]]:
+        """Every (target, relation) row rules 2–4 look at for a code, at any relation (for
+        saying which codes came close to a target; :meth:`resolve` decides)."""
+        code = normalise_code(system, code)
+        if (system, code) in self.site_rows:
+            return list(self.site_rows[(system, code)])
+        rows = self.rows.get((system, code))
+        if rows is None and system == "ICD10CM":
+            rows = self.rows.get(("ICD10", code))
+        if rows is None and system in ("ICD10", "ICD10CM"):
+            rows = self._parent_rows(system, code)
+        return list(rows or [])
+
     def _parent_rows(self, system: str, code: str) -> list[tuple[str, str]] | None:
         parent = code
         while len(parent) > 3:

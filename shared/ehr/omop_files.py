@@ -15,11 +15,11 @@ from typing import IO
 import pandas as pd
 import pyarrow.parquet as pq
 
-from shared.ehr.omop_tables import OmopTable
+from shared.ehr.omop_columns import ReadTable
 from shared.errors import InputError
 
 
-def locate_table(folder: Path, table: OmopTable) -> tuple[Path, str]:
+def locate_table(folder: Path, table: ReadTable) -> tuple[Path, str]:
     """The one file holding ``table`` in a site folder, and its format (``csv`` or ``parquet``)."""
     candidates = [(folder / f"{table.name}.csv", "csv"), (folder / f"{table.name}.csv.gz", "csv"),
                   (folder / f"{table.name}.parquet", "parquet")]
@@ -33,36 +33,31 @@ def locate_table(folder: Path, table: OmopTable) -> tuple[Path, str]:
     return found[0]
 
 
-def read_table(path: Path, fmt: str, table: OmopTable) -> pd.DataFrame:
-    """The table's required columns, as strings (CSV) or native types (Parquet).
+def read_table(path: Path, fmt: str, table: ReadTable) -> pd.DataFrame:
+    """The table's columns that are present (its required ones, at least one of its
+    ``any_of``, and the optional ones there), as strings (CSV) or native types (Parquet).
 
     Raises
     ------
     InputError
-        Not a Parquet or CSV file, a required column missing, a line that is not UTF-8
-        (naming line and column), or a gzip stream that ends early (naming the first line
-        lost). A byte-order mark before the header is accepted.
+        Not a Parquet or CSV file, a required column missing (or every one of ``any_of``),
+        a line that is not UTF-8 (naming line and column), or a gzip stream that ends early
+        (naming the first line lost). A byte-order mark before the header is accepted.
     """
     if fmt == "parquet":
         try:
             schema = pq.read_schema(path)
         except Exception as exc:  # noqa: BLE001 — pyarrow raises several types for non-Parquet bytes
             raise InputError(f"not a Parquet file ({type(exc).__name__})", file=path) from None
-        missing = [c for c in table.columns if c not in schema.names]
-        if missing:
-            raise InputError(f"required column missing (has: {', '.join(schema.names)[:200]})", file=path,
-                             field=missing[0])
-        return pq.read_table(path, columns=list(table.columns)).to_pandas()
+        columns = _present(path, table, schema.names, line=None)
+        return pq.read_table(path, columns=columns).to_pandas()
     names = _csv_header(path)
-    if any("\x00" in n for n in names) or len(names) == 1 and len(table.columns) > 1:
+    if any("\x00" in n for n in names) or len(names) == 1 and len(table.required) > 1:
         raise InputError("not a CSV file (no comma-separated header line)", file=path, line=1)
-    missing = [c for c in table.columns if c not in names]
-    if missing:
-        raise InputError(f"required column missing (header has: {', '.join(names)[:200]})", file=path, line=1,
-                         field=missing[0])
+    columns = _present(path, table, names, line=1)
     try:
         # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is dropped, not glued to the first name
-        return pd.read_csv(path, usecols=list(table.columns), dtype=str, keep_default_na=False,
+        return pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False,
                            na_values=[], encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise _not_utf8(path, names) from None
@@ -70,6 +65,19 @@ def read_table(path: Path, fmt: str, table: OmopTable) -> pd.DataFrame:
         raise _broken_gzip(path, exc) from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise InputError(f"not a readable CSV file: {str(exc).splitlines()[0]}", file=path) from None
+
+
+def _present(path: Path, table: ReadTable, names: list[str], *, line: int | None) -> list[str]:
+    """The columns of ``table`` to read from a file whose header is ``names``; raises when one is missing."""
+    what = "header has" if line else "has"
+    missing = [c for c in table.required if c not in names]
+    if missing:
+        raise InputError(f"required column missing ({what}: {', '.join(names)[:200]})", file=path, line=line,
+                         field=missing[0])
+    if table.any_of and not any(c in names for c in table.any_of):
+        raise InputError(f"needs one of the columns {', '.join(table.any_of)} ({what}: {', '.join(names)[:200]})",
+                         file=path, line=line, field=table.any_of[-1])
+    return [c for c in table.columns if c in names]
 
 
 def _open_binary(path: Path) -> IO[bytes]:

@@ -33,7 +33,7 @@ AMBIGUOUS_ADVICE = "The code maps to several graph codes; choose one in a site m
 UNIT_ADVICE = "Export this lab in the bundle's unit, or in a unit of the same dimension the reader converts."
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
          "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left;vertical-align:top}"
-         "th{background:#eee}.bad{color:#a00}.ok{color:#070}.num{text-align:right}")
+         "th{background:#eee}.bad{color:#a00}.ok{color:#070}.warn{color:#a60}.num{text-align:right}")
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -58,9 +58,35 @@ def render_html(data: dict) -> str:
         parts.append(f'<p class="bad"><b>Reading stopped:</b> {escape(f["message"])}</p>'
                      f"<p>Fix it and run again, or pass --skip-bad-rows to count and skip bad rows.</p>")
     else:
-        parts += _summary(data) + _tables(data) + _problems(data) + _mapping(data) + _labs(data) + _study(data)
+        parts += (_verdict(data) + _summary(data) + _tables(data) + _problems(data) + _code_sources(data)
+                  + _mapping(data) + _labs(data) + _study(data))
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Site validation</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def _verdict(data: dict) -> list[str]:
+    """The verdict first: can this site take part in the study (with a bundle only)."""
+    v = data.get("verdict")
+    if not v:
+        return []
+    css = {"ok": "ok", "below minimum": "warn"}.get(v["status"], "bad")
+    out = [f'<p class="{css}"><b>Verdict: {escape(v["status"])}</b> — {escape(v["message"])}</p>']
+    if v.get("closest_codes"):
+        out.append("<p>The site's codes closest to the study:</p><ul>"
+                   + "".join(f"<li>{escape(c)}</li>" for c in v["closest_codes"]) + "</ul>")
+    return out
+
+
+def _code_sources(data: dict) -> list[str]:
+    """Per event table: which rule gave each event its code (concept ids through the site's
+    vocabulary, or source values), and how many are not graph codes."""
+    sources = data.get("code_sources")
+    if not sources:
+        return []
+    rows = [[table, ", ".join(f"{n:,} by {rule}" for rule, n in sorted(c["rules"].items(), key=lambda kv: -kv[1])),
+             c["outside_graph"], c["unmapped"], c["ambiguous"]] for table, c in sources.items()]
+    return ["<h2>Where the codes came from</h2>",
+            _table(["table", "rows by rule", "not a graph code", "unmapped", "ambiguous"], rows)]
 
 
 def _summary(data: dict) -> list[str]:

@@ -1,8 +1,9 @@
-"""One entry point for a hospital's data folder, whatever format it was exported in.
+"""One entry point for a hospital's data, wherever and however it keeps it.
 
-A site folder holds either OMOP CDM tables (``person.csv``, ``condition_occurrence.parquet``,
-... — :mod:`shared.ehr.omop`) or a FHIR R4 Bulk Data export (``Patient.ndjson``, ... —
-:mod:`shared.ehr.fhir`). :func:`read_site` detects which, reads it into the same
+A site's data is its OMOP CDM database (a :class:`~shared.ehr.cdm_connection.CdmDatabase`:
+:mod:`shared.ehr.omop_db`) or a folder holding either OMOP CDM tables (``person.csv``,
+``condition_occurrence.parquet``, ... — :mod:`shared.ehr.omop`) or a FHIR R4 Bulk Data export
+(``Patient.ndjson``, ... — :mod:`shared.ehr.fhir`). :func:`read_site` detects which, reads it into the same
 :class:`Cohort`, converts lab values to the bundle's units where it can
 (:mod:`shared.ehr.units`), maps local codes (ICD-10, SNOMED CT, RxNorm, ATC, drug names)
 through the bundle's code map (:mod:`shared.ehr.codemap`), checks the study's minimum cohort
@@ -16,12 +17,15 @@ from pathlib import Path
 from typing import Literal
 
 from shared.bundle import StudyBundle
+from shared.ehr.cdm_connection import CdmDatabase
 from shared.ehr.codemap import DEFAULT_ACCEPT, Accept, CodeMapper
 from shared.ehr.cohort import Cohort
 from shared.ehr.fhir import read_fhir
 from shared.ehr.fhir_files import is_fhir_file
 from shared.ehr.omop import read_omop
-from shared.ehr.omop_tables import TABLES
+from shared.ehr.omop_columns import TABLES
+from shared.ehr.omop_db import db_fingerprint, read_omop_db
+from shared.ehr.study_fit import no_study_patients, verdict
 from shared.ehr.report import DEFAULT_MIN_PATIENTS, SiteReport
 from shared.ehr.units import convert_labs
 from shared.errors import InputError
@@ -53,14 +57,16 @@ def detect_format(folder: str | Path) -> Literal["omop", "fhir"]:
     return "omop" if omop else "fhir"
 
 
-def read_site(folder: str | Path, *, skip_bad_rows: bool = False, bundle: StudyBundle | None = None,
-              accept: Accept = DEFAULT_ACCEPT, site_codemap: str | Path | None = None) -> tuple[Cohort, SiteReport]:
-    """Read and check one site's export, OMOP or FHIR (detected).
+def read_site(folder: str | Path | CdmDatabase, *, skip_bad_rows: bool = False, bundle: StudyBundle | None = None,
+              accept: Accept = DEFAULT_ACCEPT, site_codemap: str | Path | None = None,
+              sex_codes: dict[str, str] | None = None,
+              require_study_patients: bool = False) -> tuple[Cohort, SiteReport]:
+    """Read and check one site's data: its CDM database, or a folder, OMOP or FHIR (detected).
 
     Parameters
     ----------
     folder
-        The site folder (see :func:`detect_format`).
+        The site's CDM database, or its folder (see :func:`detect_format`).
     skip_bad_rows
         Drop rows (OMOP) or resources (FHIR) with problems and count them, instead of
         stopping at the first.
@@ -77,6 +83,13 @@ def read_site(folder: str | Path, *, skip_bad_rows: bool = False, bundle: StudyB
     site_codemap
         The site's own mapping table (TSV, :func:`shared.ehr.codemap.read_code_table`),
         used before the bundle's for the codes it lists; needs ``bundle``.
+    sex_codes
+        OMOP: the site's declared meaning of other ``gender_source_value`` codes
+        (``{"1": "M", "2": "F"}``).
+    require_study_patients
+        With a bundle, a site where no patient has a study diagnosis is an error (the
+        message says how many persons were read, their codes closest to the study, and what
+        to do: :func:`shared.ehr.study_fit.no_study_patients`); else ``report.verdict`` says so.
 
     Returns
     -------
@@ -86,17 +99,21 @@ def read_site(folder: str | Path, *, skip_bad_rows: bool = False, bundle: StudyB
     ------
     InputError
         Folder missing, both formats or neither, a fatal problem, the first row problem
-        when ``skip_bad_rows`` is false, or a bad site mapping table.
+        when ``skip_bad_rows`` is false, a bad site mapping table, a database that cannot
+        be read (:mod:`shared.ehr.omop_db`), or no study patients when required.
     ValueError
         ``site_codemap`` without ``bundle``, or an unknown ``accept``.
     """
     if site_codemap is not None and bundle is None:
         raise ValueError("a site mapping table needs the study bundle (its code map is the base)")
     mapper = CodeMapper(bundle.codemap, accept=accept, site_table=site_codemap) if bundle is not None else None
-    if detect_format(folder) == "fhir":
+    if isinstance(folder, CdmDatabase):
+        cohort, omop_report = read_omop_db(folder, skip_bad_rows=skip_bad_rows, mapper=mapper, sex_codes=sex_codes)
+        report = SiteReport.from_validation(omop_report, format="omop")
+    elif detect_format(folder) == "fhir":
         cohort, report = read_fhir(folder, skip_bad_rows=skip_bad_rows, mapper=mapper)
     else:
-        cohort, omop_report = read_omop(folder, skip_bad_rows=skip_bad_rows, mapper=mapper)
+        cohort, omop_report = read_omop(folder, skip_bad_rows=skip_bad_rows, mapper=mapper, sex_codes=sex_codes)
         report = SiteReport.from_validation(omop_report, format="omop")
         known = {name for t in report.tables.values() for name in t["file"].split(", ")}
         report.ignored_files = sorted(p.name for p in Path(folder).iterdir() if p.is_file() and p.name not in known)
@@ -107,6 +124,9 @@ def read_site(folder: str | Path, *, skip_bad_rows: bool = False, bundle: StudyB
         report.code_mapping = mapper.summary()
         report.study_diseases = _study_patients(cohort, bundle)
         report.study_cohort = study_cohort(cohort, bundle)
+        report.verdict = verdict(report, mapper, bundle)
+        if require_study_patients and not report.study_cohort["patients"]:
+            raise no_study_patients(report)
     report.date_ranges = _date_ranges(cohort)
     return cohort, report
 
@@ -149,14 +169,17 @@ def study_cohort(cohort: Cohort, bundle: StudyBundle) -> dict:
     return {"patients": patients, "min_patients": minimum, "meets": patients >= minimum}
 
 
-def data_fingerprint(folder: str | Path) -> str:
-    """Identity of a site's export: sha256 over its files' names and contents.
+def data_fingerprint(folder: str | Path | CdmDatabase) -> str:
+    """Identity of a site's export: sha256 over its files' names and contents (a database:
+    over the rows read, :func:`shared.ehr.omop_db.db_fingerprint`).
 
     Every file directly in the folder counts (OMOP tables, NDJSON parts, anything else),
     so any change to the export is a new dataset; the privacy state is tied to it, so a
     budget is never reused for another dataset. Files are hashed in chunks, so a multi-GB
     export never has to fit in memory.
     """
+    if isinstance(folder, CdmDatabase):
+        return db_fingerprint(folder)
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
         digest.update(path.name.encode())

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.bundle import StudyBundle
+from shared.ehr.cdm_connection import CdmDatabase
 from shared.ehr.codemap import DEFAULT_ACCEPT, Accept
 from shared.ehr.omop import check_vocabulary
 from shared.ehr.report import SiteReport
@@ -47,19 +48,20 @@ class SiteValidation:
         return {**self.report.as_dict(), "tensors": self.tensors, "time_grid": self.time_grid}
 
 
-def validate_site(folder: str | Path, *, bundle: StudyBundle | None = None, skip_bad_rows: bool = False,
-                  accept: Accept = DEFAULT_ACCEPT, site_codemap: str | Path | None = None) -> SiteValidation:
+def validate_site(folder: str | Path | CdmDatabase, *, bundle: StudyBundle | None = None, skip_bad_rows: bool = False,
+                  accept: Accept = DEFAULT_ACCEPT, site_codemap: str | Path | None = None,
+                  sex_codes: dict[str, str] | None = None) -> SiteValidation:
     """Read and check one site's export (OMOP or FHIR) and, with a bundle, how it fits the study.
 
     Parameters
     ----------
     folder
-        The site folder (:func:`shared.ehr.site.detect_format`).
+        The site folder (:func:`shared.ehr.site.detect_format`) or its CDM database.
     bundle
         The study bundle: besides what :func:`shared.ehr.site.read_site` does with it, events
         are counted in and outside its vocabulary (``report.vocabulary``) and the cohort is
         placed on its time grid (``tensors``).
-    skip_bad_rows, accept, site_codemap
+    skip_bad_rows, accept, site_codemap, sex_codes
         As for :func:`shared.ehr.site.read_site`.
 
     Returns
@@ -75,7 +77,7 @@ def validate_site(folder: str | Path, *, bundle: StudyBundle | None = None, skip
         ``site_codemap`` without ``bundle``, or an unknown ``accept``.
     """
     cohort, report = read_site(folder, skip_bad_rows=skip_bad_rows, bundle=bundle, accept=accept,
-                               site_codemap=site_codemap)
+                               site_codemap=site_codemap, sex_codes=sex_codes)
     if bundle is None:
         return SiteValidation(report)
     time_grid = bundle.study.get("time")

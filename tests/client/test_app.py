@@ -224,6 +224,19 @@ def test_a_site_whose_privacy_folder_was_lost_refuses_by_itself_until_it_is_rest
     assert [(e.seq, e.round) for e in entries] == [(0, 1), (1, 2)] and entries[1].epsilon > entries[0].epsilon
 
 
+def test_a_raised_budget_is_refused_unless_made_on_purpose_and_then_signed_as_its_own_entry(node, bundle) -> None:
+    call(node, offer(bundle, read_files(bundle.path)))
+    assert not call(node, train_message(bundle, server_round=1, rounds=3)).has_error()
+    raised = NodeConfig(**{**vars(node), "epsilon": 50.0})
+    reply = call(raised, train_message(bundle, server_round=2, rounds=3))
+    assert reply.has_error() and "a budget is raised only on purpose" in reply.error.reason
+    reply = call(NodeConfig(**{**vars(raised), "budget_raise": True}), train_message(bundle, server_round=2, rounds=3))
+    assert not reply.has_error()
+    entries = parse_entries(reply.content[P.LEDGER][P.LEDGER_ENTRIES])
+    assert [(e.kind, e.budget_epsilon) for e in entries] == [("train", 8.0), ("budget", 50.0), ("train", 50.0)]
+    assert entries[1].previous_budget == {"epsilon": 8.0, "delta": 1e-5} and entries[1].round == 2
+
+
 def test_a_site_whose_privacy_state_was_edited_consistently_refuses_to_train(node, bundle) -> None:
     """A past round's σ raised to 1000 in both the rounds and the accountant's history (so the state
     file is self-consistent and spends less ε): the signed ledger still says what was spent."""

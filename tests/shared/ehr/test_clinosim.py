@@ -3,7 +3,8 @@
 
 clinosim simulates a general hospital's inpatients (pneumonia, heart failure, COPD, ...) in
 ICD-10-CM, SNOMED CT, RxNorm and LOINC, offline and seeded. None has a study disease, so the
-right outcome is a report with code coverage per system and a clear "no study patients".
+right outcome is a report with code coverage per system and a clear "no study patients" — an
+error (exit 1) whose one line says how many persons were read and which codes came closest.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def test_an_independent_fhir_export_gets_a_report_and_no_study_patients(export, 
                                                                        tmp_path) -> None:
     result = runner.invoke(app, ["data", "validate", str(export), "--bundle", str(demo_bundle),
                                  "--pub", str(coordinator_key[1]), "--out", str(tmp_path / "report")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
+    assert "no study patients: " in result.stderr and "persons read" in result.stderr
+    assert "closest codes: " in result.stderr and "What to do" in result.stderr
+    assert result.stdout.lstrip().startswith("verdict: no study patients")  # the verdict comes first
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert data["format"] == "fhir" and data["patients"] > 20 and data["events"] > 100
     assert {"Patient.ndjson", "Condition.ndjson", "Observation.ndjson"} <= {
@@ -55,6 +59,7 @@ def test_an_independent_fhir_export_gets_a_report_and_no_study_patients(export, 
 
     assert all(d["patients"] == 0 for d in data["study_diseases"].values())
     assert data["study_cohort"] == {"patients": 0, "min_patients": 20, "meets": False}
+    assert data["verdict"]["status"] == "no study patients" and data["verdict"]["closest_codes"]
     assert "no patient has a diagnosis of a study disease" in data["tensors"]["error"]
     page = (tmp_path / "report" / "report.html").read_text()
     for text in ("No study patients", "Code coverage", "ICD10CM", "is below the study's minimum"):

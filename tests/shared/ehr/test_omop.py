@@ -69,7 +69,6 @@ def _edit_csv(path, column, row, value):
         ("observation", "person_id", 0, "77", "event for unknown person 77"),
         ("measurement", "value_as_number", 0, "high", "is not a number"),
         ("measurement", "value_as_number", 0, "", "is not a number"),
-        ("person", "gender_source_value", 2, "X", "is not a sex"),
         ("person", "year_of_birth", 0, "1850", "is not a year"),
         ("person", "person_id", 1, "1", "person 1 appears twice"),
         ("person", "person_id", 0, str(SYNTHETIC_ID_BASE + 5), "reserved for synthetic patients"),
@@ -88,6 +87,23 @@ def test_bad_rows_name_file_line_and_column(tmp_path, table, column, row, value,
     _, report = read_omop(site, skip_bad_rows=True)
     assert sum(report.skipped_rows.values()) >= 1
     assert report.problems[0].row == row + 2
+
+
+def test_the_sex_is_the_gender_concept_then_the_source_value(tmp_path) -> None:
+    site = _site(tmp_path)
+    path = site / "person.csv"
+    _edit_csv(path, "gender_source_value", 2, "X")  # gender_concept_id 8532 still says F
+    assert list(read_omop(site)[0].persons["sex"]) == ["F", "M", "F"]
+    _edit_csv(path, "gender_concept_id", 2, "0")  # no concept: the source value decides, and is not a sex
+    with pytest.raises(InputError, match=r"'X' is not a sex \(gender_concept_id 8507 male / 8532 female") as info:
+        read_omop(site)
+    assert (info.value.file, info.value.line, info.value.field) == (str(path), 4, "gender_source_value")
+    _edit_csv(path, "gender_source_value", 2, "2")
+    with pytest.raises(InputError, match=r"codes such as 1/2 need their meaning declared"):
+        read_omop(site)
+    assert list(read_omop(site, sex_codes={"1": "M", "2": "F"})[0].persons["sex"]) == ["F", "M", "F"]
+    _, report = read_omop(site, skip_bad_rows=True)
+    assert report.skipped_rows["bad sex"] == 1 and report.problems[0].row == 4
 
 
 def test_parquet_rows_are_numbered_from_one(tmp_path) -> None:

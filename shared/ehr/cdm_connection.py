@@ -1,0 +1,149 @@
+"""How a site reaches its OMOP CDM database: the URL, the schemas, the password, and a
+read-only connection whose errors never show the password.
+
+The password rule: it never appears on a command line, in a log, in a report or in an
+error message. The URL is given without it (a URL that holds one is refused); the password
+comes from a file that only its owner may read (mode 0600: any bit of 0o077 is refused, as
+for private keys) or from an environment variable (``RAREGRAPH_CDM_PASSWORD`` by default).
+Every error from the database driver is re-raised as one line with the password scrubbed.
+
+Read-only: PostgreSQL sessions start with ``default_transaction_read_only = on``; DuckDB
+files are opened with ``read_only = True``; other SQLAlchemy dialects (SQL Server, Oracle,
+Redshift, Databricks…) are accepted but untested, and the site should give a role that can
+only read. Nothing is ever written.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import duckdb
+import sqlalchemy as sa
+
+from shared.errors import InputError
+
+DEFAULT_PASSWORD_ENV = "RAREGRAPH_CDM_PASSWORD"
+TESTED_DIALECTS = ("duckdb", "postgresql")
+
+
+@dataclass(frozen=True)
+class CdmDatabase:
+    """A site's CDM in a database.
+
+    Attributes
+    ----------
+    url
+        SQLAlchemy URL without the password (``postgresql+psycopg://reader@db:5432/cdm``,
+        ``duckdb:////data/site.duckdb``).
+    schema
+        The clinical tables' schema (None: the connection's default).
+    vocabulary_schema
+        The vocabulary tables' schema (None: the same as ``schema``).
+    password_env
+        The environment variable holding the password (read when no file is given).
+    password_file
+        A file holding the password, readable by its owner only; None: use ``password_env``.
+    """
+
+    url: str
+    schema: str | None = None
+    vocabulary_schema: str | None = None
+    password_env: str = DEFAULT_PASSWORD_ENV
+    password_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            parsed = sa.make_url(self.url)
+        except sa.exc.ArgumentError:
+            raise InputError("not a database URL (expected e.g. postgresql+psycopg://user@host:5432/cdm or "
+                             "duckdb:///path/site.duckdb)") from None
+        if parsed.password is not None:
+            raise InputError(f"the CDM URL holds a password ({self}): give the URL without it and the password "
+                             f"in a file readable by its owner only or in ${self.password_env}")
+
+    @property
+    def vocab_schema(self) -> str | None:
+        """The vocabulary tables' schema (``vocabulary_schema``, else ``schema``)."""
+        return self.vocabulary_schema if self.vocabulary_schema is not None else self.schema
+
+    @property
+    def dialect(self) -> str:
+        """The SQLAlchemy backend (``duckdb``, ``postgresql``, ...)."""
+        return sa.make_url(self.url).get_backend_name()
+
+    def __str__(self) -> str:
+        shown = sa.make_url(self.url).render_as_string(hide_password=True)
+        return shown if self.schema is None else f"{shown} (schema {self.schema})"
+
+
+def read_password(db: CdmDatabase) -> str | None:
+    """The password: from ``db.password_file`` (owner-only), else ``$password_env``; None when neither.
+
+    Raises
+    ------
+    InputError
+        The file is missing, unreadable, or others may access it (the message gives the mode
+        and ``chmod 600 FILE``).
+    """
+    if db.password_file is not None:
+        path = Path(db.password_file)
+        try:
+            mode = path.stat().st_mode
+            if os.name == "posix" and mode & 0o077:
+                raise InputError(f"password file is accessible by others (mode {stat.S_IMODE(mode):04o}); it must be "
+                                 f"readable by its owner only: run `chmod 600 {path}`", file=path)
+            return path.read_text(encoding="utf-8").strip("\r\n")
+        except OSError as exc:
+            raise InputError(f"cannot read the password file ({exc.strerror})", file=path) from None
+    return os.environ.get(db.password_env) or None
+
+
+def engine(db: CdmDatabase) -> sa.Engine:
+    """A read-only engine on the CDM (the password filled in from :func:`read_password`)."""
+    url = sa.make_url(db.url)
+    password = read_password(db)
+    if password is not None and url.get_backend_name() != "duckdb":
+        url = url.set(password=password)
+    connect_args: dict = {}
+    if url.get_backend_name() == "duckdb":
+        database = url.database or ""
+        if database in ("", ":memory:") or not Path(database).is_file():
+            raise InputError("DuckDB CDM file not found", file=database or "(no file in the URL)")
+        connect_args = {"read_only": True}
+    elif url.get_backend_name() == "postgresql":
+        connect_args = {"options": "-c default_transaction_read_only=on", "connect_timeout": 10}
+    return sa.create_engine(url, connect_args=connect_args, poolclass=sa.pool.NullPool)
+
+
+@contextmanager
+def driver_errors(db: CdmDatabase, what: str) -> Iterator[None]:
+    """Re-raise database errors as one :class:`InputError` line, the password scrubbed."""
+    try:
+        yield
+    except (sa.exc.SQLAlchemyError, duckdb.Error) as exc:  # duckdb: errors it raises past SQLAlchemy
+        raise InputError(f"{what}: {scrub(_first_line(exc), db)}", file=str(db)) from None
+
+
+def _first_line(exc: Exception) -> str:
+    original = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+    return lines[0] if lines else type(original).__name__
+
+
+def scrub(text: str, db: CdmDatabase) -> str:
+    """``text`` with the password (and its URL-quoted form) replaced by ``***``."""
+    password = None
+    try:
+        password = read_password(db)
+    except InputError:
+        pass
+    if password:
+        for form in {password, quote_plus(password)}:
+            text = text.replace(form, "***")
+    return text
