@@ -8,7 +8,19 @@ from typing import Annotated
 import typer
 
 from shared.console import cli_errors, console, err_console, load_bundle, print_json, steps
-from shared.errors import OutputExistsError
+from shared.ehr.cdm_files import FORMATS
+from shared.ehr.cdm_options import (
+    PasswordFileOpt,
+    SchemaOpt,
+    ToDbOpt,
+    VocabularyDbOpt,
+    VocabularyOpt,
+    VocabularySchemaOpt,
+    target_option,
+    vocabulary_option,
+)
+from shared.errors import InputError, OutputExistsError
+from shared.ehr.cohort import MAX_SYNTHETIC_PERSONS
 from shared.model.generation import DEFAULT_SAMPLER_STEPS
 from shared.model.checkpoint import load_model
 from shared.runs import RunFolder
@@ -19,24 +31,39 @@ from server.release.publish import REPORT_NAME, prepare_release, write_release
 def release(
     run_dir: Annotated[Path, typer.Argument(help="Run folder of a federation (model/, privacy.json, evaluation/).")],
     bundle: Annotated[Path, typer.Option("--bundle", help="The study bundle.")],
-    n: Annotated[int, typer.Option("--n", min=1, help="Number of synthetic patients.")],
+    n: Annotated[int, typer.Option("--n", min=1, max=MAX_SYNTHETIC_PERSONS, help="Number of synthetic patients (ids stay 32-bit).")],
     out: Annotated[Path, typer.Option("--out", help="Release folder: OMOP tables, data_card.json, report.html.")],
     pub: Annotated[Path | None, typer.Option("--pub", help="Coordinator public key that must have signed the bundle.")] = None,
     gate: Annotated[Path | None, typer.Option("--gate", help="Gate thresholds (TOML) [default: built-in, see README].")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
     sampler_steps: Annotated[int, typer.Option("--steps", min=1, max=1000, help="Sampler (DDIM) steps.")] = DEFAULT_SAMPLER_STEPS,
+    fmt: Annotated[str, typer.Option("--format", help="Table files: csv or parquet.")] = "csv",
+    vocabulary: VocabularyOpt = None,
+    vocabulary_db: VocabularyDbOpt = None,
+    vocabulary_schema: VocabularySchemaOpt = None,
+    to_db: ToDbOpt = None,
+    schema: SchemaOpt = None,
+    db_password_file: PasswordFileOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing release folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the gate verdict and data card as JSON.")] = False,
 ) -> None:
     """Generate synthetic patients from a federated run and release them only if they pass the
     gate (plausibility against the bundle; exact copies and membership AUROC where sites
-    reported them). A refusal prints which gate failed and writes nothing (exit 1).
+    reported them). A refusal prints which gate failed and writes nothing (exit 1). The tables
+    are OMOP CDM v5.4 (concept ids from --vocabulary, else 0); --to-db also loads them into a
+    new schema, in one transaction.
 
     Example: raregraph release out/run --bundle out/bundle --n 1000 --out out/release
     """
     with cli_errors(), steps("release", quiet=quiet or json_out) as step:
         config = load_gate(gate) if gate is not None else GateConfig()
+        if fmt not in FORMATS:
+            raise InputError(f"--format must be csv or parquet, got {fmt!r}")
+        vocab = vocabulary_option(vocabulary, vocabulary_db, vocabulary_schema, password_file=db_password_file)
+        database = target_option(to_db, schema, password_file=db_password_file)
+        if database is not None:
+            database.check()  # a wrong password or a taken schema fails before minutes of sampling
         if out.exists() and not overwrite:  # fail before minutes of sampling
             raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
         b = load_bundle(bundle, pub)
@@ -44,10 +71,10 @@ def release(
         step(f"generating {n} patients and checking the gate")
         result = prepare_release(trained, b, run_dir, n=n, seed=seed, steps=sampler_steps, gate=config)
         if result.ok:
-            step("writing the release")
-            write_release(result, b, out, overwrite=overwrite)
+            step("writing the release" + (f" and loading it into {database.describe()}" if database else ""))
+            card = write_release(result, b, out, overwrite=overwrite, fmt=fmt, vocabulary=vocab, database=database)
     summary = {"released": result.ok, "out": str(out) if result.ok else None,
-               "checks": [c.to_json() for c in result.checks], **({"data_card": result.card} if result.ok else {})}
+               "checks": [c.to_json() for c in result.checks], **({"data_card": card} if result.ok else {})}
     if json_out:
         print_json(summary)
     else:
@@ -62,4 +89,6 @@ def release(
                           soft_wrap=True)
         raise typer.Exit(1)
     if not json_out:
-        console.print(f"{n:,} synthetic patients released → {out} (data card, {REPORT_NAME})", highlight=False)
+        loaded = f"; loaded into {database.describe()}" if database is not None else ""
+        console.print(f"{n:,} synthetic patients released → {out} (OMOP CDM v5.4, data card, {REPORT_NAME}){loaded}",
+                      highlight=False)

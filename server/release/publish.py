@@ -1,5 +1,7 @@
 """Make a synthetic release from a federated run: generate, check plausibility and the
-site-reported privacy numbers against the gate, and write everything at once or nothing."""
+site-reported privacy numbers against the gate, and write everything at once or nothing: the
+OMOP CDM v5.4 tables (:mod:`shared.ehr.cdm_release`), the data card, the report and, when
+asked, the same tables in a new database schema (loaded last, in one transaction)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import numpy as np
 
 from shared.atomic import atomic_dir
 from shared.bundle import StudyBundle
+from shared.ehr.cdm_release import ReleaseTarget, Vocabulary, load_release, write_release_folder
 from shared.ehr.cohort import Cohort
 from shared.errors import InputError
 from shared.evaluation.plausibility import GraphKnowledge, plausibility
-from shared.model.generation import data_card, generate, write_synthetic
+from shared.model.generation import data_card, generate
 from shared.model.checkpoint import TrainedModel
 from shared.runs import RunFolder
 from server.release.gate import Check, GateConfig, SitePrivacy, apply_gate, read_site_privacy
@@ -104,8 +107,14 @@ def prepare_release(trained: TrainedModel, bundle: StudyBundle, run_dir: str | P
     return Release(cohort=cohort, checks=checks, card=card, disease_counts=counts)
 
 
-def write_release(release: Release, bundle: StudyBundle, out: str | Path, *, overwrite: bool = False) -> Path:
-    """OMOP tables, ``data_card.json`` and ``report.html`` in ``out``, all or nothing.
+def write_release(release: Release, bundle: StudyBundle, out: str | Path, *, overwrite: bool = False,
+                  fmt: str = "csv", vocabulary: Vocabulary | None = None,
+                  database: ReleaseTarget | None = None) -> dict[str, Any]:
+    """OMOP CDM tables, ``data_card.json`` and ``report.html`` in ``out``, all or nothing; with
+    ``database``, the tables also go into a new schema there (last, in one transaction: a
+    failure leaves neither the schema nor the folder).
+
+    Returns the data card as written (with its ``cdm`` section).
 
     Raises
     ------
@@ -113,14 +122,16 @@ def write_release(release: Release, bundle: StudyBundle, out: str | Path, *, ove
         The release failed its gate (it must never be written).
     OutputExistsError
         ``out`` exists and ``overwrite`` is false.
+    InputError
+        The vocabulary cannot be read, or the database refused the load.
     """
     if not release.ok:
         raise ValueError(f"refusing to write a release that failed {len(release.failed)} gate(s)")
     pngs = plots(release.checks, list(bundle.diseases["id"]), release.disease_counts)
-    page = render_html(release.card, release.checks, pngs)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        # write_synthetic is atomic itself: it replaces the (empty) temporary folder whole
-        write_synthetic(release.cohort, tmp, card=release.card, overwrite=True)
-        (tmp / REPORT_NAME).write_text(page, encoding="utf-8")
+        tables, card = write_release_folder(release.cohort, tmp, card=release.card, fmt=fmt, vocabulary=vocabulary)
+        (tmp / REPORT_NAME).write_text(render_html(card, release.checks, pngs), encoding="utf-8")
         tmp.chmod(0o755)  # a release is for sharing; mkdtemp makes the folder private
-    return Path(out)
+        if database is not None:
+            load_release(tables, database)
+    return card

@@ -73,6 +73,11 @@ def render_html(card: dict[str, Any], checks: list[Check], pngs: list[tuple[str,
                   for site, v in sorted(release["epsilon_per_site"].items()))
     images = "".join(f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{png}"></p>' for alt, png in pngs)
     counts = card["counts"]
+    cdm = card.get("cdm") or {}
+    vocabulary = (cdm.get("vocabulary") or {}).get("source", "none: every *_concept_id is 0, codes in *_source_value")
+    tables = f"<p>OMOP CDM v{_e(cdm.get('version', ''))} tables: {_e(', '.join(cdm.get('tables', [])))}; vocabulary: " \
+             f"{_e(vocabulary)}; type concept {_e(cdm.get('type_concept_id', ''))} " \
+             f"({_e(cdm.get('type_concept_name', ''))}).</p>" if cdm else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>RareGraph-Synth release</title><style>{_CSS}</style></head>
 <body>
@@ -80,6 +85,7 @@ def render_html(card: dict[str, Any], checks: list[Check], pngs: list[tuple[str,
 <p>{_e(card['method'])}. Run <code>{_e(release['run_id'])}</code>, bundle <code>{_e(card['bundle_sha256'])}</code>,
 {_e(counts['events'])} events, sampling seed {_e(card['sampling']['seed'])}, {_e(card['sampling']['steps'])} DDIM steps.
 Generated {_e(release['generated_at'])}.</p>
+{tables}
 <h2>Release gate</h2>
 <table><tr><th class=l>gate</th><th>measured</th><th>threshold</th><th class=l>status</th><th class=l>note</th></tr>
 {rows}</table>

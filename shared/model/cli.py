@@ -9,12 +9,24 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from shared.atomic import atomic_dir
+from shared.ehr.cdm_files import FORMATS
+from shared.ehr.cdm_options import (
+    PasswordFileOpt,
+    SchemaOpt,
+    ToDbOpt,
+    VocabularyDbOpt,
+    VocabularyOpt,
+    VocabularySchemaOpt,
+    target_option,
+    vocabulary_option,
+)
 from shared.console import cli_errors, console, err_console, load_bundle, print_json
 from shared.ehr.site import data_fingerprint, read_site
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
 from shared.model.layout import guidance_problem
 from shared.errors import InputError
 from shared.model.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
+from shared.ehr.cohort import MAX_SYNTHETIC_PERSONS
 from shared.model.fit import PrivateTraining, train_local
 from shared.model.checkpoint import load_model
 from shared.trajectories.tensorize import tensorize
@@ -98,7 +110,7 @@ def train(
 def generate_cmd(
     model_dir: Annotated[Path, typer.Argument(help="Model folder made by `raregraph train` or a federation.")],
     bundle: BundleOpt,
-    n: Annotated[int, typer.Option("--n", min=1, help="Number of synthetic patients.")],
+    n: Annotated[int, typer.Option("--n", min=1, max=MAX_SYNTHETIC_PERSONS, help="Number of synthetic patients (ids stay 32-bit).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the synthetic OMOP tables and data_card.json.")],
     pub: PubOpt = None,
     disease: Annotated[str | None, typer.Option("--disease", help="Only this study disease (ORPHA code).")] = None,
@@ -107,16 +119,28 @@ def generate_cmd(
     guidance_scale: Annotated[float, typer.Option("--guidance-scale", min=0.0, help="Classifier-free guidance w (1 = none).")] = 1.0,
     eta: Annotated[float, typer.Option("--eta", min=0.0, max=1.0, help="0: deterministic DDIM; 1: ancestral (stochastic) steps.")] = 0.0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    vocabulary: VocabularyOpt = None,
+    vocabulary_db: VocabularyDbOpt = None,
+    vocabulary_schema: VocabularySchemaOpt = None,
+    to_db: ToDbOpt = None,
+    schema: SchemaOpt = None,
+    db_password_file: PasswordFileOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the data card as JSON.")] = False,
 ) -> None:
-    """Sample synthetic patients and write them as OMOP tables with a data card.
+    """Sample synthetic patients and write them as OMOP CDM v5.4 tables (person,
+    observation_period, condition_occurrence, drug_exposure, measurement, observation,
+    cdm_source) with a data card; with --to-db, also into a new database schema.
 
     Example: raregraph generate out/model --bundle out/bundle --n 1000 --out out/synthetic
     """
     with cli_errors():
-        if fmt not in ("csv", "parquet"):
+        if fmt not in FORMATS:
             raise InputError(f"--format must be csv or parquet, got {fmt!r}")
+        vocab = vocabulary_option(vocabulary, vocabulary_db, vocabulary_schema, password_file=db_password_file)
+        database = target_option(to_db, schema, password_file=db_password_file)
+        if database is not None:
+            database.check()  # a wrong password or a taken schema fails before minutes of sampling
         b = load_bundle(bundle, pub)
         trained = load_model(model_dir, b)
         try:
@@ -126,10 +150,12 @@ def generate_cmd(
             raise InputError(str(exc), field="--disease") from None
         card = data_card(trained, b, cohort, seed=seed, steps=steps, guidance_scale=guidance_scale, eta=eta,
                          disease=disease)
-        write_synthetic(cohort, out, card=card, fmt=fmt, overwrite=overwrite)
+        card = write_synthetic(cohort, out, card=card, fmt=fmt, overwrite=overwrite, vocabulary=vocab,
+                               database=database)
     if json_out:
         print_json(card)
     else:
-        console.print(f"{n:,} synthetic patients → {out} ({card['counts']['events']:,} events); data card "
-                      f"{out / 'data_card.json'}")
+        loaded = f"; loaded into {database.describe()}" if database is not None else ""
+        console.print(f"{n:,} synthetic patients → {out} ({card['counts']['events']:,} events, OMOP CDM v5.4); "
+                      f"data card {out / 'data_card.json'}{loaded}", highlight=False)
         console.print(f"privacy: {card['privacy'].get('statement', '')}", highlight=False)

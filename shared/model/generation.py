@@ -3,7 +3,8 @@ data card.
 
 Synthetic index dates are drawn uniformly from a fixed public window (never from site
 dates); synthetic person ids start at :data:`SYNTHETIC_ID_BASE`, a range the OMOP reader
-rejects for real patients, so they can never reuse a real id.
+rejects for real patients, so they can never reuse a real id, and that lies inside the OMOP
+CDM's 32-bit ``person_id``. The tables are a CDM v5.4 release (:mod:`shared.ehr.cdm_release`).
 
 :class:`DiffusionGenerator` offers a trained model through the generator interface every
 baseline shares (:class:`shared.baselines.base.SyntheticGenerator`).
@@ -11,7 +12,6 @@ baseline shares (:class:`shared.baselines.base.SyntheticGenerator`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,8 +20,8 @@ import numpy as np
 
 from shared.atomic import atomic_dir
 from shared.bundle import StudyBundle
-from shared.ehr.cohort import SYNTHETIC_ID_BASE, Cohort
-from shared.ehr.omop_tables import write_tables
+from shared.ehr.cdm_release import ReleaseTarget, Vocabulary, load_release, write_release_folder
+from shared.ehr.cohort import MAX_SYNTHETIC_PERSONS, SYNTHETIC_ID_BASE, Cohort
 from shared.model.checkpoint import TrainedModel
 from shared.model.sampling import sample
 from shared.trajectories.tensorize import TensorLayout, to_cohort
@@ -42,10 +42,10 @@ def draw_conditions(trained: TrainedModel, bundle: StudyBundle, *, n: int, disea
     Raises
     ------
     ValueError
-        ``disease`` is not a study disease, or n < 1.
+        ``disease`` is not a study disease, or n outside 1..MAX_SYNTHETIC_PERSONS.
     """
-    if n < 1:
-        raise ValueError(f"n must be ≥ 1, got {n}")
+    if not 1 <= n <= MAX_SYNTHETIC_PERSONS:
+        raise ValueError(f"n must lie between 1 and {MAX_SYNTHETIC_PERSONS:,} (synthetic ids stay 32-bit), got {n}")
     ids = list(bundle.diseases["id"])
     if disease is not None:
         if disease not in ids:
@@ -141,11 +141,25 @@ class DiffusionGenerator:
                                 conditions=d)
 
 
-def write_synthetic(cohort: Cohort, out: str | Path, *, card: dict, fmt: str = "csv", overwrite: bool = False) -> None:
-    """OMOP tables plus ``data_card.json``, written atomically."""
+def write_synthetic(cohort: Cohort, out: str | Path, *, card: dict, fmt: str = "csv", overwrite: bool = False,
+                    vocabulary: Vocabulary | None = None, database: ReleaseTarget | None = None) -> dict:
+    """OMOP CDM v5.4 tables plus ``data_card.json``, written atomically; with ``database``, also
+    loaded into that schema in one transaction (last: if it fails, no folder is left either).
+
+    Returns the data card as written (with its ``cdm`` section).
+
+    Raises
+    ------
+    OutputExistsError
+        ``out`` exists and ``overwrite`` is false.
+    InputError
+        The vocabulary cannot be read, or the database refused the load (nothing written).
+    """
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        write_tables(cohort, tmp, fmt=fmt)
-        (tmp / "data_card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        tables, card = write_release_folder(cohort, tmp, card=card, fmt=fmt, vocabulary=vocabulary)
+        if database is not None:
+            load_release(tables, database)
+    return card
 
 
 def data_card(trained: TrainedModel, bundle: StudyBundle, cohort: Cohort, *, seed: int, steps: int,
@@ -153,7 +167,7 @@ def data_card(trained: TrainedModel, bundle: StudyBundle, cohort: Cohort, *, see
     """How the synthetic data was made and what it guarantees."""
     meta = trained.meta
     return {
-        "kind": "raregraph-synth synthetic OMOP CDM v5.4 subset",
+        "kind": "raregraph-synth synthetic OMOP CDM v5.4",
         "study": meta.get("study", ""),
         "bundle_sha256": bundle.bundle_hash,
         "model": {"guidance": meta["guidance"], "denoiser": meta["denoiser"], "schedule": meta["schedule"],

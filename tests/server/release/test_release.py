@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from server.release.gate import GateConfig, SitePrivacy, apply_gate, load_gate
+from shared.ehr.cohort import SYNTHETIC_ID_BASE
 from tests.raregraph.test_cli import one_line_error, run
 
 # the 4-step test model is untrained, so its release gate is permissive: the point is the plumbing
@@ -57,7 +58,8 @@ def test_release_passes_and_writes_tables_card_and_report(run_dir, demo_bundle, 
     card = json.loads((out / "data_card.json").read_text())
     assert card["release"]["epsilon_per_site"]["site-1"]["epsilon"] > 0 and card["bundle_sha256"]
     assert card["method"] and card["counts"]["patients"] == 20
-    assert pd.read_csv(out / "person.csv")["person_id"].min() >= 10**12
+    person = pd.read_csv(out / "person.csv")
+    assert person["person_id"].min() >= SYNTHETIC_ID_BASE and person["person_id"].max() < 2**31  # 32-bit CDM ids
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "<script" not in page and "not evaluated" in page
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -25,7 +25,7 @@ from shared.errors import OutputExistsError
 from shared.evaluation.sex_terms import FEMALE_SPECIFIC, MALE_SPECIFIC
 
 SEED = 11
-TABLES = ("person", "condition_occurrence", "observation", "drug_exposure", "measurement")
+TABLES = ("person", "observation_period", "condition_occurrence", "observation", "drug_exposure", "measurement")
 
 
 @pytest.fixture(scope="module")
