@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from shared.console import cli_errors, console, err_console, load_bundle, print_json, steps
-from shared.ehr.cdm_files import FORMATS
 from shared.ehr.cdm_options import (
     PasswordFileOpt,
     SchemaOpt,
@@ -16,10 +15,9 @@ from shared.ehr.cdm_options import (
     VocabularyDbOpt,
     VocabularyOpt,
     VocabularySchemaOpt,
-    target_option,
-    vocabulary_option,
+    release_options,
 )
-from shared.errors import InputError, OutputExistsError
+from shared.errors import OutputExistsError
 from shared.ehr.cohort import MAX_SYNTHETIC_PERSONS
 from shared.model.generation import DEFAULT_SAMPLER_STEPS
 from shared.model.checkpoint import load_model
@@ -58,12 +56,8 @@ def release(
     """
     with cli_errors(), steps("release", quiet=quiet or json_out) as step:
         config = load_gate(gate) if gate is not None else GateConfig()
-        if fmt not in FORMATS:
-            raise InputError(f"--format must be csv or parquet, got {fmt!r}")
-        vocab = vocabulary_option(vocabulary, vocabulary_db, vocabulary_schema, password_file=db_password_file)
-        database = target_option(to_db, schema, password_file=db_password_file)
-        if database is not None:
-            database.check()  # a wrong password or a taken schema fails before minutes of sampling
+        vocab, database = release_options(fmt, vocabulary, vocabulary_db, vocabulary_schema, to_db, schema,
+                                          password_file=db_password_file)
         if out.exists() and not overwrite:  # fail before minutes of sampling
             raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
         b = load_bundle(bundle, pub)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import typer
 
 from shared.ehr.cdm_connection import DEFAULT_PASSWORD_ENV, CdmDatabase, engine, read_password
+from shared.ehr.cdm_files import FORMATS
 from shared.ehr.cdm_release import ReleaseTarget, Vocabulary
 from shared.errors import InputError
 
@@ -78,6 +79,27 @@ def vocabulary_option(folder: Path | None, url: str | None, schema: str | None, 
         return Vocabulary(engine=engine(CdmDatabase(url, vocabulary_schema=schema, password_file=password_file)),
                           schema=schema)
     return None
+
+
+def release_options(fmt: str, vocabulary: Path | None, vocabulary_db: str | None, vocabulary_schema: str | None,
+                    to_db: str | None, schema: str | None, *,
+                    password_file: Path | None) -> tuple[Vocabulary | None, ReleaseTarget | None]:
+    """The vocabulary and the checked target database of a release's options (format checked too):
+    a wrong password or a schema already taken fails here, before minutes of sampling.
+
+    Raises
+    ------
+    InputError
+        An unknown format, or what :func:`vocabulary_option`, :func:`target_option` and
+        ``ReleaseTarget.check`` refuse.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"--format must be csv or parquet, got {fmt!r}")
+    vocab = vocabulary_option(vocabulary, vocabulary_db, vocabulary_schema, password_file=password_file)
+    database = target_option(to_db, schema, password_file=password_file)
+    if database is not None:
+        database.check()
+    return vocab, database
 
 
 def target_option(url: str | None, schema: str | None, *, password_file: Path | None) -> ReleaseTarget | None:

@@ -9,7 +9,6 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from shared.atomic import atomic_dir
-from shared.ehr.cdm_files import FORMATS
 from shared.ehr.cdm_options import (
     PasswordFileOpt,
     SchemaOpt,
@@ -17,8 +16,7 @@ from shared.ehr.cdm_options import (
     VocabularyDbOpt,
     VocabularyOpt,
     VocabularySchemaOpt,
-    target_option,
-    vocabulary_option,
+    release_options,
 )
 from shared.console import cli_errors, console, err_console, load_bundle, print_json
 from shared.ehr.site import data_fingerprint, read_site
@@ -135,12 +133,8 @@ def generate_cmd(
     Example: raregraph generate out/model --bundle out/bundle --n 1000 --out out/synthetic
     """
     with cli_errors():
-        if fmt not in FORMATS:
-            raise InputError(f"--format must be csv or parquet, got {fmt!r}")
-        vocab = vocabulary_option(vocabulary, vocabulary_db, vocabulary_schema, password_file=db_password_file)
-        database = target_option(to_db, schema, password_file=db_password_file)
-        if database is not None:
-            database.check()  # a wrong password or a taken schema fails before minutes of sampling
+        vocab, database = release_options(fmt, vocabulary, vocabulary_db, vocabulary_schema, to_db, schema,
+                                          password_file=db_password_file)
         b = load_bundle(bundle, pub)
         trained = load_model(model_dir, b)
         try:
