@@ -153,6 +153,76 @@ _SPEC = {
         source_description varchar(max); source_documentation_reference varchar(255);
         cdm_etl_reference varchar(255); source_release_date date !; cdm_release_date date !;
         cdm_version varchar(10); cdm_version_concept_id integer !; vocabulary_version varchar(20) !""",
+    "visit_detail": """visit_detail_id integer pk; person_id integer !; visit_detail_concept_id integer !;
+        visit_detail_start_date date !; visit_detail_start_datetime datetime;
+        visit_detail_end_date date !; visit_detail_end_datetime datetime;
+        visit_detail_type_concept_id integer !; provider_id integer; care_site_id integer;
+        visit_detail_source_value varchar(50); visit_detail_source_concept_id integer;
+        admitted_from_concept_id integer; admitted_from_source_value varchar(50);
+        discharged_to_source_value varchar(50); discharged_to_concept_id integer;
+        preceding_visit_detail_id integer; parent_visit_detail_id integer;
+        visit_occurrence_id integer !""",
+    "procedure_occurrence": """procedure_occurrence_id integer pk; person_id integer !; procedure_concept_id integer !;
+        procedure_date date !; procedure_datetime datetime; procedure_end_date date;
+        procedure_end_datetime datetime; procedure_type_concept_id integer !;
+        modifier_concept_id integer; quantity integer; provider_id integer;
+        visit_occurrence_id integer; visit_detail_id integer; procedure_source_value varchar(50);
+        procedure_source_concept_id integer; modifier_source_value varchar(50)""",
+    "device_exposure": """device_exposure_id integer pk; person_id integer !; device_concept_id integer !;
+        device_exposure_start_date date !; device_exposure_start_datetime datetime;
+        device_exposure_end_date date; device_exposure_end_datetime datetime;
+        device_type_concept_id integer !; unique_device_id varchar(255); production_id varchar(255);
+        quantity integer; provider_id integer; visit_occurrence_id integer; visit_detail_id integer;
+        device_source_value varchar(50); device_source_concept_id integer; unit_concept_id integer;
+        unit_source_value varchar(50); unit_source_concept_id integer""",
+    "note": """note_id integer pk; person_id integer !; note_date date !; note_datetime datetime;
+        note_type_concept_id integer !; note_class_concept_id integer !; note_title varchar(250);
+        note_text varchar(max) !; encoding_concept_id integer !; language_concept_id integer !;
+        provider_id integer; visit_occurrence_id integer; visit_detail_id integer;
+        note_source_value varchar(50); note_event_id integer; note_event_field_concept_id integer""",
+    "note_nlp": """note_nlp_id integer pk; note_id integer !; section_concept_id integer; snippet varchar(250);
+        offset varchar(50); lexical_variant varchar(250) !; note_nlp_concept_id integer;
+        note_nlp_source_concept_id integer; nlp_system varchar(250); nlp_date date !;
+        nlp_datetime datetime; term_exists varchar(1); term_temporal varchar(50);
+        term_modifiers varchar(2000)""",
+    "specimen": """specimen_id integer pk; person_id integer !; specimen_concept_id integer !;
+        specimen_type_concept_id integer !; specimen_date date !; specimen_datetime datetime;
+        quantity float; unit_concept_id integer; anatomic_site_concept_id integer;
+        disease_status_concept_id integer; specimen_source_id varchar(50);
+        specimen_source_value varchar(50); unit_source_value varchar(50);
+        anatomic_site_source_value varchar(50); disease_status_source_value varchar(50)""",
+    "fact_relationship": """domain_concept_id_1 integer !; fact_id_1 integer !; domain_concept_id_2 integer !;
+        fact_id_2 integer !; relationship_concept_id integer !""",
+    "payer_plan_period": """payer_plan_period_id integer pk; person_id integer !; payer_plan_period_start_date date !;
+        payer_plan_period_end_date date !; payer_concept_id integer; payer_source_value varchar(50);
+        payer_source_concept_id integer; plan_concept_id integer; plan_source_value varchar(50);
+        plan_source_concept_id integer; sponsor_concept_id integer;
+        sponsor_source_value varchar(50); sponsor_source_concept_id integer;
+        family_source_value varchar(50); stop_reason_concept_id integer;
+        stop_reason_source_value varchar(50); stop_reason_source_concept_id integer""",
+    "cost": """cost_id integer pk; cost_event_id integer !; cost_domain_id varchar(20) !;
+        cost_type_concept_id integer !; currency_concept_id integer; total_charge float;
+        total_cost float; total_paid float; paid_by_payer float; paid_by_patient float;
+        paid_patient_copay float; paid_patient_coinsurance float; paid_patient_deductible float;
+        paid_by_primary float; paid_ingredient_cost float; paid_dispensing_fee float;
+        payer_plan_period_id integer; amount_allowed float; revenue_code_concept_id integer;
+        revenue_code_source_value varchar(50); drg_concept_id integer; drg_source_value varchar(3)""",
+    "drug_era": """drug_era_id integer pk; person_id integer !; drug_concept_id integer !; drug_era_start_date date !;
+        drug_era_end_date date !; drug_exposure_count integer; gap_days integer""",
+    "dose_era": """dose_era_id integer pk; person_id integer !; drug_concept_id integer !; unit_concept_id integer !;
+        dose_value float !; dose_era_start_date date !; dose_era_end_date date !""",
+    "condition_era": """condition_era_id integer pk; person_id integer !; condition_concept_id integer !;
+        condition_era_start_date date !; condition_era_end_date date !;
+        condition_occurrence_count integer""",
+    "episode": """episode_id integer pk; person_id integer !; episode_concept_id integer !; episode_start_date date !;
+        episode_start_datetime datetime; episode_end_date date; episode_end_datetime datetime;
+        episode_parent_id integer; episode_number integer; episode_object_concept_id integer !;
+        episode_type_concept_id integer !; episode_source_value varchar(50);
+        episode_source_concept_id integer""",
+    "episode_event": """episode_id integer !; event_id integer !; episode_event_field_concept_id integer !""",
+    "metadata": """metadata_id integer pk; metadata_concept_id integer !; metadata_type_concept_id integer !;
+        name varchar(250) !; value_as_string varchar(250); value_as_concept_id integer;
+        value_as_number float; metadata_date date; metadata_datetime datetime""",
     # --- standardized vocabularies ---
     "concept": """concept_id integer pk; concept_name varchar(255) !; domain_id varchar(20) !;
         vocabulary_id varchar(20) !; concept_class_id varchar(20) !; standard_concept varchar(1);
@@ -173,9 +243,20 @@ _SPEC = {
         amount_unit_concept_id integer; numerator_value float; numerator_unit_concept_id integer;
         denominator_value float; denominator_unit_concept_id integer; box_size integer; valid_start_date date !;
         valid_end_date date !; invalid_reason varchar(1)""",
+    "source_to_concept_map": """source_code varchar(50) !; source_concept_id integer !; source_vocabulary_id varchar(20) !;
+        source_code_description varchar(255); target_concept_id integer !;
+        target_vocabulary_id varchar(20) !; valid_start_date date !; valid_end_date date !;
+        invalid_reason varchar(1)""",
+    # --- results tables the official DDL creates too ---
+    "cohort": """cohort_definition_id integer !; subject_id integer !; cohort_start_date date !;
+        cohort_end_date date !""",
+    "cohort_definition": """cohort_definition_id integer !; cohort_definition_name varchar(255) !;
+        cohort_definition_description varchar(max); definition_type_concept_id integer !;
+        cohort_definition_syntax varchar(max); subject_concept_id integer !;
+        cohort_initiation_date date""",
 }
 VOCABULARY_TABLES = ("concept", "vocabulary", "domain", "concept_class", "concept_relationship", "relationship",
-                     "concept_synonym", "concept_ancestor", "drug_strength")
+                     "concept_synonym", "concept_ancestor", "source_to_concept_map", "drug_strength")
 CLINICAL_TABLES = tuple(name for name in _SPEC if name not in VOCABULARY_TABLES)
 
 
