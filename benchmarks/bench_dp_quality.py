@@ -50,13 +50,18 @@ from shared.trajectories.tensorize import tensorize  # noqa: E402
 from shared.model.training import shuffled_batches, train_steps  # noqa: E402
 
 def nonprivate_client(nodes) -> ClientApp:
-    """The site's ClientApp with a train handler that does plain SGD (the "no DP" row)."""
+    """The site's ClientApp with a train handler that does plain SGD (the "no DP" row); the
+    coordinator's named queries (bundle, suite) go to the real app."""
     resolve = lambda context: nodes[int(context.node_config["partition-id"])]  # noqa: E731
     honest = make_client_app(resolve)
     app = ClientApp()
 
-    @app.query()
-    def query(msg, context):
+    @app.query(P.BUNDLE_ACTION)
+    def bundle(msg, context):
+        return honest(msg, context)
+
+    @app.query(P.SUITE_ACTION)
+    def suite(msg, context):
         return honest(msg, context)
 
     @app.train()

@@ -126,18 +126,27 @@ def pool_conditions(bundle) -> np.ndarray:
 
 
 def train_diffusion(guidance: str, tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int,
-                    args) -> SyntheticGenerator:
-    label = f"{guidance}-{epsilon}-{seed}"
+                    args, aggregate: str = "mean") -> DiffusionGenerator:
+    """One federation of ``sites`` (run folder :func:`run_folder`), its model as a generator."""
+    label = run_folder(tmp, guidance, epsilon=epsilon, seed=seed, aggregate=aggregate).name
     pub = next(tmp.glob("*.pub"))
     nodes = site_nodes([s["folder"] for s in sites], state_root=tmp / label / "state", pub=pub,
                        epsilon=epsilon or 1.0, delta=DELTA, clip_norm=DEFAULT_CLIP_NORM, batch_size=32,
                        noise_multiplicity=2)
+    # each run is a fresh federation with fresh site ledgers, so it keeps its own consortium record
+    # (the default, RUN/../consortium.json, is shared by every run in ``tmp`` and would rightly
+    # refuse a later run's new ledgers as rolled back)
     run = RunConfig(run_dir=tmp / label, bundle_path=tmp / "bundle", bundle_pub=pub, rounds=args.rounds,
                     local_steps=args.local_steps, guidance=guidance, seed=seed, min_sites=len(sites),
-                    eval_per_disease=0)
+                    eval_per_disease=0, aggregate=aggregate, consortium_record=tmp / label / "consortium.json")
     run_simulated(run, nodes, show_progress=False, client_app=nonprivate_client(nodes) if epsilon is None else None)
     return DiffusionGenerator(load_model(tmp / label / "model", bundle), bundle, steps=DEFAULT_SAMPLER_STEPS,
                               guidance_scale=1.0, eta=0.0)
+
+
+def run_folder(tmp: Path, guidance: str, *, epsilon, seed: int, aggregate: str = "mean") -> Path:
+    """Where :func:`train_diffusion` keeps a run."""
+    return tmp / (f"{guidance}-{epsilon}-{seed}" + ("" if aggregate == "mean" else f"-{aggregate}"))
 
 
 def fit_diffusion(guidance: str, tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int,
