@@ -30,7 +30,7 @@ from shared.ehr.fhir_fields import (
     text_field,
 )
 from shared.ehr.fhir_files import MEDICATION_EVENTS, ndjson_lines
-from shared.ehr.omop import Problem
+from shared.ehr.omop_checks import Problem
 from shared.ehr.report import SiteReport
 from shared.ehr.rules import MIN_YEAR, birth_year_range, today
 from shared.errors import InputError, quote

@@ -29,22 +29,14 @@ import pandas as pd
 
 from shared.ehr.codemap import CodeMapper
 from shared.ehr.cohort import Cohort
-from shared.ehr.omop_checks import (
-    EXAMPLES_KEPT,
-    SEX_VALUES,
-    Problem,
-    Source,
-    ValidationReport,
-    check_events,
-    check_persons,
-)
+from shared.ehr.omop_checks import Source, ValidationReport, check_events, check_persons
 from shared.ehr.omop_columns import EVENT_TABLES, TABLES
 from shared.ehr.omop_files import locate_table, read_table
 from shared.ehr.vocabulary import ConceptCodes, concept_ids
 from shared.ehr.vocabulary_files import file_concepts, vocabulary_files
 from shared.errors import InputError
 
-__all__ = ["EXAMPLES_KEPT", "SEX_VALUES", "Problem", "ValidationReport", "check_vocabulary", "read_omop"]
+__all__ = ["check_vocabulary", "read_omop"]
 
 
 def read_omop(folder: str | Path, *, skip_bad_rows: bool = False, synthetic: bool = False,

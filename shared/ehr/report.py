@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from shared.ehr.omop import ValidationReport
+from shared.ehr.omop_checks import ValidationReport
 
 TOP_CODES = 10  # most frequent codes listed per code system
 #: the study's minimum cohort per site (``[study] min-patients``) when a bundle's study.json has none

@@ -159,7 +159,7 @@ def test_synthetic_releases_must_use_the_reserved_range(tmp_path) -> None:
 
 def test_vocabulary_counts() -> None:
     cohort = small_cohort()
-    from shared.ehr.omop import ValidationReport
+    from shared.ehr.omop_checks import ValidationReport
 
     report = ValidationReport(site="x")
     vocab = pd.DataFrame({"code": ["HP:0001166", "DRUGBANK:DB00859"]})
