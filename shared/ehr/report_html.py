@@ -18,7 +18,7 @@ ADVICE: dict[str, str] = {
     "empty code": "Every event needs a code; fill the *_source_value column or the coding.",
     "bad sex": "Use F/M (OMOP gender_source_value) or female/male (FHIR gender).",
     "bad year_of_birth": "Give a four-digit year of birth between 1900 and this year.",
-    "bad person_id": "Use integer person ids below 10^12 (the range above is reserved for synthetic patients).",
+    "bad person_id": "Use integer person ids below 2,000,000,000 (the range above is reserved for synthetic patients).",
     "duplicate person": "Export each person once.",
     "not JSON": "Each NDJSON line must be one JSON object; check the exporter's output encoding.",
     "wrong resourceType": "Put each resource type in its own file named <Type>.ndjson.",
