@@ -8,6 +8,10 @@ end of the session. PostgreSQL refuses to run as root, so as root the cluster is
 run as the ``postgres`` system user that Debian's package makes. Without PostgreSQL the
 fixture fails — it does not skip — saying to run the README's set-up
 (``scripts/bootstrap.sh`` installs the package).
+
+The core, :func:`postgres_cluster`, is a plain context manager with no pytest in it (it
+raises :class:`RuntimeError` with the set-up message), so a benchmark can start the same
+throwaway server: ``with postgres_cluster(folder) as server: ...``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,43 +86,76 @@ def _as_owner(command: list[str]) -> list[str]:
 def _run(command: list[str], what: str) -> None:
     done = subprocess.run(_as_owner(command), capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        pytest.fail(f"{what} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}",
-                    pytrace=False)
+        raise RuntimeError(f"{what} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
+
+
+@contextmanager
+def postgres_cluster(folder: Path | None = None) -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server, stopped (``pg_ctl stop``) and its folder removed on exit.
+
+    Parameters
+    ----------
+    folder
+        Where the cluster lives (created; it must not exist yet, and as root the ``postgres``
+        user must be able to reach it: not under a mode-0700 folder such as pytest's); None: a
+        fresh folder under ``/tmp``.
+
+    Yields
+    ------
+    PostgresServer on a free port of 127.0.0.1, password (SCRAM-SHA-256) authentication.
+
+    Raises
+    ------
+    RuntimeError
+        PostgreSQL is not installed (the message says to run the README's set-up), there is
+        no ``postgres`` user to run it as when we are root, or ``initdb`` / ``pg_ctl`` fails.
+    """
+    binaries = find_binaries()
+    if binaries is None:
+        raise RuntimeError(SETUP)
+    owner = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam(RUN_AS)
+        except KeyError:
+            raise RuntimeError(f"running as root, and there is no {RUN_AS!r} user to run PostgreSQL as; {SETUP}") \
+                from None
+    if folder is None:
+        root = Path(tempfile.mkdtemp(prefix="raregraph-pg-"))
+    else:
+        root = Path(folder)
+        root.mkdir(parents=True)
+    try:
+        data, log = root / "data", root / "server.log"
+        password = secrets.token_urlsafe(24)
+        pwfile = root / "pwfile"
+        pwfile.write_text(password + "\n")
+        if owner is not None:
+            for path in (root, pwfile):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        pwfile.chmod(0o600)
+        _run([str(binaries / "initdb"), "-D", str(data), "-U", ROLE, "--auth=scram-sha-256", f"--pwfile={pwfile}",
+              "--encoding=UTF8", "--locale=C.UTF-8"], "initdb")
+        pwfile.unlink()
+        port = _free_port()
+        options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c fsync=off"
+        _run([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"],
+             "pg_ctl start")
+        try:
+            yield PostgresServer(sa.URL.create("postgresql+psycopg", username=ROLE, host="127.0.0.1", port=port,
+                                               database="postgres"), password)
+        finally:
+            subprocess.run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                           capture_output=True, check=False)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server for this test session (fails, never skips, when PostgreSQL is missing)."""
-    binaries = find_binaries()
-    if binaries is None:
-        pytest.fail(SETUP, pytrace=False)
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam(RUN_AS)
-        except KeyError:
-            pytest.fail(f"running as root, and there is no {RUN_AS!r} user to run PostgreSQL as; {SETUP}",
-                        pytrace=False)
-    # /tmp itself, not pytest's per-user folder (mode 0700): the postgres user must reach it
-    root = Path(tempfile.mkdtemp(prefix="raregraph-pg-"))
-    data, log = root / "data", root / "server.log"
-    password = secrets.token_urlsafe(24)
-    pwfile = root / "pwfile"
-    pwfile.write_text(password + "\n")
-    if os.geteuid() == 0:
-        for path in (root, pwfile):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-    pwfile.chmod(0o600)
-    _run([str(binaries / "initdb"), "-D", str(data), "-U", ROLE, "--auth=scram-sha-256", f"--pwfile={pwfile}",
-          "--encoding=UTF8", "--locale=C.UTF-8"], "initdb")
-    pwfile.unlink()
-    port = _free_port()
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c fsync=off"
-    _run([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"],
-         "pg_ctl start")
     try:
-        yield PostgresServer(sa.URL.create("postgresql+psycopg", username=ROLE, host="127.0.0.1", port=port,
-                                           database="postgres"), password)
-    finally:
-        subprocess.run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                       capture_output=True, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        with postgres_cluster() as server:
+            yield server
+    except RuntimeError as exc:  # set-up missing or initdb / pg_ctl failed (tests' errors never reach here)
+        pytest.fail(str(exc), pytrace=False)

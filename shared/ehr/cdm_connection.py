@@ -7,6 +7,12 @@ comes from a file that only its owner may read (mode 0600: any bit of 0o077 is r
 for private keys) or from an environment variable (``RAREGRAPH_CDM_PASSWORD`` by default).
 Every error from the database driver is re-raised as one line with the password scrubbed.
 
+Streaming (:func:`stream_frames`): a SELECT comes back as DataFrames of ``rows`` rows built
+column by column, never row by row: DuckDB hands over Arrow record batches; PostgreSQL runs
+``COPY (SELECT …) TO STDOUT`` in CSV and pyarrow's C parser types the columns (the catalog says
+which are dates, integers, numbers, text); other dialects go through a SQLAlchemy server-side
+cursor, ``rows`` at a time.
+
 Read-only: PostgreSQL sessions start with ``default_transaction_read_only = on``; DuckDB
 files are opened with ``read_only = True``; other SQLAlchemy dialects (SQL Server, Oracle,
 Redshift, Databricks…) are accepted but untested, and the site should give a role that can
@@ -15,15 +21,20 @@ only read. Nothing is ever written.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote_plus
 
 import duckdb
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from shared.errors import InputError
@@ -118,7 +129,10 @@ def engine(db: CdmDatabase) -> sa.Engine:
         connect_args = {"read_only": True}
     elif url.get_backend_name() == "postgresql":
         connect_args = {"options": "-c default_transaction_read_only=on", "connect_timeout": 10}
-    return sa.create_engine(url, connect_args=connect_args, poolclass=sa.pool.NullPool)
+    eng = sa.create_engine(url, connect_args=connect_args, poolclass=sa.pool.NullPool)
+    if url.get_backend_name() == "duckdb":  # DuckDB draws a progress bar on stdout for slow queries: not ours
+        sa.event.listen(eng, "connect", lambda dbapi, _: dbapi.execute("SET enable_progress_bar = false").fetchall())
+    return eng
 
 
 @contextmanager
@@ -126,7 +140,7 @@ def driver_errors(db: CdmDatabase, what: str) -> Iterator[None]:
     """Re-raise database errors as one :class:`InputError` line, the password scrubbed."""
     try:
         yield
-    except (sa.exc.SQLAlchemyError, duckdb.Error) as exc:  # duckdb: errors it raises past SQLAlchemy
+    except (sa.exc.SQLAlchemyError, duckdb.Error, psycopg.Error, pa.ArrowInvalid) as exc:  # raw-driver streams
         raise InputError(f"{what}: {scrub(_first_line(exc), db)}", file=str(db)) from None
 
 
@@ -147,3 +161,104 @@ def scrub(text: str, db: CdmDatabase) -> str:
         for form in {password, quote_plus(password)}:
             text = text.replace(form, "***")
     return text
+
+
+#: Arrow integer types read as pandas' nullable Int64: a NULL id stays an integer column
+#: (and a value in a message reads 1700, not 1700.0)
+_INTEGERS = {t: pd.Int64Dtype() for t in (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(),
+                                         pa.uint32())}
+
+
+def stream_frames(conn: sa.Connection, sql: str, *, rows: int, kinds: Mapping[str, str]) -> Iterator[pd.DataFrame]:
+    """A SELECT's rows, ``rows`` at a time, as DataFrames built column by column.
+
+    Parameters
+    ----------
+    conn
+        An open connection (:func:`engine`).
+    sql
+        One SELECT whose output columns are named as ``kinds`` lists them, in that order.
+    rows
+        Rows per frame: memory follows the frame, not the table.
+    kinds
+        Output column → ``"integer"``, ``"number"``, ``"date"`` or ``"text"`` (how PostgreSQL's
+        CSV is typed; a date column must already be a SQL ``date``).
+
+    Yields
+    ------
+    DataFrame per batch: integers as ``Int64``, numbers ``float64``, dates ``datetime64``, text
+    ``str`` (NULL: missing). Other dialects: the driver's Python objects, column by column.
+    """
+    if conn.dialect.name == "duckdb":
+        yield from _duckdb_frames(conn, sql, rows)
+    elif conn.dialect.name == "postgresql":
+        yield from _postgres_frames(conn, sql, rows, kinds)
+    else:
+        result = conn.execution_options(stream_results=True, yield_per=rows).execute(sa.text(sql))
+        names = list(result.keys())
+        for part in result.partitions():
+            yield pd.DataFrame({n: pd.Series(list(col), dtype=object) for n, col in zip(names, zip(*part))})
+
+
+def _to_pandas(batch: pa.RecordBatch | pa.Table) -> pd.DataFrame:
+    return batch.to_pandas(types_mapper=_INTEGERS.get, date_as_object=False)
+
+
+def _duckdb_frames(conn: sa.Connection, sql: str, rows: int) -> Iterator[pd.DataFrame]:
+    """DuckDB's own Arrow record batches (``to_arrow_reader``; ``fetch_arrow_reader`` before 2.0)."""
+    relation = conn.connection.driver_connection.sql(sql)
+    reader = relation.to_arrow_reader(rows) if hasattr(relation, "to_arrow_reader") else \
+        relation.fetch_arrow_reader(rows)
+    for batch in reader:
+        if batch.num_rows:
+            yield _to_pandas(batch)
+
+
+class _CopyReader(io.RawIOBase):
+    """A file over a psycopg COPY's data blocks (pyarrow's CSV reader pulls from it)."""
+
+    def __init__(self, copy: psycopg.Copy) -> None:
+        self._blocks = iter(copy)
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001 — a writable buffer
+        while not len(self._rest):
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._rest = memoryview(block)
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+def _postgres_frames(conn: sa.Connection, sql: str, rows: int, kinds: Mapping[str, str]) -> Iterator[pd.DataFrame]:
+    """``COPY (sql) TO STDOUT`` as CSV, parsed by pyarrow in blocks; an empty unquoted field is NULL."""
+    types = {"integer": pa.int64(), "number": pa.float64(), "date": pa.date32(), "text": pa.string()}
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy:
+            stream = io.BufferedReader(_CopyReader(copy), buffer_size=1 << 20)
+            reader = pa_csv.open_csv(
+                stream, read_options=pa_csv.ReadOptions(column_names=list(kinds), block_size=64 << 20,
+                                                        use_threads=False),
+                convert_options=pa_csv.ConvertOptions(column_types={c: types[k] for c, k in kinds.items()},
+                                                      null_values=[""], strings_can_be_null=True,
+                                                      quoted_strings_can_be_null=False))
+            pending: list[pa.RecordBatch] = []
+            held = 0
+            for batch in reader:
+                pending.append(batch)
+                held += batch.num_rows
+                while held >= rows:
+                    table = pa.Table.from_batches(pending)
+                    yield _to_pandas(table.slice(0, rows))
+                    pending, held = table.slice(rows).to_batches(), held - rows
+            if held:
+                yield _to_pandas(pa.Table.from_batches(pending))
+    finally:
+        cursor.close()

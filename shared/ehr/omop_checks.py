@@ -178,6 +178,11 @@ def _numbers(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return parsed, (~np.isfinite(parsed.to_numpy()))
 
 
+def _text(values: pd.Series) -> pd.Series:
+    """Stripped text of each entry, "" when missing (column-wise: no Python call per row)."""
+    return values.fillna("").astype(str).str.strip()
+
+
 def _empty(values: pd.Series) -> np.ndarray:
     """Missing or blank entries."""
     return values.isna().to_numpy() | values.astype(str).str.strip().isin(["", "None", "nan", "<NA>"]).to_numpy()
@@ -274,7 +279,7 @@ def check_events(frame: pd.DataFrame, t: ReadTable, source: Source, *, skip: boo
     unknown = ~frame["_id"].isin(born.index).to_numpy()
     frame = check.reject(frame, unknown, "person_id", "event for unknown person {value}", "unknown person")
     frame, standard, source_ids = _concept_columns(frame, t, check, concepts)
-    values = frame[t.code].map(lambda v: "" if v is None else str(v)).str.strip() if t.code in frame else None
+    values = _text(frame[t.code]) if t.code in frame else None
     if values is not None:
         values = values.where(values != "nan", "")
     codes, rules = choose_codes(t.name, standard(frame), source_ids(frame),
@@ -311,7 +316,7 @@ def check_events(frame: pd.DataFrame, t: ReadTable, source: Source, *, skip: boo
         out["end_date"] = frame["_end"].to_numpy()
     if t.value:
         out["value"] = frame["_value"].to_numpy()
-        out["unit"] = frame[t.unit].map(lambda v: "" if v is None else str(v)).str.strip().to_numpy()
+        out["unit"] = _text(frame[t.unit]).to_numpy(dtype=object)
     return out
 
 
@@ -324,7 +329,7 @@ def _concept_columns(frame: pd.DataFrame, t: ReadTable, check: RowChecker, conce
         frame = check.reject(frame.assign(**{f"_{column}": ids}), bad, column, "{quoted} is not a concept id",
                              "bad concept id")
         ids = frame[f"_{column}"].to_numpy()
-        missing = (ids != 0) & ~np.fromiter((int(i) in concepts for i in ids), dtype=bool, count=len(ids))
+        missing = (ids != 0) & ~concepts.holds(ids)
         frame = check.reject(frame, missing, column, "concept id {value} is not in the vocabulary's concept table",
                              "concept not in the vocabulary")
 
@@ -338,15 +343,17 @@ def _count_sources(report: ValidationReport, table: str, rules: np.ndarray, chos
                    mapper: CodeMapper | None) -> None:
     """Per table: which rule gave the codes, and how many did not reach a graph code (and why)."""
     entry = report.code_sources.setdefault(table, {"rules": {}, "outside_graph": 0, "unmapped": 0, "ambiguous": 0})
-    for rule, n in zip(*np.unique(rules.astype(str), return_counts=True)) if len(rules) else ():
+    for rule, n in sorted(pd.Series(rules, dtype=object).astype(str).value_counts(sort=False).items()):
         entry["rules"][str(rule)] = entry["rules"].get(str(rule), 0) + int(n)
-    outside = np.fromiter((split_source_value(str(c))[0].upper() not in GRAPH_NAMESPACES for c in mapped),
-                          dtype=bool, count=len(mapped))
+    # each distinct code is looked at once (hash-factorised), not once per row
+    positions, distinct = pd.factorize(np.asarray(mapped, dtype=object))
+    outside = np.fromiter((split_source_value(str(c))[0].upper() not in GRAPH_NAMESPACES for c in distinct),
+                          dtype=bool, count=len(distinct))[positions] if len(mapped) else np.zeros(0, dtype=bool)
     entry["outside_graph"] += int(outside.sum())
     if mapper is None:
         return
-    for code, n in pd.Series(chosen[outside].astype(str)).value_counts().items():
-        system, local = split_source_value(code)
+    for code, n in pd.Series(chosen[outside], dtype=object).value_counts(sort=False).items():
+        system, local = split_source_value(str(code))
         if system in SYSTEMS and mapper.resolve(system, local).status == "ambiguous":
             entry["ambiguous"] += int(n)
         else:

@@ -59,8 +59,8 @@ def detect_format(folder: str | Path) -> Literal["omop", "fhir"]:
 
 def read_site(folder: str | Path | CdmDatabase, *, skip_bad_rows: bool = False, bundle: StudyBundle | None = None,
               accept: Accept = DEFAULT_ACCEPT, site_codemap: str | Path | None = None,
-              sex_codes: dict[str, str] | None = None,
-              require_study_patients: bool = False) -> tuple[Cohort, SiteReport]:
+              sex_codes: dict[str, str] | None = None, require_study_patients: bool = False,
+              study_only: bool = False) -> tuple[Cohort, SiteReport]:
     """Read and check one site's data: its CDM database, or a folder, OMOP or FHIR (detected).
 
     Parameters
@@ -90,6 +90,11 @@ def read_site(folder: str | Path | CdmDatabase, *, skip_bad_rows: bool = False, 
         With a bundle, a site where no patient has a study diagnosis is an error (the
         message says how many persons were read, their codes closest to the study, and what
         to do: :func:`shared.ehr.study_fit.no_study_patients`); else ``report.verdict`` says so.
+    study_only
+        A CDM database (needs ``bundle``): let the database send only the persons who may
+        have a study diagnosis and their rows (:mod:`shared.ehr.omop_db`), for training: the
+        tensors are the same, the report covers those persons only. Default: the whole
+        export, as ``data validate`` must see it. A folder is always read whole.
 
     Returns
     -------
@@ -102,13 +107,17 @@ def read_site(folder: str | Path | CdmDatabase, *, skip_bad_rows: bool = False, 
         when ``skip_bad_rows`` is false, a bad site mapping table, a database that cannot
         be read (:mod:`shared.ehr.omop_db`), or no study patients when required.
     ValueError
-        ``site_codemap`` without ``bundle``, or an unknown ``accept``.
+        ``site_codemap`` or ``study_only`` without ``bundle``, or an unknown ``accept``.
     """
     if site_codemap is not None and bundle is None:
         raise ValueError("a site mapping table needs the study bundle (its code map is the base)")
+    if study_only and bundle is None:
+        raise ValueError("study_only needs the study bundle (its diseases say who the study patients are)")
     mapper = CodeMapper(bundle.codemap, accept=accept, site_table=site_codemap) if bundle is not None else None
     if isinstance(folder, CdmDatabase):
-        cohort, omop_report = read_omop_db(folder, skip_bad_rows=skip_bad_rows, mapper=mapper, sex_codes=sex_codes)
+        study = tuple(bundle.diseases["id"]) if study_only and bundle is not None else None
+        cohort, omop_report = read_omop_db(folder, skip_bad_rows=skip_bad_rows, mapper=mapper, sex_codes=sex_codes,
+                                           study_diseases=study)
         report = SiteReport.from_validation(omop_report, format="omop")
     elif detect_format(folder) == "fhir":
         cohort, report = read_fhir(folder, skip_bad_rows=skip_bad_rows, mapper=mapper)
@@ -171,7 +180,7 @@ def study_cohort(cohort: Cohort, bundle: StudyBundle) -> dict:
 
 def data_fingerprint(folder: str | Path | CdmDatabase) -> str:
     """Identity of a site's export: sha256 over its files' names and contents (a database:
-    over the rows read, :func:`shared.ehr.omop_db.db_fingerprint`).
+    over aggregates the database computes on the rows read, :func:`shared.ehr.omop_db.db_fingerprint`).
 
     Every file directly in the folder counts (OMOP tables, NDJSON parts, anything else),
     so any change to the export is a new dataset; the privacy state is tied to it, so a

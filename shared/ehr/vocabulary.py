@@ -86,6 +86,10 @@ class ConceptCodes:
     def get(self, concept_id: int) -> tuple[str, ...]:
         return self.codes.get(concept_id, ())
 
+    def holds(self, ids: np.ndarray) -> np.ndarray:
+        """Per id, whether the vocabulary holds it (one vectorised lookup)."""
+        return np.isin(ids, np.fromiter(self.codes, dtype=np.int64, count=len(self.codes)))
+
 
 def resolve_concepts(run: Run, *, schema: str, used: str) -> ConceptCodes:
     """Rule 2 for the concept ids ``used`` selects, with SQL the database executes.

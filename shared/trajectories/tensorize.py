@@ -156,7 +156,7 @@ def _binary_features(ev: pd.DataFrame, index_date: np.ndarray, layout: TensorLay
     hp = ev[ev["domain"] == "phenotype"]
     jh = _hp_columns(hp, drugs, col, layout)
     others = ev[ev["domain"].isin(["adverse_event", "unknown", "diagnosis"])]
-    jo = np.array([col.get(("adverse_event", c), -1) for c in others["code"]], dtype=int)
+    jo = _columns_of(others["code"], col, "adverse_event")
     for frame, js in ((hp, jh), (others, jo)):
         k = frame["k"].to_numpy()
         ok = (js >= 0) & (k >= 0) & (k < layout.windows)
@@ -170,7 +170,7 @@ def _place_drugs(events: np.ndarray, drugs: pd.DataFrame, col: dict[tuple[str, s
                  layout: TensorLayout, stats: TensorizeStats) -> np.ndarray:
     """Mark every window each exposure overlaps; the drugs' feature columns (-1: outside the vocabulary)."""
     t_len = layout.windows
-    jd = drugs["code"].map(lambda c: col.get(("drug", c), -1)).to_numpy(dtype=np.int64)
+    jd = _columns_of(drugs["code"], col, "drug")
     end = drugs["end_date"].fillna(drugs["date"]).to_numpy()
     k_end = _window(end, index_date[drugs["row"].to_numpy()], layout)
     k0 = drugs["k"].to_numpy()
@@ -193,15 +193,23 @@ def _hp_columns(hp: pd.DataFrame, drugs: pd.DataFrame, col: dict[tuple[str, str]
                 layout: TensorLayout) -> np.ndarray:
     """Feature column of each HP event (-1: outside the vocabulary): an adverse event when linked
     to a drug started on or before it, else a phenotype."""
-    taken = drugs[["row", "code", "date"]].rename(columns={"code": "drug", "date": "drug_date"})
     ae_flag = np.zeros(len(hp), dtype=bool)
-    if len(taken) and layout.drug_effects:
-        pairs = hp[["row", "code", "date"]].reset_index().merge(taken, on="row")
-        linked = [(d, c) in layout.drug_effects for d, c in zip(pairs["drug"], pairs["code"])]
-        pairs = pairs[np.array(linked, dtype=bool) & (pairs["drug_date"] <= pairs["date"]).to_numpy()]
-        ae_flag = hp.index.isin(pairs["index"])
-    domains = np.where(ae_flag, "adverse_event", "phenotype")
-    return np.array([col.get((d, c), col.get(("phenotype", c), -1)) for d, c in zip(domains, hp["code"])], dtype=int)
+    if len(drugs) and layout.drug_effects:
+        effects = pd.DataFrame(sorted(layout.drug_effects), columns=["drug", "code"])
+        linked = hp[["row", "code", "date"]].reset_index().merge(effects, on="code")  # HP events a drug may cause
+        taken = drugs[["row", "code", "date"]].rename(columns={"code": "drug", "date": "drug_date"})
+        pairs = linked.merge(taken, on=["row", "drug"])  # ... by a drug this patient took
+        ae_flag = hp.index.isin(pairs.loc[(pairs["drug_date"] <= pairs["date"]).to_numpy(), "index"])
+    phenotype = _columns_of(hp["code"], col, "phenotype")
+    adverse = _columns_of(hp["code"], col, "adverse_event")
+    return np.where(ae_flag & (adverse >= 0), adverse, phenotype)
+
+
+def _columns_of(codes: pd.Series, col: dict[tuple[str, str], int], domain: str) -> np.ndarray:
+    """Feature column of each code in ``domain`` (-1: none), looked up once per distinct code."""
+    positions, distinct = pd.factorize(codes.astype(str))
+    found = np.array([col.get((domain, c), -1) for c in distinct], dtype=np.int64)
+    return found[positions] if len(codes) else np.zeros(0, dtype=np.int64)
 
 
 def _lab_features(ev: pd.DataFrame, n: int, layout: TensorLayout,

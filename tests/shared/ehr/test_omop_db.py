@@ -96,6 +96,44 @@ def test_the_fingerprint_follows_the_data(duck) -> None:
     assert data_fingerprint(duck) != first
 
 
+def test_the_fingerprint_is_computed_by_the_database_and_sees_swapped_values(fresh) -> None:
+    """Row counts and md5 sums per table: the same on every read, a new value swapped between two
+    rows (same column sums) still changes it, and so does a row no reader keeps (an unknown concept)."""
+    first = data_fingerprint(fresh)
+    assert data_fingerprint(fresh) == first
+    _break(fresh, "UPDATE cdm.drug_exposure SET person_id = 3 - person_id WHERE drug_exposure_id IN (31, 32)")
+    second = data_fingerprint(fresh)
+    assert second != first
+    _break(fresh, "UPDATE cdm.drug_exposure SET person_id = 3 - person_id WHERE drug_exposure_id IN (31, 32)")
+    assert data_fingerprint(fresh) == first
+
+
+def test_training_reads_only_the_study_patients_and_gets_the_same_tensors(fresh, bundle) -> None:
+    """``study_only``: the database sends the persons who may have a study diagnosis (a person with
+    a lab only is not read); the tensors equal the whole export's."""
+    _break(fresh, "INSERT INTO cdm.person (person_id, gender_concept_id, year_of_birth, race_concept_id, "
+                  "ethnicity_concept_id) VALUES (4, 8507, 1970, 0, 0); "
+                  "INSERT INTO cdm.measurement (measurement_id, person_id, measurement_concept_id, measurement_date, "
+                  "measurement_type_concept_id, value_as_number, unit_source_value) "
+                  "VALUES (43, 4, 3000963, DATE '2020-01-01', 32817, 13.0, 'g/dL')")
+    whole, whole_report = read_site(fresh, bundle=bundle, sex_codes=SEX)
+    study, study_report = read_site(fresh, bundle=bundle, sex_codes=SEX, study_only=True)
+    assert whole.n_persons == 4 and study.n_persons == 3 and 4 not in set(study.events["person_id"])
+    assert whole_report.tables["measurement"]["rows"] == 3 and study_report.tables["measurement"]["rows"] == 2
+    a, b = tensorize(whole, bundle)[0], tensorize(study, bundle)[0]
+    for name in PATIENT_ARRAYS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    with pytest.raises(ValueError, match="study_only needs the study bundle"):
+        read_site(fresh, study_only=True)
+
+
+def test_study_only_without_study_patients_reads_everything_and_says_so(duck, bundle) -> None:
+    _break(duck, "UPDATE cdm.condition_occurrence SET condition_concept_id = 0, condition_source_concept_id = 0, "
+                 "condition_source_value = 'E75.2'")
+    cohort, report = read_site(duck, bundle=bundle, sex_codes=SEX, study_only=True)
+    assert cohort.n_persons == 3 and report.verdict["status"] == "no study patients"
+
+
 def test_reading_leaves_the_file_untouched(duck) -> None:
     path = sa.make_url(duck.url).database
     before = (os.path.getmtime(path), Path(path).read_bytes())
