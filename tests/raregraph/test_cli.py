@@ -159,3 +159,25 @@ def test_demo_runs_end_to_end(tmp_path) -> None:
         assert (out / path).exists(), path
     code, _, _ = run("bundle", "verify", out / "bundle", "--pub", out / "keys" / "coordinator.pub")
     assert code == 0
+
+
+def test_data_simulate_writes_duckdb_sites_that_validate(demo_bundle, coordinator_key, tmp_path) -> None:
+    """`data simulate --format duckdb`: one site-N.duckdb per site (the v5.4 DDL in schema cdm,
+    vocabulary tables empty), which `data validate --cdm-url` reads through SQL."""
+    out = tmp_path / "sites"
+    code, stdout, stderr = run("data", "simulate", "--sites", "2", "--out", out, "--seed", "5", "--max-patients", "40",
+                               "--bundle", demo_bundle, "--pub", coordinator_key[1], "--format", "duckdb", "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert [s["format"] for s in summary["sites"]] == ["duckdb", "duckdb"]
+    assert sorted(p.name for p in out.iterdir()) == ["simulation.json", "site-1.duckdb", "site-2.duckdb"]
+    code, stdout, stderr = run("data", "validate", "--cdm-url", f"duckdb:///{out / 'site-2.duckdb'}", "--cdm-schema",
+                               "cdm", "--bundle", demo_bundle, "--pub", coordinator_key[1], "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["patients"] == summary["sites"][1]["patients"]
+    code, _, stderr = run("data", "simulate", "--sites", "1", "--out", tmp_path / "x", "--bundle", demo_bundle,
+                          "--pub", coordinator_key[1], "--format", "sqlite")
+    assert code == 1 and "--format must be one of csv, parquet, duckdb" in one_line_error(stderr)
+    code, _, stderr = run("demo", "--out", tmp_path / "demo", "--site-format", "xlsx")
+    assert code == 1 and "--site-format must be one of csv, parquet, duckdb" in one_line_error(stderr)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "demo").exists()

@@ -307,3 +307,27 @@ def test_sites_evaluate_the_synthetic_sample_and_return_numbers_only(demo_bundle
     assert summary["pooled"]["fidelity.mmd2"] == pytest.approx(sum(mmd[s] * n[s] for s in n) / sum(n.values()))
     assert {r.site for r in read_site_privacy(tmp_path / "run")} == {"site-1", "site-2"}
     assert not (folder / "site-3").exists()
+
+
+def test_sites_in_duckdb_files_train_through_sql(demo_bundle, coordinator_key, tmp_path):
+    """The federated path with each site's CDM in a DuckDB file (node config cdm-url +
+    cdm-schema, no data-path), as `demo --site-format duckdb` runs it: every site trains and
+    signs its ledger, with the patient count the folder of the same site gives."""
+    from shared.simulation.consortium import site_data
+
+    bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
+    result = simulate_consortium(knowledge_from_bundle(bundle), sites=2, seed=11, min_patients=30, max_patients=45)
+    write_consortium(result, tmp_path / "sites", fmt_cycle=("duckdb",))
+    site_cfgs = nodes([site_data(tmp_path / "sites" / f"site-{k}.duckdb") for k in (1, 2)], tmp_path / "state",
+                      coordinator_key[1])
+    assert all(n.data_path is None and n.cdm_url.startswith("duckdb:////") and n.cdm_schema == "cdm"
+               for n in site_cfgs)
+    run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=1, eval_per_disease=0,
+                     site_keys=publish_site_keys(site_cfgs, RunFolder(tmp_path / "run").site_keys))
+    privacy = run_simulated(run, site_cfgs, show_progress=False)
+    assert set(privacy["sites"]) == {"site-1", "site-2"}
+    for (_, cohort), (site, rows) in zip(result, sorted(privacy["sites"].items())):
+        assert [(r["round"], r["refused"], r["steps"]) for r in rows] == [(1, 0, 2)]
+        assert rows[0]["sample-rate"] == pytest.approx(8 / cohort.n_persons)  # q = batch / the site's patients
+        assert [e.epsilon for e in read_ledger(ledger_path(tmp_path / "run", site))] == [rows[0]["epsilon"]]
+    assert audit_run(tmp_path / "run").ok
