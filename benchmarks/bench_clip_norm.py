@@ -24,13 +24,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.bench_quality import bundle_in  # noqa: E402
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402
+from shared.privacy.settings import DEFAULT_CLIP_NORM  # noqa: E402
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.model.fit import train_local  # noqa: E402
 from shared.model.checkpoint import build  # noqa: E402
 from shared.baselines.prior import PriorSampler  # noqa: E402
 from shared.trajectories.tensorize import tensorize  # noqa: E402
-from shared.model.training import TrainConfig, per_sample_loss  # noqa: E402
+from shared.model.settings import TrainConfig  # noqa: E402
+from shared.model.training import per_sample_loss  # noqa: E402
 
 
 def per_patient_norms(model, schedule, tables, x0, disease, *, multiplicity: int, seed: int) -> np.ndarray:

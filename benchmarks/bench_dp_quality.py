@@ -40,7 +40,7 @@ from shared.ehr.cohort import split_patients  # noqa: E402
 from deploy.simulation import run_simulated, site_nodes  # noqa: E402
 from server.config import RunConfig  # noqa: E402
 from shared import protocol as P  # noqa: E402
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402
+from shared.privacy.settings import DEFAULT_CLIP_NORM  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.evaluation.suite import evaluate  # noqa: E402

@@ -12,7 +12,7 @@ For each size (average patients per study disease) and seed:
 2. train ``--guidance kg`` and ``--guidance none`` (γ = 0, no graph inputs; same network,
    same steps, same seed) on the training half; with ``--validation-share`` each model holds
    back that share of the training half and keeps its own best checkpoint (early stopping on
-   the denoising loss, :class:`shared.model.training.TrainConfig`);
+   the denoising loss, :class:`shared.model.settings.TrainConfig`);
 3. sample as many synthetic patients as the holdout has (default DDIM steps) and score them
    against the **holdout** (generalisation; the headline) and against the training half.
 
@@ -41,13 +41,13 @@ from kg.study import load_study  # noqa: E402
 from kg.embedded import default_study  # noqa: E402
 from shared.bundle import StudyBundle  # noqa: E402
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium  # noqa: E402
-from shared.evaluation import mmd2_unbiased, prevalence_r2  # noqa: E402
+from shared.evaluation.fidelity import mmd2_unbiased, prevalence_r2  # noqa: E402
 from shared.evaluation.fidelity import cooccurrence_r2, lab_wasserstein  # noqa: E402
 from shared.model.generation import DEFAULT_SAMPLER_STEPS, generate_tensors  # noqa: E402
 from shared.model.fit import train_local  # noqa: E402
 from shared.signing.keys import load_private_key, new_keypair  # noqa: E402
 from shared.trajectories.tensorize import tensorize  # noqa: E402
-from shared.model.training import TrainConfig  # noqa: E402
+from shared.model.settings import TrainConfig  # noqa: E402
 
 
 def bundle_in(folder: Path) -> StudyBundle:

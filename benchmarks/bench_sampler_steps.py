@@ -29,7 +29,7 @@ from shared.evaluation.fidelity import mmd2_unbiased, prevalence_r2  # noqa: E40
 from shared.model.generation import generate_tensors  # noqa: E402
 from shared.model.fit import train_local  # noqa: E402
 from shared.trajectories.tensorize import tensorize  # noqa: E402
-from shared.model.training import TrainConfig  # noqa: E402
+from shared.model.settings import TrainConfig  # noqa: E402
 
 
 def main() -> None:

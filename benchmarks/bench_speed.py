@@ -60,7 +60,7 @@ from shared.model.fit import train_local  # noqa: E402
 from shared.model.checkpoint import TrainedModel  # noqa: E402
 from shared.model.sampling import sample, sample_plain  # noqa: E402
 from shared.trajectories.tensorize import TensorLayout, tensorize, to_cohort  # noqa: E402
-from shared.model.training import TrainConfig  # noqa: E402
+from shared.model.settings import TrainConfig  # noqa: E402
 
 
 def med(xs: list[float]) -> str:

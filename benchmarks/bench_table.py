@@ -17,7 +17,7 @@ Harness, the same for every method:
   interface (:class:`shared.baselines.base.SyntheticGenerator`, same conditions and seed for
   every method), and each site measures
   that pool, cut to its own disease mix (:func:`client.sample_evaluation.match_disease_mix`), against its
-  training and held-out patients with the full suite (:func:`shared.evaluation.evaluate`):
+  training and held-out patients with the full suite (:func:`shared.evaluation.suite.evaluate`):
   the federated evaluation protocol of the product, run in-process. A cell is the mean
   over sites; the table gives mean ± sd over seeds;
 - the consortium view (benchmark only: no party holds these patients in a deployment): the
@@ -69,7 +69,7 @@ from shared.ehr.cohort import split_patients  # noqa: E402
 from deploy.simulation import run_simulated, site_nodes  # noqa: E402
 from server.config import RunConfig  # noqa: E402
 from shared.evaluation.numbers import flatten  # noqa: E402
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM  # noqa: E402
+from shared.privacy.settings import DEFAULT_CLIP_NORM  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
 from shared.simulation.consortium import fresh_patients, knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.evaluation.suite import evaluate  # noqa: E402

@@ -159,7 +159,7 @@ class Nodes:
 def _embedded() -> dict:
     """Live HPO phenotype terms, is_a links, genes, curated drugs and the study's real edges."""
     from kg.assembly.pipeline import default_hpo_dir
-    from kg.ontology import branch_types
+    from kg.schema import branch_types
     from kg.sources.curated import default_curated_dir, parse_curated
     from kg.sources.hpo_annotations import parse_genes_to_phenotype, parse_hpoa
     from kg.sources.obo import parse_obo

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
+from shared.privacy.settings import DEFAULT_CLIP_NORM
 from shared.ehr.cdm_connection import DEFAULT_PASSWORD_ENV, CdmDatabase
 from shared.ehr.codemap import ACCEPT, DEFAULT_ACCEPT
 from shared.ehr.omop_checks import parse_sex_codes

@@ -1,5 +1,5 @@
 """Federated evaluation at a site: the coordinator's synthetic sample measured against the
-site's own patients with the full suite (:func:`shared.evaluation.evaluate`); numbers only
+site's own patients with the full suite (:func:`shared.evaluation.suite.evaluate`); numbers only
 leave (DESIGN.md, "Data flow", step 4).
 
 1. The cached bundle (by the hash the coordinator names) is verified with the pinned key.

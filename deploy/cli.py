@@ -1,23 +1,25 @@
-"""``raregraph deploy``: certificates and keys for a real federation, and the loopback launcher."""
+"""``raregraph deploy``: certificates and keys for a real federation, and the loopback launcher.
+
+Each command imports the code it drives when it runs: ``deploy certs`` loads the X.509 code
+only, and ``deploy local`` loads Flower, torch and Opacus (issue 23).
+"""
 
 from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from deploy.certs import make_certs
-from deploy.local import prepare, run_local
-from deploy.simulation import SiteData
-from shared.ehr.cdm_connection import DEFAULT_PASSWORD_ENV, CdmDatabase
-from shared.simulation.consortium import SITE_FORMATS
 from shared.console import cli_errors, console, err_console, print_json, steps
+from shared.ehr.settings import DEFAULT_PASSWORD_ENV
 from shared.errors import ConfigError
-from shared.privacy.audit.audit import audit_run
 from shared.privacy.audit.cli import print_audit_summary
+
+if TYPE_CHECKING:
+    from deploy.simulation import SiteData
 
 deploy_app = typer.Typer(help="Deploy a real federation: certificates and keys, a launcher on one host.",
                          no_args_is_help=True)
@@ -40,6 +42,8 @@ def certs(
 
     Example: raregraph deploy certs --out certs --superlink-host coordinator.example.org --sites 3
     """
+    from deploy.certs import make_certs
+
     with cli_errors():
         if sites is not None and site:
             raise ConfigError("give --sites N or --site NAME (repeated), not both")
@@ -93,6 +97,10 @@ def local(
 
     Example: raregraph deploy local --sites 3 --rounds 3 --out out/deploy --site-format duckdb
     """
+    from deploy.local import prepare, run_local
+    from shared.privacy.audit.audit import audit_run
+    from shared.simulation.consortium import SITE_FORMATS
+
     previous = signal.signal(signal.SIGTERM, _terminate)  # a SIGTERM unwinds like Ctrl-C: processes are stopped
     try:
         with cli_errors(), steps("deploy local", quiet=quiet or json_out) as step:
@@ -135,6 +143,8 @@ def local(
 def _site_data(value: str, *, schema: str | None, vocabulary_schema: str | None,
                password_env: str) -> SiteData:
     """One ``--site``: a database URL or a ``.duckdb`` file as a CDM database, else a folder."""
+    from shared.ehr.cdm_connection import CdmDatabase
+
     if "://" in value or value.endswith(".duckdb"):
         url = value if "://" in value else f"duckdb:///{Path(value).resolve()}"
         return CdmDatabase(url, schema=schema, vocabulary_schema=vocabulary_schema, password_env=password_env)

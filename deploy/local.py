@@ -44,7 +44,7 @@ from kg.embedded import make_embedded_bundle
 from server.config import RunConfig
 from shared.ehr.cdm_connection import CdmDatabase
 from shared.model import META_FILE
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
+from shared.privacy.settings import DEFAULT_CLIP_NORM
 from shared.errors import ConfigError, OutputExistsError, RareGraphError
 from shared.runs import RunFolder
 

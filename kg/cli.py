@@ -1,23 +1,19 @@
-"""``raregraph kg`` (build, stats, paths) and ``raregraph bundle`` (make, verify)."""
+"""``raregraph kg`` (build, stats, paths) and ``raregraph bundle`` (make, verify).
+
+Each command imports the code it drives when it runs, so loading the command line costs no
+pandas, scipy or pyarrow (issue 23).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
-from kg.assembly.pipeline import Sources, build_graph
-from kg.bundle import make_bundle
 from kg.metapaths import FEATURE_METAPATHS, SIMILARITY_METAPATHS, parse_metapath
-from kg.report import summary_rows
-from kg.scoring import metapath_scores, pathsim
-from kg.store import KnowledgeGraph
-from kg.study import load_study
 from shared.atomic import atomic_dir
-from shared.bundle import verify_bundle
 from shared.console import cli_errors, console, print_json, steps
 from shared.errors import InputError
 from shared.signing.keys import load_private_key
@@ -57,6 +53,8 @@ def kg_build(
 
     Example: raregraph kg build --out out/kg --orphadata data/orphadata --primekg data/primekg/kg.csv
     """
+    from kg.assembly.pipeline import Sources, build_graph
+
     with cli_errors(), steps("kg build", quiet=quiet or json_out) as step:
         sources = Sources.default(hpo_dir, curated_dir, orphadata=orphadata, primekg=primekg, gard=gard,
                                   faers=faers or None, faers_drug_map=faers_drug_map, faers_pt_map=faers_pt_map)
@@ -74,6 +72,8 @@ def kg_build(
 
 def _print_report(report: dict) -> None:
     """One line per source from the build report (the full report is in build_report.json)."""
+    from kg.report import summary_rows
+
     for row in summary_rows(report):
         console.print(f"  {row['source']}: {row['rows_read']:,} rows read, {row['nodes']:,} nodes, "
                       f"{row['edges']:,} edges, {row['mapping_conflicts']:,} id conflicts, "
@@ -95,6 +95,8 @@ def kg_stats(
 
     Example: raregraph kg stats out/kg --json
     """
+    from kg.store import KnowledgeGraph
+
     with cli_errors():
         graph = KnowledgeGraph.load(graph_dir)
         counts = graph.counts()
@@ -130,6 +132,11 @@ def kg_paths(
 
     Example: raregraph kg paths out/kg --source ORPHA:558 --metapath DhP --top 20 --json
     """
+    import numpy as np
+
+    from kg.scoring import metapath_scores, pathsim
+    from kg.store import KnowledgeGraph
+
     with cli_errors():
         graph = KnowledgeGraph.load(graph_dir)
         try:
@@ -178,6 +185,10 @@ def bundle_make(
 
     Example: raregraph bundle make out/kg --study examples/study.toml --sign-key keys/coordinator.key --out out/bundle
     """
+    from kg.bundle import make_bundle
+    from kg.store import KnowledgeGraph
+    from kg.study import load_study
+
     with cli_errors(), steps("bundle make", quiet=quiet or json_out) as step:
         step("reading study, key and graph")
         study_cfg = load_study(study)
@@ -203,6 +214,8 @@ def bundle_verify(
 
     Example: raregraph bundle verify out/bundle --pub keys/coordinator.pub
     """
+    from shared.bundle import verify_bundle
+
     with cli_errors():
         manifest = verify_bundle(bundle, pub)
     if json_out:

@@ -1,4 +1,9 @@
-"""Root Typer app: registers the command groups that live beside the code they drive."""
+"""Root Typer app: registers the command groups that live beside the code they drive.
+
+Loading it imports the command modules only, which import the code they drive when a command
+runs: ``raregraph --help`` and the light commands never load torch, Opacus or Flower
+(issue 23; ``tests/raregraph/test_cli_imports.py`` checks it).
+"""
 
 from __future__ import annotations
 

@@ -13,44 +13,31 @@
    then a synthetic release is generated and written as OMOP with a data card;
 5. audit: every site's signed privacy ledger (the server's copy) verified against the
    site's public key, ε recomputed with an independent accountant, the auditor's report.
+
+The command imports all of it when it runs, not when the command line loads (issue 23).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
-from deploy.simulation import publish_site_keys, run_simulated, site_nodes
-from kg.embedded import default_study, make_embedded_bundle
 from raregraph.federate import print_site_evaluation
 from server.config import RunConfig
 from shared.atomic import atomic_dir
-from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, steps
 from shared.errors import InputError
-from shared.ehr.cohort import split_patients
-from shared.ehr.omop_tables import write_omop
-from shared.ehr.site import read_site
-from shared.model.checkpoint import load_model
-from shared.model.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
-from shared.privacy.audit.audit import audit_run
+from shared.model.settings import DEFAULT_SAMPLER_STEPS
 from shared.privacy.audit.cli import print_audit_summary
-from shared.privacy.audit.report import write_report as write_audit_report
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
+from shared.privacy.settings import DEFAULT_CLIP_NORM
 from shared.runs import RunFolder
-from shared.simulation.consortium import (
-    SITE_FORMATS,
-    knowledge_from_bundle,
-    simulate_consortium,
-    site_data,
-    site_path,
-    write_site,
-)
+
+if TYPE_CHECKING:
+    from shared.bundle import StudyBundle
 
 HOLDOUT_SHARE = 0.2
 
@@ -72,6 +59,25 @@ def demo(
 
     Example: raregraph demo --out demo-out
     """
+    from deploy.simulation import publish_site_keys, run_simulated, site_nodes
+    from kg.embedded import default_study, make_embedded_bundle
+    from shared.bundle import StudyBundle
+    from shared.ehr.cohort import split_patients
+    from shared.ehr.omop_tables import write_omop
+    from shared.ehr.site import read_site
+    from shared.model.checkpoint import load_model
+    from shared.model.generation import data_card, generate, write_synthetic
+    from shared.privacy.audit.audit import audit_run
+    from shared.privacy.audit.report import write_report as write_audit_report
+    from shared.simulation.consortium import (
+        SITE_FORMATS,
+        knowledge_from_bundle,
+        simulate_consortium,
+        site_data,
+        site_path,
+        write_site,
+    )
+
     study_path = default_study() if study is None else study
     started = time.perf_counter()
     with cli_errors(), steps("demo", quiet=quiet) as step:
@@ -126,6 +132,8 @@ def demo(
 
 
 def _summary(out: Path, counts: dict, bundle: StudyBundle, seconds: float) -> None:
+    import numpy as np
+
     console.print(f"[bold]graph[/] {out / 'kg'}: {counts['nodes']:,} nodes, {counts['edges']:,} edges "
                   f"({counts['hpo_terms']['live']:,} live HPO terms, "
                   f"{counts['relations'].get('has_phenotype', 0):,} disease–phenotype, "

@@ -2,7 +2,9 @@
 engine (one virtual SuperNode per site folder), from the command line.
 
 The engine is driven by :mod:`deploy.simulation`; this module holds the command (its
-options become the sites' node configs and the run config) and the tables it prints.
+options become the sites' node configs and the run config) and the tables it prints. The
+command imports the engine (Flower, torch, Opacus) when it runs, not when the command line
+loads (issue 23).
 """
 
 from __future__ import annotations
@@ -14,15 +16,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from deploy.simulation import publish_site_keys, run_simulated, site_nodes
 from server.config import RunConfig
-from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, err_console, print_json
 from shared.errors import InputError
-from shared.model.layout import guidance_problem
-from shared.privacy.audit.audit import audit_run
+from shared.model.settings import guidance_problem
 from shared.privacy.audit.cli import print_audit_summary
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
+from shared.privacy.settings import DEFAULT_CLIP_NORM
 from shared.runs import RunFolder
 
 
@@ -57,6 +56,10 @@ def federate(
 
     Example: raregraph federate --bundle out/bundle --pub keys/coordinator.pub --sites sites/site-1 --sites sites/site-2 --rounds 3 --epsilon 4 --out out/run
     """
+    from deploy.simulation import publish_site_keys, run_simulated, site_nodes
+    from shared.bundle import StudyBundle
+    from shared.privacy.audit.audit import audit_run
+
     with cli_errors():
         # everything is checked before the first file is written (site keys, the run folder)
         if problem := guidance_problem(guidance, "--guidance"):

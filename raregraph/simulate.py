@@ -2,7 +2,8 @@
 
 The simulator reads what it knows from a study bundle; without ``--bundle`` it builds the
 demo study's bundle from the embedded public data first (a few seconds), which is why this
-command lives at the edge that may import ``kg``.
+command lives at the edge that may import ``kg``. It imports the simulator and ``kg`` when it
+runs, not when the command line loads (issue 23).
 """
 
 from __future__ import annotations
@@ -10,19 +11,22 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kg.embedded import make_embedded_bundle
-from shared.bundle import StudyBundle
 from shared.console import cli_errors, console, load_bundle, print_json, steps
 from shared.errors import InputError
-from shared.simulation.consortium import SITE_FORMATS, knowledge_from_bundle, simulate_consortium, write_consortium
+
+if TYPE_CHECKING:
+    from shared.bundle import StudyBundle
 
 
 def demo_bundle(folder: Path, step) -> StudyBundle:
     """The demo study's bundle, built from the embedded public data with a throw-away key in ``folder``."""
+    from kg.embedded import make_embedded_bundle
+    from shared.bundle import StudyBundle
+
     made = make_embedded_bundle(folder, step=step)
     return StudyBundle.load(made.bundle, made.pub)
 
@@ -46,6 +50,8 @@ def simulate(
 
     Example: raregraph data simulate --sites 3 --out sites --seed 7 --format duckdb
     """
+    from shared.simulation.consortium import SITE_FORMATS, knowledge_from_bundle, simulate_consortium, write_consortium
+
     with cli_errors(), steps("simulate", quiet=quiet or json_out) as step, tempfile.TemporaryDirectory() as tmp:
         if fmt is not None and fmt not in SITE_FORMATS:
             raise InputError(f"--format must be one of {', '.join(SITE_FORMATS)}, got {fmt!r}")

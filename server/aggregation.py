@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 import numpy as np
 import torch
 
-Rule = Literal["mean", "median"]
-RULES: tuple[str, ...] = ("mean", "median")
+from server.config import RULES, Rule
+
 Weights = Mapping[str, torch.Tensor]
 
 

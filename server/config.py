@@ -7,11 +7,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal
 
-from server.aggregation import RULES
 from shared.errors import ConfigError
-from shared.model.layout import guidance_problem
+from shared.model.settings import guidance_problem
 
+#: how the server combines the sites' updates (:func:`server.aggregation.aggregate`): FedAvg or coordinate-wise median
+Rule = Literal["mean", "median"]
+RULES: tuple[str, ...] = ("mean", "median")
 #: run-config key → (field, type); defaults are the dataclass defaults
 KEYS: dict[str, tuple[str, type]] = {
     "num-server-rounds": ("rounds", int),

@@ -45,7 +45,7 @@ from shared.privacy import statements
 from shared.privacy.ledger.consortium import ConsortiumRecord
 from shared.runs import RunFolder
 from shared.baselines.prior import PriorSampler
-from shared.model.training import TrainConfig
+from shared.model.settings import TrainConfig
 from shared.signing.keys import load_public_key
 
 log = logging.getLogger("raregraph.server")

@@ -1,5 +1,9 @@
 """Command-line edge helpers: progress display and the one place where project errors
-become a one-line message and a non-zero exit."""
+become a one-line message and a non-zero exit.
+
+Every command module imports this one, so it loads only Typer and rich: a command that needs
+no bundle never pays for pandas (issue 23).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from shared.bundle import StudyBundle
 from shared.errors import RareGraphError
+
+if TYPE_CHECKING:
+    from shared.bundle import StudyBundle
 
 console = Console()
 err_console = Console(stderr=True)
@@ -62,6 +68,8 @@ def cli_errors() -> Iterator[None]:
 
 def load_bundle(folder: Path, pub: Path | None) -> StudyBundle:
     """Verify and load a bundle for a command; warn when the signer's key is not pinned."""
+    from shared.bundle import StudyBundle  # pandas and scipy: loaded by the commands that read a bundle, when they run
+
     bundle = StudyBundle.load(folder, pub)
     if not bundle.manifest["signer_pinned"]:
         err_console.print(f"[yellow]warning:[/] bundle {folder} is intact and signed by key {bundle.signer}, but that "

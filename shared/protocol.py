@@ -56,7 +56,7 @@ TRAIN_METRICS = (NUM_EXAMPLES, LOSS, EPSILON, DELTA, NOISE_MULTIPLIER, SAMPLE_RA
                  NOISE_MULTIPLICITY, REFUSED, BUDGET_EPSILON)
 
 # suite record keys (site → server)
-SUITE_METRICS = "metrics-json"  # shared.evaluation.evaluate()'s dict as JSON: numbers only
+SUITE_METRICS = "metrics-json"  # shared.evaluation.suite.evaluate()'s dict as JSON: numbers only
 SUITE_DECLINED = "declined"  # the reason a site did not evaluate ("" when it did)
 
 # site record keys

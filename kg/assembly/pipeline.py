@@ -25,9 +25,8 @@ import pandas as pd
 
 from kg.assembly.crosswalk import build_crosswalk
 from kg.assembly.merge import integrate
-from kg.ontology import branch_types
 from kg.report import base_report_entries, build_report
-from kg.schema import HPO_ROOT
+from kg.schema import HPO_ROOT, branch_types
 from kg.sources.curated import CuratedLayer, default_curated_dir, parse_curated
 from kg.sources.hpo_annotations import (
     HpoaFile,

@@ -1,4 +1,8 @@
-"""``raregraph release``: generate from a run, apply the release gate, write or refuse."""
+"""``raregraph release``: generate from a run, apply the release gate, write or refuse.
+
+The command imports the model and the gate (torch) when it runs, not when the command line
+loads (issue 23).
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,18 @@ from typing import Annotated
 import typer
 
 from shared.console import cli_errors, console, err_console, load_bundle, print_json, steps
-from shared.ehr.cdm_options import (
+from shared.ehr.cdm_option_types import (
     PasswordFileOpt,
     SchemaOpt,
     ToDbOpt,
     VocabularyDbOpt,
     VocabularyOpt,
     VocabularySchemaOpt,
-    release_options,
 )
+from shared.ehr.omop_columns import MAX_SYNTHETIC_PERSONS
 from shared.errors import OutputExistsError
-from shared.ehr.cohort import MAX_SYNTHETIC_PERSONS
-from shared.model.generation import DEFAULT_SAMPLER_STEPS
-from shared.model.checkpoint import load_model
+from shared.model.settings import DEFAULT_SAMPLER_STEPS
 from shared.runs import RunFolder
-from server.release.gate import GateConfig, load_gate
-from server.release.publish import REPORT_NAME, prepare_release, write_release
 
 
 def release(
@@ -54,6 +54,11 @@ def release(
 
     Example: raregraph release out/run --bundle out/bundle --n 1000 --out out/release
     """
+    from server.release.gate import GateConfig, load_gate
+    from server.release.publish import REPORT_NAME, prepare_release, write_release
+    from shared.ehr.cdm_options import release_options
+    from shared.model.checkpoint import load_model
+
     with cli_errors(), steps("release", quiet=quiet or json_out) as step:
         config = load_gate(gate) if gate is not None else GateConfig()
         vocab, database = release_options(fmt, vocabulary, vocabulary_db, vocabulary_schema, to_db, schema,

@@ -64,12 +64,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.bundle import StudyBundle
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM, Mechanism, make_private
+from shared.privacy.dp_sgd import Mechanism, make_private
 from shared.privacy.dp_sgd import backward as private_backward
 from shared.ehr.cohort import SYNTHETIC_ID_BASE
 from shared.model.generation import INDEX_WINDOW
 from shared.model.layout import ModelLayout
 from shared.privacy.budget import calibrate_noise, epsilon_for
+from shared.privacy.settings import DEFAULT_CLIP_NORM
 from shared.trajectories.tensorize import TensorLayout
 from shared.model.training import shuffled_batches
 from shared.trajectories.tensors import TrajectoryTensors

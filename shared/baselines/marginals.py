@@ -17,7 +17,7 @@ age bin. Each of the six parts has norm ≤ 1 before the common factor 1/√6, s
 ‖v_i‖² ≤ 6 · 1/6 = 1, with equality for a male with every event and every lab at ±C. Adding or
 removing one patient moves the summed vector by v_i: L2 sensitivity ≤ 1. The site releases
 Σ v_i + N(0, σ² I), the Gaussian mechanism, which is one DP-SGD step with sample rate 1 and
-noise multiplier σ (:func:`shared.privacy.calibrate_noise` with ``sample_rate=1, steps=1``), so
+noise multiplier σ (:func:`shared.privacy.budget.calibrate_noise` with ``sample_rate=1, steps=1``), so
 the whole (ε, δ) goes to this one release. Unscaled, the noise std of a count is √6·σ, of an
 event count √6·√(T·B)·σ, of a lab sum √6·C·√(T·L)·σ: the price of the worst-case bound.
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.ehr.cohort import SYNTHETIC_ID_BASE
-from shared.privacy import calibrate_noise
+from shared.privacy.budget import calibrate_noise
 from shared.trajectories.tensors import TrajectoryTensors
 
 LAB_CLIP = 3.0  # standardized units (reference range = ±1): keeps most abnormal values, bounds the sum
@@ -119,7 +119,7 @@ def release_site(t: TrajectoryTensors, n_diseases: int, *, epsilon: float | None
     generator
         Noise source; ``None`` draws fresh OS entropy (never pass a predictable seed in a release).
     accountant
-        ``"rdp"`` or ``"prv"``, for :func:`~shared.privacy.calibrate_noise`.
+        ``"rdp"`` or ``"prv"``, for :func:`~shared.privacy.budget.calibrate_noise`.
 
     Raises
     ------

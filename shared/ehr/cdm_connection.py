@@ -37,9 +37,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
+from shared.ehr.settings import DEFAULT_PASSWORD_ENV
 from shared.errors import InputError
 
-DEFAULT_PASSWORD_ENV = "RAREGRAPH_CDM_PASSWORD"
 TESTED_DIALECTS = ("duckdb", "postgresql")
 
 

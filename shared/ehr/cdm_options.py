@@ -1,6 +1,8 @@
 """The command-line options of a CDM release (``raregraph generate`` and ``raregraph release``):
 the vocabulary (``--vocabulary FOLDER`` or ``--vocabulary-db URL --vocabulary-schema NAME``)
-and the target database (``--to-db URL --schema NAME``).
+and the target database (``--to-db URL --schema NAME``), turned into the objects that write
+it. The options themselves (their Typer types) are in :mod:`shared.ehr.cdm_option_types`, which
+the command line loads without the database drivers.
 
 The password follows the site reader's rule (:mod:`shared.ehr.cdm_connection`): a URL that
 holds one is refused; it comes from ``--db-password-file`` (readable by its owner only) or
@@ -11,10 +13,8 @@ shell history, a log or an error message. The vocabulary database is opened read
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import sqlalchemy as sa
-import typer
 
 from shared.ehr.cdm_connection import DEFAULT_PASSWORD_ENV, CdmDatabase, engine, read_password
 from shared.ehr.cdm_files import FORMATS
@@ -22,24 +22,6 @@ from shared.ehr.cdm_release import ReleaseTarget, Vocabulary
 from shared.errors import InputError
 
 PASSWORD_ENV = DEFAULT_PASSWORD_ENV
-
-VocabularyOpt = Annotated[Path | None, typer.Option(
-    "--vocabulary", help="OMOP vocabulary as an Athena download folder (concept.csv, concept_relationship.csv, "
-    "tab-separated): fills *_concept_id and *_source_concept_id [default: 0, source values kept].")]
-VocabularyDbOpt = Annotated[str | None, typer.Option(
-    "--vocabulary-db", help=f"OMOP vocabulary in a database (SQLAlchemy URL without password; password from "
-    f"${PASSWORD_ENV} or --db-password-file); needs --vocabulary-schema.")]
-VocabularySchemaOpt = Annotated[str | None, typer.Option(
-    "--vocabulary-schema", help="Schema holding concept and concept_relationship (with --vocabulary-db).")]
-ToDbOpt = Annotated[str | None, typer.Option(
-    "--to-db", help=f"Also load the tables into this database (SQLAlchemy URL without password, e.g. "
-    f"duckdb:///release.duckdb or postgresql+psycopg://user@host/db; password from ${PASSWORD_ENV} or "
-    "--db-password-file), in one transaction; needs --schema.")]
-SchemaOpt = Annotated[str | None, typer.Option(
-    "--schema", help="New schema for --to-db, created with the OMOP CDM v5.4 DDL.")]
-PasswordFileOpt = Annotated[Path | None, typer.Option(
-    "--db-password-file", help=f"File holding the database password (readable by its owner only) "
-    f"[default: ${PASSWORD_ENV}].")]
 
 
 def writable_engine(url: str, *, password_file: Path | None) -> sa.Engine:

@@ -1,21 +1,23 @@
-"""``raregraph data validate``: what a site's export (OMOP or FHIR Bulk) holds and what is wrong with it."""
+"""``raregraph data validate``: what a site's export (OMOP or FHIR Bulk) holds and what is wrong with it.
+
+The command imports the readers (pandas, pyarrow, the database drivers) when it runs, not
+when the command line loads (issue 23).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from shared.console import cli_errors, console, load_bundle, print_json
-from shared.ehr.cdm_connection import DEFAULT_PASSWORD_ENV, CdmDatabase
-from shared.ehr.codemap import ACCEPT, DEFAULT_ACCEPT
-from shared.ehr.omop_checks import parse_sex_codes
-from shared.ehr.report import SiteReport
-from shared.ehr.study_fit import no_study_patients
+from shared.ehr.settings import ACCEPT, DEFAULT_ACCEPT, DEFAULT_PASSWORD_ENV
 from shared.errors import InputError
-from shared.trajectories.site_validation import fatal_report, validate_site, write_report
+
+if TYPE_CHECKING:
+    from shared.ehr.report import SiteReport
 
 data_app = typer.Typer(help="Check and simulate hospital data (OMOP tables or FHIR Bulk NDJSON).", no_args_is_help=True)
 
@@ -64,6 +66,11 @@ def validate(
              --pub keys/coordinator.pub (the password never goes on the command line: a file of mode 0600,
              or the environment variable --cdm-password-env names, RAREGRAPH_CDM_PASSWORD by default)
     """
+    from shared.ehr.cdm_connection import CdmDatabase
+    from shared.ehr.omop_checks import parse_sex_codes
+    from shared.ehr.study_fit import no_study_patients
+    from shared.trajectories.site_validation import fatal_report, validate_site, write_report
+
     source: Path | CdmDatabase | None = site
     with cli_errors():
         if accept not in ACCEPT:

@@ -48,13 +48,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from shared.ehr.settings import ACCEPT, DEFAULT_ACCEPT, RELATIONS, Accept
 from shared.errors import InputError
 
-#: strongest first
-RELATIONS = ("exact", "narrower", "broader", "related")
-Accept = Literal["exact", "narrower", "broader", "related"]
-ACCEPT: tuple[str, ...] = RELATIONS  # the weakest relation a site accepts; "narrower" by default
-DEFAULT_ACCEPT: Accept = "narrower"
 NAME = "NAME"  # drug names (generic, normalised by :func:`normalise_code`) → DrugBank
 SYSTEMS = ("ICD10", "ICD10CM", "ICD11", "SNOMEDCT", "UMLS", "RXNORM", "ATC", NAME)
 #: graph namespaces: codes in them are used as they are

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from shared.ehr.omop_columns import MAX_SYNTHETIC_PERSONS, SYNTHETIC_ID_BASE
+
 #: code namespace → event domain
 NAMESPACE_DOMAIN: dict[str, str] = {
     "ORPHA": "diagnosis",
@@ -36,13 +38,6 @@ EVENT_COLUMNS = {
     "end_date": "datetime64[s]",  # drugs only, NaT otherwise
 }
 SEXES = ("F", "M")
-#: Synthetic person ids start here; the OMOP reader refuses real patients in this range, so
-#: a synthetic id can never equal a real one. The range lies inside the OMOP CDM's 32-bit
-#: ``person_id`` (up to 2,147,483,647), so a release loads into the official DDL as it is
-#: numbered inside the project; real exports keep every id below 2·10⁹.
-SYNTHETIC_ID_BASE = 2_000_000_000
-#: The most synthetic persons one cohort can number (ids up to the 32-bit limit).
-MAX_SYNTHETIC_PERSONS = 2**31 - SYNTHETIC_ID_BASE
 
 
 def domain_of(codes: pd.Series) -> pd.Series:
@@ -107,3 +102,9 @@ def partition(cohort: Cohort, held: set[int]) -> tuple[Cohort, Cohort]:
         mask_e = cohort.events["person_id"].map(keep).to_numpy(dtype=bool)
         parts.append(Cohort.from_frames(cohort.persons[mask_p], cohort.events[mask_e]))
     return parts[0], parts[1]
+
+
+# the synthetic id range is defined beside the OMOP columns (a module that loads no pandas, for
+# the command line's --n) and is read from here as well
+__all__ = ["DOMAINS", "EVENT_COLUMNS", "MAX_SYNTHETIC_PERSONS", "NAMESPACE_DOMAIN", "PERSON_COLUMNS", "SEXES",
+           "SYNTHETIC_ID_BASE", "Cohort", "domain_of", "partition", "split_patients"]

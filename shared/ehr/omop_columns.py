@@ -60,3 +60,10 @@ EVENT_TABLES: tuple[ReadTable, ...] = (
 TABLES: tuple[ReadTable, ...] = (PERSON, *EVENT_TABLES)
 MALE, FEMALE = 8507, 8532  # the standard gender concepts (vocabulary "Gender")
 GENDER_CONCEPTS = {MALE: "M", FEMALE: "F"}
+#: Synthetic person ids start here; the OMOP reader refuses real patients in this range, so
+#: a synthetic id can never equal a real one. The range lies inside the OMOP CDM's 32-bit
+#: ``person_id`` (up to 2,147,483,647), so a release loads into the official DDL as it is
+#: numbered inside the project; real exports keep every id below 2·10⁹.
+SYNTHETIC_ID_BASE = 2_000_000_000
+#: The most synthetic persons one cohort can number (ids up to the 32-bit limit).
+MAX_SYNTHETIC_PERSONS = 2**31 - SYNTHETIC_ID_BASE

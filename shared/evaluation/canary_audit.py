@@ -48,12 +48,13 @@ import torch
 from shared.atomic import atomic_dir
 from shared.privacy.audit.one_run import epsilon_lower_bound, p_value
 from shared.bundle import StudyBundle
-from shared.errors import ConfigError
+from shared.evaluation.canary_config import EmpiricalAuditConfig
 from shared.model.fit import PrivateTraining, train_local
 from shared.model.checkpoint import TrainedModel, build
 from shared.model.layout import Guidance, ModelLayout
 from shared.privacy.budget import epsilon_for
-from shared.model.training import TrainConfig, per_sample_loss
+from shared.model.settings import TrainConfig
+from shared.model.training import per_sample_loss
 from shared.trajectories.tensors import TrajectoryTensors
 
 JSON_NAME = "audit_empirical.json"
@@ -65,32 +66,6 @@ STATEMENT = (
     "exceeds the accountant's ε, the DP mechanism or its accounting is broken. If it does not, that is no proof "
     "of privacy: the bound is only as strong as the membership test, which the control run without DP shows."
 )
-
-
-@dataclass(frozen=True)
-class EmpiricalAuditConfig:
-    """What the auditor chooses before the run (fixed in advance, as the bound requires)."""
-
-    canaries: int = 128  # m: more canaries tighten the bound; about m/2 of them join the training data
-    guesses_in: int = 16  # k₊: the highest-scoring canaries guessed "in"
-    guesses_out: int = 16  # k₋: the lowest-scoring canaries guessed "out"
-    beta: float = 0.05  # the bound holds with confidence 1 − β
-    draws: int = 128  # (t, noise) draws averaged into each canary's loss; the same draws for all
-    events: int = 16  # present (window, feature) cells per canary: enough to be unique, few enough to learn
-    seed: int = 0  # canary construction and scoring draws (never the inclusion draw)
-
-    def __post_init__(self) -> None:
-        for name in ("canaries", "draws", "events"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.guesses_in < 0 or self.guesses_out < 0 or self.guesses_in + self.guesses_out < 1:
-            raise ConfigError(f"guesses must be ≥ 0 on each side and ≥ 1 in all, got {self.guesses_in} 'in' "
-                              f"and {self.guesses_out} 'out'")
-        if self.guesses_in + self.guesses_out > self.canaries:
-            raise ConfigError(f"{self.guesses_in} 'in' + {self.guesses_out} 'out' guesses exceed the "
-                              f"{self.canaries} canaries; make fewer guesses or more canaries")
-        if not 0.0 < self.beta < 1.0:
-            raise ConfigError(f"beta must be in (0, 1), got {self.beta}")
 
 
 @dataclass(frozen=True)

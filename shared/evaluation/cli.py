@@ -1,4 +1,8 @@
-"""``raregraph evaluate``: real vs synthetic (and holdout), numbers and a readable report."""
+"""``raregraph evaluate``: real vs synthetic (and holdout), numbers and a readable report.
+
+The command imports the evaluation suite (torch, scipy) when it runs, not when the command
+line loads (issue 23).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,7 @@ from typing import Annotated
 import typer
 
 from shared.console import cli_errors, console, load_bundle, print_json, steps
-from shared.ehr.omop import read_omop
-from shared.ehr.site import read_site
 from shared.errors import InputError
-from shared.evaluation.suite import evaluate as run_evaluation
-from shared.evaluation.suite import write_report
-from shared.trajectories.tensorize import tensorize
 
 
 def evaluate(
@@ -35,6 +34,12 @@ def evaluate(
 
     Example: raregraph evaluate --real sites/site-1 --synthetic out/synthetic --bundle out/bundle --out out/report
     """
+    from shared.ehr.omop import read_omop
+    from shared.ehr.site import read_site
+    from shared.evaluation.suite import evaluate as run_evaluation
+    from shared.evaluation.suite import write_report
+    from shared.trajectories.tensorize import tensorize
+
     with cli_errors(), steps("evaluate", quiet=quiet or json_out) as step:
         b = load_bundle(bundle, pub)
         step("reading and tensorizing")

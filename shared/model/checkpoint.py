@@ -21,7 +21,8 @@ from shared.model import LOSSES_FILE, META_FILE, WEIGHTS_FILE
 from shared.model.schedule import SCHEDULES, KnowledgeVPSchedule, ScheduleConfig
 from shared.errors import InputError, quote
 from shared.model.denoiser import Denoiser, DenoiserConfig
-from shared.model.layout import ModelLayout, guidance_problem
+from shared.model.layout import ModelLayout
+from shared.model.settings import guidance_problem
 from shared.model.training import KnowledgeTables
 
 FORMAT = "raregraph-model"

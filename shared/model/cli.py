@@ -1,4 +1,8 @@
-"""``raregraph train`` and ``raregraph generate`` (one site, no federation)."""
+"""``raregraph train`` and ``raregraph generate`` (one site, no federation).
+
+The commands import the model (torch, Opacus) when they run, not when the command line loads
+(issue 23).
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,19 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from shared.atomic import atomic_dir
-from shared.ehr.cdm_options import (
+from shared.console import cli_errors, console, err_console, load_bundle, print_json
+from shared.ehr.cdm_option_types import (
     PasswordFileOpt,
     SchemaOpt,
     ToDbOpt,
     VocabularyDbOpt,
     VocabularyOpt,
     VocabularySchemaOpt,
-    release_options,
 )
-from shared.console import cli_errors, console, err_console, load_bundle, print_json
-from shared.ehr.site import data_fingerprint, read_site
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
-from shared.model.layout import guidance_problem
+from shared.ehr.omop_columns import MAX_SYNTHETIC_PERSONS
 from shared.errors import InputError
-from shared.model.generation import DEFAULT_SAMPLER_STEPS, data_card, generate, write_synthetic
-from shared.ehr.cohort import MAX_SYNTHETIC_PERSONS
-from shared.model.fit import PrivateTraining, train_local
-from shared.model.checkpoint import load_model
-from shared.trajectories.tensorize import tensorize
-from shared.model.training import TrainConfig
+from shared.model.settings import DEFAULT_SAMPLER_STEPS, TrainConfig, guidance_problem
+from shared.privacy.settings import DEFAULT_CLIP_NORM
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", help="The study bundle.")]
 PubOpt = Annotated[Path | None, typer.Option("--pub", help="Coordinator public key that must have signed the bundle.")]
@@ -63,6 +60,10 @@ def train(
 
     Example: raregraph train sites/site-1 --bundle out/bundle --out out/model --epsilon 8 --state state/site-1
     """
+    from shared.ehr.site import data_fingerprint, read_site
+    from shared.model.fit import PrivateTraining, train_local
+    from shared.trajectories.tensorize import tensorize
+
     with cli_errors():
         if problem := guidance_problem(guidance, "--guidance"):
             raise InputError(problem)
@@ -132,6 +133,10 @@ def generate_cmd(
 
     Example: raregraph generate out/model --bundle out/bundle --n 1000 --out out/synthetic
     """
+    from shared.ehr.cdm_options import release_options
+    from shared.model.checkpoint import load_model
+    from shared.model.generation import data_card, generate, write_synthetic
+
     with cli_errors():
         vocab, database = release_options(fmt, vocabulary, vocabulary_db, vocabulary_schema, to_db, schema,
                                           password_file=db_password_file)

@@ -28,12 +28,14 @@ from shared.errors import ConfigError
 from shared.model.checkpoint import TrainedModel, build, model_meta
 from shared.model.layout import Guidance
 from shared.model.schedule import KnowledgeVPSchedule
-from shared.model.training import EMA, KnowledgeTables, TrainConfig, per_sample_loss, shuffled_batches, train_steps
+from shared.model.settings import TrainConfig
+from shared.model.training import EMA, KnowledgeTables, per_sample_loss, shuffled_batches, train_steps
 from shared.privacy import statements
 from shared.privacy.budget import PrivacyBudget
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM, Mechanism, make_private
+from shared.privacy.dp_sgd import Mechanism, make_private
 from shared.privacy.dp_sgd import backward as private_backward
 from shared.privacy.ledger import Ledger, key_use_path, round_key
+from shared.privacy.settings import DEFAULT_CLIP_NORM
 from shared.privacy.state import PrivacyState
 from shared.signing.keys import load_private_key, new_keypair
 from shared.trajectories.tensors import TrajectoryTensors

@@ -24,15 +24,11 @@ from shared.ehr.cdm_release import ReleaseTarget, Vocabulary, load_release, writ
 from shared.ehr.cohort import MAX_SYNTHETIC_PERSONS, SYNTHETIC_ID_BASE, Cohort
 from shared.model.checkpoint import TrainedModel
 from shared.model.sampling import sample
+from shared.model.settings import DEFAULT_SAMPLER_STEPS
 from shared.trajectories.tensorize import TensorLayout, to_cohort
 from shared.trajectories.tensors import TrajectoryTensors
 
 INDEX_WINDOW = (np.datetime64("2015-01-01"), np.datetime64("2023-12-31"))  # public, fixed
-#: Default DDIM steps. The denoiser builds each dimension's exact single-dimension posterior
-#: into its output, so few steps suffice: on a held-out site (benchmarks/bench_sampler_steps.py)
-#: 10 steps match or beat 50 on MMD²_u and prevalence R² at a fifth of the cost; below ~6
-#: quality drops.
-DEFAULT_SAMPLER_STEPS = 10
 
 
 def draw_conditions(trained: TrainedModel, bundle: StudyBundle, *, n: int, disease: str | None,

@@ -18,26 +18,14 @@ all zero so the plain model runs the very same code:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
 from shared.bundle import StudyBundle
+from shared.model.settings import GUIDANCE, Guidance
 from shared.trajectories.tensorize import TensorLayout
 from shared.trajectories.tensors import TrajectoryTensors
-
-Guidance = Literal["kg", "none", "learned"]
-#: kg: knowledge-guided; none: plain diffusion (γ = 0, no graph inputs); learned: no graph
-#: inputs, a per-(disease, feature) log-SNR shift learned from the data (the ablation of
-#: "graph schedule vs learned schedule")
-GUIDANCE: tuple[str, ...] = ("kg", "none", "learned")
-
-
-def guidance_problem(value: str, name: str) -> str | None:
-    """The one-line complaint about a guidance setting ``name`` that is not known, or None."""
-    return None if value in GUIDANCE else f"{name} must be one of {', '.join(GUIDANCE)}, got {value!r}"
-
 
 AGE_CENTER, AGE_SCALE = 40.0, 20.0  # years: maps ages 0–100 to about −2…3
 LAB_BOUND = 10.0  # = tensorize.LAB_CLIP, the x̂₀ clip for lab values

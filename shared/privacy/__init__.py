@@ -8,6 +8,8 @@ rdp, prv
     The implementations (``"rdp"``: Mironov 2017, Mironov et al. 2019; ``"prv"``: Gopi et al. 2021).
 registry
     Accountants by name.
+settings
+    What needs no Opacus: the accountants' names, the default clip norm, PRV's numerical resolution.
 budget
     :class:`PrivacyBudget`, :func:`calibrate_noise`, :class:`MechanismPlan`, :class:`BudgetExceededError`.
 state
@@ -17,28 +19,8 @@ cli
 
 Assumptions everywhere: Poisson sampling, per-sample clipping, Gaussian noise, add/remove-one
 neighbouring datasets, record-level DP for one site's dataset; ε values are upper bounds.
+
+Importing the package imports none of its modules (so none of Opacus): import what you use
+from its module, e.g. ``from shared.privacy.budget import calibrate_noise``. The ledger and its
+audit need no Opacus either, and a command that only reads them never loads it (issue 23).
 """
-
-from shared.privacy.accountant import Accountant
-from shared.privacy.budget import (
-    BudgetExceededError,
-    MechanismPlan,
-    PrivacyBudget,
-    PrivacyWarning,
-    calibrate_noise,
-    epsilon_for,
-    epsilon_per_round,
-    plan_mechanism,
-)
-from shared.privacy.prv import PRVAccountant
-from shared.privacy.rdp import RDPAccountant
-from shared.privacy.registry import ACCOUNTANTS, accountant_class, known_accountants, make_accountant
-from shared.privacy.state import FingerprintMismatchError, PrivacyState
-from shared.privacy.state_file import STATE_FILE, RoundRecord
-
-__all__ = [
-    "ACCOUNTANTS", "STATE_FILE", "Accountant", "BudgetExceededError", "FingerprintMismatchError", "MechanismPlan",
-    "PRVAccountant", "PrivacyBudget", "PrivacyState", "PrivacyWarning", "RDPAccountant", "RoundRecord",
-    "accountant_class", "calibrate_noise", "epsilon_for", "epsilon_per_round", "known_accountants",
-    "make_accountant", "plan_mechanism",
-]

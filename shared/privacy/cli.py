@@ -1,20 +1,25 @@
 """``raregraph privacy plan``: the noise multiplier and ε per round for a planned DP-SGD run;
 ``raregraph privacy restore``: a lost privacy folder rebuilt from a copy of the site's signed ledger;
-``raregraph privacy carry-forward``: with no copy left, a new folder on an auditor's acknowledgement."""
+``raregraph privacy carry-forward``: with no copy left, a new folder on an auditor's acknowledgement.
+
+The commands import the accountants (Opacus, torch) when they run, not when the command line
+loads (issue 23).
+"""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from shared.console import cli_errors, console, err_console, print_json
-from shared.privacy.budget import PrivacyBudget, epsilon_per_round, plan_mechanism
-from shared.privacy.ledger.restore import Restored, carry_forward_folder, restore_privacy_folder
-from shared.privacy.registry import accountant_class, known_accountants
+from shared.privacy.settings import ACCOUNTANT_NAMES
+
+if TYPE_CHECKING:
+    from shared.privacy.ledger.restore import Restored
 
 ASSUMPTIONS = ("Poisson sampling, per-sample clipping, add/remove-one neighbouring datasets, record-level DP per "
                "site; ε is an upper bound (RDP: Mironov 2017, Mironov et al. 2019; PRV: Gopi et al. 2021)")
@@ -27,7 +32,7 @@ def plan(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Expected Poisson batch size; sample rate = batch size / records.")],
     steps_per_round: Annotated[int, typer.Option("--steps-per-round", min=1, help="Local optimizer steps per round.")],
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Planned federated rounds.")],
-    accountant: Annotated[str, typer.Option("--accountant", help=f"Accountant: {' or '.join(known_accountants())}.")] = "rdp",
+    accountant: Annotated[str, typer.Option("--accountant", help=f"Accountant: {' or '.join(ACCOUNTANT_NAMES)}.")] = "rdp",
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Calibrate the DP-SGD noise multiplier σ for a whole planned run and show ε after each round.
@@ -39,6 +44,9 @@ def plan(
 
     Example: raregraph privacy plan --epsilon 4 --delta 1e-5 --records 300 --batch-size 32 --steps-per-round 50 --rounds 5
     """
+    from shared.privacy.budget import PrivacyBudget, epsilon_per_round, plan_mechanism
+    from shared.privacy.registry import accountant_class
+
     with cli_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # scoped to this command: every warning is shown, once below
         accountant_class(accountant)
@@ -84,6 +92,8 @@ def restore(
 
     Example: raregraph privacy restore runs/r1/ledger/site-a.jsonl --into /state/privacy --site-key /keys/site.key
     """
+    from shared.privacy.ledger.restore import restore_privacy_folder
+
     with cli_errors():
         done = restore_privacy_folder(copy, into, site_key=site_key)
     _report(done, into, f"restored from {copy}", json_out=json_out)
@@ -96,7 +106,7 @@ def carry_forward(
     site_key: Annotated[Path, typer.Option("--site-key", help="The site's private key; it signs the new ledger's carry entry.")],
     epsilon: Annotated[float, typer.Option("--epsilon", help="The site's ε budget from now on, the carried ε included.")],
     delta: Annotated[float, typer.Option("--delta", help="The site's δ budget from now on, the carried δ included.")],
-    accountant: Annotated[str, typer.Option("--accountant", help=f"Accountant: {' or '.join(known_accountants())}.")] = "rdp",
+    accountant: Annotated[str, typer.Option("--accountant", help=f"Accountant: {' or '.join(ACCOUNTANT_NAMES)}.")] = "rdp",
     json_out: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
     """Start a new privacy folder that carries a lost ledger's ε forward, when no copy of it survives.
@@ -108,6 +118,9 @@ def carry_forward(
 
     Example: raregraph privacy carry-forward ack.json --auditor-pub auditor.pub --into /state/privacy --site-key /keys/site.key --epsilon 8 --delta 2e-5
     """
+    from shared.privacy.budget import PrivacyBudget
+    from shared.privacy.ledger.restore import carry_forward_folder
+
     with cli_errors():
         done = carry_forward_folder(acknowledgement, into, site_key=site_key, auditor_pub=auditor_pub,
                                     budget=PrivacyBudget(epsilon=epsilon, delta=delta), accountant=accountant)

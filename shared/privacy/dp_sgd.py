@@ -44,13 +44,6 @@ from torch.utils.data import TensorDataset
 from shared.privacy.clipping import PerPatientClipping
 
 GRAD_SAMPLE_MODES = ("bookkeeping", "hooks")
-#: Default per-patient clip norm C. The denoiser's per-patient gradient norm, measured on
-#: simulated sites from the coordinator's pretrained weights, has median 0.14 (10th–90th
-#: percentile 0.07–0.20): with C = 1 clipping never binds and the noise (σ·C) is ~7× larger
-#: than it needs to be. At C = 0.1 almost every gradient is clipped, which AdamW's per-
-#: coordinate scaling makes harmless; 3 sites at ε = 4 went from prevalence R² −0.45 to 0.13
-#: and MMD²_u 0.068 to 0.040 (README, "Choosing the clip norm").
-DEFAULT_CLIP_NORM = 0.1
 
 
 @dataclass(frozen=True)

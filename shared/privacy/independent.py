@@ -44,7 +44,7 @@ from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
 from dp_accounting.rdp.rdp_privacy_accountant import RdpAccountant
 
 from shared.errors import ConfigError
-from shared.privacy.prv import EPS_ERROR
+from shared.privacy.settings import EPS_ERROR
 from shared.privacy.validation import check_delta_value, check_int, check_noise_multiplier, check_sample_rate
 
 Method = Literal["pld", "rdp"]

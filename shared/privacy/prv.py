@@ -5,8 +5,7 @@ from __future__ import annotations
 from opacus.accountants import PRVAccountant as _OpacusPRV
 
 from shared.privacy.accountant import OpacusAccountant
-
-EPS_ERROR = 0.01  # Opacus's default: absolute error allowed in the numerical ε, added to the bound
+from shared.privacy.settings import EPS_ERROR
 
 
 class PRVAccountant(OpacusAccountant):

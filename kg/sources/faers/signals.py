@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.stats import gamma
+from scipy.special import gammaincinv
 
 SIGNAL_COLUMNS = ("drug", "reaction", "a", "b", "c", "d", "prr", "chi2", "ror", "ror_low",
                   "ror_high", "ic", "ic025")
@@ -83,7 +83,9 @@ def contingency_statistics(a: npt.ArrayLike, b: npt.ArrayLike, c: npt.ArrayLike,
         ror_high = np.where(any_zero, np.nan, np.exp(np.log(ror) + half_width))
         expected = np.where(n > 0, (a + b) * (a + c) / np.where(n > 0, n, 1.0), np.nan)
         ic = np.log2((a + 0.5) / (expected + 0.5))
-        ic025 = np.log2(gamma.ppf(0.025, a + 0.5, scale=1.0 / (expected + 0.5)))
+        # the Gamma(a + 0.5, rate E + 0.5) quantile, as scipy.stats.gamma.ppf computes it (the regularised
+        # incomplete gamma inverse × scale), without loading scipy.stats: half a second of every `kg build`
+        ic025 = np.log2(gammaincinv(a + 0.5, 0.025) * (1.0 / (expected + 0.5)))
     return pd.DataFrame({"prr": prr, "chi2": chi2, "ror": ror, "ror_low": ror_low,
                          "ror_high": ror_high, "ic": ic, "ic025": ic025})
 

@@ -12,19 +12,7 @@ one_run
 cli
     The ``audit`` Typer group: the ledger audit (default) and ``audit empirical`` (the canary
     audit itself trains a model, so it lives with the evaluation: :mod:`shared.evaluation.canary_audit`).
+
+Importing the package imports none of its modules: the command line loads the audit (and
+dp-accounting) only when an audit runs.
 """
-
-from shared.privacy.audit.audit import (
-    AuditResult,
-    BudgetFile,
-    EntryCheck,
-    SiteAudit,
-    SiteBudget,
-    audit_ledgers,
-    audit_run,
-    load_budget_file,
-)
-from shared.privacy.audit.report import write_report
-
-__all__ = ["AuditResult", "BudgetFile", "EntryCheck", "SiteAudit", "SiteBudget", "audit_ledgers", "audit_run",
-           "load_budget_file", "write_report"]

@@ -6,6 +6,9 @@
 ``raregraph audit LEDGER_DIR --keys ...`` and ``raregraph audit empirical SITE ...`` work
 (a ledger folder literally named ``empirical`` is reached as ``./empirical`` or through
 ``raregraph audit ledger empirical``).
+
+Each command imports the code it drives when it runs: the ledger audit loads dp-accounting but
+never Opacus or torch, and only ``audit empirical``, which trains, loads torch (issue 23).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
@@ -22,21 +25,17 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from shared.atomic import write_bytes_atomic
-from shared.privacy.audit.audit import AuditResult, audit_ledgers
-from shared.privacy.ledger.carry import make_acknowledgement
-from shared.privacy.ledger.consortium import ConsortiumRecord
-from shared.evaluation.canary_audit import EmpiricalAudit, EmpiricalAuditConfig, run_empirical_audit, write_empirical_report
-from shared.privacy.audit.report import write_report
 from shared.console import cli_errors, console, err_console, load_bundle, print_json, steps
-from shared.privacy.dp_sgd import DEFAULT_CLIP_NORM
-from shared.ehr.site import data_fingerprint, read_site
-from shared.model.layout import guidance_problem
 from shared.errors import InputError, OutputExistsError
-from shared.model.fit import PrivateTraining
+from shared.evaluation.canary_config import EmpiricalAuditConfig
+from shared.model.settings import TrainConfig, guidance_problem
+from shared.privacy.settings import DEFAULT_CLIP_NORM
 from shared.runs import RunFolder
-from shared.trajectories.tensorize import tensorize
-from shared.model.training import TrainConfig
 from shared.signing.keys import load_private_key, load_public_key
+
+if TYPE_CHECKING:
+    from shared.evaluation.canary_audit import EmpiricalAudit
+    from shared.privacy.audit.audit import AuditResult
 
 LEDGER_COMMAND = "ledger"
 
@@ -75,6 +74,9 @@ def audit(
 
     Example: raregraph audit runs/demo/ledger --keys deploy/keys/sites --budget-file budgets.toml --out audit-report
     """
+    from shared.privacy.audit.audit import audit_ledgers
+    from shared.privacy.audit.report import write_report
+
     with cli_errors():
         if out is not None and out.exists() and not overwrite:  # fail before the work, not after it
             raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
@@ -151,6 +153,11 @@ def empirical(
 
     Example: raregraph audit empirical sites/site-1 --bundle out/bundle --epsilon 4 --steps 600 --out audit-empirical
     """
+    from shared.ehr.site import data_fingerprint, read_site
+    from shared.evaluation.canary_audit import run_empirical_audit, write_empirical_report
+    from shared.model.fit import PrivateTraining
+    from shared.trajectories.tensorize import tensorize
+
     with cli_errors(), ExitStack() as stack:
         if problem := guidance_problem(guidance, "--guidance"):
             raise InputError(problem)
@@ -248,6 +255,9 @@ def carry_forward(
 
     Example: raregraph audit carry-forward --record runs/consortium.json --site site-2 --reason "disk replaced 2026-12-01; no backup" --key auditor.key --out site-2-carry.json
     """
+    from shared.privacy.ledger.carry import make_acknowledgement
+    from shared.privacy.ledger.consortium import ConsortiumRecord
+
     with cli_errors():
         if out.exists():
             raise OutputExistsError(f"{out}: already exists; an acknowledgement is never overwritten")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -28,9 +28,11 @@ from shared.privacy.ledger.files import locked, scan_ledger
 from shared.privacy.ledger.key_use import KeyUseRecord
 from shared.privacy.ledger.problems import LedgerError, where
 from shared.privacy.ledger.verification import verify_chain
-from shared.privacy.state import PrivacyState
-from shared.privacy.state_file import RoundRecord
 from shared.signing.keys import key_id, sign
+
+if TYPE_CHECKING:  # annotations only: the ledger reads a state it is given, so reading a ledger loads no Opacus
+    from shared.privacy.state import PrivacyState
+    from shared.privacy.state_file import RoundRecord
 
 _ROUND_ID = re.compile(r"^(?P<run>.+):(?P<round>\d+)(?::(?P<kind>evaluate))?$")
 

@@ -13,7 +13,7 @@ from shared.baselines.prior import PriorSampler
 from shared.bundle import StudyBundle
 from shared.model.fit import train_local
 from shared.model.generation import DiffusionGenerator, generate_tensors
-from shared.model.training import TrainConfig
+from shared.model.settings import TrainConfig
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium
 from shared.trajectories.tensorize import TensorLayout, tensorize
 

@@ -19,7 +19,7 @@ from shared.baselines.marginals import (
     release_site,
 )
 from shared.ehr.cohort import SYNTHETIC_ID_BASE
-from shared.privacy import calibrate_noise
+from shared.privacy.budget import calibrate_noise
 from tests.shared.evaluation.cohorts import random_cohort, study_cohort
 
 D = 3  # diseases of study_cohort / random_cohort

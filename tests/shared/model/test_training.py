@@ -15,7 +15,7 @@ from shared.model.generation import INDEX_WINDOW, data_card, generate, generate_
 from shared.model.fit import train_local
 from shared.model.checkpoint import load_model
 from shared.trajectories.tensorize import tensorize
-from shared.model.training import TrainConfig
+from shared.model.settings import TrainConfig
 
 SMALL = {"hidden": 32, "mix_hidden": 32, "blocks": 1}
 

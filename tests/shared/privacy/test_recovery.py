@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from shared.errors import ConfigError, InputError, SignatureError
-from shared.privacy.audit import audit_ledgers
+from shared.privacy.audit.audit import audit_ledgers
 from shared.privacy.budget import PrivacyBudget
 from shared.privacy.ledger import Ledger, LedgerEntry, LedgerError, key_use_path, read_ledger, verify_chain
 from shared.privacy.ledger.carry import make_acknowledgement, verify_acknowledgement

@@ -7,10 +7,11 @@ from opacus.accountants import create_accountant
 
 from shared.errors import ConfigError
 from shared.privacy.registry import ACCOUNTANTS, accountant_class, known_accountants, make_accountant
+from shared.privacy.settings import ACCOUNTANT_NAMES
 
 
 def test_known_names_match_the_classes_and_opacus() -> None:
-    assert known_accountants() == ("prv", "rdp")
+    assert known_accountants() == ("prv", "rdp") == ACCOUNTANT_NAMES  # the names help texts list without Opacus
     for name, cls in ACCOUNTANTS.items():
         assert accountant_class(name) is cls
         assert make_accountant(name).mechanism == name == create_accountant(name).mechanism()
