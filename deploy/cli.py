@@ -153,3 +153,81 @@ def _site_data(value: str, *, schema: str | None, vocabulary_schema: str | None,
 
 def _terminate(signum: int, _frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@deploy_app.command("wheelhouse")
+def wheelhouse(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the wheels and requirements.txt.")] = Path("build/wheelhouse"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Collect every dependency as wheels, for the images and air-gapped installs.
+
+    Every dependency as a wheel (with the pinned CPU torch) and a requirements.txt
+    of exact versions: what the images install from, and how an air-gapped hospital installs
+    (`pip install --no-index --find-links DIR -r DIR/requirements.txt`). The only step that
+    needs a package index; a complete folder is reused.
+
+    Example: raregraph deploy wheelhouse --out build/wheelhouse
+    """
+    from deploy.images import collect_wheelhouse
+
+    with cli_errors(), steps("deploy wheelhouse", quiet=quiet) as step:
+        collect_wheelhouse(out, step=step)
+
+
+@deploy_app.command("images")
+def images(
+    base: Annotated[str, typer.Option("--base", help="Base image: Debian bookworm with Python 3.11 as python3.")] = "python:3.11-slim-bookworm",
+    source: Annotated[Path | None, typer.Option("--source", help="The checkout to build from \\[default: this one].")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the images as JSON.")] = False,
+) -> None:
+    """Build the hospital and coordinator container images.
+
+    Both come from deploy/Dockerfile, the wheelhouse (collected first when missing) and this checkout, labelled with its version and git
+    commit. Needs a running Docker engine; the build log is build/images.log.
+
+    Example: raregraph deploy images --base python:3.11-slim-bookworm
+    """
+    from deploy.images import make_images
+
+    with cli_errors(), steps("deploy images", quiet=quiet or json_out) as step:
+        built = make_images(source, base=base, step=step)
+    if json_out:
+        print_json([{"target": i.target, "tag": i.tag, "id": i.id, "bytes": i.size, "seconds": i.seconds}
+                    for i in built])
+        return
+    for i in built:
+        console.print(f"{i.tag:<34} {i.size / 2**30:.2f} GiB  built in {i.seconds:.0f} s  ({i.id[:19]})")
+
+
+@deploy_app.command("compose")
+def compose(
+    out: Annotated[Path, typer.Option("--out", help="New folder for compose.yaml, certificates, keys, node configs, data and state.")],
+    sites: Annotated[int, typer.Option("--sites", min=1, max=64, help="Simulated hospitals, one container each.")] = 3,
+    superlink_host: Annotated[str, typer.Option("--superlink-host", help="Address the hospitals dial (in the SuperLink certificate).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="The SuperLink's port.")] = 9092,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 3,
+    local_steps: Annotated[int, typer.Option("--local-steps", min=1, help="DP-SGD steps per site per round.")] = 20,
+    epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="Each site's privacy budget ε.")] = 8.0,
+    pretrain_steps: Annotated[int, typer.Option("--pretrain-steps", min=0, help="Coordinator pretraining steps on public-prior patients.")] = 200,
+    min_sites: Annotated[int | None, typer.Option("--min-sites", min=1, help="Replies a round needs [default: every site].")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the simulated hospitals and training.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Write a consortium folder that runs the container images with docker-compose.
+
+    A compose file with the coordinator and one container per simulated hospital (host network, TLS and SuperNode
+    authentication on, read-only root filesystems, UID 10001), the certificates, keys, each
+    hospital's commented node config, data and state folders, and the run config. The
+    compose file's header lists the commands that run it.
+
+    Example: raregraph deploy compose --out consortium --sites 3 && cd consortium && docker-compose up -d superlink
+    """
+    from deploy.compose import write_compose
+
+    with cli_errors(), steps("deploy compose", quiet=quiet) as step:
+        layout = write_compose(out, sites=sites, superlink_host=superlink_host, port=port, epsilon=epsilon,
+                               rounds=rounds, local_steps=local_steps, pretrain_steps=pretrain_steps,
+                               min_sites=min_sites, seed=seed, step=step)
+    console.print(f"compose file: {layout.compose_file} (its header lists the commands); sites: {', '.join(layout.sites)}")

@@ -20,7 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from shared.errors import ConfigError, RareGraphError
@@ -124,15 +124,19 @@ def write_connection(home: Path, *, address: str, root_cert: Path, name: str = C
     return path
 
 
-def flwr_cli(args: list[str], *, env: Mapping[str, str], cwd: Path | None = None, timeout: float = 120.0) -> dict:
+def flwr_cli(args: list[str], *, env: Mapping[str, str], cwd: Path | None = None, timeout: float = 120.0,
+             flwr: Sequence[str] | None = None) -> dict:
     """Run ``flwr ARGS --format json`` and return the parsed JSON.
+
+    ``flwr`` is the command that runs the flwr CLI [default: the venv's ``flwr``]; e.g.
+    ``docker-compose exec -T superlink flwr`` for the CLI inside the coordinator container.
 
     Raises
     ------
     FlwrError
         Non-zero exit, a timeout, or output that is not JSON with ``success`` true.
     """
-    argv = [executable("flwr"), *args, "--format", "json"]
+    argv = [*(flwr or [executable("flwr")]), *args, "--format", "json"]
     try:
         done = subprocess.run(argv, env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -151,21 +155,24 @@ def flwr_cli(args: list[str], *, env: Mapping[str, str], cwd: Path | None = None
 
 
 def register_supernode(public_key: Path, *, env: Mapping[str, str], name: str,
-                       connection: str = CONNECTION) -> int:
+                       connection: str = CONNECTION, flwr: Sequence[str] | None = None) -> int:
     """``flwr supernode register``: the SuperLink accepts this site's key; the node id."""
-    data = flwr_cli(["supernode", "register", str(public_key), connection, "--name", name], env=env)
+    data = flwr_cli(["supernode", "register", str(public_key), connection, "--name", name], env=env, flwr=flwr)
     return int(data["node-id"])
 
 
-def submit_run(app: Path, *, env: Mapping[str, str], run_config: Path, connection: str = CONNECTION) -> int:
+def submit_run(app: Path, *, env: Mapping[str, str], run_config: Path, connection: str = CONNECTION,
+               flwr: Sequence[str] | None = None) -> int:
     """``flwr run APP CONNECTION --run-config FILE``; returns the run id (does not wait)."""
-    data = flwr_cli(["run", str(app), connection, "--run-config", str(run_config)], env=env, cwd=app, timeout=300.0)
+    data = flwr_cli(["run", str(app), connection, "--run-config", str(run_config)], env=env,
+                    cwd=None if flwr else app, timeout=300.0, flwr=flwr)
     return int(data["run-id"])
 
 
-def run_status(run_id: int, *, env: Mapping[str, str], connection: str = CONNECTION) -> str:
+def run_status(run_id: int, *, env: Mapping[str, str], connection: str = CONNECTION,
+               flwr: Sequence[str] | None = None) -> str:
     """The run's status as ``flwr ls`` reports it (``running``, ``finished:completed``, ...)."""
-    data = flwr_cli(["ls", connection, "--run-id", str(run_id)], env=env, timeout=60.0)
+    data = flwr_cli(["ls", connection, "--run-id", str(run_id)], env=env, timeout=60.0, flwr=flwr)
     runs = data.get("runs", [])
     if not runs:
         raise FlwrError(f"flwr ls knows no run {run_id}")
@@ -188,10 +195,11 @@ def app_dir() -> Path:
     return root
 
 
-def run_log(run_id: int, *, env: Mapping[str, str], connection: str = CONNECTION, timeout: float = 60.0) -> str:
+def run_log(run_id: int, *, env: Mapping[str, str], connection: str = CONNECTION, timeout: float = 60.0,
+            flwr: Sequence[str] | None = None) -> str:
     """The ServerApp's log of a run (``flwr log RUN_ID --show``); empty when it cannot be had."""
     try:
-        done = subprocess.run([executable("flwr"), "log", str(run_id), connection, "--show"], env=dict(env),
+        done = subprocess.run([*(flwr or [executable("flwr")]), "log", str(run_id), connection, "--show"], env=dict(env),
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return ""

@@ -73,7 +73,7 @@ class PreparedDeployment:
         return self.out / "logs"
 
 
-def _simulate_sites(out: Path, bundle: Path, pub: Path, *, sites: int, seed: int, min_patients: int,
+def simulate_sites(out: Path, bundle: Path, pub: Path, *, sites: int, seed: int, min_patients: int,
                     max_patients: int, site_format: str | None) -> list[SiteData]:
     from shared.bundle import StudyBundle
     from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium, site_data, write_consortium
@@ -147,7 +147,7 @@ def prepare(out: Path, *, sites: int | None = None, site_data: Sequence[SiteData
     bundle, pub = bundle.resolve(), pub.resolve()
     if site_data is None:
         step(f"data: simulating {sites} hospitals")
-        site_data = _simulate_sites(out, bundle, pub, sites=sites, seed=seed, min_patients=min_patients,
+        site_data = simulate_sites(out, bundle, pub, sites=sites, seed=seed, min_patients=min_patients,
                                     max_patients=max_patients, site_format=site_format)
     step("keys: site ledger keys, CA, SuperLink certificate, SuperNode auth keys")
     nodes = site_nodes([_absolute(d) for d in site_data], state_root=out / "state", pub=pub, epsilon=epsilon,

@@ -2,7 +2,9 @@
 # Create or reuse .venv at the repository root and install the project into it.
 # torch is installed first as the pinned CPU build, so pip never pulls a CUDA build.
 # Re-installs only when pyproject.toml changed since the last successful install.
-# Installs Debian's postgresql package (the tests start their own server) when initdb is missing.
+# Installs Debian's postgresql package (the tests start their own server) when initdb is missing,
+# and docker.io, docker-compose and debootstrap (the container tests start their own engine and
+# make their own base image) when dockerd, docker-compose or debootstrap is missing.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -23,14 +25,19 @@ have_initdb() {
   command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
 }
 
-if ! have_initdb; then
+debian_packages=()
+have_initdb || debian_packages+=(postgresql)
+command -v dockerd >/dev/null 2>&1 || debian_packages+=(docker.io)
+command -v docker-compose >/dev/null 2>&1 || debian_packages+=(docker-compose)
+command -v debootstrap >/dev/null 2>&1 || debian_packages+=(debootstrap)
+if [ "${#debian_packages[@]}" -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "installing PostgreSQL (Debian package postgresql) for the database tests" >&2
+    echo "installing Debian packages for the database and container tests: ${debian_packages[*]}" >&2
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${debian_packages[@]}" >/dev/null
   else
-    echo "warning: initdb not found and apt-get unavailable: install PostgreSQL for the database tests" >&2
+    echo "warning: apt-get unavailable: install ${debian_packages[*]} for the database and container tests" >&2
   fi
 fi
 

@@ -1,12 +1,15 @@
-"""The container files agree with the process launcher: image versions, flags, ports, volumes.
-
-No container engine runs here; these files are parsed and compared with deploy/flower.py,
-the code the loopback tests run for real.
+"""The container files without an engine: the Dockerfile's rules, and the consortium folder
+``raregraph deploy compose`` writes (flags, mounts, modes, node configs), checked by
+Debian's ``docker-compose config``. tests/deploy/test_container_run.py builds and runs them.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import stat
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -15,14 +18,11 @@ import yaml
 
 from client.config import KEYS as NODE_KEYS, NodeConfig
 from deploy import flower
+from deploy.compose import UID, example_comments, write_compose
+from server.config import RunConfig
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-ROOT = DEPLOY.parent
-
-
-@pytest.fixture(scope="module")
-def compose() -> dict:
-    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+DOCKERFILE = (DEPLOY / "Dockerfile").read_text()
 
 
 def flags(argv: list[str]) -> dict[str, str | None]:
@@ -57,60 +57,96 @@ def mounted(path: str, service: dict) -> tuple[str, bool]:
     return mounts(service)[max(matches, key=len)]
 
 
-def test_images_are_the_pinned_flwr_and_run_as_non_root():
-    pinned = re.search(r'"flwr\[[^\]]*\]==([\d.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
-    assert pinned == flower.FLWR_VERSION
-    for name, base in (("Dockerfile.hospital", "flwr/supernode"), ("Dockerfile.coordinator", "flwr/superlink")):
-        text = (DEPLOY / name).read_text()
-        assert re.findall(r"^FROM (\S+)", text, re.M) == [f"{base}:{flower.FLWR_VERSION}"]
-        users = re.findall(r"^USER (\S+)", text, re.M)
-        assert users and users[-1] not in ("root", "0")
-        for key, value in flower.QUIET_ENV.items():  # the same environment as the launcher's processes
-            assert re.search(rf"{key}={value}\b", text), (name, key)
-        assert "torch==2.13.0" in text and "/cpu" in text  # never the CUDA build
-    assert re.search(r'^ENTRYPOINT \["flower-supernode"\]', (DEPLOY / "Dockerfile.hospital").read_text(), re.M)
-    assert re.search(r'^ENTRYPOINT \["flower-superlink"\]', (DEPLOY / "Dockerfile.coordinator").read_text(), re.M)
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compose") / "consortium"
+    layout = write_compose(out, sites=2, epsilon=6.0, rounds=2, local_steps=2, pretrain_steps=0,
+                           pretrain_patients=64, batch_size=8, min_patients=30, max_patients=40, seed=3,
+                           superlink_host="coordinator.example.org", port=19092)
+    return layout, yaml.safe_load(layout.compose_file.read_text())
 
 
-def test_superlink_service_has_the_launchers_flags_ports_and_volumes(compose):
+def test_the_dockerfile_installs_from_the_wheelhouse_only_and_runs_as_10001():
+    assert re.search(r"^ARG BASE=python:3\.11-slim-bookworm$", DOCKERFILE, re.M)  # a hospital can pull it
+    assert re.findall(r"^FROM (\S+)", DOCKERFILE, re.M) == ["${BASE}", "${BASE}", "runtime", "runtime"]
+    installs = re.findall(r"pip install[^&]*", DOCKERFILE)
+    assert len(installs) == 2 and all("--no-index" in i for i in installs)  # never an index, never a CUDA torch
+    assert "PIP_CERT" not in DOCKERFILE and "--index-url" not in DOCKERFILE
+    assert re.findall(r"^USER (\S+)", DOCKERFILE, re.M) == [f"{UID}:{UID}"]
+    for key, value in flower.QUIET_ENV.items():  # the same environment as the launcher's processes
+        assert re.search(rf"{key}={value}\b", DOCKERFILE), key
+    assert re.findall(r'^ENTRYPOINT \["(\S+)"\]', DOCKERFILE, re.M) == ["flower-supernode", "flower-superlink"]
+    ignored = (DEPLOY.parent / ".dockerignore").read_text().splitlines()
+    assert ignored[ignored.index("*") if "*" in ignored else 0] == "*"  # the context lets in only what is named
+
+
+def test_the_superlink_service_has_the_launchers_flags_and_mounts_no_private_key_but_its_own(consortium):
+    layout, compose = consortium
     service = compose["services"]["superlink"]
+    assert service["image"].startswith("raregraph-coordinator:") and service["network_mode"] == "host"
+    assert service["read_only"] is True and service["user"] == f"{UID}:{UID}" and service["tmpfs"] == ["/tmp"]
     got = flags(service["command"])
     expected = flags(flower.superlink_argv(ca_cert=Path("c"), server_cert=Path("s"), server_key=Path("k"),
                                            database=Path("d"), host="h", port=1)[1:])
-    assert set(got) == set(expected)
-    assert got["--port"] == str(flower.SUPERLINK_PORT) and service["ports"] == [f"{flower.SUPERLINK_PORT}:{flower.SUPERLINK_PORT}"]
+    assert set(got) == set(expected) | {"--health-server-address"}
+    assert got["--port"] == "19092" and got["--health-server-address"] == service["environment"]["RAREGRAPH_HEALTH"]
     for flag in ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile"):
         assert mounted(got[flag], service)[1], f"{flag} must be mounted read-only"
     assert not mounted(got["--database"], service)[1]  # state must be writable and persist
-    assert mounted("/keys/coordinator.pub", service)[1] and mounted("/bundle", service)[1]
+    hosts = [h for h, _ in mounts(service).values()]
+    assert "./certs/ca.key" not in hosts and not any("coordinator.key" in h for h in hosts)
+    run = RunConfig.from_mapping(tomllib.loads((layout.out / "coordinator" / "run-config.toml").read_text()))
+    assert mounted(str(run.bundle_path), service)[1] and mounted(str(run.bundle_pub), service)[1]
+    assert not mounted(str(run.run_dir), service)[1] and not mounted(str(run.site_keys), service)[1]
+    assert (layout.out / "coordinator" / "runs" / "run" / "site-keys" / "site-1.pub").is_file()
 
 
-@pytest.mark.parametrize("site", ["site-1", "site-2"])
-def test_hospital_services_have_the_launchers_flags_and_volumes(compose, site):
-    service = {**compose["x-hospital"], **compose["services"][site]}
-    got = flags(service["command"])
-    expected = flags(flower.supernode_argv(superlink="a:1", root_cert=Path("ca"), auth_key=Path("k"),
-                                           node_config=Path("n.toml"), port=2)[1:])
-    assert set(got) == set(expected)
-    assert got["--superlink"] == f"superlink:{flower.SUPERLINK_PORT}"
-    assert got["--port"] == str(flower.SUPERNODE_RUNTIME_PORT)
-    assert mounted(got["--auth-supernode-private-key"], service) == (f"./certs/supernode-auth/{site}.key", True)
-    assert mounted(got["--root-certificates"], service) == ("./certs/ca.crt", True)
-    assert mounted(got["--node-config"], service)[1]
-    # the example site config's paths are exactly what the service mounts, with the right modes
-    example = tomllib.loads((DEPLOY / "site.example.toml").read_text())
-    assert mounted(example["data-path"], service)[1], "data is mounted read-only"
-    assert not mounted(example["state-path"], service)[1], "state must be writable"
-    assert mounted(example["coordinator-pub"], service)[1] and mounted(example["site-key"], service)[1]
-    assert service["depends_on"] == ["superlink"]
+def test_each_hospital_service_mounts_its_own_files_with_the_right_modes(consortium):
+    layout, compose = consortium
+    ports = []
+    for site in layout.sites:
+        service = compose["services"][site]
+        assert service["depends_on"] == ["superlink"] and service["read_only"] is True
+        got = flags(service["command"])
+        expected = flags(flower.supernode_argv(superlink="a:1", root_cert=Path("ca"), auth_key=Path("k"),
+                                               node_config=Path("n.toml"), port=2)[1:])
+        assert set(got) == set(expected) | {"--health-server-address"}
+        assert got["--superlink"] == "coordinator.example.org:19092"
+        ports += [got["--port"], got["--health-server-address"].split(":")[1]]
+        assert mounted(got["--auth-supernode-private-key"], service) == (f"./certs/supernode-auth/{site}.key", True)
+        assert mounted(got["--root-certificates"], service) == ("./certs/ca.crt", True)
+        assert all(site in host or host == "./certs/ca.crt" for host, _ in mounts(service).values())
+        node = NodeConfig.from_mapping(tomllib.loads((layout.out / "sites" / site / "site.toml").read_text()))
+        assert node.site_id == site and node.epsilon == 6.0
+        assert mounted(str(node.data_path), service)[1], "data is mounted read-only"
+        assert not mounted(str(node.state_path), service)[1], "state must be writable"
+        assert mounted(str(node.site_key), service)[1] and mounted(str(node.coordinator_pub), service)[1]
+        if os.geteuid() == 0:  # the images' user owns what it must read or write
+            for secret in (layout.out / "sites" / site / "keys" / "site.key",
+                           layout.out / "certs" / "supernode-auth" / f"{site}.key"):
+                info = secret.stat()
+                assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (UID, 0o600), secret
+            assert layout.site_state(site).stat().st_uid == UID
+    assert len(set(ports)) == len(ports)  # host network: no two services share a port
 
 
-def test_site_example_explains_every_node_config_option_and_parses():
+def test_every_node_config_line_is_explained():
     text = (DEPLOY / "site.example.toml").read_text()
     example = tomllib.loads(text)
-    assert set(example) == set(NODE_KEYS)
-    node = NodeConfig.from_mapping(example)
-    assert node.epsilon == 8.0
-    for key in NODE_KEYS:
-        line = next(line for line in text.splitlines() if line.startswith(f"{key} "))
-        assert "#" in line, f"{key} has no explanation"
+    assert set(example) == set(NODE_KEYS) == set(example_comments())
+    assert NodeConfig.from_mapping(example).epsilon == 8.0
+
+
+def test_the_written_node_config_carries_the_examples_comment_on_every_key(consortium):
+    layout, _ = consortium
+    text = (layout.out / "sites" / "site-1" / "site.toml").read_text()
+    keyed = [line for line in text.splitlines() if line.startswith('"')]
+    assert len(keyed) == len(NODE_KEYS) and all(" # " in line for line in keyed)
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="needs Debian's docker-compose (scripts/bootstrap.sh)")
+def test_docker_compose_accepts_the_file(consortium):
+    layout, _ = consortium
+    done = subprocess.run(["docker-compose", "-f", str(layout.compose_file), "config", "--quiet"],
+                          capture_output=True, text=True, cwd=layout.out)
+    assert done.returncode == 0, done.stderr
