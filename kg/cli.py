@@ -62,7 +62,7 @@ def kg_build(
             graph = build_graph(sources, step=step)
             step("writing Parquet tables and build_report.json")
             graph.save(tmp)
-    counts = graph.counts()
+    counts = graph.manifest["counts"]  # what save() wrote: graph.counts(), computed once
     if json_out:
         print_json({"out": str(out), **counts, "build_report": graph.report})
         return

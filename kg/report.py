@@ -20,15 +20,18 @@ full conflict list), ``duplicate_edges_merged`` and the graph's totals.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from kg.assembly.crosswalk import Crosswalk, build_crosswalk, empty_claims
-from kg.assembly.source_tables import SourceTables
 from kg.sources.curated import CuratedLayer
 from kg.sources.hpo_annotations import HpoaFile
 from kg.sources.obo import OboOntology
 from kg.store import KnowledgeGraph
+
+if TYPE_CHECKING:  # annotations only: importing it loads every external source's reader
+    from kg.assembly.source_tables import SourceTables
 
 FORMAT = "raregraph-kg-build-report"
 FORMAT_VERSION = 1

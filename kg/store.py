@@ -20,14 +20,17 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from kg.schema import EDGE_COLUMNS, NODE_COLUMNS, RELATIONS
 from shared.errors import InputError
 from shared.signing.keys import sha256_file
+
+if TYPE_CHECKING:  # scipy is imported where a matrix is built: building or loading a graph never needs it
+    import scipy.sparse as sp
 
 FORMAT = "raregraph-kg"
 FORMAT_VERSION = 1
@@ -163,6 +166,8 @@ class KnowledgeGraph:
         return self._adjacency(rel.name, rel.source_type, rel.target_type, weight, fill)
 
     def _adjacency(self, relation: str, src_type: str, dst_type: str, weight: str, fill: float) -> LabeledMatrix:
+        import scipy.sparse as sp
+
         key = (relation, weight, fill)
         cache = self._adjacency_cache
         if key in cache:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -34,9 +35,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kg.assembly.crosswalk import Crosswalk
-from kg.assembly.source_tables import SourceTables
 from kg.schema import EDGE_COLUMNS, NODE_COLUMNS, RELATIONS
 from kg.store import KnowledgeGraph
+
+if TYPE_CHECKING:  # annotations only: importing it loads every external source's reader
+    from kg.assembly.source_tables import SourceTables
 
 _TEXT = ("provenance", "qualifier", "onset", "sex")
 _STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default ``str`` dtype

@@ -150,7 +150,8 @@ def parse_hpoa(path: str | Path) -> HpoaFile:
 
 def _check_values(table: pd.DataFrame, column: str, ok, path: Path, first_row: int, expected: str) -> None:
     """Raise on the first row whose ``column`` fails ``ok`` (checked once per distinct value)."""
-    bad = {v for v in table[column].unique() if not ok(v)}
+    # tolist converts the distinct values at once (iterating the Arrow array converts them one by one)
+    bad = {v for v in table[column].unique().tolist() if not ok(v)}
     if bad:
         idx = int(np.flatnonzero(table[column].isin(bad).to_numpy())[0])
         raise InputError(
@@ -159,14 +160,16 @@ def _check_values(table: pd.DataFrame, column: str, ok, path: Path, first_row: i
 
 
 def _frequencies(column: pd.Series, path: Path, first_row: int) -> np.ndarray:
-    mapping: dict[str, float] = {}
-    for value in column.unique():
+    """``parse_frequency`` of every row, parsed once per distinct value (a few thousand)."""
+    codes, uniques = pd.factorize(column)
+    numbers = np.empty(len(uniques), dtype=np.float64)
+    for code, value in enumerate(uniques):
         try:
-            mapping[value] = parse_frequency(value)
+            numbers[code] = parse_frequency(value)
         except ValueError as exc:
-            idx = int(np.flatnonzero((column == value).to_numpy())[0])
+            idx = int(np.flatnonzero(codes == code)[0])
             raise InputError(str(exc), file=path, line=first_row + idx, field="frequency") from None
-    return column.map(mapping).to_numpy(dtype=np.float64)
+    return numbers[codes]
 
 
 def _read_tsv(path: Path, columns: tuple[str, ...], *, skip: int) -> pd.DataFrame:
@@ -189,7 +192,8 @@ def _read_tsv(path: Path, columns: tuple[str, ...], *, skip: int) -> pd.DataFram
                 delimiter="\t", quote_char=False, invalid_row_handler=on_invalid
             ),
             convert_options=pa_csv.ConvertOptions(
-                column_types={c: pa.string() for c in columns}, strings_can_be_null=False
+                # large_string: the type pandas keeps its strings in, so to_pandas copies nothing
+                column_types={c: pa.large_string() for c in columns}, strings_can_be_null=False
             ),
         )
     except pa.ArrowInvalid as exc:

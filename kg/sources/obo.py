@@ -46,7 +46,9 @@ class OboOntology:
         return raw.rsplit("/", 1)[-1]
 
 
-_QUOTED = re.compile(r'^"((?:[^"\\]|\\.)*)"\s*(.*)$')
+# "text" then the rest; the text is runs of plain characters between escapes (the unrolled
+# form of (?:[^"\\]|\\.)*, which matches the same strings without a step per character)
+_QUOTED = re.compile(r'^"([^"\\]*(?:\\.[^"\\]*)*)"\s*(.*)$')
 _ESCAPE = re.compile(r"\\(.)")
 
 

@@ -131,3 +131,15 @@ def test_a_federation_command_loads_them_when_it_runs(tmp_path) -> None:
                   "--epsilon", "1", "--out", tmp_path / "run", "--guidance", "bogus")
     assert done["exit"] == 1 and "--guidance must be one of" in done["stderr"]
     assert _loaded(done["modules"], HEAVY) == sorted(HEAVY)
+
+
+def test_kg_build_without_external_sources_loads_no_scipy_and_no_external_reader(tmp_path) -> None:
+    """The embedded build (the command issue 23 times) needs pandas and pyarrow only: scipy (the
+    FAERS quantile, the adjacency matrices) and the Orphadata, PrimeKG, GARD and FAERS readers load
+    only when the build is given one of those sources."""
+    done = _child(CHILD, tmp_path, *LIGHT["kg build"](None, tmp_path))
+    assert done["exit"] == 0, done["stderr"]
+    assert _loaded(done["modules"], ("scipy",)) == []
+    readers = ("kg.sources.faers", "kg.sources.orphadata", "kg.sources.primekg", "kg.sources.gard",
+               "kg.assembly.inputs", "kg.assembly.source_tables")
+    assert [m for m in done["modules"] if m.startswith(readers)] == []
