@@ -91,9 +91,16 @@ def commented_node_config(node: NodeConfig) -> str:
 
 
 def _own(path: Path) -> None:
-    """Give ``path`` to the images' user when this process may (root)."""
+    """Give ``path`` (and what is under it) to the images' user when this process may (root)."""
     if os.geteuid() == 0:
-        os.chown(path, UID, GID)
+        for p in [path, *(path.rglob("*") if path.is_dir() else ())]:
+            os.chown(p, UID, GID)
+
+
+def _public(path: Path) -> None:
+    """Make ``path`` (public: the signed bundle) readable by everyone, the images' user included."""
+    for p in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 def write_compose(out: Path, *, sites: int, superlink_host: str = "127.0.0.1", port: int = flower.SUPERLINK_PORT,
@@ -147,6 +154,7 @@ def write_compose(out: Path, *, sites: int, superlink_host: str = "127.0.0.1", p
         for secret in (folder / "keys" / "site.key", certs.site_keys[name][0]):
             _own(secret)
         _own(folder / "state")
+        _own(folder / "data")  # the patients' data: readable by the site's container user only
         runtime_port, health[name] = next_port, next_port + 1
         next_port += 2
         argv = flower.supernode_argv(superlink=f"{superlink_host}:{port}", root_cert=Path("/certs/ca.crt"),
@@ -174,9 +182,9 @@ def write_compose(out: Path, *, sites: int, superlink_host: str = "127.0.0.1", p
         (coordinator / sub).mkdir(exist_ok=True)
     flower.write_connection(coordinator / "state" / "flwr-home", address=f"127.0.0.1:{port}",
                             root_cert=Path("/certs/ca.crt"), name=CONNECTION)
-    for path in [coordinator / "state", *(coordinator / "state").rglob("*"), coordinator / "runs",
-                 *(coordinator / "runs").rglob("*"), certs.server_key]:
+    for path in (coordinator / "state", coordinator / "runs", certs.server_key):
         _own(path)
+    _public(made.bundle)
     argv = flower.superlink_argv(ca_cert=Path("/certs/ca.crt"), server_cert=Path("/certs/superlink.crt"),
                                  server_key=Path("/certs/superlink.key"), database=Path("/state/superlink.db"),
                                  host="0.0.0.0", port=port)
@@ -222,6 +230,6 @@ _HEADER = """\
 #   docker-compose -p {project} exec -T superlink flwr run /app {connection} --run-config /config/run-config.toml
 #   docker-compose -p {project} exec -T superlink flwr ls {connection}
 #   docker-compose -p {project} logs -f site-1
-#   docker-compose -p {project} exec -T superlink raregraph audit /runs/run
+#   docker-compose -p {project} exec -T superlink raregraph audit /runs/run/ledger --keys /runs/run/site-keys --out /runs/audit
 #   docker-compose -p {project} down
 """

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -166,8 +168,16 @@ def write_app_archive(out: Path, *, root: Path | None = None, python: str = sys.
         old.unlink()
     step(f"app: building the {DISTRIBUTION} wheel from {root}")
     index = ["--no-index", "--find-links", str(wheelhouse)] if wheelhouse else []
-    done = subprocess.run([python, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
-                           *index, "--wheel-dir", str(dist), str(root)], capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:  # a clean copy: no stale build/ folder can reach the wheel
+        source = Path(tmp) / "source"
+        source.mkdir()
+        for name in APP_FILES:
+            shutil.copy2(root / name, source / name)
+        for name in APP_PACKAGES:
+            shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}  # fixed timestamps: the same source, the same wheel
+        done = subprocess.run([python, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
+                               *index, "--wheel-dir", str(dist), str(source)], capture_output=True, text=True, env=env)
     wheels = sorted(dist.glob("raregraph_synth-*.whl"))
     if done.returncode != 0 or len(wheels) != 1:
         raise ImageError(f"building the project wheel failed (exit {done.returncode}):\n{(done.stderr or done.stdout)[-2000:]}")
@@ -176,6 +186,7 @@ def write_app_archive(out: Path, *, root: Path | None = None, python: str = sys.
         if "__pycache__" in info.name.split("/") or info.name.endswith(".pyc"):
             return None
         info.uid = info.gid = 0
+        info.mtime = 0  # the same source gives the same archive: the image build reuses its layers
         info.uname = info.gname = "root"
         info.mode &= 0o755
         return info

@@ -106,7 +106,7 @@ class Compose:
     def __init__(self, compose_file: Path, project: str) -> None:
         self.file = compose_file
         self.project = project
-        self.argv = ["docker-compose", "--no-ansi", "-f", str(compose_file), "-p", project]
+        self.argv = ["docker-compose", "--ansi", "never", "-f", str(compose_file), "-p", project]
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 300.0) -> subprocess.CompletedProcess:
         done = subprocess.run([*self.argv, *args], capture_output=True, text=True, timeout=timeout,
@@ -129,11 +129,6 @@ class Compose:
 
     def state(self, service: str) -> dict:
         return json.loads(docker("inspect", "--format", "{{json .State}}", self.container(service)).stdout)
-
-    def processes(self, service: str) -> str:
-        """What runs in the service's container (``docker top``), one line a process."""
-        done = docker("top", self.container(service), "-eo", "pid,args", check=False)
-        return done.stdout if done.returncode == 0 else ""
 
     def down(self) -> None:
         self("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False, timeout=600)
