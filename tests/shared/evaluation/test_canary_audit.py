@@ -193,9 +193,12 @@ def test_a_bound_above_the_accountant_fails_the_audit(demo_bundle, coordinator_k
 @pytest.mark.slow
 def test_without_dp_the_canaries_are_found(demo_bundle, coordinator_key, sites, tmp_path) -> None:
     """The control run: non-private training memorises the canaries, so the bound is clearly positive
-    (this is what shows the membership test has the power to catch a broken DP-SGD)."""
+    (this is what shows the membership test has the power to catch a broken DP-SGD).
+
+    The inclusion draw comes from OS entropy, so ``correct`` varies between runs: measured over 12
+    seeded draws, 400 steps gave 18-20 of 20 (and 15 once in CI), 800 steps gave 20 every time."""
     code, out, _ = run("audit", "empirical", sites / "site-1", "--bundle", demo_bundle, "--pub", coordinator_key[1],
-                       "--no-dp", "--steps", "400", *TINY, "--out", tmp_path / "report", "--json")
+                       "--no-dp", "--steps", "800", *TINY, "--out", tmp_path / "report", "--json")
     assert code == 0
     doc = json.loads(out)
     assert doc["dp"] is False and doc["passed"] is None and doc["accountant_epsilon"] is None
