@@ -11,7 +11,6 @@ engine and built images (`raregraph deploy images`, or the container test).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -25,19 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deploy import flower  # noqa: E402
 from deploy.compose import write_compose  # noqa: E402
 from deploy.images import TARGETS, image_tag  # noqa: E402
-from deploy.local import LocalDeployment, prepare  # noqa: E402
+from deploy.local import LocalDeployment, checkpointed_round, prepare  # noqa: E402
 from deploy.processes import free_port  # noqa: E402
-from tests.containers import Compose, wait_until  # noqa: E402
+from tests.containers import Compose  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 SETTINGS = dict(epsilon=8.0, rounds=3, local_steps=20, pretrain_steps=0, pretrain_patients=64, batch_size=16,
                 noise_multiplicity=2, min_patients=30, max_patients=120, seed=5, round_timeout=600.0)
-
-
-def _round(run_dir: Path) -> int:
-    try:
-        return int(json.loads((run_dir / "checkpoint" / "state.json").read_text())["round"])
-    except (OSError, ValueError, KeyError):
-        return 0
 
 
 def containers(tmp: Path) -> tuple[float, float]:
@@ -54,7 +47,7 @@ def containers(tmp: Path) -> tuple[float, float]:
             flower.register_supernode(Path(f"/certs/supernode-auth/{site}.pub"), env=env, name=site, flwr=flwr)
         c("up", "-d", "--no-build")
         run_id = flower.submit_run(Path("/app"), env=env, run_config=Path("/config/run-config.toml"), flwr=flwr)
-        wait_until(lambda: _round(layout.run_dir) >= 1, timeout=900, what="round 1", poll=0.2)
+        wait_until(lambda: checkpointed_round(layout.run_dir) >= 1, timeout=900, what="round 1", poll=0.2)
         first = time.monotonic() - started
         wait_until(lambda: flower.run_status(run_id, env=env, flwr=flwr).startswith("finished"), timeout=1200,
                    what="the run", poll=1.0)

@@ -292,8 +292,7 @@ class LocalDeployment:
             The SuperLink exited, or ``timeout`` seconds passed.
         """
         deadline = time.monotonic() + timeout
-        state_file = RunFolder(self.layout.run.run_dir).checkpoint_state
-        while (done := _round_done(state_file)) < server_round:
+        while (done := checkpointed_round(self.layout.run.run_dir)) < server_round:
             superlink = self.procs.started["superlink"]
             if not superlink.alive():
                 raise DeploymentError(f"the SuperLink exited (code {superlink.popen.returncode}) before round "
@@ -315,7 +314,6 @@ class LocalDeployment:
             The SuperLink exited, or ``timeout`` seconds passed.
         """
         deadline = time.monotonic() + timeout
-        state_file = RunFolder(self.layout.run.run_dir).checkpoint_state
         last_status_check, shown, status = 0.0, None, "pending"
         while True:
             superlink = self.procs.started["superlink"]
@@ -327,7 +325,7 @@ class LocalDeployment:
                 status, last_status_check = flower.run_status(run_id, env=self.cli_env), now
                 if status.startswith("finished"):
                     return status
-            round_done = _round_done(state_file)
+            round_done = checkpointed_round(self.layout.run.run_dir)
             message = f"run {run_id}: {status}, round {round_done}/{self.layout.run.rounds} done"
             if message != shown:
                 step(message)
@@ -338,9 +336,10 @@ class LocalDeployment:
             time.sleep(poll)
 
 
-def _round_done(state_file: Path) -> int:
+def checkpointed_round(run_dir: Path) -> int:
+    """The last round the run in ``run_dir`` checkpointed (0 before the first, or while unreadable)."""
     try:
-        return int(json.loads(state_file.read_text())["round"])
+        return int(json.loads(RunFolder(run_dir).checkpoint_state.read_text())["round"])
     except (OSError, ValueError, KeyError):
         return 0
 

