@@ -2,8 +2,10 @@
 
 Prints one table: image sizes (from `docker image inspect`), then for each way of running the
 same consortium (3 simulated hospitals, 3 DP rounds, the same settings) the time from start
-to the first checkpointed round and the wall time of the whole run. Needs a running Docker
-engine and built images (`raregraph deploy images`, or the container test).
+to the first checkpointed round and the wall time of the whole run (medians; the two ways
+alternate run by run). Starts Docker's daemon when none runs (and stops it afterwards) and
+builds the images from this checkout first (cached layers make that quick after the container
+test), timing the build.
 
     python benchmarks/bench_containers.py [--runs 3]
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deploy import flower  # noqa: E402
 from deploy.compose import write_compose  # noqa: E402
-from deploy.images import TARGETS, image_tag  # noqa: E402
 from deploy.local import LocalDeployment, checkpointed_round, prepare  # noqa: E402
 from deploy.processes import free_port  # noqa: E402
-from tests.containers import Compose  # noqa: E402
+from deploy.images import make_images  # noqa: E402
+from tests.containers import CACHE, ROOT, Compose, base_image, container_engine, storage_driver  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
 
 SETTINGS = dict(epsilon=8.0, rounds=3, local_steps=20, pretrain_steps=0, pretrain_patients=64, batch_size=16,
@@ -72,20 +73,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    print("| image | size (GiB) |\n|---|---:|")
-    for target in TARGETS:
-        size = int(subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", image_tag(target)],
-                                  capture_output=True, text=True, check=True).stdout)
-        print(f"| `{image_tag(target)}` | {size / 2**30:.2f} |")
+    with container_engine(CACHE / "dockerd.log") as version:
+        started = time.monotonic()
+        built = make_images(ROOT, base=base_image())
+        print(f"Docker {version}, {storage_driver()} storage; images ready in {time.monotonic() - started:.0f} s\n")
+        print("| image | size (GiB) |\n|---|---:|")
+        for image in built:
+            print(f"| `{image.tag}` | {image.size / 2**30:.2f} |")
+        compare(args.runs)
+
+
+def compare(runs: int) -> None:
     rows = {"containers (docker-compose, 4 containers)": containers, "processes (`deploy local`)": processes}
-    print("\n| 3 sites, 3 DP rounds of 20 steps | start → round 1 (s) | whole run (s) | runs |\n|---|---:|---:|---:|")
-    for name, fn in rows.items():
-        times = []
-        for _ in range(args.runs):
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in rows}
+    for i in range(runs):  # interleaved, so a busy spell of the machine hits both ways alike
+        for name, fn in rows.items():
             with tempfile.TemporaryDirectory() as tmp:
-                times.append(fn(Path(tmp)))
-        print(f"| {name} | {statistics.median(t[0] for t in times):.0f} | {statistics.median(t[1] for t in times):.0f} "
-              f"| {args.runs} |", flush=True)
+                times[name].append(fn(Path(tmp)))
+            print(f"run {i + 1}/{runs}, {name}: round 1 after {times[name][-1][0]:.0f} s, "
+                  f"whole run {times[name][-1][1]:.0f} s", file=sys.stderr, flush=True)
+    print("\n| 3 sites, 3 DP rounds of 20 steps | start → round 1 (s) | whole run (s) | runs |\n|---|---:|---:|---:|")
+    for name, got in times.items():
+        print(f"| {name} | {statistics.median(t[0] for t in got):.0f} | {statistics.median(t[1] for t in got):.0f} "
+              f"| {runs} |", flush=True)
 
 
 if __name__ == "__main__":
