@@ -18,6 +18,7 @@ The Dockerfile copies ``build/wheelhouse`` and ``build/app/app.tar`` from the bu
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -122,11 +123,12 @@ def collect_wheelhouse(out: Path, *, step: Step = lambda _: None, python: str = 
         ``pip wheel`` failed (its output is quoted), or the torch wheel is not the CPU build.
     """
     requirements = out / REQUIREMENTS
-    if requirements.is_file() and _complete(out, requirements):
+    wanted = [*dependency_requirements(), "setuptools>=68"]  # setuptools: the project's build backend, offline
+    requested = _REQUESTED + hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()
+    if requirements.is_file() and _complete(out, requirements, requested):
         step(f"wheelhouse: {out} is complete, reused")
         return out
     out.mkdir(parents=True, exist_ok=True)
-    wanted = [*dependency_requirements(), "setuptools>=68"]  # setuptools: the project's build backend, offline
     step(f"wheelhouse: collecting {len(wanted)} requirements and their dependencies into {out} (pip wheel)")
     started = time.monotonic()
     done = subprocess.run([python, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
@@ -140,14 +142,21 @@ def collect_wheelhouse(out: Path, *, step: Step = lambda _: None, python: str = 
                          "put torch-2.13.0+cpu into pip's find-links and collect again")
     pins = wheel_pins(out)
     requirements.write_text("# every wheel in this folder, exact versions: "
-                            "pip install --no-index --find-links . -r requirements.txt\n" + "\n".join(pins) + "\n")
+                            "pip install --no-index --find-links . -r requirements.txt\n"
+                            f"{requested}\n" + "\n".join(pins) + "\n")
     step(f"wheelhouse: {len(pins)} wheels, {_size(out) / 2**20:.0f} MiB, in {time.monotonic() - started:.0f} s")
     return out
 
 
-def _complete(folder: Path, requirements: Path) -> bool:
-    pins = [line for line in requirements.read_text().splitlines() if line and not line.startswith("#")]
-    return bool(pins) and set(pins) <= set(wheel_pins(folder))
+_REQUESTED = "# collected for the project's requirements, sha256 "
+
+
+def _complete(folder: Path, requirements: Path, requested: str) -> bool:
+    """The folder was collected for these requirements (a dependency added to pyproject.toml since
+    means collecting again) and holds every wheel its requirements.txt names."""
+    lines = requirements.read_text().splitlines()
+    pins = [line for line in lines if line and not line.startswith("#")]
+    return requested in lines and bool(pins) and set(pins) <= set(wheel_pins(folder))
 
 
 def _size(folder: Path) -> int:
