@@ -21,6 +21,7 @@ from shared.evaluation.cli import evaluate
 from shared.model.cli import generate_cmd, train
 from shared.privacy.cli import carry_forward, plan, restore
 from server.release.cli import release
+from server.dashboard.cli import serve
 
 app = typer.Typer(
     name="raregraph",
@@ -46,6 +47,7 @@ app.command("evaluate")(evaluate)
 app.command("release")(release)
 app.command("federate")(federate)
 app.command("demo")(demo)
+app.command("serve")(serve)
 app.add_typer(audit_app, name="audit")
 app.add_typer(deploy_app, name="deploy")
 

@@ -32,6 +32,9 @@ have_initdb || debian_packages+=(postgresql)
 command -v dockerd >/dev/null 2>&1 || debian_packages+=(docker.io)
 command -v docker-compose >/dev/null 2>&1 || debian_packages+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || debian_packages+=(debootstrap)
+# the live view's browser test (tests/server/dashboard/test_browser.py): headless Chromium and its WebDriver
+[ -x /usr/bin/chromium ] || debian_packages+=(chromium)
+[ -x /usr/bin/chromedriver ] || debian_packages+=(chromium-driver)
 if [ "${#debian_packages[@]}" -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
