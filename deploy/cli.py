@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from shared.console import cli_errors, console, err_console, print_json, steps
+from shared.console import QuietAccepted, cli_errors, console, err_console, print_json, steps
 from shared.ehr.settings import DEFAULT_PASSWORD_ENV
 from shared.errors import ConfigError
 from shared.privacy.audit.cli import print_audit_summary
@@ -34,6 +34,7 @@ def certs(
     loopback: Annotated[bool, typer.Option("--loopback", help="Also put localhost, 127.0.0.1 and ::1 in the SuperLink certificate.")] = False,
     server_days: Annotated[int, typer.Option("--days", min=1, help="Validity of the SuperLink certificate in days.")] = 825,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing SuperLink certificate or site key (an existing CA is always reused).")] = False,
+    quiet: QuietAccepted = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
     """Make the consortium CA, the SuperLink's TLS certificate and each site's SuperNode

@@ -23,7 +23,8 @@ from server.app import make_app as make_server_app
 from server.config import RunConfig
 from shared import protocol as P
 from shared.atomic import write_bytes_atomic
-from shared.console import err_console
+from server.site_evaluation import SITE_NAME
+from shared.console import err_console, step_progress
 from shared.ehr.cdm_connection import CdmDatabase
 from shared.errors import InputError, RareGraphError
 from shared.model import META_FILE
@@ -32,6 +33,10 @@ from shared.signing.keys import new_keypair
 
 
 SiteData = Path | CdmDatabase  # a site's data: its folder (OMOP or FHIR), or its CDM database
+#: What a site id may be: it names the site's state folder, key and ledger files and SuperNode
+SITE_ID_RULE = "1–64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+#: flwr 1.41 logs this at WARNING each time `run_simulation` is called (see :func:`run_simulated`)
+RUN_SIMULATION_DEPRECATED = "The `run_simulation` function is deprecated"
 
 
 def site_name(data: SiteData) -> str:
@@ -50,6 +55,13 @@ def site_name(data: SiteData) -> str:
     if not name or name == ":memory:":
         raise InputError("a site's CDM URL must name its database (the site id is taken from it)", file=str(data))
     return name
+
+
+def site_id_problem(site_id: str) -> str | None:
+    """Why ``site_id`` cannot be a site id (see :data:`SITE_ID_RULE`), or None when it can."""
+    if SITE_NAME.match(site_id):
+        return None
+    return f"site id {site_id!r} is not a safe folder name: it must be {SITE_ID_RULE}"
 
 
 def _node_data(data: SiteData) -> dict:
@@ -71,14 +83,15 @@ def _node_data(data: SiteData) -> dict:
 
 def site_nodes(sites: Sequence[SiteData], *, state_root: Path, pub: Path, epsilon: float, delta: float,
                clip_norm: float, batch_size: int, noise_multiplicity: int, eval_noise_multiplier: float = 0.0,
-               holdouts: list[Path] | None = None) -> list[NodeConfig]:
+               holdouts: list[Path] | None = None, site_ids: Sequence[str] | None = None) -> list[NodeConfig]:
     """One node config per site; state folders under ``state_root``; ``holdouts``, when
     given, one held-out folder per site (its ``holdout-path``), in the same order.
 
     A site is a folder (node config ``data-path``) or a CDM database (``cdm-url``,
     ``cdm-schema``, ``vocabulary-schema`` and where its password comes from:
     ``cdm-password-env`` / ``cdm-password-file``; the password itself is never in a node
-    config). Its site id is :func:`site_name`.
+    config). Its site id is ``site_ids[i]`` when given (``site1/train`` and ``site2/train``
+    need them), else :func:`site_name`; every id must be distinct and :data:`SITE_ID_RULE`.
 
     Each simulated site gets its own Ed25519 identity key in its state folder
     (``STATE/<site>/identity/site.key``), made on first use and kept: the key signs the
@@ -89,14 +102,21 @@ def site_nodes(sites: Sequence[SiteData], *, state_root: Path, pub: Path, epsilo
     Raises
     ------
     InputError
-        Two sites with one name, a site folder or DuckDB file that is not there, a database
-        URL without a database name, or a held-out folder list of another length.
+        Two sites with one id, an id that is not a safe folder name, a site folder or DuckDB
+        file that is not there, a database URL without a database name, or a held-out folder
+        or site id list of another length.
     ConfigError
         A setting a node config refuses (ε ≤ 0, δ outside (0, 1), a URL holding a password, ...).
     """
-    names = [site_name(s) for s in sites]
-    if len(set(names)) != len(names):
-        raise InputError("sites must have distinct names (they name the state folders)")
+    if site_ids is not None and len(site_ids) != len(sites):
+        raise InputError(f"{len(site_ids)} site ids for {len(sites)} sites: give one per site, in order, or none")
+    names = list(site_ids) if site_ids is not None else [site_name(s) for s in sites]
+    for name, data in zip(names, sites):
+        if problem := site_id_problem(name):
+            raise InputError(problem, file=str(data))
+    if repeated := sorted({n for n in names if names.count(n) > 1}):
+        raise InputError(f"sites must have distinct ids (they name the state folders); {', '.join(map(repr, repeated))} "
+                         "is given more than once")
     if holdouts and len(holdouts) != len(sites):
         raise InputError(f"{len(holdouts)} held-out folders for {len(sites)} sites: give one per site, in order, or none")
     data = [_node_data(s) for s in sites]
@@ -150,13 +170,38 @@ def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: boo
                           f"{f', loss {loss:.3f}' if loss is not None else ''}; {eps}", highlight=False)
 
     client = client_app or make_client_app(lambda context: nodes[int(context.node_config["partition-id"])])
-    server = make_server_app(run, on_round=on_round)
+    server = make_server_app(run, on_round=on_round,
+                             pretrain_progress=lambda total: step_progress("coordinator pretraining", total,
+                                                                           quiet=not show_progress))
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("flwr").setLevel(logging.WARNING)
-    run_simulation(server_app=server, client_app=client, num_supernodes=len(nodes),
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-                   verbose_logging=False)
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.setLevel(logging.WARNING)
+    # `run_simulation` is still flwr 1.41's only in-process simulation entry point (the notice
+    # says to use `flwr run`, which packages the app for a SuperLink and cannot carry the
+    # node configs, RunConfig and callbacks bound here). It logs the notice (a log record, not
+    # a Python warning) in flwr/simulation/run_simulation.py, `run_simulation`, line 150:
+    # `warn_deprecated_feature("The `run_simulation` function is deprecated ...")`. Drop that
+    # one record for the length of this call; every other Flower message still shows.
+    notice = _DropRecord(RUN_SIMULATION_DEPRECATED)
+    flwr_log.addFilter(notice)
+    try:
+        run_simulation(server_app=server, client_app=client, num_supernodes=len(nodes),
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+                       verbose_logging=False)
+    finally:
+        flwr_log.removeFilter(notice)
     folder = RunFolder(run.run_dir)
     if not (folder.model / META_FILE).is_file():
         raise RareGraphError(f"{run.run_dir}: the federation ended without a model (see the log above)")
     return json.loads(folder.privacy.read_text())
+
+
+class _DropRecord(logging.Filter):
+    """Drops log records whose message, once formatted, holds ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from kg.metapaths import FEATURE_METAPATHS, SIMILARITY_METAPATHS, parse_metapath
 from shared.atomic import atomic_dir
-from shared.console import cli_errors, console, print_json, steps
+from shared.console import QuietAccepted, cli_errors, console, print_json, steps
 from shared.errors import InputError
 from shared.signing.keys import load_private_key
 
@@ -89,6 +89,7 @@ def _print_report(report: dict) -> None:
 @kg_app.command("stats")
 def kg_stats(
     graph_dir: Annotated[Path, typer.Argument(help="A graph folder made by `raregraph kg build`.")],
+    quiet: QuietAccepted = False,
     json_out: Json = False,
 ) -> None:
     """Counts per node type, identifier namespace and relation; live/obsolete HPO terms.
@@ -125,10 +126,11 @@ def kg_paths(
         f"symmetric ones add PathSim: {', '.join(SIMILARITY_METAPATHS)}.")],
     top: Annotated[int, typer.Option("--top", min=1, help="How many targets to show.")] = 20,
     damping: Annotated[float, typer.Option("--damping", min=0.0, help="DWPC damping exponent w.")] = 0.4,
+    quiet: QuietAccepted = False,
     json_out: Json = False,
 ) -> None:
-    """Targets reached from SOURCE along a meta-path, with path count and DWPC (and PathSim
-    for symmetric meta-paths), best DWPC first.
+    """Targets reached from SOURCE along a meta-path, with path count and DWPC, best DWPC
+    first; for symmetric meta-paths also PathSim, and then best PathSim first (ties by DWPC).
 
     Example: raregraph kg paths out/kg --source ORPHA:558 --metapath DhP --top 20 --json
     """
@@ -149,7 +151,9 @@ def kg_paths(
         pc_row, dw_row = pc.matrix.getrow(0).toarray().ravel(), dwpc.matrix.getrow(0).toarray().ravel()
         sim_row = sim.matrix.getrow(0).toarray().ravel() if sim is not None else None
         hits = np.flatnonzero(pc_row)
-        order = hits[np.lexsort((hits, -dw_row[hits]))][:top]
+        # np.lexsort sorts by its last key first: the score the table is labelled by, then DWPC, then id order
+        keys = (hits, -dw_row[hits]) if sim_row is None else (hits, -dw_row[hits], -sim_row[hits])
+        order = hits[np.lexsort(keys)][:top]
         targets = []
         for j in order:
             row = {"id": pc.col_ids[j], "name": graph.node_names.get(pc.col_ids[j], ""),
@@ -158,11 +162,13 @@ def kg_paths(
                 row["pathsim"] = float(sim_row[j])
             targets.append(row)
     data = {"source": source, "source_name": graph.node_names.get(source, ""), "metapath": metapath,
-            "damping": damping, "reached": int(len(hits)), "targets": targets}
+            "damping": damping, "reached": int(len(hits)), "sorted_by": "dwpc" if sim_row is None else "pathsim",
+            "targets": targets}
     if json_out:
         print_json(data)
         return
-    table = Table(title=f"{source} {data['source_name']} — {metapath} ({len(hits):,} reached)", show_edge=False)
+    table = Table(title=f"{source} {data['source_name']} — {metapath} ({len(hits):,} reached, best "
+                        f"{'DWPC' if sim_row is None else 'PathSim'} first)", show_edge=False)
     for col in ("target", "name", "paths", "DWPC", *(("PathSim",) if sim_row is not None else ())):
         table.add_column(col, justify="right" if col in ("paths", "DWPC", "PathSim") else "left")
     for t in targets:
@@ -208,6 +214,7 @@ def bundle_make(
 def bundle_verify(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder.")],
     pub: Annotated[Path, typer.Option("--pub", help="The coordinator's public key (PREFIX.pub).")],
+    quiet: QuietAccepted = False,
     json_out: Json = False,
 ) -> None:
     """Exit 0 only if the signature verifies and every file matches the signed manifest.

@@ -28,7 +28,7 @@ from shared.runs import RunFolder
 def federate(
     bundle: Annotated[Path, typer.Option("--bundle", help="The signed study bundle.")],
     pub: Annotated[Path, typer.Option("--pub", help="Coordinator public key (pinned by every site).")],
-    sites: Annotated[list[Path], typer.Option("--sites", help="Site folders, one virtual hospital each (repeat the option).")],
+    sites: Annotated[list[str], typer.Option("--sites", help="Site folders, one virtual hospital each (repeat the option): PATH (the folder's name is the site id) or ID=PATH (e.g. site-1=hospitals/a/train).")],
     epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="Each site's privacy budget ε (lifetime, per dataset).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: model/, privacy.json, checkpoint/, state/.")],
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 5,
@@ -54,7 +54,7 @@ def federate(
     """Federated training with DP-SGD at every site on Flower's simulation engine; ends with
     OUT/model for `raregraph generate` and OUT/privacy.json with every site's rounds and ε.
 
-    Example: raregraph federate --bundle out/bundle --pub keys/coordinator.pub --sites sites/site-1 --sites sites/site-2 --rounds 3 --epsilon 4 --out out/run
+    Example: raregraph federate --bundle out/bundle --pub keys/coordinator.pub --sites sites/site-1 --sites site-2=hospitals/b/train --rounds 3 --epsilon 4 --out out/run
     """
     from deploy.simulation import publish_site_keys, run_simulated, site_nodes
     from shared.bundle import StudyBundle
@@ -64,15 +64,16 @@ def federate(
         # everything is checked before the first file is written (site keys, the run folder)
         if problem := guidance_problem(guidance, "--guidance"):
             raise InputError(problem)
+        site_ids, site_dirs = parse_sites(sites)
         StudyBundle.load(bundle, pub)
         run = RunConfig(run_dir=out.resolve(), bundle_path=bundle.resolve(), bundle_pub=pub.resolve(), rounds=rounds,
                         guidance=guidance, pretrain_steps=pretrain_steps, local_steps=local_steps, lr=lr, seed=seed,
                         planned_rounds=planned_rounds, min_sites=min(min_sites, len(sites)),
                         evaluate_fraction=evaluate_fraction, eval_per_disease=eval_per_disease,
                         site_keys=RunFolder(out.resolve()).site_keys)
-        nodes = site_nodes(sites, state_root=state_root or RunFolder(out).state, pub=pub, epsilon=epsilon, delta=delta,
+        nodes = site_nodes(site_dirs, state_root=state_root or RunFolder(out).state, pub=pub, epsilon=epsilon, delta=delta,
                            clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
-                           eval_noise_multiplier=eval_noise_multiplier, holdouts=holdouts)
+                           eval_noise_multiplier=eval_noise_multiplier, holdouts=holdouts, site_ids=site_ids)
         publish_site_keys(nodes, run.site_keys)
         privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
         audit = audit_run(run.run_dir)
@@ -94,6 +95,38 @@ def federate(
     print_audit_summary(audit, run.run_dir)
     if not audit.ok:
         raise typer.Exit(1)
+
+
+def parse_sites(values: list[str]) -> tuple[list[str], list[Path]]:
+    """Site ids and folders of the ``--sites`` values, in order: ``ID=PATH`` (split at the
+    first ``=``, so a path may hold one when an id is given) or ``PATH`` (the id is the
+    folder's name).
+
+    Raises
+    ------
+    InputError
+        An empty path, an id that is not a safe folder name, or one id given twice; the
+        message names ``--sites``.
+    """
+    from deploy.simulation import site_id_problem  # loads Flower: only when the command runs
+
+    ids, folders = [], []
+    for value in values:
+        site_id, sep, path = value.partition("=")
+        if not sep:
+            site_id, path = Path(value).name, value
+        if not path:
+            raise InputError(f"--sites {value!r}: no folder after {site_id}= (give ID=PATH or PATH)")
+        if problem := site_id_problem(site_id):
+            how = "" if sep else " (taken from the folder's name; give one as ID=PATH)"
+            raise InputError(f"--sites {value!r}: {problem}{how}")
+        if site_id in ids:
+            first = values[ids.index(site_id)]
+            raise InputError(f"--sites {first!r} and {value!r} have the same site id {site_id!r}: site ids name the "
+                             "state folders and must differ; give each site one as ID=PATH")
+        ids.append(site_id)
+        folders.append(Path(path))
+    return ids, folders
 
 
 def print_site_evaluation(run_dir: Path) -> dict | None:

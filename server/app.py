@@ -6,17 +6,18 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.config import RunConfig
-from server.federation import run_federation
+from server.federation import StepProgress, run_federation
 
 
-def make_app(run: RunConfig | None = None, *, on_round=None) -> ServerApp:
-    """A ServerApp; ``run`` given → use it (``raregraph federate``), else parse the run config."""
+def make_app(run: RunConfig | None = None, *, on_round=None, pretrain_progress: StepProgress | None = None) -> ServerApp:
+    """A ServerApp; ``run`` given → use it (``raregraph federate``), else parse the run config;
+    ``pretrain_progress`` shows the coordinator's pretraining (see :func:`server.federation.run_federation`)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run_federation(grid, run if run is not None else RunConfig.from_mapping(dict(context.run_config)),
-                       on_round=on_round)
+                       on_round=on_round, pretrain_progress=pretrain_progress)
 
     return app
 

@@ -26,6 +26,8 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
@@ -49,6 +51,11 @@ from shared.model.settings import TrainConfig
 from shared.signing.keys import load_public_key
 
 log = logging.getLogger("raregraph.server")
+#: ``progress(total)`` → a context that yields ``on_step(step, loss)``: how a caller shows the
+#: coordinator's pretraining (``raregraph federate``: :func:`shared.console.step_progress`)
+StepProgress = Callable[[int], AbstractContextManager[Callable[[int, float], None] | None]]
+
+
 def _resume_point(run: RunConfig) -> Resume | None:
     """The checkpoint to resume from, after checking it belongs to a run with these settings."""
     resume = read_checkpoint(run.run_dir)
@@ -117,12 +124,13 @@ def distribute_bundle(grid: Grid, nodes: list[int], bundle: StudyBundle, timeout
     return sorted(ready)
 
 
-def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
+def run_federation(grid: Grid, run: RunConfig, *, on_round=None, pretrain_progress: StepProgress | None = None) -> dict:
     """Run all rounds; return a summary. Writes RUN/model, RUN/privacy.json, RUN/checkpoint.
 
     A run folder that holds a checkpoint but no model is resumed from its last round (same run
     id, same settings, the checkpointed weights, no pretraining); one that holds a model is
-    finished and refused.
+    finished and refused. ``pretrain_progress(total)``, when given, is entered around the
+    pretraining and its ``on_step(step, loss)`` called after every step.
     """
     run.run_dir.mkdir(parents=True, exist_ok=True)
     bundle = StudyBundle.load(run.bundle_path, run.bundle_pub)
@@ -148,8 +156,10 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None) -> dict:
         started = time.perf_counter()
         prior = PriorSampler(bundle)
         public = prior.sample(prior.uniform_conditions(run.pretrain_patients, seed=run.seed), seed=run.seed)
-        pretrained, losses = train_local(public, bundle, guidance=run.guidance,
-                                         config=TrainConfig(steps=run.pretrain_steps, seed=run.seed))
+        with (pretrain_progress or (lambda _total: nullcontext()))(run.pretrain_steps) as on_step:
+            pretrained, losses = train_local(public, bundle, guidance=run.guidance,
+                                             config=TrainConfig(steps=run.pretrain_steps, seed=run.seed),
+                                             on_step=on_step)
         model.load_state_dict(pretrained.model.state_dict())
         pretraining = {"patients": run.pretrain_patients, "steps": run.pretrain_steps, "final_loss": losses[-1],
                        "seconds": round(time.perf_counter() - started, 1), "source": "public knowledge (bundle)"}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from shared.console import cli_errors, console, load_bundle, print_json
+from shared.console import QuietAccepted, cli_errors, console, load_bundle, print_json
 from shared.ehr.settings import ACCEPT, DEFAULT_ACCEPT, DEFAULT_PASSWORD_ENV
 from shared.errors import InputError
 
@@ -33,6 +33,7 @@ def validate(
     bundle: BundleOpt = None,
     pub: PubOpt = None,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and drop bad rows instead of stopping.")] = False,
+    quiet: QuietAccepted = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Folder to write report.html (for people, no scripts) and report.json into.")] = None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.evaluation.utility import CHANCE_AUROC, RATIO_NOT_MEANINGFUL
+
 #: Headline rows of report.md: (group, key, label, what it means and what good looks like).
 HEADLINES: tuple[tuple[str, str, str, str], ...] = (
     ("fidelity", "mmd2", "MMD² (unbiased)",
@@ -41,16 +43,16 @@ HEADLINES: tuple[tuple[str, str, str, str], ...] = (
     ("utility", "disease_auroc_tstr", "Which disease: TSTR AUROC",
      "Model trained on synthetic, tested on held-out real patients (macro one-vs-rest); as high as TRTR is good."),
     ("utility", "disease_auroc_trtr", "Which disease: TRTR AUROC (baseline)", "The same model trained on real patients."),
-    ("utility", "disease_auroc_ratio", "Which disease: TSTR / TRTR", "≥ 0.95 is the target."),
+    ("utility", "disease_auroc_ratio", "Which disease: TSTR / TRTR", "≥ 0.95 is the target (n/a when TRTR is at or below chance, 0.5)."),
     ("utility", "drug_adverse_event_auroc_tstr", "Adverse event after the first drug: TSTR AUROC",
      "Predicting whether an adverse event follows the first drug, trained on synthetic."),
     ("utility", "drug_adverse_event_auroc_trtr", "Adverse event after the first drug: TRTR AUROC (baseline)",
      "The same, trained on real patients."),
-    ("utility", "drug_adverse_event_auroc_ratio", "Adverse event after the first drug: TSTR / TRTR", "≥ 0.95 is the target."),
+    ("utility", "drug_adverse_event_auroc_ratio", "Adverse event after the first drug: TSTR / TRTR", "≥ 0.95 is the target (n/a when TRTR is at or below chance, 0.5)."),
     ("utility", "onset_auroc_tstr", "Later phenotype onset: TSTR AUROC (mean)",
      "Predicting a phenotype's first appearance after the index window, mean over the phenotypes below."),
     ("utility", "onset_auroc_trtr", "Later phenotype onset: TRTR AUROC (mean, baseline)", "The same, trained on real patients."),
-    ("utility", "onset_auroc_ratio", "Later phenotype onset: TSTR / TRTR", "≥ 0.95 is the target."),
+    ("utility", "onset_auroc_ratio", "Later phenotype onset: TSTR / TRTR", "≥ 0.95 is the target (n/a when TRTR is at or below chance, 0.5)."),
     ("privacy", "exact_copy_share", "Exact copies of training patients",
      "Share of synthetic patients identical to a training patient; 0 is good."),
     ("privacy", "exact_copy_share_holdout", "Exact matches to holdout (baseline)",
@@ -119,8 +121,11 @@ def render_markdown(metrics: dict[str, Any], *, title: str) -> str:
     lines += ["## Headline metrics", "", "| Metric | Value | What it means (what good looks like) |",
               "|---|---|---|"]
     for group, key, label, meaning in HEADLINES:
-        if key in metrics.get(group, {}):
-            lines.append(f"| {_cell(label)} | {_fmt(metrics[group][key])} | {_cell(meaning)} |")
+        values = metrics.get(group, {})
+        if key in values:
+            value = (_ratio(values[key], values.get(key.replace("_ratio", "_trtr")))
+                     if key.endswith("_auroc_ratio") else _fmt(values[key]))
+            lines.append(f"| {_cell(label)} | {value} | {_cell(meaning)} |")
     tasks = metrics.get("utility", {}).get("tasks", {})
     if tasks:
         lines += ["", "## Utility per task (AUROC on the holdout)", "",
@@ -129,7 +134,8 @@ def render_markdown(metrics: dict[str, Any], *, title: str) -> str:
                   "| Task | TSTR | TRTR | TSTR / TRTR | Train (real) | Train (synthetic) | Test |",
                   "|---|---|---|---|---|---|---|"]
         for name, r in tasks.items():
-            lines.append(f"| {_cell(name)} | {_fmt(r.get('tstr'))} | {_fmt(r.get('trtr'))} | {_fmt(r.get('ratio'))} | "
+            lines.append(f"| {_cell(name)} | {_fmt(r.get('tstr'))} | {_fmt(r.get('trtr'))} | "
+                         f"{_ratio(r.get('ratio'), r.get('trtr'))} | "
                          f"{_fmt(r.get('n_train_real'))} | {_fmt(r.get('n_train_synthetic'))} | {_fmt(r.get('n_test'))} |")
     plausibility = metrics.get("plausibility", {})
     if plausibility:
@@ -163,6 +169,14 @@ def _fmt(v: Any) -> str:
     if isinstance(v, list):
         return ", ".join(_fmt(x) for x in v)
     return str(v)
+
+
+def _ratio(ratio: Any, trtr: Any) -> str:
+    """A TSTR / TRTR cell: the ratio, or why it means nothing when TRTR is not above chance
+    (judged from TRTR itself, so a site's numbers-only report says it too)."""
+    if isinstance(trtr, (int, float)) and trtr <= CHANCE_AUROC:
+        return _cell(RATIO_NOT_MEANINGFUL)
+    return _fmt(ratio)
 
 
 def _cell(text: str) -> str:

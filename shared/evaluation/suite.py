@@ -33,7 +33,13 @@ from shared.evaluation.plausibility import GraphKnowledge, plausibility
 from shared.evaluation.dcr import dcr_membership_auroc, dcr_percentiles, exact_copy_share
 from shared.evaluation.stats import auroc_null_sd, check_same_columns
 from shared.evaluation.temporal import DEFAULT_MIN_COUNT, transition_r2
-from shared.evaluation.utility import DEFAULT_MAX_PHENOTYPES, TaskResult, tstr_trtr
+from shared.evaluation.utility import (
+    DEFAULT_MAX_PHENOTYPES,
+    RATIO_NOT_MEANINGFUL,
+    TaskResult,
+    auroc_ratio,
+    tstr_trtr,
+)
 from shared.trajectories.tensors import TrajectoryTensors
 
 #: Folds of the real-vs-synthetic discriminator.
@@ -196,20 +202,28 @@ def _attacks(real: TrajectoryTensors, synthetic: TrajectoryTensors, holdout: Tra
 
 
 def _utility(tasks: list[TaskResult]) -> dict[str, Any]:
-    """The utility group: per task, and headline keys for disease, drug–AE and mean onset."""
-    out: dict[str, Any] = {"tasks": {t.name: {"tstr": t.tstr, "trtr": t.trtr, "ratio": t.ratio,
+    """The utility group: per task, and headline keys for disease, drug–AE and mean onset. A
+    ratio whose TRTR is not above chance is null, with a ``ratio_note`` / ``*_ratio_note``
+    saying why (:data:`~shared.evaluation.utility.RATIO_NOT_MEANINGFUL`)."""
+    out: dict[str, Any] = {"tasks": {t.name: {"tstr": t.tstr, "trtr": t.trtr, **_ratio("ratio", t.tstr, t.trtr),
                                               "n_train_real": t.n_train_real, "n_train_synthetic": t.n_train_synth,
                                               "n_test": t.n_test} for t in tasks}}
     for t in tasks:
         if t.name in ("disease", "drug_adverse_event"):
-            out |= {f"{t.name}_auroc_tstr": t.tstr, f"{t.name}_auroc_trtr": t.trtr, f"{t.name}_auroc_ratio": t.ratio}
+            out |= {f"{t.name}_auroc_tstr": t.tstr, f"{t.name}_auroc_trtr": t.trtr,
+                    **_ratio(f"{t.name}_auroc_ratio", t.tstr, t.trtr)}
     onset = [t for t in tasks if t.name.startswith("onset:")]
     out["onset_phenotypes"] = [t.name.removeprefix("onset:") for t in onset]
     if onset:
         tstr, trtr = sum(t.tstr for t in onset) / len(onset), sum(t.trtr for t in onset) / len(onset)
-        out |= {"onset_auroc_tstr": tstr, "onset_auroc_trtr": trtr,
-                "onset_auroc_ratio": tstr / trtr if trtr > 0 else None}
+        out |= {"onset_auroc_tstr": tstr, "onset_auroc_trtr": trtr, **_ratio("onset_auroc_ratio", tstr, trtr)}
     return out
+
+
+def _ratio(key: str, tstr: float, trtr: float) -> dict[str, Any]:
+    """``{key: TSTR / TRTR}``, or ``{key: None, key_note: why}`` when the ratio means nothing."""
+    ratio = auroc_ratio(tstr, trtr)
+    return {key: ratio} if math.isfinite(ratio) else {key: None, f"{key}_note": RATIO_NOT_MEANINGFUL}
 
 
 def write_report(metrics: dict[str, Any], out: Path, *, title: str, overwrite: bool = False) -> Path:

@@ -22,6 +22,13 @@ from shared.evaluation.classifier import DEFAULT_L2, fit_logistic
 from shared.evaluation.stats import auroc, check_same_columns
 from shared.trajectories.tensors import TrajectoryTensors
 
+#: AUROC of a ranking by chance. A TRTR at or below it means the real training patients do
+#: not predict the task on the holdout: TSTR / TRTR then divides by a guess (0.85 / 0.5 = 1.7
+#: would read as "met") and is not reported.
+CHANCE_AUROC = 0.5
+#: What reports say in place of such a ratio (report.md's cell, metrics.json's ``*_note``).
+RATIO_NOT_MEANINGFUL = "n/a: TRTR at or below chance (AUROC 0.5), so TSTR / TRTR means nothing"
+
 #: Phenotypes turned into onset tasks, at most (the most balanced ones in the real data).
 DEFAULT_MAX_PHENOTYPES = 5
 #: An onset task needs this many new-onset and this many onset-free real training patients.
@@ -42,7 +49,8 @@ class TaskResult:
         AUROC (macro one-vs-rest for ``disease``) of the model trained on synthetic / on
         real patients. A training set with a single class cannot rank: AUROC 0.5.
     ratio
-        tstr / trtr (NaN when trtr is NaN or 0).
+        tstr / trtr; NaN when trtr is NaN or not above :data:`CHANCE_AUROC`
+        (:func:`auroc_ratio`).
     n_train_real, n_train_synth, n_test
         Eligible patients in each set.
     """
@@ -54,6 +62,12 @@ class TaskResult:
     n_train_real: int
     n_train_synth: int
     n_test: int
+
+
+def auroc_ratio(tstr: float, trtr: float) -> float:
+    """TSTR / TRTR, or NaN when TRTR is NaN or at most :data:`CHANCE_AUROC` (the real-data
+    model ranks no better than chance, so there is no baseline to compare with)."""
+    return tstr / trtr if np.isfinite(trtr) and trtr > CHANCE_AUROC else float("nan")
 
 
 def disease_task(t: TrajectoryTensors, n_diseases: int) -> Dataset:
@@ -214,8 +228,7 @@ def tstr_trtr(
             continue
         trtr = _score(x_r, y_r, x_h, y_h, l2=l2)
         tstr = _score(x_s, y_s, x_h, y_h, l2=l2)
-        ratio = tstr / trtr if np.isfinite(trtr) and trtr > 0 else float("nan")
-        results.append(TaskResult(name=name, tstr=tstr, trtr=trtr, ratio=ratio, n_train_real=int(y_r.size),
+        results.append(TaskResult(name=name, tstr=tstr, trtr=trtr, ratio=auroc_ratio(tstr, trtr), n_train_real=int(y_r.size),
                                   n_train_synth=int(y_s.size), n_test=int(y_h.size)))
     return results
 

@@ -13,7 +13,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from shared.atomic import atomic_dir
-from shared.console import cli_errors, console, err_console, load_bundle, print_json
+from shared.console import Quiet, cli_errors, console, err_console, load_bundle, print_json
+from shared.console import steps as stages  # `steps` is the sampler steps option here
 from shared.ehr.cdm_option_types import (
     PasswordFileOpt,
     SchemaOpt,
@@ -51,7 +52,7 @@ def train(
     clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Per-patient gradient clip norm (DP).")] = DEFAULT_CLIP_NORM,
     noise_multiplicity: Annotated[int, typer.Option("--noise-multiplicity", min=1, help="Diffusion noise draws per patient and step (DP).")] = 4,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model folder.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Train the diffusion model on one site's records; without --epsilon it is not
@@ -125,6 +126,7 @@ def generate_cmd(
     schema: SchemaOpt = None,
     db_password_file: PasswordFileOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
+    quiet: Quiet = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the data card as JSON.")] = False,
 ) -> None:
     """Sample synthetic patients and write them as OMOP CDM v5.4 tables (person,
@@ -137,11 +139,14 @@ def generate_cmd(
     from shared.model.checkpoint import load_model
     from shared.model.generation import data_card, generate, write_synthetic
 
-    with cli_errors():
+    with cli_errors(), stages("generate", quiet=quiet or json_out) as step:
         vocab, database = release_options(fmt, vocabulary, vocabulary_db, vocabulary_schema, to_db, schema,
                                           password_file=db_password_file)
+        step("verifying the bundle")
         b = load_bundle(bundle, pub)
+        step("loading the model")
         trained = load_model(model_dir, b)
+        step(f"sampling {n:,} patients ({steps} DDIM steps)")
         try:
             cohort, _ = generate(trained, b, n=n, disease=disease, seed=seed, steps=steps,
                                  guidance_scale=guidance_scale, eta=eta)
@@ -149,6 +154,7 @@ def generate_cmd(
             raise InputError(str(exc), field="--disease") from None
         card = data_card(trained, b, cohort, seed=seed, steps=steps, guidance_scale=guidance_scale, eta=eta,
                          disease=disease)
+        step(f"writing OMOP tables to {out}" + (f" and {database.describe()}" if database is not None else ""))
         card = write_synthetic(cohort, out, card=card, fmt=fmt, overwrite=overwrite, vocabulary=vocab,
                                database=database)
     if json_out:

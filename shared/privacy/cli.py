@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from shared.console import cli_errors, console, err_console, print_json
+from shared.console import QuietAccepted, cli_errors, console, err_console, print_json
 from shared.privacy.settings import ACCOUNTANT_NAMES
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ def plan(
     steps_per_round: Annotated[int, typer.Option("--steps-per-round", min=1, help="Local optimizer steps per round.")],
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Planned federated rounds.")],
     accountant: Annotated[str, typer.Option("--accountant", help=f"Accountant: {' or '.join(ACCOUNTANT_NAMES)}.")] = "rdp",
+    quiet: QuietAccepted = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Calibrate the DP-SGD noise multiplier σ for a whole planned run and show ε after each round.
@@ -82,6 +83,7 @@ def restore(
     copy: Annotated[Path, typer.Argument(help="A copy of the site's ledger: the coordinator's RUN/ledger/<site>.jsonl, an auditor's, a backup.")],
     into: Annotated[Path, typer.Option("--into", help="The site's privacy folder: STATE/privacy for a federated site, STATE for `raregraph train --epsilon`. It must hold no privacy state.")],
     site_key: Annotated[Path, typer.Option("--site-key", help="The site's private key, the one that signed the ledger.")],
+    quiet: QuietAccepted = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print what was restored as JSON.")] = False,
 ) -> None:
     """Rebuild a lost privacy folder (state and ledger) from a copy of the site's signed ledger.
@@ -107,6 +109,7 @@ def carry_forward(
     epsilon: Annotated[float, typer.Option("--epsilon", help="The site's ε budget from now on, the carried ε included.")],
     delta: Annotated[float, typer.Option("--delta", help="The site's δ budget from now on, the carried δ included.")],
     accountant: Annotated[str, typer.Option("--accountant", help=f"Accountant: {' or '.join(ACCOUNTANT_NAMES)}.")] = "rdp",
+    quiet: QuietAccepted = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
     """Start a new privacy folder that carries a lost ledger's ε forward, when no copy of it survives.

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from shared.console import cli_errors, console, print_json
+from shared.console import QuietAccepted, cli_errors, console, print_json
 from shared.signing.keys import key_id, load_public_key, new_keypair
 
 keys_app = typer.Typer(help="Make and inspect Ed25519 signing keys.", no_args_is_help=True)
@@ -16,6 +16,7 @@ keys_app = typer.Typer(help="Make and inspect Ed25519 signing keys.", no_args_is
 @keys_app.command("new")
 def keys_new(
     out: Annotated[Path, typer.Option("--out", help="Path prefix: writes PREFIX.key (0600) and PREFIX.pub.")],
+    quiet: QuietAccepted = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Write a new Ed25519 key pair. Refuses to replace an existing key.

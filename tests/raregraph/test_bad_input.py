@@ -146,12 +146,20 @@ def model_dir(demo_bundle, coordinator_key, tmp_path_factory) -> Path:
 
 def _generate(folder: Path, demo_bundle: Path, coordinator_key, out: Path) -> tuple[int, str, str]:
     return run("generate", folder, "--bundle", demo_bundle, "--pub", coordinator_key[1], "--n", "3", "--steps", "2",
-               "--out", out)
+               "--out", out, "-q")
 
 
 def test_generate_from_a_good_model_folder(model_dir, demo_bundle, coordinator_key, tmp_path) -> None:
     code, _, stderr = _generate(model_dir, demo_bundle, coordinator_key, tmp_path / "syn")
     assert code == 0, stderr
+
+
+def test_generate_shows_its_stages_unless_quiet(model_dir, demo_bundle, coordinator_key, tmp_path) -> None:
+    args = ("generate", model_dir, "--bundle", demo_bundle, "--pub", coordinator_key[1], "--n", "3", "--steps", "2")
+    code, stdout, stderr = run(*args, "--out", tmp_path / "a")
+    assert code == 0 and "generate: sampling 3 patients (2 DDIM steps)" in stderr and "generate: done in" in stderr
+    code, stdout, stderr = run(*args, "--out", tmp_path / "b", "-q")
+    assert code == 0 and stderr == "" and "3 synthetic patients" in stdout
 
 
 def test_a_random_weights_file_is_one_line(model_dir, demo_bundle, coordinator_key, tmp_path) -> None:

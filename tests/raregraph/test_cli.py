@@ -181,3 +181,24 @@ def test_data_simulate_writes_duckdb_sites_that_validate(demo_bundle, coordinato
     code, _, stderr = run("demo", "--out", tmp_path / "demo", "--site-format", "xlsx")
     assert code == 1 and "--site-format must be one of csv, parquet, duckdb" in one_line_error(stderr)
     assert not (tmp_path / "x").exists() and not (tmp_path / "demo").exists()
+
+
+def _leaf_commands(group, path=()):
+    import click
+
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _leaf_commands(command, (*path, name))
+        else:
+            yield " ".join((*path, name)), command
+
+
+def test_every_command_takes_quiet() -> None:
+    """README: every command has -q/--quiet (groups only print --help)."""
+    import typer.main
+
+    leaves = dict(_leaf_commands(typer.main.get_command(app)))
+    assert {"generate", "kg paths", "deploy certs", "privacy plan"} <= set(leaves)
+    missing = sorted(name for name, command in leaves.items()
+                     if not {"-q", "--quiet"} <= {o for p in command.params for o in getattr(p, "opts", ())})
+    assert missing == [], f"commands without -q/--quiet: {', '.join(missing)}"

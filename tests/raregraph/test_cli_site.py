@@ -86,7 +86,7 @@ def test_train_refuses_a_bad_guidance_and_warns_without_a_pinned_key(sites, demo
 
 def test_generate_needs_the_training_bundle(sites, demo_bundle, coordinator_key, tmp_path) -> None:
     code, _, stderr = run("generate", tmp_path / "nothing", "--bundle", demo_bundle, "--pub", coordinator_key[1],
-                          "--n", "5", "--out", tmp_path / "syn")
+                          "--n", "5", "--out", tmp_path / "syn", "-q")
     assert code == 1 and "not a model folder" in one_line_error(stderr)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -212,11 +215,31 @@ def test_with_two_sites_a_poisoned_update_is_clipped_and_bad_replies_are_rejecte
 
 
 def test_federate_command_ends_with_ledgers_an_auditor_verifies(sites, demo_bundle, coordinator_key, tmp_path):
+    """Also: a site named with ID=PATH (its folder is `train`), the coordinator's pretraining
+    shown step by step, tables not cut in captured output, and no deprecation notice from our
+    use of Flower (flwr logs its `run_simulation` notice; Python warnings are caught too)."""
     out = tmp_path / "run"
-    code, stdout, stderr = cli("federate", "--bundle", demo_bundle, "--pub", coordinator_key[1], "--sites", sites[0],
-                               "--sites", sites[1], "--rounds", "1", "--epsilon", "5", "--local-steps", "2",
-                               "--batch-size", "8", "--pretrain-steps", "5", "--out", out)
+    second = shutil.copytree(sites[1], tmp_path / "hospital-b" / "train")
+    flwr_records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = flwr_records.append
+    logging.getLogger("flwr").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code, stdout, stderr = cli("federate", "--bundle", demo_bundle, "--pub", coordinator_key[1], "--sites",
+                                       sites[0], "--sites", f"site-2={second}", "--rounds", "1", "--epsilon", "5",
+                                       "--local-steps", "2", "--batch-size", "8", "--pretrain-steps", "5",
+                                       "--out", out)
+    finally:
+        logging.getLogger("flwr").removeHandler(handler)
     assert code == 0, stderr
+    assert [r.getMessage() for r in flwr_records if "deprecat" in r.getMessage().lower()] == []
+    ours = ("/flwr/", "/deploy/", "/server/", "/client/", "/raregraph/")
+    assert [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)
+            and any(part in w.filename for part in ours)] == []
+    assert "coordinator pretraining: 5/5 steps, loss " in stderr and "coordinator pretraining: done in" in stderr
+    assert "…" not in stdout and "phenotype pairs supported" in stdout
     assert "chains and signatures verify" in " ".join(stdout.split())
     assert sorted(p.name for p in RunFolder(out).site_keys.iterdir()) == ["site-1.pub", "site-2.pub"]
     code, stdout, stderr = cli("audit", RunFolder(out).ledger, "--keys", RunFolder(out).site_keys, "--out", tmp_path / "audit",
@@ -331,3 +354,31 @@ def test_sites_in_duckdb_files_train_through_sql(demo_bundle, coordinator_key, t
         assert rows[0]["sample-rate"] == pytest.approx(8 / cohort.n_persons)  # q = batch / the site's patients
         assert [e.epsilon for e in read_ledger(ledger_path(tmp_path / "run", site))] == [rows[0]["epsilon"]]
     assert audit_run(tmp_path / "run").ok
+
+
+@pytest.mark.parametrize("given, message", [
+    (["{a}/train", "{b}/train"], "--sites '{a}/train' and '{b}/train' have the same site id 'train'"),
+    (["x={a}/train", "x={b}/train"], "have the same site id 'x'"),
+    (["a b={a}/train"], "--sites 'a b={a}/train': site id 'a b' is not a safe folder name"),
+    (["site-1="], "--sites 'site-1=': no folder after site-1="),
+    (["{a}/train", "site-2={b}/missing"], "{b}/missing: site folder not found"),
+])
+def test_federate_refuses_bad_site_ids_in_one_line(demo_bundle, coordinator_key, tmp_path, given, message):
+    from tests.raregraph.test_cli import one_line_error
+
+    a, b = tmp_path / "hospital-a", tmp_path / "hospital-b"
+    for folder in (a, b):
+        (folder / "train").mkdir(parents=True)
+    values = [v.format(a=a, b=b) for v in given]
+    code, _, stderr = cli("federate", "--bundle", demo_bundle, "--pub", coordinator_key[1], "--epsilon", "5",
+                          "--out", tmp_path / "run", *[x for v in values for x in ("--sites", v)])
+    assert code == 1 and message.format(a=a, b=b) in one_line_error(stderr)
+    assert not (tmp_path / "run").exists()
+
+
+def test_parse_sites_keeps_plain_paths_and_reads_ids() -> None:
+    from raregraph.federate import parse_sites
+
+    ids, folders = parse_sites(["sites/site-1", "site-2=hospitals/b/train", "b=c=d/e=f"])
+    assert ids == ["site-1", "site-2", "b"] and folders == [Path("sites/site-1"), Path("hospitals/b/train"),
+                                                           Path("c=d/e=f")]

@@ -25,7 +25,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from shared.atomic import write_bytes_atomic
-from shared.console import cli_errors, console, err_console, load_bundle, print_json, steps
+from shared.console import QuietAccepted, cli_errors, console, err_console, load_bundle, print_json, steps
 from shared.errors import InputError, OutputExistsError
 from shared.evaluation.canary_config import EmpiricalAuditConfig
 from shared.model.settings import TrainConfig, guidance_problem
@@ -61,7 +61,7 @@ def audit(
     out: Annotated[Path | None, typer.Option("--out", help="Write audit.json and report.html into this folder.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     auditor_pub: Annotated[Path | None, typer.Option(
         "--auditor-pub", help="The auditor's public key: checks the acknowledgement of a ledger carried forward.")] = None,
 ) -> None:
@@ -245,6 +245,7 @@ def carry_forward(
         "--dataset", help="The dataset fingerprint (or its start) when the record holds several for the site.")] = None,
     delta: Annotated[float | None, typer.Option(
         "--delta", help="δ of the recorded ε, for records written before they kept it.")] = None,
+    quiet: QuietAccepted = False,
 ) -> None:
     """Sign the acknowledgement that carries a lost ledger's ε forward, from the consortium record.
 

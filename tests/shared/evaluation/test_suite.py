@@ -145,3 +145,35 @@ def test_write_report_failure_leaves_nothing(tmp_path) -> None:
     with pytest.raises(TypeError):
         write_report({"fidelity": {"mmd2": object()}}, tmp_path / "eval", title="bad")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_ratio_over_a_trtr_at_chance_is_reported_as_meaningless(tmp_path) -> None:
+    """TSTR 0.77 over TRTR 0.45 is 1.7, which would read as the ≥ 0.95 target met: the real
+    model ranks below chance, so metrics.json holds null and a note, and report.md says n/a."""
+    from shared.evaluation.suite import _utility
+    from shared.evaluation.utility import RATIO_NOT_MEANINGFUL, TaskResult
+
+    def task(name: str, tstr: float, trtr: float) -> TaskResult:
+        return TaskResult(name=name, tstr=tstr, trtr=trtr, ratio=tstr / trtr, n_train_real=40, n_train_synth=40,
+                          n_test=20)
+
+    utility = _utility([task("disease", 0.90, 0.95), task("drug_adverse_event", 0.77, 0.45),
+                        task("onset:HP:1", 0.60, 0.50), task("onset:HP:2", 0.60, 0.50)])
+    assert utility["disease_auroc_ratio"] == pytest.approx(0.90 / 0.95) and "disease_auroc_ratio_note" not in utility
+    assert utility["drug_adverse_event_auroc_ratio"] is None
+    assert utility["drug_adverse_event_auroc_ratio_note"] == RATIO_NOT_MEANINGFUL
+    assert utility["onset_auroc_ratio"] is None and utility["onset_auroc_ratio_note"] == RATIO_NOT_MEANINGFUL  # TRTR = 0.5
+    assert utility["tasks"]["drug_adverse_event"]["ratio"] is None
+    assert utility["tasks"]["drug_adverse_event"]["ratio_note"] == RATIO_NOT_MEANINGFUL
+    out = write_report({"utility": utility}, tmp_path / "r", title="t")
+    assert json.loads((out / "metrics.json").read_text())["utility"] == utility
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in (out / "report.md").read_text().splitlines()
+            if line.startswith("| ")}
+    for label in ("Adverse event after the first drug: TSTR / TRTR", "drug_adverse_event",
+                  "Later phenotype onset: TSTR / TRTR"):
+        assert RATIO_NOT_MEANINGFUL in rows[label] and "1.711" not in rows[label]
+    assert rows["Which disease: TSTR / TRTR"].split(" | ")[1] == "0.9474"
+    # a site's report carries numbers only (no note): the TRTR alone still marks the ratio n/a
+    from shared.evaluation.markdown import render_markdown
+    site = {"utility": {"drug_adverse_event_auroc_trtr": 0.45, "drug_adverse_event_auroc_ratio": None}}
+    assert RATIO_NOT_MEANINGFUL in render_markdown(site, title="site")

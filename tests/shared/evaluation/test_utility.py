@@ -106,3 +106,11 @@ def test_broken_synthetic_data_loses_utility(cohorts) -> None:
 def test_rejects_mismatched_columns() -> None:
     with pytest.raises(ValueError, match="holdout"):
         tstr_trtr(study_cohort(20), study_cohort(20), study_cohort(20, labs=3))
+
+
+def test_auroc_ratio_needs_a_trtr_above_chance() -> None:
+    from shared.evaluation.utility import CHANCE_AUROC, auroc_ratio
+
+    assert auroc_ratio(0.8, 0.9) == pytest.approx(0.8 / 0.9)
+    assert np.isnan(auroc_ratio(0.77, 0.45)) and np.isnan(auroc_ratio(0.77, CHANCE_AUROC))
+    assert np.isnan(auroc_ratio(0.77, float("nan")))
