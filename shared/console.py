@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -131,11 +132,11 @@ def cli_errors() -> Iterator[None]:
     try:
         yield
     except RareGraphError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        err_console.print(f"[red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(f'{where}{exc.strerror or exc}')}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 

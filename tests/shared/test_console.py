@@ -57,3 +57,22 @@ def test_step_progress_is_silent_when_quiet_or_empty(capsys, total) -> None:
         for step in range(total):
             advance(step, 0.1)
     assert capsys.readouterr().err == ""
+
+
+def test_an_error_message_is_printed_as_written_not_as_rich_markup() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from shared.console import cli_errors
+    from shared.errors import InputError
+
+    app = typer.Typer()
+
+    @app.command()
+    def fail() -> None:
+        with cli_errors():
+            raise InputError("run.toml: table [federate], key 'rounds': must be ≥ 1, got [red]0")
+
+    result = CliRunner().invoke(app, [])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: run.toml: table [federate], key 'rounds': must be ≥ 1, got [red]0"
