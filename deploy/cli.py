@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from shared.cli_config import CLI_ONLY, data_path_value, resolved_config, with_config_file
 from shared.console import QuietAccepted, cli_errors, console, err_console, print_json, steps
 from shared.ehr.settings import DEFAULT_PASSWORD_ENV
 from shared.errors import ConfigError
@@ -68,7 +69,9 @@ def certs(
 
 
 @deploy_app.command("local")
+@with_config_file("deploy", "local", cli_only=(*CLI_ONLY, "overwrite"), path_values={"site": data_path_value})
 def local(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Folder for everything: bundle, sites, state, certs, logs, run.")],
     sites: Annotated[int | None, typer.Option("--sites", min=1, max=16, help="Simulated hospitals, one SuperNode each \\[default: 3, unless --site is given].")] = None,
     site_format: Annotated[str | None, typer.Option("--site-format", help="How the simulated hospitals keep their OMOP CDM: csv or parquet (a folder of tables) or duckdb (OUT/sites/site-N.duckdb, read through SQL: cdm-url + cdm-schema) \\[default: odd sites CSV, even sites Parquet].")] = None,
@@ -97,9 +100,12 @@ def local(
     OUT/logs.
 
     Example: raregraph deploy local --sites 3 --rounds 3 --out out/deploy --site-format duckdb
+
+    Or with the settings under [deploy.local] in a file, one of them overridden: raregraph deploy local --config run.toml --rounds 5
     """
     from deploy.local import prepare, run_local
     from shared.privacy.audit.audit import audit_run
+    from shared.runs import RunFolder
     from shared.simulation.consortium import SITE_FORMATS
 
     previous = signal.signal(signal.SIGTERM, _terminate)  # a SIGTERM unwinds like Ctrl-C: processes are stopped
@@ -107,8 +113,9 @@ def local(
         with cli_errors(), steps("deploy local", quiet=quiet or json_out) as step:
             if site and (sites is not None or site_format is not None):
                 raise ConfigError("give --sites N (simulated, with --site-format) or --site DATA (repeated), not both")
+            settings = resolved_config(ctx)
             if site_format is not None and site_format not in SITE_FORMATS:
-                raise ConfigError(f"--site-format must be one of {', '.join(SITE_FORMATS)}, got {site_format!r}")
+                raise ConfigError(f"{settings.label('site-format')} must be one of {', '.join(SITE_FORMATS)}, got {site_format!r}")
             site_data = [_site_data(s, schema=cdm_schema, vocabulary_schema=vocabulary_schema,
                                     password_env=cdm_password_env) for s in site] if site else None
             layout = prepare(out, sites=None if site_data else sites or 3, site_data=site_data,
@@ -116,6 +123,7 @@ def local(
                              batch_size=batch_size, rounds=rounds, local_steps=local_steps,
                              pretrain_steps=pretrain_steps, min_sites=min_sites, seed=seed, overwrite=overwrite,
                              step=step)
+            settings.write(RunFolder(layout.run.run_dir).resolved_config)
             summary = run_local(layout, timeout=timeout, step=step)
             audit = audit_run(layout.run.run_dir)
     except KeyboardInterrupt:

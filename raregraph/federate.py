@@ -4,7 +4,9 @@ engine (one virtual SuperNode per site folder), from the command line.
 The engine is driven by :mod:`deploy.simulation`; this module holds the command (its
 options become the sites' node configs and the run config) and the tables it prints. The
 command imports the engine (Flower, torch, Opacus) when it runs, not when the command line
-loads (issue 23).
+loads (issue 23). Its options may also come from the ``[federate]`` table of a ``--config``
+file (:mod:`shared.cli_config`; documented by ``deploy/run.example.toml``); what the run used
+is written to ``RUN/run-config.resolved.toml``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import typer
 from rich.table import Table
 
 from server.config import RunConfig
+from shared.cli_config import resolved_config, site_path_value, with_config_file
 from shared.console import cli_errors, console, err_console, print_json
 from shared.errors import InputError
 from shared.model.settings import guidance_problem
@@ -25,7 +28,9 @@ from shared.privacy.settings import DEFAULT_CLIP_NORM
 from shared.runs import RunFolder
 
 
+@with_config_file("federate", path_values={"sites": site_path_value})
 def federate(
+    ctx: typer.Context,
     bundle: Annotated[Path, typer.Option("--bundle", help="The signed study bundle.")],
     pub: Annotated[Path, typer.Option("--pub", help="Coordinator public key (pinned by every site).")],
     sites: Annotated[list[str], typer.Option("--sites", help="Site folders, one virtual hospital each (repeat the option): PATH (the folder's name is the site id) or ID=PATH (e.g. site-1=hospitals/a/train).")],
@@ -55,6 +60,8 @@ def federate(
     OUT/model for `raregraph generate` and OUT/privacy.json with every site's rounds and ε.
 
     Example: raregraph federate --bundle out/bundle --pub keys/coordinator.pub --sites sites/site-1 --sites site-2=hospitals/b/train --rounds 3 --epsilon 4 --out out/run
+
+    Or with the settings in a file, one of them overridden: raregraph federate --config run.toml --rounds 5
     """
     from deploy.simulation import publish_site_keys, run_simulated, site_nodes
     from shared.bundle import StudyBundle
@@ -62,7 +69,8 @@ def federate(
 
     with cli_errors():
         # everything is checked before the first file is written (site keys, the run folder)
-        if problem := guidance_problem(guidance, "--guidance"):
+        settings = resolved_config(ctx)
+        if problem := guidance_problem(guidance, settings.label("guidance")):
             raise InputError(problem)
         site_ids, site_dirs = parse_sites(sites)
         StudyBundle.load(bundle, pub)
@@ -75,6 +83,7 @@ def federate(
                            clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
                            eval_noise_multiplier=eval_noise_multiplier, holdouts=holdouts, site_ids=site_ids)
         publish_site_keys(nodes, run.site_keys)
+        settings.write(RunFolder(run.run_dir).resolved_config)
         privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
         audit = audit_run(run.run_dir)
     if json_out:

@@ -5,6 +5,9 @@ A federated run (``raregraph federate``, ``flwr run .``, ``raregraph deploy loca
     RUN/
       run.json               the run's id and settings: a coordinator restarted on RUN checks
                              that they match before it resumes
+      run-config.resolved.toml  the options of the command that started the run: each value
+                             and where it came from (flag, --config file or default;
+                             shared.cli_config); ``--config`` reads it back
       model/                 the final global model (a model folder, :mod:`shared.model`): what
                              ``raregraph generate`` and ``raregraph release`` read; it holds
                              model.json once the run has finished
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RUN_FILE = "run.json"
+RESOLVED_CONFIG = "run-config.resolved.toml"
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE = "state.json"
@@ -57,6 +61,11 @@ class RunFolder:
     def settings(self) -> Path:
         """``RUN/run.json``: the run's id and settings."""
         return self.root / RUN_FILE
+
+    @property
+    def resolved_config(self) -> Path:
+        """``RUN/run-config.resolved.toml``: the command's options as resolved (shared.cli_config)."""
+        return self.root / RESOLVED_CONFIG
 
     @property
     def model(self) -> Path:

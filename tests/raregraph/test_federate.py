@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import tomllib
 import warnings
 from pathlib import Path
 
@@ -382,3 +383,56 @@ def test_parse_sites_keeps_plain_paths_and_reads_ids() -> None:
     ids, folders = parse_sites(["sites/site-1", "site-2=hospitals/b/train", "b=c=d/e=f"])
     assert ids == ["site-1", "site-2", "b"] and folders == [Path("sites/site-1"), Path("hospitals/b/train"),
                                                            Path("c=d/e=f")]
+
+
+def test_federate_reads_a_config_file_a_flag_overrides_it_and_the_run_records_both(sites, demo_bundle, coordinator_key,
+                                                                                   tmp_path):
+    """One short real run: paths in the file are relative to its folder, --rounds overrides the
+    file, and RUN/run-config.resolved.toml holds every setting with its source."""
+    conf = tmp_path / "conf"
+    shutil.copytree(sites[0], conf / "hospital-a" / "train")
+    (conf / "run.toml").write_text(
+        f'[federate]\nbundle = "{demo_bundle}"\npub = "{coordinator_key[1]}"\nsites = ["site-1=hospital-a/train"]\n'
+        'epsilon = 5.0\nout = "runs/first"\nrounds = 3\nlocal-steps = 2\nbatch-size = 8\npretrain-steps = 5\n'
+        'eval-per-disease = 0\n')
+    code, _, stderr = cli("federate", "--config", conf / "run.toml", "--rounds", "1", "-q")
+    assert code == 0, stderr
+    run = RunFolder(conf / "runs" / "first")
+    privacy = json.loads(run.privacy.read_text())
+    assert [(r["round"], r["steps"]) for r in privacy["sites"]["site-1"]] == [(1, 2)]
+    resolved = tomllib.loads(run.resolved_config.read_text())
+    settings, source = resolved["federate"], resolved["resolved"]["source"]
+    assert settings["rounds"] == 1 and source["rounds"] == "flag"
+    assert settings["local-steps"] == 2 and source["local-steps"] == "file" and source["lr"] == "default"
+    assert settings["sites"] == [f"site-1={conf / 'hospital-a' / 'train'}"] and settings["out"] == str(run.root)
+    assert "state-root" not in settings and "quiet" not in source
+
+
+@pytest.mark.parametrize("body, message", [
+    ("rounds = 'three'", "key 'federate.rounds': must be an integer ≥ 1, got 'three'"),
+    ("evaluate-fraction = 2.0", "key 'federate.evaluate-fraction': must be a number from 0 to 1, got 2.0"),
+    ("local_steps = 4", "unknown key 'federate.local_steps' (did you mean 'local-steps'?)"),
+    ("guidance = 'graph'", "key 'federate.guidance' must be one of kg, none, learned, got 'graph'"),
+])
+def test_federate_refuses_a_bad_config_key_in_one_line_before_writing(demo_bundle, coordinator_key, tmp_path, body,
+                                                                      message):
+    from tests.raregraph.test_cli import one_line_error
+
+    (tmp_path / "site-1").mkdir()
+    config = tmp_path / "run.toml"
+    config.write_text(f'[federate]\nbundle = "{demo_bundle}"\npub = "{coordinator_key[1]}"\nsites = ["site-1"]\n'
+                      f'epsilon = 5.0\nout = "run"\n{body}\n')
+    code, _, stderr = cli("federate", "--config", config)
+    assert code == 1 and one_line_error(stderr) == f"error: {config}: {message}"
+    assert not (tmp_path / "run").exists()
+
+
+def test_federate_without_a_required_setting_says_where_to_give_it(tmp_path):
+    from tests.raregraph.test_cli import one_line_error
+
+    config = tmp_path / "run.toml"
+    config.write_text('[federate]\nsites = ["site-1"]\nepsilon = 5.0\nout = "run"\npub = "k.pub"\n')
+    code, _, stderr = cli("federate", "--config", config)
+    assert code == 1 and one_line_error(stderr) == (
+        f"error: --bundle is required: give it on the command line or as 'federate.bundle' in {config}")
+    assert not (tmp_path / "run").exists()
