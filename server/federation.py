@@ -48,6 +48,7 @@ from shared.privacy.ledger.consortium import ConsortiumRecord
 from shared.runs import RunFolder
 from shared.baselines.prior import PriorSampler
 from shared.model.settings import TrainConfig
+from shared.atomic import write_bytes_atomic
 from shared.signing.keys import load_public_key
 
 log = logging.getLogger("raregraph.server")
@@ -137,7 +138,8 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None, pretrain_progre
     resume = _resume_point(run)
     run_id = resume.run_id if resume is not None else uuid.uuid4().hex[:12]
     if resume is None:
-        RunFolder(run.run_dir).settings.write_text(json.dumps({"run_id": run_id, **run.as_mapping()}, indent=2) + "\n")
+        write_bytes_atomic(RunFolder(run.run_dir).settings,
+                           (json.dumps({"run_id": run_id, **run.as_mapping()}, indent=2) + "\n").encode())
     else:
         log.warning("resuming run %s after round %d of %d from %s", run_id, resume.round, run.rounds,
                     RunFolder(run.run_dir).checkpoint)
@@ -173,6 +175,8 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None, pretrain_progre
                           consortium=ConsortiumRecord(run.consortium_record or RunFolder(run.run_dir).consortium_record,
                                                       auditor_pub=None if run.auditor_pub is None
                                                       else load_public_key(run.auditor_pub)))
+    if resume is not None:
+        strategy.record_resume()
     train_config = ConfigRecord({P.RUN_ID: run_id, P.ROUNDS: run.participation_rounds, P.LOCAL_STEPS: run.local_steps, P.LR: run.lr,
                                  P.GUIDANCE: run.guidance, P.BUNDLE_SHA256: bundle.bundle_hash,
                                  P.ACCOUNTANT: run.accountant, P.SEED: run.seed})

@@ -31,7 +31,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,7 @@ class Resume:
     rejected: list[dict]
     privacy: dict[str, list[dict]]
     weights: dict[str, torch.Tensor] | None  # None when no round had aggregated yet
+    resumes: list[dict] = field(default_factory=list)  # earlier restarts: {"after_round", "at"}
 
 
 def read_checkpoint(run_dir: Path) -> Resume | None:
@@ -71,7 +73,7 @@ def read_checkpoint(run_dir: Path) -> Resume | None:
     privacy = json.loads(run.privacy.read_text())["sites"] if run.privacy.is_file() else {}
     weights = torch.load(folder / "weights.pt", weights_only=True) if (folder / "weights.pt").is_file() else None
     return Resume(run_id=state["run_id"], round=int(state["round"]), rounds=state["rounds"], rejected=state["rejected"],
-                  privacy=privacy, weights=weights)
+                  privacy=privacy, weights=weights, resumes=list(state.get("resumes", [])))
 
 
 def _privacy_max(contents, weighting_key: str) -> MetricRecord:
@@ -124,6 +126,7 @@ class SiteFedAvg(FedAvg):
         self.privacy: dict[str, list[dict]] = resume.privacy if resume is not None else {}
         self.rejected: list[dict] = resume.rejected if resume is not None else []
         self.rounds_log: list[dict] = resume.rounds if resume is not None else []
+        self.resumes: list[dict] = list(resume.resumes) if resume is not None else []
         self.on_round = on_round
         self._round_started = time.perf_counter()
         self._server_seconds = 0.0
@@ -300,8 +303,15 @@ class SiteFedAvg(FedAvg):
         arrays = ArrayRecord(aggregate(base, deltas, weights, rule=self.rule))
         return arrays, _privacy_max([r.content for _, r, _ in accepted], P.NUM_EXAMPLES)
 
+    def record_resume(self) -> None:
+        """Note in the checkpoint's state that the coordinator restarted and resumed here (the
+        live view and the auditor see it); written at once."""
+        self.resumes.append({"after_round": self.done, "at": datetime.now(UTC).isoformat(timespec="seconds")})
+        self._write_state(self.done)
+
     def _write_state(self, server_round: int) -> None:
-        state = {"run_id": self.run_id, "round": server_round, "rounds": self.rounds_log, "rejected": self.rejected}
+        state = {"run_id": self.run_id, "round": server_round, "rounds": self.rounds_log, "rejected": self.rejected,
+                 "resumes": self.resumes}
         run = RunFolder(self.run_dir)
         _write_json(run.checkpoint_state, state)
         _write_json(run.privacy, {"run_id": self.run_id, "sites": self.privacy})

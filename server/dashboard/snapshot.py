@@ -249,6 +249,10 @@ def read_snapshot(run_dir: str | Path, *, audit: AuditFn) -> dict[str, Any]:
             if step.get("status") in ("sat out", "rejected", "no reply"):
                 events.append({"round": r["round"], "kind": step["status"], "text": f"round {r['round']}: site {s} "
                                                                                      f"{step['status']}: {step['why']}"})
+    for r in state.get("resumes", []):
+        events.append({"round": r["after_round"], "kind": "resumed",
+                       "text": f"coordinator restarted at {r['at']}: resumed after round {r['after_round']}"})
+    events.sort(key=lambda e: e["round"])  # stable: a restart after round n follows round n's events
     if model:
         events.append({"round": done, "kind": "model", "text": f"model written after round {done}"})
     if evaluation is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from shared.atomic import write_bytes_atomic
 from shared.bundle import StudyBundle
 from shared.model import LOSSES_FILE, META_FILE, WEIGHTS_FILE
 from shared.model.schedule import SCHEDULES, KnowledgeVPSchedule, ScheduleConfig
@@ -40,11 +41,14 @@ class TrainedModel:
     meta: dict
 
     def save(self, folder: Path, *, losses: list[float]) -> None:
-        """Write ``model.json``, ``weights.pt`` and ``training.json`` into ``folder``."""
+        """Write ``weights.pt``, ``training.json`` and, last and atomically, ``model.json`` into
+        ``folder`` (a model folder whose model.json exists is complete: readers watch for it)."""
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), folder / WEIGHTS_FILE)
-        (folder / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
-        (folder / LOSSES_FILE).write_text(json.dumps({"loss": losses}) + "\n")
+        tmp = folder / f".{WEIGHTS_FILE}.tmp"
+        torch.save(self.model.state_dict(), tmp)
+        tmp.replace(folder / WEIGHTS_FILE)
+        write_bytes_atomic(folder / LOSSES_FILE, (json.dumps({"loss": losses}) + "\n").encode())
+        write_bytes_atomic(folder / META_FILE, (json.dumps(self.meta, indent=2, sort_keys=True) + "\n").encode())
 
 
 def model_meta(model: Denoiser, schedule: KnowledgeVPSchedule, bundle: StudyBundle, *, guidance: str,

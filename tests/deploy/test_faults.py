@@ -29,6 +29,8 @@ from shared.privacy.audit.audit import audit_run
 from shared.privacy.ledger import ledger_path, read_ledger
 from shared.privacy.budget import epsilon_for
 from shared.privacy.state import PrivacyState
+from server.dashboard.audit_view import AuditCache
+from server.dashboard.snapshot import read_snapshot
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -152,6 +154,10 @@ def test_a_killed_supernode_rejoins_and_a_killed_superlink_resumes_from_round_2_
     state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
     assert [(r["round"], r["replies"], r["errors"], r["aggregated"]) for r in state["rounds"]] == [
         (1, 2, 0, 2), (2, 2, 1, 1), (3, 2, 0, 2)]
+    assert [r["after_round"] for r in state["resumes"]] == [2]  # the restart, for the live view and auditor
+    events = [e["text"] for e in read_snapshot(run_dir, audit=AuditCache(run_dir).get)["events"]]
+    restart = next(i for i, text in enumerate(events) if "resumed after round 2" in text)
+    assert events[restart - 1].startswith("round 2:") and events[restart + 1].startswith("round 3:")
     privacy = json.loads((run_dir / "privacy.json").read_text())
     assert {r["run_id"] for rows in privacy["sites"].values() for r in rows} == {ours}
     check_charged_once(d, "site-1", [1, 2, 3])
