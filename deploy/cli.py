@@ -7,6 +7,7 @@ only, and ``deploy local`` loads Flower, torch and Opacus (issue 23).
 from __future__ import annotations
 
 import signal
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -90,6 +91,7 @@ def local(
     pub: Annotated[Path | None, typer.Option("--pub", help="Coordinator public key of --bundle.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the simulated hospitals and training.")] = 0,
     timeout: Annotated[float, typer.Option("--timeout", min=10.0, help="Seconds the run may take before everything is stopped.")] = 1800.0,
+    serve_port: Annotated[int | None, typer.Option("--serve-port", min=1, max=65535, help="Also serve the live view of the run (as `raregraph serve`) on 127.0.0.1:PORT while it runs \\[default: not served].")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out that an earlier `deploy local` made.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
@@ -104,6 +106,7 @@ def local(
     Or with the settings under [deploy.local] in a file, one of them overridden: raregraph deploy local --config run.toml --rounds 5
     """
     from deploy.local import prepare, run_local
+    from server.dashboard.beside import serve_beside
     from shared.privacy.audit.audit import audit_run
     from shared.runs import RunFolder
     from shared.simulation.consortium import SITE_FORMATS
@@ -124,7 +127,10 @@ def local(
                              pretrain_steps=pretrain_steps, min_sites=min_sites, seed=seed, overwrite=overwrite,
                              step=step)
             settings.write(RunFolder(layout.run.run_dir).resolved_config)
-            summary = run_local(layout, timeout=timeout, step=step)
+            with serve_beside(layout.run.run_dir, port=serve_port) if serve_port else nullcontext() as url:
+                if url:
+                    step(f"live view: {url} (while the run goes; `raregraph serve {layout.run.run_dir}` afterwards)")
+                summary = run_local(layout, timeout=timeout, step=step)
             audit = audit_run(layout.run.run_dir)
     except KeyboardInterrupt:
         err_console.print(f"interrupted: every process this command started was stopped (logs in {out / 'logs'})",

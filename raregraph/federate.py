@@ -12,6 +12,7 @@ is written to ``RUN/run-config.resolved.toml``.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -53,6 +54,7 @@ def federate(
     holdouts: Annotated[list[Path] | None, typer.Option("--holdout", help="Each site's held-out patients (repeat, in --sites order): the evaluation suite's membership and utility tests.")] = None,
     eval_per_disease: Annotated[int, typer.Option("--eval-per-disease", min=0, help="Synthetic patients per disease each site evaluates at the end (0: no federated evaluation).")] = RunConfig.eval_per_disease,
     seed: Annotated[int, typer.Option("--seed", help="Initial weights and site randomness.")] = 0,
+    serve_port: Annotated[int | None, typer.Option("--serve-port", min=1, max=65535, help="Also serve the live view of the run (as `raregraph serve`) on 127.0.0.1:PORT while it runs \\[default: not served].")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-round progress.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print privacy.json at the end.")] = False,
 ) -> None:
@@ -64,6 +66,7 @@ def federate(
     Or with the settings in a file, one of them overridden: raregraph federate --config run.toml --rounds 5
     """
     from deploy.simulation import publish_site_keys, run_simulated, site_nodes
+    from server.dashboard.beside import serve_beside
     from shared.bundle import StudyBundle
     from shared.privacy.audit.audit import audit_run
 
@@ -84,7 +87,11 @@ def federate(
                            eval_noise_multiplier=eval_noise_multiplier, holdouts=holdouts, site_ids=site_ids)
         publish_site_keys(nodes, run.site_keys)
         settings.write(RunFolder(run.run_dir).resolved_config)
-        privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
+        with serve_beside(run.run_dir, port=serve_port) if serve_port else nullcontext() as url:
+            if url and not (quiet or json_out):
+                err_console.print(f"live view: {url} (while the run goes; `raregraph serve {out}` afterwards)",
+                                  highlight=False)
+            privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
         audit = audit_run(run.run_dir)
     if json_out:
         print_json({**privacy, "audit": audit.to_json()})

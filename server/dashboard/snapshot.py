@@ -27,7 +27,7 @@ from server.config import RunConfig
 from shared import protocol as P
 from shared.errors import ConfigError, InputError
 from shared.model import META_FILE
-from shared.runs import (CHECKPOINT_DIR, EVALUATION_DIR, LEDGER_DIR, MODEL_DIR, PRIVACY_FILE, RUN_FILE, SITE_KEYS_DIR,
+from shared.runs import (RESOLVED_CONFIG, CHECKPOINT_DIR, EVALUATION_DIR, LEDGER_DIR, MODEL_DIR, PRIVACY_FILE, RUN_FILE, SITE_KEYS_DIR,
                          STATE_DIR, RunFolder)
 
 FORMAT = "raregraph-dashboard/1"
@@ -42,7 +42,8 @@ EVALUATION_COLUMNS = (("patients", "counts.real"), ("held out", "counts.holdout"
                       ("DOMIAS AUROC", "privacy.domias_auroc"))
 #: what marks a folder as a run folder (any one of them): the coordinator writes site-keys/ and state/
 #: before run.json, so a run that is starting holds only those
-RUN_ENTRIES = (RUN_FILE, CHECKPOINT_DIR, PRIVACY_FILE, LEDGER_DIR, SITE_KEYS_DIR, STATE_DIR, MODEL_DIR, EVALUATION_DIR)
+RUN_ENTRIES = (RUN_FILE, CHECKPOINT_DIR, PRIVACY_FILE, LEDGER_DIR, SITE_KEYS_DIR, STATE_DIR, MODEL_DIR, EVALUATION_DIR,
+               RESOLVED_CONFIG)
 
 AuditFn = Callable[..., dict[str, Any]]
 

@@ -6,7 +6,9 @@ import dataclasses
 import json
 import logging
 import shutil
+import threading
 import tomllib
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from flwr.clientapp import ClientApp
 from client.app import make_app as make_client_app
 from kg.bundle import make_bundle
 from kg.study import parse_study
+from deploy.processes import free_port
 from deploy.simulation import publish_site_keys, run_simulated, site_nodes
 from shared.privacy.audit.audit import audit_run
 from server.config import RunConfig
@@ -217,24 +220,46 @@ def test_with_two_sites_a_poisoned_update_is_clipped_and_bad_replies_are_rejecte
 
 def test_federate_command_ends_with_ledgers_an_auditor_verifies(sites, demo_bundle, coordinator_key, tmp_path):
     """Also: a site named with ID=PATH (its folder is `train`), the coordinator's pretraining
-    shown step by step, tables not cut in captured output, and no deprecation notice from our
-    use of Flower (flwr logs its `run_simulation` notice; Python warnings are caught too)."""
+    shown step by step, tables not cut in captured output, no deprecation notice from our
+    use of Flower (flwr logs its `run_simulation` notice; Python warnings are caught too), and
+    the live view served beside the run (--serve-port) while it goes, and closed after."""
     out = tmp_path / "run"
     second = shutil.copytree(sites[1], tmp_path / "hospital-b" / "train")
     flwr_records: list[logging.LogRecord] = []
     handler = logging.Handler(level=logging.DEBUG)
     handler.emit = flwr_records.append
     logging.getLogger("flwr").addHandler(handler)
+    port = free_port()
+    seen: list[dict] = []  # the view's /api/status answers while the command runs
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2) as answer:
+                    seen.append(json.loads(answer.read()))
+            except OSError:
+                pass
+            done.wait(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             code, stdout, stderr = cli("federate", "--bundle", demo_bundle, "--pub", coordinator_key[1], "--sites",
                                        sites[0], "--sites", f"site-2={second}", "--rounds", "1", "--epsilon", "5",
                                        "--local-steps", "2", "--batch-size", "8", "--pretrain-steps", "5",
-                                       "--out", out)
+                                       "--out", out, "--serve-port", str(port))
     finally:
+        done.set()
+        watcher.join()
         logging.getLogger("flwr").removeHandler(handler)
     assert code == 0, stderr
+    assert f"live view: http://127.0.0.1:{port}/" in stderr
+    assert seen and all(s["run_dir"] == str(out.resolve()) for s in seen), seen[-1:]
+    with pytest.raises(OSError):  # stopped with the command
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2)
     assert [r.getMessage() for r in flwr_records if "deprecat" in r.getMessage().lower()] == []
     ours = ("/flwr/", "/deploy/", "/server/", "/client/", "/raregraph/")
     assert [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)
