@@ -14,13 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from deploy.certs import CA_CERT, CA_KEY, make_certs
 from deploy.local import LocalDeployment, prepare
-from deploy.processes import group_members
+from deploy.processes import free_port, group_members
 from shared.privacy.audit.audit import audit_run
 from shared.privacy.ledger import ledger_path, read_ledger
 from tests.raregraph.test_cli import one_line_error, run as cli
@@ -147,10 +148,11 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def test_ctrl_c_stops_every_process_the_command_started(tmp_path, demo_bundle, coordinator_key):
-    out = tmp_path / "out"
+    """Also: the live view served beside the run (--serve-port) answers while it goes, and goes with it."""
+    out, port = tmp_path / "out", free_port()
     argv = [sys.executable, "-m", "raregraph", "deploy", "local", "--out", str(out), "--sites", "2", "--rounds", "1",
             "--local-steps", "1", "--pretrain-steps", "0", "--bundle", str(demo_bundle), "--pub",
-            str(coordinator_key[1]), "--timeout", "300", "--quiet"]
+            str(coordinator_key[1]), "--timeout", "300", "--quiet", "--serve-port", str(port)]
     command = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
@@ -160,10 +162,14 @@ def test_ctrl_c_stops_every_process_the_command_started(tmp_path, demo_bundle, c
         assert (out / "logs" / "site-2.log").exists(), command.communicate(timeout=30)
         started = [pid for pid in processes_mentioning(str(out)) if pid != command.pid]
         assert len(started) >= 3, started  # the SuperLink and two SuperNodes are running
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as answer:
+            assert json.loads(answer.read())["run_dir"] == str((out / "run").resolve())
         command.send_signal(signal.SIGINT)
         _, stderr = command.communicate(timeout=60)
         assert command.returncode == 130 and "interrupted: every process this command started was stopped" in stderr
         assert processes_mentioning(str(out)) == []
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2)
     finally:
         if command.poll() is None:
             os.killpg(command.pid, signal.SIGKILL)
