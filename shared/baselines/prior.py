@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.bundle import StudyBundle
+from shared.ehr.omop_columns import SYNTHETIC_ID_BASE
 from shared.trajectories.tensorize import TensorLayout
 from shared.trajectories.tensors import TrajectoryTensors
 
@@ -130,7 +131,7 @@ class PriorSampler:
         return TrajectoryTensors(
             events=events, labs=labs, lab_mask=lab_mask, sex=(rng.random(n) < 0.5).astype(np.float32),
             age=rng.uniform(1.0, 80.0, n).astype(np.float32), disease=disease,
-            person_id=np.arange(1, n + 1, dtype=np.int64),
+            person_id=SYNTHETIC_ID_BASE + np.arange(n, dtype=np.int64),  # synthetic ids, as every generator's
             index_date=np.full(n, np.datetime64("2000-01-01", "D")), binary_codes=layout.binary_codes,
             binary_domains=layout.binary_domains, lab_codes=layout.lab_codes, window_days=layout.window_days,
             windows_before=before)

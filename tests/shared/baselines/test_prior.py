@@ -8,6 +8,7 @@ import pytest
 
 from shared.bundle import StudyBundle
 from shared.baselines.prior import PriorSampler
+from shared.ehr.omop_columns import SYNTHETIC_ID_BASE
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +85,8 @@ def test_a_seed_still_draws_the_patients_it_drew_before_conditions_were_passed_i
     assert t.disease[:12].tolist() == [6, 5, 4, 2, 2, 0, 0, 0, 1, 6, 5, 7]
     assert np.bincount(t.disease, minlength=8).tolist() == [54, 36, 42, 47, 54, 51, 56, 60]
     assert int(t.events.sum()) == 6297 and int(t.lab_mask.sum()) == 18095
+
+
+def test_patients_carry_synthetic_ids_as_every_generator_does(sample) -> None:
+    """`raregraph evaluate` refuses a synthetic cohort whose ids could be real ones (issue 21)."""
+    assert sample.person_id.min() == SYNTHETIC_ID_BASE and len(set(sample.person_id)) == sample.n
