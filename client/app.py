@@ -22,6 +22,7 @@ from client import bundle_cache
 from client.config import NodeConfig
 from client.loss_evaluation import evaluate_round
 from client.sample_evaluation import SuiteRequest, evaluate_sample
+from client.simulated_site import is_simulated, simulated_node
 from client.training import RoundConfig, train_round
 from shared import protocol as P
 from shared.errors import RareGraphError
@@ -35,8 +36,13 @@ NodeResolver = Callable[[Context], NodeConfig]
 
 
 def node_from_context(context: Context) -> NodeConfig:
-    """Deployment: hospital facts from ``--node-config``."""
-    return NodeConfig.from_mapping(dict(context.node_config))
+    """Deployment: hospital facts from ``--node-config``; a virtual SuperNode of Flower's
+    simulation engine (``flwr run .`` on a local simulation: only a partition id) derives
+    them from the run config (:mod:`client.simulated_site`)."""
+    node_config = dict(context.node_config)
+    if is_simulated(node_config):
+        return simulated_node(dict(context.run_config), node_config)
+    return NodeConfig.from_mapping(node_config)
 
 
 def refuse(msg: Message, reason: str) -> Message:

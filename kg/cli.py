@@ -6,8 +6,9 @@ pandas, scipy or pyarrow (issue 23).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -18,11 +19,19 @@ from shared.console import QuietAccepted, cli_errors, console, print_json, steps
 from shared.errors import InputError
 from shared.signing.keys import load_private_key
 
+if TYPE_CHECKING:
+    from kg.assembly.pipeline import Sources
+    from kg.store import KnowledgeGraph
+
 kg_app = typer.Typer(help="Build and query the public knowledge graph.", no_args_is_help=True)
 bundle_app = typer.Typer(help="Make and verify the signed study bundle.", no_args_is_help=True)
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _silent(_description: str) -> None:
+    """No progress display."""
 
 
 @kg_app.command("build")
@@ -53,21 +62,31 @@ def kg_build(
 
     Example: raregraph kg build --out out/kg --orphadata data/orphadata --primekg data/primekg/kg.csv
     """
-    from kg.assembly.pipeline import Sources, build_graph
+    from kg.assembly.pipeline import Sources
 
     with cli_errors(), steps("kg build", quiet=quiet or json_out) as step:
         sources = Sources.default(hpo_dir, curated_dir, orphadata=orphadata, primekg=primekg, gard=gard,
                                   faers=faers or None, faers_drug_map=faers_drug_map, faers_pt_map=faers_pt_map)
-        with atomic_dir(out, overwrite=overwrite) as tmp:
-            graph = build_graph(sources, step=step)
-            step("writing Parquet tables and build_report.json")
-            graph.save(tmp)
+        graph = write_graph(out, sources, overwrite=overwrite, progress=step)
     counts = graph.manifest["counts"]  # what save() wrote: graph.counts(), computed once
     if json_out:
         print_json({"out": str(out), **counts, "build_report": graph.report})
         return
     console.print(f"graph written to {out}: {counts['nodes']:,} nodes, {counts['edges']:,} edges")
     _print_report(graph.report)
+
+
+def write_graph(out: Path, sources: Sources, *, overwrite: bool = False,
+                progress: Callable[[str], None] = _silent) -> KnowledgeGraph:
+    """The ``kg build`` step, shared by the command and :func:`raregraph.api.build_graph`: build
+    the graph from ``sources`` and write it to ``out`` atomically; returns the graph."""
+    from kg.assembly.pipeline import build_graph
+
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        graph = build_graph(sources, step=progress)
+        progress("writing Parquet tables and build_report.json")
+        graph.save(tmp)
+    return graph
 
 
 def _print_report(report: dict) -> None:
@@ -191,23 +210,31 @@ def bundle_make(
 
     Example: raregraph bundle make out/kg --study examples/study.toml --sign-key keys/coordinator.key --out out/bundle
     """
-    from kg.bundle import make_bundle
-    from kg.store import KnowledgeGraph
-    from kg.study import load_study
-
     with cli_errors(), steps("bundle make", quiet=quiet or json_out) as step:
-        step("reading study, key and graph")
-        study_cfg = load_study(study)
-        key = load_private_key(sign_key)
-        graph = KnowledgeGraph.load(graph_dir)
-        manifest = make_bundle(graph, study_cfg, sign_key=key, out=out, study_source=str(study),
-                               overwrite=overwrite, step=step)
+        manifest = write_bundle(graph_dir, study=study, sign_key=sign_key, out=out, overwrite=overwrite,
+                                progress=step)
     if json_out:
         print_json({"out": str(out), **{k: manifest[k] for k in ("study", "diseases", "vocabulary", "signer_key_id")}})
     else:
         v = manifest["vocabulary"]
         console.print(f"bundle {out} for study {manifest['study']!r}: {len(manifest['diseases'])} diseases, "
                       + ", ".join(f"{n} {d}" for d, n in v.items()) + f"; signed by key {manifest['signer_key_id']}")
+
+
+def write_bundle(graph_dir: Path, *, study: Path, sign_key: Path, out: Path, overwrite: bool = False,
+                 progress: Callable[[str], None] = _silent) -> dict:
+    """The ``bundle make`` step, shared by the command and :func:`raregraph.api.make_bundle`: cut
+    and sign the study bundle of ``graph_dir`` into ``out``; returns the signed manifest."""
+    from kg.bundle import make_bundle
+    from kg.store import KnowledgeGraph
+    from kg.study import load_study
+
+    progress("reading study, key and graph")
+    study_cfg = load_study(study)
+    key = load_private_key(sign_key)
+    graph = KnowledgeGraph.load(graph_dir)
+    return make_bundle(graph, study_cfg, sign_key=key, out=out, study_source=str(study), overwrite=overwrite,
+                       step=progress)
 
 
 @bundle_app.command("verify")

@@ -19,14 +19,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from raregraph.api.federation import parse_sites, plan_federation, run_federation
 from server.config import RunConfig
 from shared.cli_config import resolved_config, site_path_value, with_config_file
 from shared.console import cli_errors, console, err_console, print_json
-from shared.errors import InputError
-from shared.model.settings import guidance_problem
 from shared.privacy.audit.cli import print_audit_summary
 from shared.privacy.settings import DEFAULT_CLIP_NORM
 from shared.runs import RunFolder
+
+__all__ = ["federate", "parse_sites", "print_site_evaluation"]  # parse_sites: raregraph.api's, kept here for callers
 
 
 @with_config_file("federate", path_values={"sites": site_path_value})
@@ -65,34 +66,26 @@ def federate(
 
     Or with the settings in a file, one of them overridden: raregraph federate --config run.toml --rounds 5
     """
-    from deploy.simulation import publish_site_keys, run_simulated, site_nodes
     from server.dashboard.beside import serve_beside
-    from shared.bundle import StudyBundle
-    from shared.privacy.audit.audit import audit_run
 
     with cli_errors():
         # everything is checked before the first file is written (site keys, the run folder)
         settings = resolved_config(ctx)
-        if problem := guidance_problem(guidance, settings.label("guidance")):
-            raise InputError(problem)
-        site_ids, site_dirs = parse_sites(sites)
-        StudyBundle.load(bundle, pub)
-        run = RunConfig(run_dir=out.resolve(), bundle_path=bundle.resolve(), bundle_pub=pub.resolve(), rounds=rounds,
-                        guidance=guidance, pretrain_steps=pretrain_steps, local_steps=local_steps, lr=lr, seed=seed,
-                        planned_rounds=planned_rounds, min_sites=min(min_sites, len(sites)),
-                        evaluate_fraction=evaluate_fraction, eval_per_disease=eval_per_disease,
-                        site_keys=RunFolder(out.resolve()).site_keys)
-        nodes = site_nodes(site_dirs, state_root=state_root or RunFolder(out).state, pub=pub, epsilon=epsilon, delta=delta,
-                           clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
-                           eval_noise_multiplier=eval_noise_multiplier, holdouts=holdouts, site_ids=site_ids)
-        publish_site_keys(nodes, run.site_keys)
+        plan = plan_federation(bundle, pub, sites, out=out, epsilon=epsilon, rounds=rounds,
+                               planned_rounds=planned_rounds, delta=delta, guidance=guidance,
+                               pretrain_steps=pretrain_steps, local_steps=local_steps, batch_size=batch_size,
+                               clip_norm=clip_norm, noise_multiplicity=noise_multiplicity, lr=lr,
+                               state_root=state_root, min_sites=min_sites, evaluate_fraction=evaluate_fraction,
+                               eval_noise_multiplier=eval_noise_multiplier, holdouts=holdouts,
+                               eval_per_disease=eval_per_disease, seed=seed, label=settings.label)
+        run = plan.run
         settings.write(RunFolder(run.run_dir).resolved_config)
         with serve_beside(run.run_dir, port=serve_port) if serve_port else nullcontext() as url:
             if url and not (quiet or json_out):
                 err_console.print(f"live view: {url} (while the run goes; `raregraph serve {out}` afterwards)",
                                   highlight=False)
-            privacy = run_simulated(run, nodes, show_progress=not (quiet or json_out))
-        audit = audit_run(run.run_dir)
+            result = run_federation(plan, show_progress=not (quiet or json_out))
+        privacy, audit = result.privacy, result.audit
     if json_out:
         print_json({**privacy, "audit": audit.to_json()})
         raise typer.Exit(0 if audit.ok else 1)
@@ -111,38 +104,6 @@ def federate(
     print_audit_summary(audit, run.run_dir)
     if not audit.ok:
         raise typer.Exit(1)
-
-
-def parse_sites(values: list[str]) -> tuple[list[str], list[Path]]:
-    """Site ids and folders of the ``--sites`` values, in order: ``ID=PATH`` (split at the
-    first ``=``, so a path may hold one when an id is given) or ``PATH`` (the id is the
-    folder's name).
-
-    Raises
-    ------
-    InputError
-        An empty path, an id that is not a safe folder name, or one id given twice; the
-        message names ``--sites``.
-    """
-    from deploy.simulation import site_id_problem  # loads Flower: only when the command runs
-
-    ids, folders = [], []
-    for value in values:
-        site_id, sep, path = value.partition("=")
-        if not sep:
-            site_id, path = Path(value).name, value
-        if not path:
-            raise InputError(f"--sites {value!r}: no folder after {site_id}= (give ID=PATH or PATH)")
-        if problem := site_id_problem(site_id):
-            how = "" if sep else " (taken from the folder's name; give one as ID=PATH)"
-            raise InputError(f"--sites {value!r}: {problem}{how}")
-        if site_id in ids:
-            first = values[ids.index(site_id)]
-            raise InputError(f"--sites {first!r} and {value!r} have the same site id {site_id!r}: site ids name the "
-                             "state folders and must differ; give each site one as ID=PATH")
-        ids.append(site_id)
-        folders.append(Path(path))
-    return ids, folders
 
 
 def print_site_evaluation(run_dir: Path) -> dict | None:

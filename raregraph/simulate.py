@@ -8,15 +8,14 @@ runs, not when the command line loads (issue 23).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from raregraph.api.sites import write_sites
 from shared.console import cli_errors, console, load_bundle, print_json, steps
-from shared.errors import InputError
 
 if TYPE_CHECKING:
     from shared.bundle import StudyBundle
@@ -50,22 +49,10 @@ def simulate(
 
     Example: raregraph data simulate --sites 3 --out sites --seed 7 --format duckdb
     """
-    from shared.simulation.consortium import SITE_FORMATS, knowledge_from_bundle, simulate_consortium, write_consortium
-
     with cli_errors(), steps("simulate", quiet=quiet or json_out) as step, tempfile.TemporaryDirectory() as tmp:
-        if fmt is not None and fmt not in SITE_FORMATS:
-            raise InputError(f"--format must be one of {', '.join(SITE_FORMATS)}, got {fmt!r}")
-        b = load_bundle(bundle, pub) if bundle is not None else demo_bundle(Path(tmp), step)
-        step("simulating sites")
-        result = simulate_consortium(knowledge_from_bundle(b), sites=sites, seed=seed, min_patients=min_patients,
-                                     max_patients=max_patients)
-        step("writing OMOP tables")
-        write_consortium(result, out, overwrite=overwrite, **({"fmt_cycle": (fmt,)} if fmt else {}))
-    written = {s["folder"]: s for s in json.loads((out / "simulation.json").read_text())["sites"]}
-    summary = {"out": str(out), "seed": seed,
-               "sites": [{"site": f"site-{p.site}", "path": str(out / name), "format": written[name]["format"],
-                          "patients": c.n_persons, "events": int(len(c.events))}
-                         for (p, c), name in zip(result, written)]}
+        summary = write_sites(lambda: load_bundle(bundle, pub) if bundle is not None else demo_bundle(Path(tmp), step),
+                              out, sites=sites, seed=seed, min_patients=min_patients, max_patients=max_patients,
+                              fmt=fmt, overwrite=overwrite, progress=step)
     if json_out:
         print_json(summary)
     else:

@@ -15,6 +15,8 @@ from shared.model.settings import guidance_problem
 #: how the server combines the sites' updates (:func:`server.aggregation.aggregate`): FedAvg or coordinate-wise median
 Rule = Literal["mean", "median"]
 RULES: tuple[str, ...] = ("mean", "median")
+#: run-config keys read by the simulated sites of `flwr run .` on the simulation engine, not by the server
+SIMULATION_PREFIX = "simulation."
 #: run-config key → (field, type); defaults are the dataclass defaults
 KEYS: dict[str, tuple[str, type]] = {
     "num-server-rounds": ("rounds", int),
@@ -103,6 +105,8 @@ class RunConfig:
     @classmethod
     def from_mapping(cls, values: dict) -> RunConfig:
         """Parse a run-config mapping; unknown keys and wrong types fail with the key named."""
+        # simulation.*: how simulated sites derive their node configs (client.simulated_site); not the server's
+        values = {k: v for k, v in values.items() if not k.startswith(SIMULATION_PREFIX)}
         unknown = sorted(set(values) - set(KEYS))
         if unknown:
             raise ConfigError(f"unknown run config key {unknown[0]!r}; known: {', '.join(KEYS)}")

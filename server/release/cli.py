@@ -6,8 +6,9 @@ loads (issue 23).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +25,10 @@ from shared.ehr.omop_columns import MAX_SYNTHETIC_PERSONS
 from shared.errors import OutputExistsError
 from shared.model.settings import DEFAULT_SAMPLER_STEPS
 from shared.runs import RunFolder
+
+if TYPE_CHECKING:
+    from server.release.publish import Release
+    from shared.ehr.cdm_release import ReleaseTarget
 
 
 def release(
@@ -54,24 +59,13 @@ def release(
 
     Example: raregraph release out/run --bundle out/bundle --n 1000 --out out/release
     """
-    from server.release.gate import GateConfig, load_gate
-    from server.release.publish import REPORT_NAME, prepare_release, write_release
-    from shared.ehr.cdm_options import release_options
-    from shared.model.checkpoint import load_model
+    from server.release.publish import REPORT_NAME
 
     with cli_errors(), steps("release", quiet=quiet or json_out) as step:
-        config = load_gate(gate) if gate is not None else GateConfig()
-        vocab, database = release_options(fmt, vocabulary, vocabulary_db, vocabulary_schema, to_db, schema,
-                                          password_file=db_password_file)
-        if out.exists() and not overwrite:  # fail before minutes of sampling
-            raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
-        b = load_bundle(bundle, pub)
-        trained = load_model(RunFolder(run_dir).model, b)
-        step(f"generating {n} patients and checking the gate")
-        result = prepare_release(trained, b, run_dir, n=n, seed=seed, steps=sampler_steps, gate=config)
-        if result.ok:
-            step("writing the release" + (f" and loading it into {database.describe()}" if database else ""))
-            card = write_release(result, b, out, overwrite=overwrite, fmt=fmt, vocabulary=vocab, database=database)
+        result, card, database = gate_and_release(
+            run_dir, bundle=bundle, pub=pub, n=n, out=out, gate=gate, seed=seed, sampler_steps=sampler_steps, fmt=fmt,
+            vocabulary=vocabulary, vocabulary_db=vocabulary_db, vocabulary_schema=vocabulary_schema, to_db=to_db,
+            schema=schema, db_password_file=db_password_file, overwrite=overwrite, progress=step)
     summary = {"released": result.ok, "out": str(out) if result.ok else None,
                "checks": [c.to_json() for c in result.checks], **({"data_card": card} if result.ok else {})}
     if json_out:
@@ -91,3 +85,34 @@ def release(
         loaded = f"; loaded into {database.describe()}" if database is not None else ""
         console.print(f"{n:,} synthetic patients released → {out} (OMOP CDM v5.4, data card, {REPORT_NAME}){loaded}",
                       highlight=False)
+
+
+def gate_and_release(run_dir: Path, *, bundle: Path, pub: Path | None, n: int, out: Path, gate: Path | None = None,
+                     seed: int = 0, sampler_steps: int = DEFAULT_SAMPLER_STEPS, fmt: str = "csv",
+                     vocabulary: Path | None = None, vocabulary_db: str | None = None,
+                     vocabulary_schema: str | None = None, to_db: str | None = None, schema: str | None = None,
+                     db_password_file: Path | None = None, overwrite: bool = False,
+                     progress: Callable[[str], None] = lambda _description: None,
+                     ) -> tuple[Release, dict | None, ReleaseTarget | None]:
+    """The ``release`` step, shared by the command and :func:`raregraph.api.release`: sample from
+    ``RUN/model``, apply the gate, write the release only when it passes; returns the gate's
+    result, the data card (None when refused: nothing is written) and the database written to."""
+    from server.release.gate import GateConfig, load_gate
+    from server.release.publish import prepare_release, write_release
+    from shared.ehr.cdm_options import release_options
+    from shared.model.checkpoint import load_model
+
+    config = load_gate(gate) if gate is not None else GateConfig()
+    vocab, database = release_options(fmt, vocabulary, vocabulary_db, vocabulary_schema, to_db, schema,
+                                      password_file=db_password_file)
+    if out.exists() and not overwrite:  # fail before minutes of sampling
+        raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
+    b = load_bundle(bundle, pub)
+    trained = load_model(RunFolder(run_dir).model, b)
+    progress(f"generating {n} patients and checking the gate")
+    result = prepare_release(trained, b, run_dir, n=n, seed=seed, steps=sampler_steps, gate=config)
+    card = None
+    if result.ok:
+        progress("writing the release" + (f" and loading it into {database.describe()}" if database else ""))
+        card = write_release(result, b, out, overwrite=overwrite, fmt=fmt, vocabulary=vocab, database=database)
+    return result, card, database

@@ -18,6 +18,7 @@ from shared.errors import InputError
 
 if TYPE_CHECKING:
     from shared.ehr.report import SiteReport
+    from shared.trajectories.site_validation import SiteValidation
 
 data_app = typer.Typer(help="Check and simulate hospital data (OMOP tables or FHIR Bulk NDJSON).", no_args_is_help=True)
 
@@ -67,49 +68,72 @@ def validate(
              --pub keys/coordinator.pub (the password never goes on the command line: a file of mode 0600,
              or the environment variable --cdm-password-env names, RAREGRAPH_CDM_PASSWORD by default)
     """
-    from shared.ehr.cdm_connection import CdmDatabase
-    from shared.ehr.omop_checks import parse_sex_codes
-    from shared.ehr.study_fit import no_study_patients
-    from shared.trajectories.site_validation import fatal_report, validate_site, write_report
-
-    source: Path | CdmDatabase | None = site
     with cli_errors():
-        if accept not in ACCEPT:
-            raise InputError(f"--accept must be one of {', '.join(ACCEPT)}, got {accept!r}")
-        if site_map is not None and bundle is None:
-            raise InputError("--site-map needs --bundle (the bundle's code map is the base)")
-        if (site is None) == (cdm_url is None):
-            raise InputError("give exactly one of a site folder and --cdm-url")
-        try:
-            codes = parse_sex_codes(sex_codes)
-        except ValueError as exc:
-            raise InputError(f"--sex-codes: {exc}") from None
-        if cdm_url is not None:
-            source = CdmDatabase(cdm_url, schema=cdm_schema, vocabulary_schema=vocabulary_schema,
-                                 password_env=password_env, password_file=password_file)
-        b = load_bundle(bundle, pub) if bundle is not None else None
-        try:
-            result = validate_site(source, bundle=b, skip_bad_rows=skip_bad_rows, accept=accept,  # type: ignore[arg-type]
-                                   site_codemap=site_map, sex_codes=codes)
-        except InputError as exc:
-            if out is not None:
-                write_report(out, fatal_report(str(source), exc))
-            raise
-    data = result.as_dict()
-    if out is not None:
-        with cli_errors():
-            write_report(out, data)
+        result, source = check_site(site, bundle=bundle, pub=pub, skip_bad_rows=skip_bad_rows, accept=accept,
+                                    site_map=site_map, cdm_url=cdm_url, cdm_schema=cdm_schema,
+                                    vocabulary_schema=vocabulary_schema, password_env=password_env,
+                                    password_file=password_file, sex_codes=sex_codes, out=out)
     if json_out:
-        print_json(data)
+        print_json(result.as_dict())
     else:
         _print_verdict(result.report)
-        _print_contents(str(source), result.report)
+        _print_contents(source, result.report)
         _print_study_fit(result.report, result.tensors)
         if out is not None:
             console.print(f"report written to {out / 'report.html'} and {out / 'report.json'}")
-    if b is not None and not (result.report.study_cohort or {}).get("patients"):
+    if (problem := study_patients_problem(result)) is not None:
         with cli_errors():  # a site with nothing to train on is never a silent success
-            raise no_study_patients(result.report)
+            raise problem
+
+
+def check_site(site: Path | None, *, bundle: Path | None = None, pub: Path | None = None, skip_bad_rows: bool = False,
+               accept: str = DEFAULT_ACCEPT, site_map: Path | None = None, cdm_url: str | None = None,
+               cdm_schema: str | None = None, vocabulary_schema: str | None = None,
+               password_env: str = DEFAULT_PASSWORD_ENV, password_file: Path | None = None, sex_codes: str = "",
+               out: Path | None = None) -> tuple[SiteValidation, str]:
+    """The ``data validate`` step, shared by the command and :func:`raregraph.api.validate_site`:
+    check the options, read the export, write ``out/report.{html,json}`` when asked (a fatal
+    report too, before the error is raised); returns the validation and what was read (the
+    folder, or the database without its password). Never raises for a site without study
+    patients (:func:`study_patients_problem` says so)."""
+    from shared.ehr.cdm_connection import CdmDatabase
+    from shared.ehr.omop_checks import parse_sex_codes
+    from shared.trajectories.site_validation import fatal_report, validate_site, write_report
+
+    source: Path | CdmDatabase | None = site
+    if accept not in ACCEPT:
+        raise InputError(f"--accept must be one of {', '.join(ACCEPT)}, got {accept!r}")
+    if site_map is not None and bundle is None:
+        raise InputError("--site-map needs --bundle (the bundle's code map is the base)")
+    if (site is None) == (cdm_url is None):
+        raise InputError("give exactly one of a site folder and --cdm-url")
+    try:
+        codes = parse_sex_codes(sex_codes)
+    except ValueError as exc:
+        raise InputError(f"--sex-codes: {exc}") from None
+    if cdm_url is not None:
+        source = CdmDatabase(cdm_url, schema=cdm_schema, vocabulary_schema=vocabulary_schema,
+                             password_env=password_env, password_file=password_file)
+    b = load_bundle(bundle, pub) if bundle is not None else None
+    try:
+        result = validate_site(source, bundle=b, skip_bad_rows=skip_bad_rows, accept=accept,  # type: ignore[arg-type]
+                               site_codemap=site_map, sex_codes=codes)
+    except InputError as exc:
+        if out is not None:
+            write_report(out, fatal_report(str(source), exc))
+        raise
+    if out is not None:
+        write_report(out, result.as_dict())
+    return result, str(source)
+
+
+def study_patients_problem(result: SiteValidation) -> InputError | None:
+    """The error of a site validated against a bundle that has no study patients, or None."""
+    from shared.ehr.study_fit import no_study_patients
+
+    if result.tensors is None or (result.report.study_cohort or {}).get("patients"):
+        return None
+    return no_study_patients(result.report)
 
 
 def _print_verdict(report: SiteReport) -> None:

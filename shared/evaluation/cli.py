@@ -6,6 +6,7 @@ line loads (issue 23).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -34,30 +35,9 @@ def evaluate(
 
     Example: raregraph evaluate --real sites/site-1 --synthetic out/synthetic --bundle out/bundle --out out/report
     """
-    from shared.ehr.omop import read_omop
-    from shared.ehr.site import read_site
-    from shared.evaluation.suite import evaluate as run_evaluation
-    from shared.evaluation.suite import write_report
-    from shared.trajectories.tensorize import tensorize
-
     with cli_errors(), steps("evaluate", quiet=quiet or json_out) as step:
-        b = load_bundle(bundle, pub)
-        step("reading and tensorizing")
-        tensors = {}
-        for name, folder, synthetic_ids in (("real", real, False), ("synthetic", synthetic, True),
-                                            ("holdout", holdout, False)):
-            if folder is None:
-                continue
-            # real sites may be OMOP or FHIR; a synthetic release is always OMOP in the synthetic id range
-            cohort, _ = read_omop(folder, synthetic=True) if synthetic_ids else read_site(folder, bundle=b)
-            try:
-                tensors[name], _ = tensorize(cohort, b)
-            except ValueError as exc:
-                raise InputError(str(exc), file=folder) from None
-        step("computing metrics")
-        metrics = run_evaluation(tensors["real"], tensors["synthetic"], holdout=tensors.get("holdout"), seed=seed,
-                                 bundle=b)
-        write_report(metrics, out, title=f"{synthetic.name} vs {real.name}", overwrite=overwrite)
+        metrics = evaluate_synthetic(real, synthetic, bundle=bundle, pub=pub, out=out, holdout=holdout, seed=seed,
+                                     overwrite=overwrite, progress=step)
     if json_out:
         print_json(metrics)
     else:
@@ -67,6 +47,38 @@ def evaluate(
                       f"prevalence R² {_num(f['prevalence_r2_identity'])}, "
                       f"discriminator AUROC {_num(f['discriminator_auroc'])}, "
                       f"supported disease–phenotype pairs {_num(supported)}")
+
+
+def evaluate_synthetic(real: Path, synthetic: Path, *, bundle: Path, pub: Path | None, out: Path,
+                       holdout: Path | None = None, seed: int = 0, overwrite: bool = False,
+                       progress: Callable[[str], None] = lambda _description: None) -> dict:
+    """The ``evaluate`` step, shared by the command and :func:`raregraph.api.evaluate`: run the
+    suite on ``synthetic`` against ``real`` (and ``holdout``), write the report to ``out``; returns
+    the metrics (as metrics.json holds them)."""
+    from shared.ehr.omop import read_omop
+    from shared.ehr.site import read_site
+    from shared.evaluation.suite import evaluate as run_evaluation
+    from shared.evaluation.suite import write_report
+    from shared.trajectories.tensorize import tensorize
+
+    b = load_bundle(bundle, pub)
+    progress("reading and tensorizing")
+    tensors = {}
+    for name, folder, synthetic_ids in (("real", real, False), ("synthetic", synthetic, True),
+                                        ("holdout", holdout, False)):
+        if folder is None:
+            continue
+        # real sites may be OMOP or FHIR; a synthetic release is always OMOP in the synthetic id range
+        cohort, _ = read_omop(folder, synthetic=True) if synthetic_ids else read_site(folder, bundle=b)
+        try:
+            tensors[name], _ = tensorize(cohort, b)
+        except ValueError as exc:
+            raise InputError(str(exc), file=folder) from None
+    progress("computing metrics")
+    metrics = run_evaluation(tensors["real"], tensors["synthetic"], holdout=tensors.get("holdout"), seed=seed,
+                             bundle=b)
+    write_report(metrics, out, title=f"{synthetic.name} vs {real.name}", overwrite=overwrite)
+    return metrics
 
 
 def _num(v: float | None) -> str:

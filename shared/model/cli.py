@@ -6,8 +6,9 @@ The commands import the model (torch, Opacus) when they run, not when the comman
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -27,6 +28,9 @@ from shared.ehr.omop_columns import MAX_SYNTHETIC_PERSONS
 from shared.errors import InputError
 from shared.model.settings import DEFAULT_SAMPLER_STEPS, TrainConfig, guidance_problem
 from shared.privacy.settings import DEFAULT_CLIP_NORM
+
+if TYPE_CHECKING:
+    from shared.ehr.cdm_release import ReleaseTarget
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", help="The study bundle.")]
 PubOpt = Annotated[Path | None, typer.Option("--pub", help="Coordinator public key that must have signed the bundle.")]
@@ -135,28 +139,12 @@ def generate_cmd(
 
     Example: raregraph generate out/model --bundle out/bundle --n 1000 --out out/synthetic
     """
-    from shared.ehr.cdm_options import release_options
-    from shared.model.checkpoint import load_model
-    from shared.model.generation import data_card, generate, write_synthetic
-
     with cli_errors(), stages("generate", quiet=quiet or json_out) as step:
-        vocab, database = release_options(fmt, vocabulary, vocabulary_db, vocabulary_schema, to_db, schema,
-                                          password_file=db_password_file)
-        step("verifying the bundle")
-        b = load_bundle(bundle, pub)
-        step("loading the model")
-        trained = load_model(model_dir, b)
-        step(f"sampling {n:,} patients ({steps} DDIM steps)")
-        try:
-            cohort, _ = generate(trained, b, n=n, disease=disease, seed=seed, steps=steps,
-                                 guidance_scale=guidance_scale, eta=eta)
-        except ValueError as exc:
-            raise InputError(str(exc), field="--disease") from None
-        card = data_card(trained, b, cohort, seed=seed, steps=steps, guidance_scale=guidance_scale, eta=eta,
-                         disease=disease)
-        step(f"writing OMOP tables to {out}" + (f" and {database.describe()}" if database is not None else ""))
-        card = write_synthetic(cohort, out, card=card, fmt=fmt, overwrite=overwrite, vocabulary=vocab,
-                               database=database)
+        card, database = sample_synthetic(model_dir, bundle=bundle, pub=pub, n=n, out=out, disease=disease, seed=seed,
+                                          steps=steps, guidance_scale=guidance_scale, eta=eta, fmt=fmt,
+                                          vocabulary=vocabulary, vocabulary_db=vocabulary_db,
+                                          vocabulary_schema=vocabulary_schema, to_db=to_db, schema=schema,
+                                          db_password_file=db_password_file, overwrite=overwrite, progress=step)
     if json_out:
         print_json(card)
     else:
@@ -164,3 +152,36 @@ def generate_cmd(
         console.print(f"{n:,} synthetic patients → {out} ({card['counts']['events']:,} events, OMOP CDM v5.4); "
                       f"data card {out / 'data_card.json'}{loaded}", highlight=False)
         console.print(f"privacy: {card['privacy'].get('statement', '')}", highlight=False)
+
+
+def sample_synthetic(model_dir: Path, *, bundle: Path, pub: Path | None, n: int, out: Path, disease: str | None = None,
+                     seed: int = 0, steps: int = DEFAULT_SAMPLER_STEPS, guidance_scale: float = 1.0, eta: float = 0.0,
+                     fmt: str = "csv", vocabulary: Path | None = None, vocabulary_db: str | None = None,
+                     vocabulary_schema: str | None = None, to_db: str | None = None, schema: str | None = None,
+                     db_password_file: Path | None = None, overwrite: bool = False,
+                     progress: Callable[[str], None] = lambda _description: None) -> tuple[dict, ReleaseTarget | None]:
+    """The ``generate`` step, shared by the command and :func:`raregraph.api.generate`: sample
+    ``n`` patients from ``model_dir`` and write them (OMOP tables, data card; and into ``to_db``);
+    returns the data card and the database written to, if any."""
+    from shared.ehr.cdm_options import release_options
+    from shared.model.checkpoint import load_model
+    from shared.model.generation import data_card, generate, write_synthetic
+
+    vocab, database = release_options(fmt, vocabulary, vocabulary_db, vocabulary_schema, to_db, schema,
+                                      password_file=db_password_file)
+    progress("verifying the bundle")
+    b = load_bundle(bundle, pub)
+    progress("loading the model")
+    trained = load_model(model_dir, b)
+    progress(f"sampling {n:,} patients ({steps} DDIM steps)")
+    try:
+        cohort, _ = generate(trained, b, n=n, disease=disease, seed=seed, steps=steps,
+                             guidance_scale=guidance_scale, eta=eta)
+    except ValueError as exc:
+        raise InputError(str(exc), field="--disease") from None
+    card = data_card(trained, b, cohort, seed=seed, steps=steps, guidance_scale=guidance_scale, eta=eta,
+                     disease=disease)
+    progress(f"writing OMOP tables to {out}" + (f" and {database.describe()}" if database is not None else ""))
+    card = write_synthetic(cohort, out, card=card, fmt=fmt, overwrite=overwrite, vocabulary=vocab,
+                           database=database)
+    return card, database

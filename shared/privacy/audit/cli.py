@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -74,18 +75,9 @@ def audit(
 
     Example: raregraph audit runs/demo/ledger --keys deploy/keys/sites --budget-file budgets.toml --out audit-report
     """
-    from shared.privacy.audit.audit import audit_ledgers
-    from shared.privacy.audit.report import write_report
-
-    with cli_errors():
-        if out is not None and out.exists() and not overwrite:  # fail before the work, not after it
-            raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
-        with steps("audit", quiet=quiet or json_out) as step:
-            result = audit_ledgers(ledger_dir, keys, budget_file, progress=step,
-                                   auditor_pub=None if auditor_pub is None else load_public_key(auditor_pub))
-            if out is not None:
-                step("writing the report")
-                json_path, html_path = write_report(result, out, overwrite=overwrite)
+    with cli_errors(), steps("audit", quiet=quiet or json_out) as step:
+        result, written = audit_folder(ledger_dir, keys, budget_file=budget_file, out=out, overwrite=overwrite,
+                                       auditor_pub=auditor_pub, progress=step)
     if json_out:
         print_json(result.to_json())
     else:
@@ -105,12 +97,33 @@ def audit(
         for problem in result.all_problems:
             console.print(f"[red]{problem.kind}[/]: {problem.message}", highlight=False, soft_wrap=True)
         if out is not None:
+            json_path, html_path = written
             console.print(f"report: {html_path}\njson:   {json_path}", highlight=False, soft_wrap=True)
         console.print("[green]audit passed[/]" if result.ok else
                       f"[red]audit failed[/]: {len(result.all_problems)} problem(s)", highlight=False)
     if not result.ok and json_out:
         err_console.print(f"[red]audit failed[/]: {len(result.all_problems)} problem(s)", highlight=False)
     raise typer.Exit(0 if result.ok else 1)
+
+
+def audit_folder(ledger_dir: Path, keys: Path, *, budget_file: Path | None = None, out: Path | None = None,
+                 overwrite: bool = False, auditor_pub: Path | None = None,
+                 progress: Callable[[str], None] = lambda _description: None,
+                 ) -> tuple[AuditResult, tuple[Path, Path] | None]:
+    """The ledger audit step, shared by the command and :func:`raregraph.api.audit`: audit the
+    ledgers in ``ledger_dir`` against ``keys`` and, with ``out``, write audit.json and
+    report.html; returns the result and those two paths (None without ``out``)."""
+    from shared.privacy.audit.audit import audit_ledgers
+    from shared.privacy.audit.report import write_report
+
+    if out is not None and out.exists() and not overwrite:  # fail before the work, not after it
+        raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
+    result = audit_ledgers(ledger_dir, keys, budget_file, progress=progress,
+                           auditor_pub=None if auditor_pub is None else load_public_key(auditor_pub))
+    if out is None:
+        return result, None
+    progress("writing the report")
+    return result, write_report(result, out, overwrite=overwrite)
 
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", help="The study bundle.")]
