@@ -6,16 +6,23 @@ state. Every check works for any number of sites, two included (where "far from 
 never fire: the median of two is their mean).
 
 1. :func:`update_problem`: a reply's weights must have exactly the global model's tensor names,
-   shapes and dtypes and only finite values, and its patient count must be a whole number in
-   [1, ``max_patients``]; otherwise the reply is rejected (the round goes on without it).
-2. :func:`clip_update`: the change Δ = w_site − w_global is scaled down to norm ``max_norm``
-   when it is longer, ‖Δ‖ ≤ C (as in DP-FedAvg, McMahan et al. 2018, Algorithm 1): one site can
-   move the model by at most C × its weight, however it was made.
-3. :func:`site_weights`: FedAvg's weights n_k / Σ n, each capped at ``max_share`` of the total
+   shapes and dtypes, and its patient count must be a whole number in [1, ``max_patients``];
+   otherwise the reply is rejected (the round goes on without it).
+2. :meth:`FlatModel.change`: the change Δ = w_site − w_global of every floating-point tensor as
+   one vector, refused when it holds a non-finite value; its norm decides the outlier rule.
+3. :func:`clip`: Δ is scaled down to norm ``max_norm`` when it is longer, ‖Δ‖ ≤ C (as in
+   DP-FedAvg, McMahan et al. 2018, Algorithm 1): one site can move the model by at most C × its
+   weight, however it was made.
+4. :func:`site_weights`: FedAvg's weights n_k / Σ n, each capped at ``max_share`` of the total
    (the excess goes to the others in proportion), so no site's claim of its size decides the model.
-4. :func:`aggregate`: w_global + Σ_k ω_k Δ_k (``"mean"``, FedAvg), or the coordinate-wise median
+5. :func:`aggregate`: w_global + Σ_k ω_k Δ_k (``"mean"``, FedAvg), or the coordinate-wise median
    of the Δ_k (``"median"``, Yin et al. 2018), robust to a minority of arbitrary updates at the
    cost of ignoring the weights and of more noise with few sites.
+
+Each site's change is flattened once into one float32 vector (:class:`FlatModel`): the
+finiteness check, the norm, the clipping and the average are then a few vector operations per
+site, not one per tensor, which keeps the coordinator's work per site small at a hundred sites
+and more. Norms and the average are summed in float64.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ Weights = Mapping[str, torch.Tensor]
 
 
 def update_problem(base: Weights, update: Weights, num_examples: object, *, max_patients: int) -> str | None:
-    """Why a site's reply cannot be averaged, or None.
+    """Why a site's reply cannot be averaged, or None (its values are checked by :meth:`FlatModel.change`).
 
     Parameters
     ----------
@@ -56,8 +63,6 @@ def update_problem(base: Weights, update: Weights, num_examples: object, *, max_
             return f"tensor {name} has shape {list(got.shape)}, the global model {list(ref.shape)}"
         if got.dtype != ref.dtype:
             return f"tensor {name} has dtype {got.dtype}, the global model {ref.dtype}"
-        if got.dtype.is_floating_point and not bool(torch.isfinite(got).all()):
-            return "non-finite values"
     n = num_examples
     if isinstance(n, bool) or not isinstance(n, int | float) or not math.isfinite(n) or n != int(n) \
             or not 1 <= n <= max_patients:
@@ -65,30 +70,55 @@ def update_problem(base: Weights, update: Weights, num_examples: object, *, max_
     return None
 
 
-def change_norm(base: Weights, update: Weights) -> float:
-    """‖w_site − w_global‖₂ over every floating-point tensor."""
-    return math.sqrt(sum(float(((update[k].double() - base[k].double()) ** 2).sum())
-                         for k in base if base[k].dtype.is_floating_point))
+class NonFinite(ValueError):
+    """A site's weights hold NaN or ±inf."""
 
 
-def weights_norm(weights: Weights) -> float:
-    """‖w‖₂ over every floating-point tensor."""
-    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in weights.values() if v.dtype.is_floating_point))
+class FlatModel:
+    """The global model's floating-point tensors as one vector, a site's change against it, and
+    a step on it back as named tensors. Non-float tensors (counters) never change."""
+
+    def __init__(self, base: Weights) -> None:
+        self.base = base
+        self.names = [k for k, v in base.items() if v.dtype.is_floating_point]
+        self.size = sum(base[k].numel() for k in self.names)
+
+    def change(self, update: Weights) -> tuple[torch.Tensor, float]:
+        """(Δ = w_site − w_global as one float32 vector, ‖Δ‖₂ summed in float64) for weights that
+        passed :func:`update_problem`. Each tensor's difference is taken in its own dtype.
+
+        Raises
+        ------
+        NonFinite
+            The site's weights hold a non-finite value (then so does ‖Δ‖).
+        """
+        if not self.names:
+            return torch.zeros(0), 0.0
+        delta = torch.cat([(update[k] - self.base[k]).reshape(-1).to(torch.float32) for k in self.names])
+        norm = float(torch.linalg.vector_norm(delta, dtype=torch.float64))
+        if not math.isfinite(norm):
+            raise NonFinite("non-finite values")
+        return delta, norm
+
+    def weights(self, step: torch.Tensor) -> dict[str, torch.Tensor]:
+        """w_global + ``step`` (a flat vector) as named tensors, each cast back to its dtype."""
+        out = {name: ref.clone() for name, ref in self.base.items()}
+        offset = 0
+        for name in self.names:
+            ref = self.base[name]
+            part = step[offset:offset + ref.numel()].reshape(ref.shape).to(torch.float64)  # a view, then a copy
+            out[name] = (ref.to(torch.float64) + part).to(ref.dtype)
+            offset += ref.numel()
+        return out
 
 
-def clip_update(base: Weights, update: Weights, *, max_norm: float) -> tuple[dict[str, torch.Tensor], float]:
-    """Δ = update − base scaled to norm ≤ ``max_norm``; (Δ, the factor applied, 1.0 when unclipped).
+def clip(delta: torch.Tensor, norm: float, *, max_norm: float) -> tuple[torch.Tensor, float]:
+    """Δ scaled to norm ≤ ``max_norm``; (Δ, the factor applied, 1.0 when unclipped).
 
-    ``max_norm`` ≤ 0 (or infinite) turns clipping off. Non-float tensors (counters) carry no
-    change.
+    ``max_norm`` ≤ 0 (or infinite) turns clipping off.
     """
-    delta = {k: (update[k].double() - base[k].double()) if base[k].dtype.is_floating_point
-             else torch.zeros_like(base[k], dtype=torch.float64) for k in base}
-    norm = math.sqrt(sum(float((d ** 2).sum()) for d in delta.values()))
     factor = 1.0 if not (0 < max_norm < math.inf) or norm <= max_norm else max_norm / norm
-    if factor != 1.0:
-        delta = {k: d * factor for k, d in delta.items()}
-    return delta, factor
+    return (delta * factor if factor != 1.0 else delta), factor
 
 
 def site_weights(counts: Sequence[float], *, max_share: float) -> list[float]:
@@ -124,10 +154,10 @@ def site_weights(counts: Sequence[float], *, max_share: float) -> list[float]:
         left = 1.0 - max_share * (k - len(free))
 
 
-def aggregate(base: Weights, deltas: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float], *,
+def aggregate(model: FlatModel, deltas: Sequence[torch.Tensor], weights: Sequence[float], *,
               rule: Rule = "mean") -> dict[str, torch.Tensor]:
-    """The new global weights: base + Σ ω_k Δ_k (``"mean"``) or base + median_k Δ_k
-    coordinate-wise (``"median"``), cast back to each tensor's dtype.
+    """The new global weights: base + Σ ω_k Δ_k (``"mean"``, summed in float64) or base +
+    median_k Δ_k coordinate-wise (``"median"``), as named tensors in each tensor's dtype.
 
     Raises
     ------
@@ -138,15 +168,10 @@ def aggregate(base: Weights, deltas: Sequence[Mapping[str, torch.Tensor]], weigh
         raise ValueError("no updates to aggregate")
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-    out = {}
-    for name, ref in base.items():
-        if not ref.dtype.is_floating_point:
-            out[name] = ref.clone()
-            continue
-        stacked = torch.stack([d[name] for d in deltas])
-        if rule == "mean":
-            step = (stacked * torch.tensor(np.asarray(weights, dtype=np.float64)).view(-1, *[1] * ref.dim())).sum(0)
-        else:
-            step = torch.from_numpy(np.median(stacked.numpy(), axis=0))  # the mean of the middle two for an even k
-        out[name] = (ref.double() + step).to(ref.dtype)
-    return out
+    if rule == "mean":
+        step = torch.zeros(model.size, dtype=torch.float64)
+        for delta, weight in zip(deltas, weights, strict=True):
+            step.add_(delta, alpha=float(weight))  # float32 into float64, no copy
+    else:  # the mean of the middle two for an even k
+        step = torch.from_numpy(np.median(torch.stack(list(deltas)).numpy(), axis=0))
+    return model.weights(step)

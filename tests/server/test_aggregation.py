@@ -11,8 +11,8 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 
-from server.aggregation import aggregate, change_norm, clip_update, site_weights, update_problem
-from server.strategy import SiteFedAvg
+from server.aggregation import FlatModel, NonFinite, aggregate, clip, site_weights, update_problem
+from server.strategy import SiteFedAvg, reply_tensors
 from shared import protocol as P
 
 BASE = {"w": torch.ones(16, 16), "b": torch.zeros(16), "steps": torch.tensor(3)}
@@ -29,7 +29,6 @@ def _update(scale: float = 0.01, **changes) -> dict[str, torch.Tensor]:
     (_update(b=None), 10, "missing b"),
     (_update(extra=torch.ones(2)), 10, "unknown extra"),
     (_update(b=torch.zeros(16, dtype=torch.float64)), 10, "tensor b has dtype torch.float64"),
-    (_update(b=torch.full((16,), math.nan)), 10, "non-finite values"),
     (_update(), 10 ** 9, "num-examples 1000000000 is not a whole number of patients in [1, 1000000]"),
     (_update(), -29, "num-examples -29"),
     (_update(), 2.5, "num-examples 2.5"),
@@ -43,15 +42,34 @@ def test_a_fitting_reply_passes() -> None:
     assert update_problem(BASE, _update(), 30.0, max_patients=1_000_000) is None
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_value_is_refused(bad) -> None:
+    b = torch.zeros(16)
+    b[3] = bad
+    with pytest.raises(NonFinite, match="non-finite values"):
+        FlatModel(BASE).change(_update(b=b))
+
+
+def test_the_change_is_every_float_tensor_flattened_and_counters_never_move() -> None:
+    model = FlatModel(BASE)
+    delta, norm = model.change(_update(scale=0.5))
+    assert delta.shape == (16 * 16 + 16,) and delta.dtype == torch.float32
+    assert norm == pytest.approx(0.5 * math.sqrt(16 * 16 + 16))
+    back = model.weights(delta.double())
+    assert torch.allclose(back["w"], BASE["w"] + 0.5) and back["w"].dtype == torch.float32
+    assert torch.equal(back["steps"], BASE["steps"])
+
+
 def test_clipping_bounds_the_change_and_keeps_its_direction() -> None:
-    big = _update(scale=1000.0)
-    delta, factor = clip_update(BASE, big, max_norm=2.0)
-    norm = math.sqrt(sum(float((d ** 2).sum()) for d in delta.values()))
-    assert norm == pytest.approx(2.0) and factor == pytest.approx(2.0 / change_norm(BASE, big))
-    assert torch.allclose(delta["w"] / delta["w"].norm(), torch.full((16, 16), 1 / 16, dtype=torch.float64))
-    small, factor = clip_update(BASE, _update(scale=0.001), max_norm=2.0)
-    assert factor == 1.0 and float(small["w"][0, 0]) == pytest.approx(0.001, rel=1e-4)  # float32 weights
-    assert clip_update(BASE, big, max_norm=0.0)[1] == 1.0  # 0: off
+    model = FlatModel(BASE)
+    big, norm = model.change(_update(scale=1000.0))
+    clipped, factor = clip(big, norm, max_norm=2.0)
+    assert float(clipped.double().norm()) == pytest.approx(2.0, rel=1e-6) and factor == pytest.approx(2.0 / norm)
+    assert torch.allclose(clipped / clipped.norm(), big / big.norm())
+    small, small_norm = model.change(_update(scale=0.001))
+    kept, factor = clip(small, small_norm, max_norm=2.0)
+    assert factor == 1.0 and float(kept[0]) == pytest.approx(0.001, rel=1e-4)  # float32 weights
+    assert clip(big, norm, max_norm=0.0)[1] == 1.0  # 0: off
 
 
 def test_site_weights_are_capped_and_still_sum_to_one() -> None:
@@ -64,13 +82,14 @@ def test_site_weights_are_capped_and_still_sum_to_one() -> None:
 
 
 def test_mean_and_median_aggregates() -> None:
-    deltas = [clip_update(BASE, _update(scale=s), max_norm=0)[0] for s in (0.1, 0.2, 9.0)]
-    mean = aggregate(BASE, deltas, [0.5, 0.25, 0.25], rule="mean")
+    model = FlatModel(BASE)
+    deltas = [model.change(_update(scale=s))[0] for s in (0.1, 0.2, 9.0)]
+    mean = aggregate(model, deltas, [0.5, 0.25, 0.25], rule="mean")
     assert float(mean["w"][0, 0]) == pytest.approx(1 + 0.05 + 0.05 + 2.25)
-    median = aggregate(BASE, deltas, [0.5, 0.25, 0.25], rule="median")
+    median = aggregate(model, deltas, [0.5, 0.25, 0.25], rule="median")
     assert float(median["w"][0, 0]) == pytest.approx(1.2)  # the ×45 site does not move the median
     assert median["w"].dtype == torch.float32 and torch.equal(median["steps"], BASE["steps"])
-    two = aggregate(BASE, deltas[:2], [0.5, 0.5], rule="median")
+    two = aggregate(model, deltas[:2], [0.5, 0.5], rule="median")
     assert float(two["w"][0, 0]) == pytest.approx(1.15)
 
 
@@ -110,10 +129,11 @@ def test_bad_replies_are_rejected_and_the_round_goes_on(tmp_path) -> None:
     strategy = _strategy(tmp_path, max_update_norm=1.0)
     replies = [_reply("good", _update(), 40), _reply("shape", _update(w=torch.ones(1, 16)), 40),
                _reply("extra", _update(extra=torch.ones(3)), 40), _reply("missing", _update(b=None), 40),
-               _reply("huge", _update(), 1e9), _reply("negative", _update(), -29)]
+               _reply("huge", _update(), 1e9), _reply("negative", _update(), -29),
+               _reply("nan", _update(b=torch.full((16,), math.nan)), 40)]
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert arrays is not None and float(arrays.to_torch_state_dict()["w"][0, 0]) == pytest.approx(1.01)
-    assert {r["site"] for r in strategy.rejected} == {"shape", "extra", "missing", "huge", "negative"}
+    assert {r["site"] for r in strategy.rejected} == {"shape", "extra", "missing", "huge", "negative", "nan"}
     assert metrics["sites"] == 1.0
 
 
@@ -121,3 +141,15 @@ def test_a_claimed_size_cannot_make_a_site_the_model(tmp_path) -> None:
     strategy = _strategy(tmp_path, max_site_share=0.5)
     arrays, _ = strategy.aggregate_train(1, [_reply("a", _update(scale=0.0), 100), _reply("b", _update(scale=1.0), 900)])
     assert float(arrays.to_torch_state_dict()["w"][0, 0]) == pytest.approx(1.5)  # equal weights, not 0.9
+
+
+def test_reply_tensors_read_in_place_match_flowers_reader() -> None:
+    """Read-in-place for plain C-ordered arrays; a Fortran-ordered one goes through Flower's reader."""
+    weights = {"w": torch.randn(7, 5), "fortran": torch.randn(3, 4).t(), "scalar": torch.tensor(3),
+               "i8": torch.arange(5, dtype=torch.int8), "empty": torch.ones(0, 3), "f64": torch.randn(4).double()}
+    record = ArrayRecord(weights)
+    assert b"'fortran_order': True" in record["fortran"].data[:128]
+    got = reply_tensors(record)
+    assert list(got) == list(weights)
+    for name, tensor in weights.items():
+        assert torch.equal(got[name], tensor) and got[name].dtype == tensor.dtype, name

@@ -64,6 +64,7 @@ class ConsortiumRecord:
         self.path = Path(path)
         self.auditor_pub = auditor_pub
         self._doc = self._read()
+        self._unsaved = False
 
     def _read(self) -> dict:
         if not self.path.exists():
@@ -129,9 +130,10 @@ class ConsortiumRecord:
                 f"{ack['epsilon']:.4g}), but the consortium record ({self.path}) holds seq {known['seq']} (ε = "
                 f"{known['epsilon']:.4g}) from run {known['run_id']}: the auditor must acknowledge that head")
 
-    def advance(self, entries: Sequence[LedgerEntry], *, run_id: str) -> None:
+    def advance(self, entries: Sequence[LedgerEntry], *, run_id: str, save: bool = True) -> None:
         """Record the head of a site's ledger once it has passed :meth:`check` and been verified
-        and merged; a head the record already holds changes nothing."""
+        and merged; a head the record already holds changes nothing. ``save=False`` leaves the
+        file to one :meth:`save` for many sites (the coordinator's round)."""
         changed = False
         for site, fingerprint, chain in _chains(entries):
             last, known = chain[-1], self.head(site, fingerprint)
@@ -143,8 +145,15 @@ class ConsortiumRecord:
                 "delta": last.delta, "budget_epsilon": last.budget_epsilon, "key_id": last.key_id, "run_id": run_id,
                 "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}
             changed = True
-        if changed:
+        self._unsaved |= changed
+        if save:
+            self.save()
+
+    def save(self) -> None:
+        """Write the record if an :meth:`advance` changed it since it was last written."""
+        if self._unsaved:
             self._write()
+            self._unsaved = False
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
