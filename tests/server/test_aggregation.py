@@ -153,3 +153,9 @@ def test_reply_tensors_read_in_place_match_flowers_reader() -> None:
     assert list(got) == list(weights)
     for name, tensor in weights.items():
         assert torch.equal(got[name], tensor) and got[name].dtype == tensor.dtype, name
+
+
+def test_a_huge_but_finite_change_is_an_outlier_not_a_non_finite_value() -> None:
+    """Its squares overflow float32: the norm is then taken in float64, and is right."""
+    delta, norm = FlatModel(BASE).change(_update(scale=1e30))
+    assert math.isfinite(norm) and norm == pytest.approx(1e30 * math.sqrt(16 * 16 + 16), rel=1e-6)
