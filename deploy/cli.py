@@ -7,6 +7,7 @@ only, and ``deploy local`` loads Flower, torch and Opacus (issue 23).
 from __future__ import annotations
 
 import signal
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -70,7 +71,7 @@ def certs(
 
 
 @deploy_app.command("local")
-@with_config_file("deploy", "local", cli_only=(*CLI_ONLY, "overwrite"), path_values={"site": data_path_value})
+@with_config_file("deploy", "local", cli_only=(*CLI_ONLY, "overwrite", "no_submit"), path_values={"site": data_path_value})
 def local(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Folder for everything: bundle, sites, state, certs, logs, run.")],
@@ -92,6 +93,7 @@ def local(
     seed: Annotated[int, typer.Option("--seed", help="Seed for the simulated hospitals and training.")] = 0,
     timeout: Annotated[float, typer.Option("--timeout", min=10.0, help="Seconds the run may take before everything is stopped.")] = 1800.0,
     serve_port: Annotated[int | None, typer.Option("--serve-port", min=1, max=65535, help="Also serve the live view of the run (as `raregraph serve`) on 127.0.0.1:PORT while it runs \\[default: not served].")] = None,
+    no_submit: Annotated[bool, typer.Option("--no-submit", help="Start the SuperLink and the SuperNodes and keep them up for runs you submit yourself with `flwr run . raregraph` (the command is printed) until Ctrl-C, instead of submitting one run and stopping.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out that an earlier `deploy local` made.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
@@ -103,9 +105,11 @@ def local(
 
     Example: raregraph deploy local --sites 3 --rounds 3 --out out/deploy --site-format duckdb
 
+    Or keep it up and submit the runs yourself: raregraph deploy local --out out/deploy --no-submit
+
     Or with the settings under [deploy.local] in a file, one of them overridden: raregraph deploy local --config run.toml --rounds 5
     """
-    from deploy.local import prepare, run_local
+    from deploy.local import keep_up, prepare, run_local
     from server.dashboard.beside import serve_beside
     from shared.privacy.audit.audit import audit_run
     from shared.runs import RunFolder
@@ -130,9 +134,15 @@ def local(
             with serve_beside(layout.run.run_dir, port=serve_port) if serve_port else nullcontext() as url:
                 if url:
                     step(f"live view: {url} (while the run goes; `raregraph serve {layout.run.run_dir}` afterwards)")
+                if no_submit:
+                    keep_up(layout, step=step, ready=lambda deployment: _print_ready(deployment, step, json_out))
                 summary = run_local(layout, timeout=timeout, step=step)
             audit = audit_run(layout.run.run_dir)
     except KeyboardInterrupt:
+        if no_submit:  # the way to end a deployment kept up
+            console.print(f"stopped every process this command started (logs in {out / 'logs'}; runs in {out / 'run'})",
+                          highlight=False)
+            raise typer.Exit(0) from None
         err_console.print(f"interrupted: every process this command started was stopped (logs in {out / 'logs'})",
                           highlight=False)
         raise typer.Exit(130) from None
@@ -153,6 +163,26 @@ def local(
     print_audit_summary(audit, layout.run.run_dir)
     if not audit.ok:
         raise typer.Exit(1)
+
+
+def _print_ready(deployment, step, json_out: bool) -> None:
+    """How to submit runs to a deployment kept up (``--no-submit``), once it is."""
+    from deploy.flower import app_dir, executable
+
+    layout = deployment.layout
+    home = deployment.home / "coordinator"
+    command = f"FLWR_HOME={home} {executable('flwr')} run {app_dir()} raregraph --run-config {layout.run_config_file} --stream"
+    if json_out:
+        print_json({"superlink": deployment.address, "flwr_home": str(home), "run_config": str(layout.run_config_file),
+                    "node_ids": deployment.node_ids, "submit": command})
+    else:
+        console.print(f"the deployment is up: SuperLink {deployment.address} (TLS, SuperNode authentication), "
+                      f"{len(layout.nodes)} SuperNodes ({', '.join(layout.nodes)}). Submit a run with:", highlight=False)
+        console.print(f"  {command}", highlight=False, soft_wrap=True)
+        console.print(f"the run writes to {layout.run.run_dir} (one run per run folder: for another, copy "
+                      f"{layout.run_config_file.name} and change run-dir); Ctrl-C stops every process", highlight=False)
+    sys.stdout.flush()  # a pipe is block-buffered: whoever reads it needs the command now
+    step("up: waiting for runs submitted with flwr run (Ctrl-C stops)")
 
 
 def _site_data(value: str, *, schema: str | None, vocabulary_schema: str | None,

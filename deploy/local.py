@@ -344,6 +344,30 @@ def checkpointed_round(run_dir: Path) -> int:
         return 0
 
 
+def keep_up(layout: PreparedDeployment, *, step: Step = lambda _: None,
+            ready: Callable[[LocalDeployment], None] = lambda _: None, poll: float = 1.0) -> None:
+    """Start the deployment and keep it up for runs submitted by hand (``flwr run .
+    raregraph`` with ``FLWR_HOME=OUT/flwr-home/coordinator``), until Ctrl-C or SIGTERM
+    (KeyboardInterrupt); then stop every process. ``ready`` is called once everything is up.
+
+    Raises
+    ------
+    DeploymentError
+        The SuperLink or a SuperNode exited while the deployment was up (its log is named).
+    ProcessError
+        A process did not come up.
+    """
+    with LocalDeployment(layout) as deployment:
+        deployment.start_all(step)
+        ready(deployment)
+        while True:
+            for name, proc in deployment.procs.started.items():
+                if not proc.alive():
+                    raise DeploymentError(f"{name} exited (code {proc.popen.returncode}) while the deployment was up; "
+                                          f"its log ({proc.log}) ends:\n{proc.log_tail()}")
+            time.sleep(poll)
+
+
 def run_local(layout: PreparedDeployment, *, timeout: float, step: Step = lambda _: None, app: Path | None = None) -> dict:
     """Start the deployment, run the federation, stop everything; a summary.
 
@@ -373,4 +397,4 @@ def run_local(layout: PreparedDeployment, *, timeout: float, step: Step = lambda
             "node_ids": deployment.node_ids, "model": str(run.model), "privacy": privacy}
 
 
-__all__ = ["DeploymentError", "PreparedDeployment", "LocalDeployment", "ProcessError", "prepare", "run_local"]
+__all__ = ["DeploymentError", "PreparedDeployment", "LocalDeployment", "ProcessError", "keep_up", "prepare", "run_local"]

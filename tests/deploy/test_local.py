@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -22,7 +23,9 @@ import pytest
 from deploy.certs import CA_CERT, CA_KEY, make_certs
 from deploy.local import LocalDeployment, prepare
 from deploy.processes import free_port, group_members
+from shared.model import META_FILE
 from shared.privacy.audit.audit import audit_run
+from shared.runs import RunFolder
 from shared.privacy.ledger import ledger_path, read_ledger
 from tests.raregraph.test_cli import one_line_error, run as cli
 
@@ -175,6 +178,52 @@ def test_ctrl_c_stops_every_process_the_command_started(tmp_path, demo_bundle, c
             os.killpg(command.pid, signal.SIGKILL)
             command.wait(timeout=30)
         assert group_members(command.pid) == []
+
+
+def test_no_submit_keeps_the_deployment_up_for_the_flwr_run_it_prints(tmp_path, demo_bundle, coordinator_key):
+    """`deploy local --no-submit`: the user submits with the printed `flwr run . raregraph`
+    command, the run finishes and audits, and Ctrl-C then stops every process (exit 0)."""
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "raregraph", "deploy", "local", "--out", str(out), "--sites", "2", "--rounds", "1",
+            "--local-steps", "1", "--pretrain-steps", "0", "--bundle", str(demo_bundle), "--pub",
+            str(coordinator_key[1]), "--no-submit", "--json"]
+    command = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(command.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        ready = _json_object(lines, timeout=REFUSAL_TIMEOUT * 3)
+        assert set(ready["node_ids"]) == {"site-1", "site-2"} and ready["submit"].startswith("FLWR_HOME=")
+        submitted = subprocess.run(ready["submit"], shell=True, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
+        assert (RunFolder(out / "run").model / META_FILE).is_file()
+        assert audit_run(out / "run").ok
+        assert command.poll() is None  # still up after the run
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=60) == 0
+        reader.join(timeout=10)
+        assert "stopped every process this command started" in "".join(lines)
+        assert processes_mentioning(str(out)) == []
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+            command.wait(timeout=30)
+        assert group_members(command.pid) == []
+
+
+def _json_object(lines: list[str], *, timeout: float) -> dict:
+    """The first JSON object in ``lines`` (a reader thread fills it from a pipe)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = "".join(lines)
+        for end in range(len(lines), 0, -1):
+            try:
+                return json.loads("".join(lines[:end]))
+            except json.JSONDecodeError:
+                continue
+        time.sleep(0.5)
+    raise AssertionError(f"no JSON object within {timeout:.0f} s; got {text[-2000:]!r}")
 
 
 def test_cli_local_refuses_a_used_folder_and_half_a_bundle(tmp_path, demo_bundle):
