@@ -58,7 +58,7 @@ def render_html(data: dict) -> str:
         parts.append(f'<p class="bad"><b>Reading stopped:</b> {escape(f["message"])}</p>'
                      f"<p>Fix it and run again, or pass --skip-bad-rows to count and skip bad rows.</p>")
     else:
-        parts += (_verdict(data) + _summary(data) + _tables(data) + _problems(data) + _code_sources(data)
+        parts += (_verdict(data) + _summary(data) + _ceiling(data) + _tables(data) + _problems(data) + _code_sources(data)
                   + _mapping(data) + _labs(data) + _study(data))
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Site validation</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
@@ -75,6 +75,53 @@ def _verdict(data: dict) -> list[str]:
         out.append("<p>The site's codes closest to the study:</p><ul>"
                    + "".join(f"<li>{escape(c)}</li>" for c in v["closest_codes"]) + "</ul>")
     return out
+
+
+REASON_TEXT = {  # representation ceiling: why an occurrence cannot be represented
+    "outside_vocabulary": "code outside the study's vocabulary",
+    "adverse_event_without_drug": "an adverse event of the vocabulary recorded with no linked drug before it",
+    "before_first_window": "before the first window of the time grid",
+    "after_last_window": "after the last window of the time grid",
+    "lab_unit": "lab in a unit that could not be converted",
+    "other_study_disease": "a second study disease (one condition per patient)",
+}
+
+
+def _ceiling(data: dict) -> list[str]:
+    """The representation ceiling: how much of the study patients' records the study's tensors
+    (and the OMOP tables written back from them) can hold, and the codes lost most."""
+    c = data.get("representation")
+    if not c:
+        return []
+    o, p, n = c["occurrences"], c["prevalence"], c["codes"]
+    r2 = "-" if p["r2"] is None else f"{p['r2']:.3f}"
+    out = ["<h2>Representation ceiling</h2>",
+           f"<p>Of the {o['recorded']:,} code occurrences of the {c['patients']:,} patients on the grid, "
+           f"<b>{o['representable']:,} ({_pct(o['share_representable'])}) can be represented</b> in the study's "
+           f"tensors; no model trained on them can generate the rest. Distinct codes: {n['recorded']:,} recorded, "
+           f"{n['in_vocabulary']:,} in the vocabulary, {n['representable']:,} representable. Codes per patient: "
+           f"{c['codes_per_patient']['recorded']:.1f} recorded, {c['codes_per_patient']['round_trip']:.1f} after "
+           f"tensors → OMOP. Prevalence R² over all {p['codes']:,} codes (real vs round trip): {escape(r2)}.</p>",
+           _table(["lost because", "occurrences", "share"],
+                  [[REASON_TEXT.get(r, r), n_lost, o["share_lost_by_reason"][r]]
+                   for r, n_lost in o["lost_by_reason"].items() if n_lost])]
+    if o["merged_within_window"]:
+        out.append(f"<p>{o['merged_within_window']:,} representable occurrences repeat a feature already in their "
+                   "window (or extend a drug's run) and are merged: the round trip writes "
+                   f"{o['after_round_trip']:,} rows.</p>")
+    if c["outside_study"]["persons"]:
+        out.append(f"<p>Not counted: {c['outside_study']['persons']:,} persons without a study diagnosis "
+                   f"({c['outside_study']['occurrences']:,} occurrences).</p>")
+    out += ["<h3>Codes lost most</h3>",
+            _table(["code", "occurrences lost", "recorded", "why"],
+                   [[t["code"], t["lost"], t["recorded"],
+                     ", ".join(f"{REASON_TEXT.get(r, r)} ({k:,})" for r, k in t["reasons"].items())]
+                    for t in c["top_lost_codes"]])]
+    return out
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share:.1%}"
 
 
 def _code_sources(data: dict) -> list[str]:

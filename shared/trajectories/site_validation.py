@@ -1,7 +1,8 @@
 """The validation of a site's export for a study (``raregraph data validate``): the site
 report of :func:`shared.ehr.site.read_site` plus, with the study bundle, the codes outside its
 vocabulary and how the cohort lands on the study's time grid; written as report.json and
-report.html.
+report.html; with the bundle also its representation ceiling
+(:mod:`shared.trajectories.representation`: how much of the records survives tensors → OMOP).
 
 It sits here rather than in :mod:`shared.ehr` because placing the cohort on the grid needs
 :func:`~shared.trajectories.tensorize.tensorize`: the folders of ``shared/`` import each other
@@ -21,7 +22,8 @@ from shared.ehr.omop import check_vocabulary
 from shared.ehr.report import SiteReport
 from shared.ehr.report_html import render_html
 from shared.ehr.site import read_site
-from shared.trajectories.tensorize import tensorize
+from shared.trajectories.representation import representation_ceiling
+from shared.trajectories.tensorize import TensorLayout, tensorize
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,20 @@ class SiteValidation:
         ``{"error": message}`` when no patient can be placed on the grid; None without one.
     time_grid
         The bundle's ``[time]`` settings (windows, window days); None without a bundle.
+    representation
+        With a bundle and patients on the grid,
+        :meth:`~shared.trajectories.representation.RepresentationCeiling.as_dict`; else None.
     """
 
     report: SiteReport
     tensors: dict | None = None
     time_grid: dict | None = None
+    representation: dict | None = None
 
     def as_dict(self) -> dict:
-        """JSON-ready report: the site report's fields plus ``tensors`` and ``time_grid``."""
-        return {**self.report.as_dict(), "tensors": self.tensors, "time_grid": self.time_grid}
+        """JSON-ready report: the site report's fields plus ``tensors``, ``time_grid`` and ``representation``."""
+        return {**self.report.as_dict(), "tensors": self.tensors, "time_grid": self.time_grid,
+                "representation": self.representation}
 
 
 def validate_site(folder: str | Path | CdmDatabase, *, bundle: StudyBundle | None = None, skip_bad_rows: bool = False,
@@ -60,7 +67,8 @@ def validate_site(folder: str | Path | CdmDatabase, *, bundle: StudyBundle | Non
     bundle
         The study bundle: besides what :func:`shared.ehr.site.read_site` does with it, events
         are counted in and outside its vocabulary (``report.vocabulary``) and the cohort is
-        placed on its time grid (``tensors``).
+        placed on its time grid (``tensors``); the representation ceiling is measured
+        (``representation``) and its share of occurrences kept ends the verdict's message.
     skip_bad_rows, accept, site_codemap, sex_codes
         As for :func:`shared.ehr.site.read_site`.
 
@@ -74,7 +82,8 @@ def validate_site(folder: str | Path | CdmDatabase, *, bundle: StudyBundle | Non
         As :func:`shared.ehr.site.read_site`: folder missing, both formats or neither, a fatal
         problem, the first row problem unless ``skip_bad_rows``, or a bad site mapping table.
     ValueError
-        ``site_codemap`` without ``bundle``, or an unknown ``accept``.
+        ``site_codemap`` without ``bundle``, an unknown ``accept``, or a person id beyond the
+        OMOP CDM's 32 bits (the representation ceiling writes the tensors back as its tables).
     """
     cohort, report = read_site(folder, skip_bad_rows=skip_bad_rows, bundle=bundle, accept=accept,
                                site_codemap=site_codemap, sex_codes=sex_codes)
@@ -83,11 +92,24 @@ def validate_site(folder: str | Path | CdmDatabase, *, bundle: StudyBundle | Non
     time_grid = bundle.study.get("time")
     check_vocabulary(cohort, report, vocabulary=bundle.vocabulary, diseases=list(bundle.diseases["id"]))
     try:
-        _, stats = tensorize(cohort, bundle)
-        grid = vars(stats)
+        layout = TensorLayout.from_bundle(bundle)
+        tensors, stats = tensorize(cohort, layout)
     except ValueError as exc:  # no patient with a study diagnosis: reported, not fatal
-        grid = {"error": str(exc)}
-    return SiteValidation(report, tensors=grid, time_grid=time_grid)
+        return SiteValidation(report, tensors={"error": str(exc)}, time_grid=time_grid)
+    ceiling = representation_ceiling(cohort, tensors, layout).as_dict()
+    _verdict_with_ceiling(report, ceiling)
+    return SiteValidation(report, tensors=vars(stats), time_grid=time_grid, representation=ceiling)
+
+
+def _verdict_with_ceiling(report: SiteReport, ceiling: dict) -> None:
+    """End the verdict's message with the share of code occurrences the tensors can represent."""
+    if not report.verdict:
+        return
+    o, r2 = ceiling["occurrences"], ceiling["prevalence"]["r2"]
+    share = "-" if o["share_representable"] is None else f"{o['share_representable']:.1%}"
+    fit = "" if r2 is None else f", prevalence R² {r2:.2f}"
+    report.verdict["message"] += (f"; {share} of their {o['recorded']:,} code occurrences representable in the "
+                                  f"study's tensors{fit} (representation ceiling)")
 
 
 def fatal_report(folder: str | Path, error: Exception) -> dict:
