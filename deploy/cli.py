@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from shared.cli_config import CLI_ONLY, data_path_value, resolved_config, with_config_file
-from shared.console import QuietAccepted, cli_errors, console, err_console, print_json, steps
+from shared.console import Quiet, QuietAccepted, cli_errors, console, err_console, print_json, steps
 from shared.ehr.settings import DEFAULT_PASSWORD_ENV
 from shared.errors import ConfigError
 from shared.privacy.audit.cli import print_audit_summary
@@ -95,7 +95,7 @@ def local(
     serve_port: Annotated[int | None, typer.Option("--serve-port", min=1, max=65535, help="Also serve the live view of the run (as `raregraph serve`) on 127.0.0.1:PORT while it runs \\[default: not served].")] = None,
     no_submit: Annotated[bool, typer.Option("--no-submit", help="Start the SuperLink and the SuperNodes and keep them up for runs you submit yourself with `flwr run . raregraph` (the command is printed) until Ctrl-C, instead of submitting one run and stopping.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out that an earlier `deploy local` made.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Run a real deployment on this machine: a SuperLink with TLS and SuperNode
@@ -203,7 +203,7 @@ def _terminate(signum: int, _frame) -> None:
 @deploy_app.command("wheelhouse")
 def wheelhouse(
     out: Annotated[Path, typer.Option("--out", help="Folder for the wheels and requirements.txt.")] = Path("build/wheelhouse"),
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Collect every dependency as wheels, for the images and air-gapped installs.
 
@@ -224,7 +224,7 @@ def wheelhouse(
 def images(
     base: Annotated[str, typer.Option("--base", help="Base image: Debian bookworm with Python 3.11 as python3.")] = "python:3.11-slim-bookworm",
     source: Annotated[Path | None, typer.Option("--source", help="The checkout to build from \\[default: this one].")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the images as JSON.")] = False,
 ) -> None:
     """Build the hospital and coordinator container images.
@@ -258,7 +258,7 @@ def compose(
     pretrain_steps: Annotated[int, typer.Option("--pretrain-steps", min=0, help="Coordinator pretraining steps on public-prior patients.")] = 200,
     min_sites: Annotated[int | None, typer.Option("--min-sites", min=1, help="Replies a round needs [default: every site].")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the simulated hospitals and training.")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Write a consortium folder that runs the container images with docker-compose.
 

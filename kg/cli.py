@@ -15,7 +15,7 @@ from rich.table import Table
 
 from kg.metapaths import FEATURE_METAPATHS, SIMILARITY_METAPATHS, parse_metapath
 from shared.atomic import atomic_dir
-from shared.console import QuietAccepted, cli_errors, console, print_json, steps
+from shared.console import Quiet, QuietAccepted, cli_errors, console, print_json, steps
 from shared.errors import InputError
 from shared.signing.keys import load_private_key
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 kg_app = typer.Typer(help="Build and query the public knowledge graph.", no_args_is_help=True)
 bundle_app = typer.Typer(help="Make and verify the signed study bundle.", no_args_is_help=True)
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 

@@ -29,7 +29,7 @@ from rich.table import Table
 from raregraph.federate import print_site_evaluation
 from server.config import RunConfig
 from shared.atomic import atomic_dir
-from shared.console import cli_errors, console, steps
+from shared.console import Quiet, cli_errors, console, steps
 from shared.errors import InputError
 from shared.model.settings import DEFAULT_SAMPLER_STEPS
 from shared.privacy.audit.cli import print_audit_summary
@@ -52,7 +52,7 @@ def demo(
     pretrain_steps: Annotated[int, typer.Option("--pretrain-steps", min=0, help="Coordinator pretraining on public-prior patients before round 1.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the consortium, training and sampling.")] = 0,
     site_format: Annotated[str | None, typer.Option("--site-format", help="How every hospital keeps its OMOP CDM: csv or parquet (a folder of tables), or duckdb (a site-N.duckdb file, read through SQL as cdm-url + cdm-schema) \\[default: odd sites CSV, even sites Parquet].")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Run the pipeline end to end on the embedded public data (graph, signed bundle,
     simulated hospitals, federated DP training, generation, evaluation) and print a summary.

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from raregraph.api.sites import write_sites
-from shared.console import cli_errors, console, load_bundle, print_json, steps
+from shared.console import Quiet, cli_errors, console, load_bundle, print_json, steps
 
 if TYPE_CHECKING:
     from shared.bundle import StudyBundle
@@ -40,7 +40,7 @@ def simulate(
     max_patients: Annotated[int, typer.Option("--max-patients", min=1, help="Largest site.")] = 300,
     fmt: Annotated[str | None, typer.Option("--format", help="Every site as csv or parquet (a folder of OMOP tables) or duckdb (site-N.duckdb: the OMOP CDM v5.4 DDL in schema cdm, with empty vocabulary tables; node config cdm-url = \"duckdb:///ABS/site-N.duckdb\", cdm-schema = \"cdm\") \\[default: odd sites CSV, even sites Parquet].")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Write a realistic simulated consortium: per site 30–300 patients as OMOP tables

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shared.console import cli_errors, console, err_console, load_bundle, print_json, steps
+from shared.console import Quiet, cli_errors, console, err_console, load_bundle, print_json, steps
 from shared.ehr.cdm_option_types import (
     PasswordFileOpt,
     SchemaOpt,
@@ -48,7 +48,7 @@ def release(
     schema: SchemaOpt = None,
     db_password_file: PasswordFileOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing release folder.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the gate verdict and data card as JSON.")] = False,
 ) -> None:
     """Generate synthetic patients from a federated run and release them only if they pass the

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from shared.console import cli_errors, console, load_bundle, print_json, steps
+from shared.console import Quiet, cli_errors, console, load_bundle, print_json, steps
 from shared.errors import InputError
 
 
@@ -25,7 +25,7 @@ def evaluate(
     pub: Annotated[Path | None, typer.Option("--pub", help="Coordinator public key that must have signed the bundle.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for subsampling and permutations.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report folder.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print metrics.json to stdout too.")] = False,
 ) -> None:
     """Fidelity (MMD²_u on patients and windows with permutation p, prevalence, co-occurrence
