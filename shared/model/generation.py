@@ -6,12 +6,18 @@ dates); synthetic person ids start at :data:`SYNTHETIC_ID_BASE`, a range the OMO
 rejects for real patients, so they can never reuse a real id, and that lies inside the OMOP
 CDM's 32-bit ``person_id``. The tables are a CDM v5.4 release (:mod:`shared.ehr.cdm_release`).
 
+Every sample satisfies the knowledge graph's hard facts (:mod:`shared.model.constraints`:
+sex-specific terms, adverse events after a linked drug, physiological lab limits, no NOT
+phenotype) by construction, unless ``constraints`` names fewer of them (``()``: none), as
+the fidelity benchmark does to show what each one costs.
+
 :class:`DiffusionGenerator` offers a trained model through the generator interface every
 baseline shares (:class:`shared.baselines.base.SyntheticGenerator`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +29,7 @@ from shared.bundle import StudyBundle
 from shared.ehr.cdm_release import ReleaseTarget, Vocabulary, load_release, write_release_folder
 from shared.ehr.cohort import MAX_SYNTHETIC_PERSONS, SYNTHETIC_ID_BASE, Cohort
 from shared.model.checkpoint import TrainedModel
+from shared.model.constraints import CONSTRAINTS, Projection, check_constraints
 from shared.model.sampling import sample
 from shared.model.settings import DEFAULT_SAMPLER_STEPS
 from shared.trajectories.tensorize import TensorLayout, to_cohort
@@ -53,19 +60,28 @@ def draw_conditions(trained: TrainedModel, bundle: StudyBundle, *, n: int, disea
 
 def generate_tensors(trained: TrainedModel, bundle: StudyBundle, *, n: int, disease: str | None, seed: int,
                      steps: int, guidance_scale: float, eta: float, precision: str = "bf16",
-                     conditions: np.ndarray | None = None) -> TrajectoryTensors:
+                     conditions: np.ndarray | None = None,
+                     constraints: Iterable[str] = CONSTRAINTS) -> TrajectoryTensors:
     """Sample ``n`` patients as trajectory tensors (synthetic ids and index dates).
 
     ``conditions`` (disease indices, length n) overrides ``disease``: a site evaluating the
-    model locally asks for its own disease mix.
+    model locally asks for its own disease mix. ``constraints`` names the hard facts of
+    :data:`~shared.model.constraints.CONSTRAINTS` every sample keeps (default: all).
+
+    Raises
+    ------
+    ValueError
+        A bad disease, n, conditions or constraint name.
     """
+    project = Projection.from_bundle(bundle, check_constraints(constraints))
     rng = np.random.default_rng(seed)
     if conditions is None:
         conditions = draw_conditions(trained, bundle, n=n, disease=disease, rng=rng)
     elif len(conditions) != n:
         raise ValueError(f"conditions has {len(conditions)} entries for n={n}")
     x = sample(trained.model, trained.schedule, trained.tables, disease=conditions, steps=steps,
-               guidance_scale=guidance_scale, seed=seed, eta=eta, precision=precision)
+               guidance_scale=guidance_scale, seed=seed, eta=eta, precision=precision,
+               constraints=project if project.enabled else None)
     span = int((INDEX_WINDOW[1] - INDEX_WINDOW[0]).astype(int))
     index = INDEX_WINDOW[0] + rng.integers(0, span + 1, size=n).astype("timedelta64[D]")
     return trained.layout.from_vectors(x, disease=conditions, person_id=SYNTHETIC_ID_BASE + np.arange(n),
@@ -91,11 +107,14 @@ class DiffusionGenerator:
         0 = deterministic DDIM given the starting noise; 1 = DDPM-like ancestral noise.
     precision
         ``"bf16"`` or ``"fp32"`` for the network (:func:`~shared.model.sampling.sample`).
+    constraints
+        The hard facts every sample keeps (:data:`~shared.model.constraints.CONSTRAINTS`,
+        all by default; ``()`` samples the model as it is).
 
     Raises
     ------
     ValueError
-        steps < 1, guidance_scale < 0, eta < 0 or an unknown precision.
+        steps < 1, guidance_scale < 0, eta < 0, an unknown precision or constraint.
     """
 
     trained: TrainedModel
@@ -105,8 +124,10 @@ class DiffusionGenerator:
     guidance_scale: float = 1.0
     eta: float = 0.0
     precision: Literal["bf16", "fp32"] = "bf16"
+    constraints: tuple[str, ...] = CONSTRAINTS
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "constraints", check_constraints(self.constraints))
         if self.steps < 1:
             raise ValueError(f"steps must be ≥ 1, got {self.steps}")
         if self.guidance_scale < 0 or self.eta < 0:
@@ -134,7 +155,7 @@ class DiffusionGenerator:
             raise ValueError(f"conditions must be one or more disease indices in [0, {n_diseases})")
         return generate_tensors(self.trained, self.bundle, n=len(d), disease=None, seed=seed, steps=self.steps,
                                 guidance_scale=self.guidance_scale, eta=self.eta, precision=self.precision,
-                                conditions=d)
+                                conditions=d, constraints=self.constraints)
 
 
 def write_synthetic(cohort: Cohort, out: str | Path, *, card: dict, fmt: str = "csv", overwrite: bool = False,
@@ -159,8 +180,10 @@ def write_synthetic(cohort: Cohort, out: str | Path, *, card: dict, fmt: str = "
 
 
 def data_card(trained: TrainedModel, bundle: StudyBundle, cohort: Cohort, *, seed: int, steps: int,
-              guidance_scale: float, eta: float, disease: str | None) -> dict:
-    """How the synthetic data was made and what it guarantees."""
+              guidance_scale: float, eta: float, disease: str | None,
+              constraints: Iterable[str] = CONSTRAINTS) -> dict:
+    """How the synthetic data was made and what it guarantees (``constraints``: the hard
+    facts the sampler kept, as passed to :func:`generate`)."""
     meta = trained.meta
     return {
         "kind": "raregraph-synth synthetic OMOP CDM v5.4",
@@ -169,7 +192,8 @@ def data_card(trained: TrainedModel, bundle: StudyBundle, cohort: Cohort, *, see
         "model": {"guidance": meta["guidance"], "denoiser": meta["denoiser"], "schedule": meta["schedule"],
                   "training": meta.get("training", {})},
         "sampling": {"seed": seed, "steps": steps, "sampler": "DDIM" if eta == 0 else f"DDIM eta={eta}",
-                     "guidance_scale": guidance_scale, "disease": disease},
+                     "guidance_scale": guidance_scale, "disease": disease,
+                     "constraints": list(check_constraints(constraints))},
         "counts": {"patients": cohort.n_persons, "events": int(len(cohort.events)),
                    "events_per_domain": cohort.domain_counts()},
         "identifiers": f"synthetic person_id from {SYNTHETIC_ID_BASE}; index dates uniform in "
@@ -179,8 +203,10 @@ def data_card(trained: TrainedModel, bundle: StudyBundle, cohort: Cohort, *, see
 
 
 def generate(trained: TrainedModel, bundle: StudyBundle, *, n: int, disease: str | None, seed: int, steps: int,
-             guidance_scale: float, eta: float) -> tuple[Cohort, TrajectoryTensors]:
-    """Sample and map back to a cohort of dated OMOP events."""
+             guidance_scale: float, eta: float,
+             constraints: Iterable[str] = CONSTRAINTS) -> tuple[Cohort, TrajectoryTensors]:
+    """Sample (:func:`generate_tensors`, keeping ``constraints``) and map back to a cohort of
+    dated OMOP events."""
     tensors = generate_tensors(trained, bundle, n=n, disease=disease, seed=seed, steps=steps,
-                               guidance_scale=guidance_scale, eta=eta)
+                               guidance_scale=guidance_scale, eta=eta, constraints=constraints)
     return to_cohort(tensors, bundle, seed=seed), tensors

@@ -18,6 +18,10 @@ compare the two and ``benchmarks/bench_speed.py`` times it as the "before"):
 The starting noise (and with η > 0 the fresh noise of each step) is drawn exactly as the
 plain loop draws it, per ``batch_size`` patients in their given order, so a seed gives the
 same patients whatever the chunks and threads.
+
+With ``constraints`` (a :class:`~shared.model.constraints.Projection`) every step's x̂₀ is
+projected onto the graph's hard facts before the step uses it, so the sample (the last
+step's x̂₀) satisfies them by construction and the earlier steps already steer towards it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Self
 import numpy as np
 import torch
 
+from shared.model.constraints import Projection
 from shared.model.schedule import KnowledgeVPSchedule
 from shared.model.denoiser import Denoiser, SamplingNetwork
 from shared.model.training import KnowledgeTables
@@ -44,7 +49,8 @@ CHUNK = 1024
 @torch.no_grad()
 def sample(model: Denoiser, schedule: KnowledgeVPSchedule, tables: KnowledgeTables, *, disease: np.ndarray,
            steps: int, guidance_scale: float, seed: int, batch_size: int = 16384,
-           precision: str = "bf16", eta: float = 0.0, chunk: int = CHUNK, workers: int | None = None) -> torch.Tensor:
+           precision: str = "bf16", eta: float = 0.0, chunk: int = CHUNK, workers: int | None = None,
+           constraints: Projection | None = None) -> torch.Tensor:
     """Draw one patient vector per entry of ``disease`` [N]; returns x̂₀ [N, D] float32.
 
     Parameters
@@ -63,11 +69,15 @@ def sample(model: Denoiser, schedule: KnowledgeVPSchedule, tables: KnowledgeTabl
     workers
         Threads evaluating chunks side by side, one torch thread each; None: torch's thread
         count; 1: every chunk on the calling thread with torch's own threading.
+    constraints
+        The hard facts every step's x̂₀ is projected onto (for the model's columns); None:
+        none (:func:`shared.model.generation.generate_tensors` passes them all by default).
 
     Raises
     ------
     ValueError
-        Bad steps, guidance scale, precision, chunk or workers.
+        Bad steps, guidance scale, precision, chunk or workers, or constraints built for
+        other columns than the model's.
     """
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
@@ -80,8 +90,9 @@ def sample(model: Denoiser, schedule: KnowledgeVPSchedule, tables: KnowledgeTabl
     workers = torch.get_num_threads() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
+    _check_projection(constraints, tables)
     model.eval()
-    plan = _Plan(model.sampler(precision=precision), schedule, tables, steps, guidance_scale, eta)
+    plan = _Plan(model.sampler(precision=precision), schedule, tables, steps, guidance_scale, eta, constraints)
     generator = torch.Generator().manual_seed(seed)
     disease_t = torch.as_tensor(np.array(disease, dtype=np.int64))
     result = torch.empty(len(disease_t), tables.layout.dim)
@@ -96,8 +107,8 @@ class _Plan:
     per schedule disease, channels then the static pair ([S, C + 2])."""
 
     def __init__(self, net: SamplingNetwork, schedule: KnowledgeVPSchedule, tables: KnowledgeTables, steps: int,
-                 w: float, eta: float) -> None:
-        self.net, self.w, self.eta, self.steps = net, float(w), float(eta), steps
+                 w: float, eta: float, project: Projection | None) -> None:
+        self.net, self.w, self.eta, self.steps, self.project = net, float(w), float(eta), steps, project
         c = net.channels
         self.clip_win, self.clip_static = tables.clip[: net.windows * c].reshape(net.windows, c), tables.clip[-2:]
         self.v_prediction = schedule.config.prediction == "v"
@@ -118,7 +129,7 @@ class _Plan:
 
     def x0(self, i: int, x_win: torch.Tensor, x_static: torch.Tensor,
            disease: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The clipped x̂₀ of step i for patients of one disease."""
+        """The clipped (and projected) x̂₀ of step i for patients of one disease."""
         net, step, c = self.net, self.network[i], self.net.channels
         win, static = net(step, x_win, x_static, disease)
         if self.w != 1.0:
@@ -133,7 +144,10 @@ class _Plan:
         else:  # the bits come out of a tanh, already within their clip of 1
             cont, clip = net.continuous, self.clip_win[:, net.continuous]
             win[:, :, cont] = torch.maximum(torch.minimum(win[:, :, cont], clip), -clip)
-        return win, torch.maximum(torch.minimum(static, self.clip_static), -self.clip_static)
+        static = torch.maximum(torch.minimum(static, self.clip_static), -self.clip_static)
+        if self.project is not None:
+            self.project(win, static, disease)
+        return win, static
 
     def advance(self, i: int, x_win: torch.Tensor, x_static: torch.Tensor, disease: int, x0_win: torch.Tensor,
                 x0_static: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor] | None) -> None:
@@ -242,10 +256,14 @@ def _sample_batch(plan: _Plan, d: torch.Tensor, generator: torch.Generator, chun
 @torch.no_grad()
 def sample_plain(model: Denoiser, schedule: KnowledgeVPSchedule, tables: KnowledgeTables, *, disease: np.ndarray,
                  steps: int, guidance_scale: float, seed: int, batch_size: int = 16384, eta: float = 0.0,
-                 precision: str = "fp32") -> torch.Tensor:
+                 precision: str = "fp32", constraints: Projection | None = None) -> torch.Tensor:
     """What :func:`sample` computes, written plainly: per ``batch_size`` patients, one
     ``model(...)`` call per step (two with guidance, optionally under bfloat16 autocast) and
-    :meth:`KnowledgeVPSchedule.step`; the same noise draws. The reference, not the product path."""
+    :meth:`KnowledgeVPSchedule.step`; the same noise draws. The reference, not the product path.
+
+    With ``constraints``, the step is taken from the projected x̂₀: the network output is
+    replaced by the one that yields it (x̂₀ itself, or v̂ = (α_t x_t − x̂₀)/σ_t)."""
+    _check_projection(constraints, tables)
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
@@ -265,8 +283,32 @@ def sample_plain(model: Denoiser, schedule: KnowledgeVPSchedule, tables: Knowled
                 if guidance_scale != 1.0:
                     v_uncond = model(x, logsnr, null, d)
                     v = v_uncond + guidance_scale * (v - v_uncond)
-            result = schedule.step(v.float(), float(t), x, shift=shift, clip=tables.clip, eta=eta,
-                                   generator=generator)
+            v = v.float()
+            if constraints is not None:
+                v = _projected_output(schedule, v, t, x, shift, tables, constraints, d)
+            result = schedule.step(v, float(t), x, shift=shift, clip=tables.clip, eta=eta, generator=generator)
             x, pred_x0 = result.prev_sample, result.pred_x0
         out.append(pred_x0)
     return torch.cat(out)
+
+
+def _projected_output(schedule: KnowledgeVPSchedule, output: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
+                      shift: torch.Tensor, tables: KnowledgeTables, project: Projection,
+                      disease: torch.Tensor) -> torch.Tensor:
+    """The network output whose clipped x̂₀ is the projected one (for :func:`sample_plain`)."""
+    x0 = schedule.step(output, float(t), x, shift=shift, clip=tables.clip).pred_x0  # η = 0: no noise drawn
+    project.flat(x0, disease, windows=tables.layout.windows)
+    if schedule.config.prediction == "x0":
+        return x0
+    alpha, sigma = schedule.alpha_sigma(schedule.logsnr(t.expand(x.shape[0]), shift))
+    return (alpha * x - x0) / sigma
+
+
+def _check_projection(project: Projection | None, tables: KnowledgeTables) -> None:
+    """ValueError unless ``project`` is None or built for the model's B binary columns and L labs."""
+    if project is None:
+        return
+    layout = tables.layout
+    if (project.binary, project.labs) != (layout.binary, layout.labs):
+        raise ValueError(f"constraints are for {project.binary} binary columns and {project.labs} labs, "
+                         f"the model has {layout.binary} and {layout.labs}")
