@@ -16,7 +16,7 @@ lab values outside limits     0 everywhere   ≤ 0.001
 ============================  =============  ==========
 
 Wrong-sex patients were 0.00–0.22 per site until the simulator stopped drawing sex-specific
-terms (:mod:`shared.evaluation.sex_terms`) for the other sex; re-measured since on the same 25
+terms (:mod:`shared.model.sex_terms`) for the other sex; re-measured since on the same 25
 sites: 0 everywhere, so any such patient is a model error, as for the lab limits.
 
 The issue's ≥ 0.99 supported share is unreachable even for real records (they carry

@@ -13,17 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.bundle import StudyBundle
-from shared.evaluation.sex_terms import FEMALE_SPECIFIC, MALE_SPECIFIC
+from shared.model.constraints import HardFacts, vocabulary_columns
 from shared.trajectories.tensors import TrajectoryTensors
-
-#: Hard ceilings (natural units) beyond which a measured value is physiologically
-#: impossible, for labs where one is well established: code → (ceiling, unit, source).
-PHYSIOLOGICAL_CEILINGS: dict[str, tuple[float, str, str]] = {
-    # sweat is hypotonic to plasma: CLSI C34 (sweat testing guideline) calls sweat
-    # chloride > 160 mmol/L physiologically implausible (a collection or assay error)
-    "LOINC:2077-6": (160.0, "mmol/L", "CLSI C34, Sweat Testing"),
-}
-
 
 @dataclass(frozen=True)
 class GraphKnowledge:
@@ -40,7 +31,7 @@ class GraphKnowledge:
     drug_effect
         bool [B, B]: [drug column, adverse-event column] has a ``drug_effect`` edge.
     female_only, male_only
-        bool [B]: HPO terms of :mod:`shared.evaluation.sex_terms` (phenotype or adverse event).
+        bool [B]: HPO terms of :mod:`shared.model.sex_terms` (phenotype or adverse event).
     lab_mid, lab_half
         float64 [L]: the bundle's reference range as (low + high)/2 and (high − low)/2, to
         turn standardized values back into natural units.
@@ -65,7 +56,7 @@ class GraphKnowledge:
         Lab limits: a lab whose reference range lies in [0, ∞) measures a concentration,
         count, activity or rate, which cannot be negative, so its lower limit is 0 (a lab
         with a negative reference low, such as base excess, gets none); upper limits come
-        from :data:`PHYSIOLOGICAL_CEILINGS`.
+        from :data:`shared.model.constraints.PHYSIOLOGICAL_CEILINGS`.
 
         Raises
         ------
@@ -73,14 +64,9 @@ class GraphKnowledge:
             A column or lab of ``like`` is not in the bundle's vocabulary or lab table,
             or the bundle has no phenotype path counts.
         """
-        v = bundle.vocabulary
-        index = {(d, c): int(i) for i, d, c in zip(v["index"], v["domain"], v["code"])}
-        try:
-            cols = np.array([index[(d, c)] for c, d in zip(like.binary_codes, like.binary_domains)], np.int64)
-        except KeyError as exc:
-            raise ValueError(f"cohort column {exc.args[0]} is not in the bundle's vocabulary") from None
-        domains = np.asarray(like.binary_domains)
-        pheno = domains == "phenotype"
+        facts = HardFacts.from_bundle(bundle, like)  # the facts the sampler keeps, defined once
+        cols = vocabulary_columns(bundle, like)
+        pheno = np.asarray(like.binary_domains) == "phenotype"
         support = np.isfinite(bundle.frequency)
         phenotype_paths = [name for name, meta in bundle.manifest.get("metapaths", {}).items()
                            if meta.get("domain") == "phenotype" and meta.get("weight", 0) > 0]
@@ -88,29 +74,10 @@ class GraphKnowledge:
             raise ValueError("the bundle has neither phenotype meta-path scores nor annotated frequencies")
         for name in phenotype_paths:
             support = support | (bundle.scores(name, metric="pc").toarray() > 0)
-        supported = support[:, cols] & pheno[None, :]
-        negative = (bundle.negative.toarray() > 0)[:, cols] & pheno[None, :]
-        column_of = {int(vocab): j for j, vocab in enumerate(cols)}
-        drug_effect = np.zeros((cols.size, cols.size), bool)
-        effects = bundle.prior_graph[bundle.prior_graph["kind"] == "drug_effect"]
-        for src, dst in zip(effects["source"], effects["target"]):
-            s, d = column_of.get(int(src)), column_of.get(int(dst))
-            if s is not None and d is not None and domains[s] == "drug" and domains[d] == "adverse_event":
-                drug_effect[s, d] = True
-        hpo = np.isin(domains, ("phenotype", "adverse_event"))
-        codes = np.asarray(like.binary_codes)
-        labs = bundle.labs.set_index("code")
-        missing = [c for c in like.lab_codes if c not in labs.index]
-        if missing:
-            raise ValueError(f"lab {missing[0]} has no reference range in the bundle")
-        low = labs.loc[list(like.lab_codes), "low"].to_numpy(np.float64)
-        high = labs.loc[list(like.lab_codes), "high"].to_numpy(np.float64)
-        ceiling = np.array([PHYSIOLOGICAL_CEILINGS.get(c, (np.inf,))[0] for c in like.lab_codes], np.float64)
-        return cls(supported=supported, negative=negative, drug_effect=drug_effect,
-                   female_only=hpo & np.isin(codes, list(FEMALE_SPECIFIC)),
-                   male_only=hpo & np.isin(codes, list(MALE_SPECIFIC)),
-                   lab_mid=(low + high) / 2, lab_half=(high - low) / 2,
-                   lab_low_limit=np.where(low >= 0, 0.0, -np.inf), lab_high_limit=ceiling)
+        return cls(supported=support[:, cols] & pheno[None, :], negative=facts.negative,
+                   drug_effect=facts.drug_effect, female_only=facts.female_only, male_only=facts.male_only,
+                   lab_mid=facts.lab_mid, lab_half=facts.lab_half, lab_low_limit=facts.lab_low_limit,
+                   lab_high_limit=facts.lab_high_limit)
 
 
 def disease_phenotype_pairs(t: TrajectoryTensors, knowledge: GraphKnowledge) -> dict[str, float]:
@@ -176,7 +143,7 @@ def drug_adverse_events(t: TrajectoryTensors, knowledge: GraphKnowledge) -> dict
 
 
 def wrong_sex(t: TrajectoryTensors, knowledge: GraphKnowledge) -> dict[str, float]:
-    """Patients with a term only the other sex can have (:mod:`shared.evaluation.sex_terms`).
+    """Patients with a term only the other sex can have (:mod:`shared.model.sex_terms`).
 
     Returns
     -------

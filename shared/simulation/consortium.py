@@ -16,7 +16,7 @@ generating process verbatim:
   adverse event is truly present, recorded or not;
 - comorbidities, co-medications and sites' recording habits that the graph knows
   nothing about are added on top;
-- a term only one sex can have (:mod:`shared.evaluation.sex_terms`, e.g. absent vas
+- a term only one sex can have (:mod:`shared.model.sex_terms`, e.g. absent vas
   deferens, abnormal menstrual cycle) is never drawn for a patient of the other sex, as a
   phenotype or as an adverse event; for the right sex its probability is left as it is
   (an annotated frequency of such a term describes the patients who can have it).

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.bundle import StudyBundle
-from shared.evaluation.sex_terms import FEMALE_SPECIFIC, MALE_SPECIFIC
+from shared.model.sex_terms import FEMALE_SPECIFIC, MALE_SPECIFIC
 
 PHENOTYPE_TABLES = ("observation", "condition_occurrence")
 MAX_PATIENTS = 999_999  # person id = site * 1_000_000 + i, i in [1, MAX_PATIENTS]
@@ -174,7 +174,7 @@ def knowledge_from_bundle(bundle: StudyBundle) -> SimulationKnowledge:
 
 
 def sex_specific_masks(codes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """bool [len(codes)] each: (female-only, male-only) HPO terms of :mod:`shared.evaluation.sex_terms`."""
+    """bool [len(codes)] each: (female-only, male-only) HPO terms of :mod:`shared.model.sex_terms`."""
     a = np.asarray(codes, dtype=object)
     return np.isin(a, list(FEMALE_SPECIFIC)), np.isin(a, list(MALE_SPECIFIC))
 

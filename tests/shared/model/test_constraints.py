@@ -14,12 +14,8 @@ import torch
 
 from shared.bundle import StudyBundle
 from shared.evaluation import plausibility as plaus
-from shared.evaluation.sex_terms import FEMALE_SPECIFIC as EVAL_FEMALE, MALE_SPECIFIC as EVAL_MALE
 from shared.model.constraints import (
     CONSTRAINTS,
-    FEMALE_SPECIFIC,
-    MALE_SPECIFIC,
-    PHYSIOLOGICAL_CEILINGS,
     HardFacts,
     Projection,
     check_constraints,
@@ -225,11 +221,8 @@ def test_data_card_names_the_constraints_kept(trained, bundle) -> None:
     assert default["sampling"]["constraints"] == list(CONSTRAINTS)
 
 
-def test_facts_agree_with_the_evaluations_definitions(bundle, site) -> None:
-    """The sex terms and lab ceilings are the ones the plausibility checks use, and so are
-    the facts read from the bundle (until plausibility reads them from here)."""
-    assert FEMALE_SPECIFIC == EVAL_FEMALE and MALE_SPECIFIC == EVAL_MALE
-    assert PHYSIOLOGICAL_CEILINGS == plaus.PHYSIOLOGICAL_CEILINGS
+def test_the_gate_checks_exactly_the_facts_the_sampler_keeps(bundle, site) -> None:
+    """plausibility.GraphKnowledge carries the sampler's facts (one definition, here)."""
     mine, theirs = HardFacts.from_bundle(bundle, site), plaus.GraphKnowledge.from_bundle(bundle, site)
     for name in ("negative", "drug_effect", "female_only", "male_only", "lab_mid", "lab_half", "lab_low_limit",
                  "lab_high_limit"):

@@ -22,7 +22,7 @@ from shared.simulation.consortium import (
     write_consortium,
 )
 from shared.errors import OutputExistsError
-from shared.evaluation.sex_terms import FEMALE_SPECIFIC, MALE_SPECIFIC
+from shared.model.sex_terms import FEMALE_SPECIFIC, MALE_SPECIFIC
 
 SEED = 11
 TABLES = ("person", "observation_period", "condition_occurrence", "observation", "drug_exposure", "measurement")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kg.assembly.pipeline import default_hpo_dir
 from kg.sources.obo import parse_obo
-from shared.evaluation.sex_terms import FEMALE_ROOTS, FEMALE_SPECIFIC, HPO_RELEASE, MALE_ROOTS, MALE_SPECIFIC
+from shared.model.sex_terms import FEMALE_ROOTS, FEMALE_SPECIFIC, HPO_RELEASE, MALE_ROOTS, MALE_SPECIFIC
 
 
 def _descendants(roots: list[str], parents: dict[str, list[str]]) -> set[str]:

@@ -18,8 +18,8 @@ Hypogonadism, HP:0000771 Gynecomastia, ambiguous genitalia under HP:0000811) are
 deliberately absent: only a term that is anatomically impossible in the other sex counts.
 
 The descendants are listed explicitly (expanded from ``hp.obo`` 2025-01-16) so that
-evaluation needs neither the ontology nor a parser; ``tests/shared/evaluation/
-test_sex_terms.py`` re-derives them from the shipped ``hp.obo`` and fails if they drift.
+the sampler (:mod:`shared.model.constraints`) and the evaluation need neither the ontology
+nor a parser; ``tests/shared/model/test_sex_terms.py`` re-derives them from the shipped ``hp.obo`` and fails if they drift.
 """
 
 from __future__ import annotations
