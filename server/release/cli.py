@@ -67,10 +67,13 @@ def release(
             vocabulary=vocabulary, vocabulary_db=vocabulary_db, vocabulary_schema=vocabulary_schema, to_db=to_db,
             schema=schema, db_password_file=db_password_file, overwrite=overwrite, progress=step)
     summary = {"released": result.ok, "out": str(out) if result.ok else None,
-               "checks": [c.to_json() for c in result.checks], **({"data_card": card} if result.ok else {})}
+               "gate_loosened": result.card["release"]["gate_loosened"], "checks": [c.to_json() for c in result.checks], **({"data_card": card} if result.ok else {})}
     if json_out:
         print_json(summary)
     else:
+        if loose := result.card["release"]["gate_loosened"]:
+            console.print(f"[yellow]note:[/] the gate is looser than the built-in one: {', '.join(loose)} "
+                          "(flagged in data_card.json and report.html)", highlight=False)
         for c in result.checks:
             measured = "–" if c.measured is None else f"{c.measured:.4g}"
             line = f"{c.status:>13}  {c.gate}: {measured} (gate {c.op} {c.threshold:g})"

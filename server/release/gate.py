@@ -65,6 +65,18 @@ class GateConfig:
     max_membership_auroc: float = 0.55  # 0.5 is no leak; issue 6's release threshold
     require_site_reports: bool = False  # true: no site-reported privacy numbers fails the gate
 
+    def loosened(self) -> list[str]:
+        """The thresholds looser than the built-in defaults (a lower minimum, a higher
+        maximum, site reports no longer required), as their TOML key names; empty when none."""
+        default = GateConfig()
+        out = []
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(default, f.name)
+            if (f.name.startswith("min_") and mine < theirs) or (f.name.startswith("max_") and mine > theirs) \
+                    or (f.name.startswith("require_") and theirs and not mine):
+                out.append(f.name.replace("_", "-"))
+        return out
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)

@@ -99,7 +99,8 @@ def prepare_release(trained: TrainedModel, bundle: StudyBundle, run_dir: str | P
     card["method"] = METHOD
     card["release"] = {
         "run_id": run_id, "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "epsilon_per_site": epsilons, "gate": asdict(gate), "checks": [c.to_json() for c in checks],
+        "epsilon_per_site": epsilons, "gate": asdict(gate), "gate_loosened": gate.loosened(),
+        "checks": [c.to_json() for c in checks],
         "plausibility": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()},
         "site_privacy": [asdict(s) for s in reported],
     }

@@ -73,6 +73,9 @@ def render_html(card: dict[str, Any], checks: list[Check], pngs: list[tuple[str,
                   for site, v in sorted(release["epsilon_per_site"].items()))
     images = "".join(f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{png}"></p>' for alt, png in pngs)
     counts = card["counts"]
+    loose = release.get("gate_loosened") or []
+    loosened = (f'<p class="fail">This release passed a gate LOOSER than the built-in one: {_e(", ".join(loose))} '
+                "(see the thresholds below and data_card.json → release.gate).</p>") if loose else ""
     cdm = card.get("cdm") or {}
     vocabulary = (cdm.get("vocabulary") or {}).get("source", "none: every *_concept_id is 0, codes in *_source_value")
     tables = f"<p>OMOP CDM v{_e(cdm.get('version', ''))} tables: {_e(', '.join(cdm.get('tables', [])))}; vocabulary: " \
@@ -87,7 +90,7 @@ def render_html(card: dict[str, Any], checks: list[Check], pngs: list[tuple[str,
 Generated {_e(release['generated_at'])}.</p>
 {tables}
 <h2>Release gate</h2>
-<table><tr><th class=l>gate</th><th>measured</th><th>threshold</th><th class=l>status</th><th class=l>note</th></tr>
+{loosened}<table><tr><th class=l>gate</th><th>measured</th><th>threshold</th><th class=l>status</th><th class=l>note</th></tr>
 {rows}</table>
 {images}
 <h2>Differential privacy per site</h2>

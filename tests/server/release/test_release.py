@@ -63,6 +63,19 @@ def test_release_passes_and_writes_tables_card_and_report(run_dir, demo_bundle, 
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "<script" not in page and "not evaluated" in page
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # the lenient gate is flagged wherever the release is read
+    loosened = ["min-phenotype-pairs-supported", "max-phenotype-pairs-negated", "max-wrong-sex-patients",
+                "max-lab-values-outside-limits", "max-adverse-events-before-any-drug"]
+    assert summary["gate_loosened"] == card["release"]["gate_loosened"] == loosened
+    assert "LOOSER than the built-in one: " + ", ".join(loosened) in page
+
+
+def test_a_gate_is_loosened_only_where_a_threshold_is_looser_than_the_default() -> None:
+    assert GateConfig().loosened() == []
+    assert GateConfig(max_membership_auroc=0.5, min_phenotype_pairs_supported=0.9,
+                      require_site_reports=True).loosened() == []  # stricter is not looser
+    assert GateConfig(max_membership_auroc=0.6, min_phenotype_pairs_supported=0.7).loosened() == [
+        "min-phenotype-pairs-supported", "max-membership-auroc"]
 
 
 def test_an_impossible_gate_refuses_and_writes_nothing(run_dir, demo_bundle, coordinator_key, tmp_path) -> None:
