@@ -10,9 +10,12 @@
    coordinator pretrained on patients drawn from the bundle's public knowledge alone;
 4. federated evaluation: the coordinator sends a synthetic sample to every site, which runs
    the evaluation suite against its training and held-out patients and returns numbers only;
-   then a synthetic release is generated and written as OMOP with a data card;
+   then an ungated synthetic sample is generated and written as OMOP with a data card;
 5. audit: every site's signed privacy ledger (the server's copy) verified against the
-   site's public key, ε recomputed with an independent accountant, the auditor's report.
+   site's public key, ε recomputed with an independent accountant, the auditor's report;
+6. release (:func:`raregraph.api.release`, as ``raregraph release``): a synthetic cohort behind
+   the default gate, written to ``OUT/release`` only if every gate passes; the verdict is printed
+   either way (a refusal is the gate working, not a failed demo).
 
 The command imports all of it when it runs, not when the command line loads (issue 23).
 """
@@ -60,6 +63,7 @@ def demo(
     Example: raregraph demo --out demo-out
     """
     from deploy.simulation import publish_site_keys, run_simulated, site_nodes
+    from raregraph import api
     from kg.embedded import default_study, make_embedded_bundle
     from shared.bundle import StudyBundle
     from shared.ehr.cohort import split_patients
@@ -114,7 +118,7 @@ def demo(
                             site_keys=publish_site_keys(nodes, run_folder.site_keys.resolve()))
             run_simulated(run, nodes, show_progress=not quiet)
             trained = load_model(run_folder.model, bundle)
-            step("generate: synthetic release")
+            step("generate: an ungated synthetic sample")
             total = sum(r["report"].patients for r in site_rows)
             synthetic, _ = generate(trained, bundle, n=total, disease=None, seed=seed, steps=DEFAULT_SAMPLER_STEPS, guidance_scale=1.0,
                                     eta=0.0)
@@ -124,11 +128,31 @@ def demo(
         step("audit: verifying the sites' signed privacy ledgers, recomputing ε independently")
         audit = audit_run(out / "run")
         write_audit_report(audit, out / "audit")
+        step("release: generating behind the default gate (plausibility, site-reported privacy)")
+        outcome = api.release(out / "run", bundle=out / "bundle", pub=out / "keys" / "coordinator.pub", n=total,
+                              out=out / "release", seed=seed)
     _summary(out, graph.counts(), bundle, time.perf_counter() - started)
     print_audit_summary(audit, out / "run")
     console.print(f"[bold]auditor's report[/] {out / 'audit' / 'report.html'}")
+    _print_release(outcome, out)
     if not audit.ok:
         raise typer.Exit(1)
+
+
+def _print_release(outcome, out: Path) -> None:
+    """The release gate's verdict: the release folder, or which gates refused it."""
+    for c in outcome.checks:
+        measured = "–" if c.measured is None else f"{c.measured:.4g}"
+        console.print(f"{c.status:>13}  {c.gate}: {measured} (gate {c.op} {c.threshold:g})"
+                      + (f"  {c.note}" if c.note else ""), highlight=False)
+    if outcome.released:
+        console.print(f"[bold]release[/] {outcome.out}: passed the default gate (OMOP CDM v5.4, data card, report.html)",
+                      highlight=False)
+    else:
+        failed = ", ".join(f"{c.gate} {'–' if c.measured is None else f'{c.measured:.4g}'} (needs {c.op} "
+                           f"{c.threshold:g})" for c in outcome.failed)
+        console.print(f"[bold]release[/] refused by the default gate, nothing written to {out / 'release'}: {failed}. "
+                      f"{out / 'synthetic'} is an ungated sample for looking at, not a release.", highlight=False)
 
 
 def _summary(out: Path, counts: dict, bundle: StudyBundle, seconds: float) -> None:
@@ -158,5 +182,5 @@ def _summary(out: Path, counts: dict, bundle: StudyBundle, seconds: float) -> No
     run = RunFolder(out / "run")
     print_site_evaluation(run.root)
     console.print(f"[bold]model[/] {run.model}, privacy {run.privacy}; "
-                  f"[bold]synthetic release[/] {out / 'synthetic'}; [bold]site reports[/] {run.evaluation}/site-*/report.md")
+                  f"[bold]ungated synthetic sample[/] {out / 'synthetic'}; [bold]site reports[/] {run.evaluation}/site-*/report.md")
     console.print(f"demo finished in {seconds:.0f} s")

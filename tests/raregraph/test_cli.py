@@ -157,6 +157,11 @@ def test_demo_runs_end_to_end(tmp_path) -> None:
                  "run/evaluation/site-2/report.md", "audit/report.html", "audit/audit.json", "run/ledger/site-1.jsonl",
                  "run/site-keys/site-2.pub"):
         assert (out / path).exists(), path
+    # it ends with `release` behind the default gate: written only when every gate passed, the verdict printed
+    assert "phenotype_pairs_supported" in text and "membership_auroc" in text
+    released = (out / "release" / "data_card.json").is_file()
+    assert ("passed the default gate" in text) == released
+    assert released or ("refused by the default gate" in text and not (out / "release").exists())
     code, _, _ = run("bundle", "verify", out / "bundle", "--pub", out / "keys" / "coordinator.pub")
     assert code == 0
 
