@@ -2,7 +2,9 @@
 
 Handlers, routed by Flower on the message type: ``query.bundle`` (the study bundle: offer →
 cached or need; files → verify with the pinned key and cache), ``query.suite`` (a synthetic
-sample → the evaluation suite's numbers, :mod:`client.sample_evaluation`), ``train`` (one DP
+sample → the evaluation suite's numbers, :mod:`client.sample_evaluation`), ``query.disease_mix``
+(the site's disease histogram plus Gaussian noise, charged once, or declined;
+:mod:`client.disease_mix`), ``train`` (one DP
 round, :mod:`client.training`) and ``evaluate``
 (the global model's loss on the site's patients, released with DP and charged, or declined;
 :mod:`client.loss_evaluation`). Replies carry weights, counts, metrics and the site's signed
@@ -20,6 +22,7 @@ from flwr.clientapp import ClientApp
 
 from client import bundle_cache
 from client.config import NodeConfig
+from client.disease_mix import release_disease_mix
 from client.loss_evaluation import evaluate_round
 from client.sample_evaluation import SuiteRequest, evaluate_sample
 from client.simulated_site import is_simulated, simulated_node
@@ -94,6 +97,23 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
             P.SUITE: ConfigRecord({P.SUITE_METRICS: numbers, P.SUITE_DECLINED: declined}),
             P.SITE: ConfigRecord({P.SITE_ID: node.site_id}),
         }), reply_to=msg)
+
+    @app.query(P.MIX_ACTION)
+    def disease_mix(msg: Message, context: Context) -> Message:
+        try:
+            node = resolve(context)
+            cfg = RoundConfig.from_record(msg.content[P.CONFIG])
+            release = release_disease_mix(node, cfg)
+        except RareGraphError as exc:
+            return refuse(msg, f"site refuses to release its disease mix: {exc}")
+        content = RecordDict({
+            P.MIX: ConfigRecord({P.MIX_COUNTS: release.counts, P.MIX_RUN: release.charged_in}),
+            P.METRICS: MetricRecord(release.metrics),
+            P.SITE: ConfigRecord({P.SITE_ID: node.site_id, "accountant": cfg.accountant}),
+        })
+        if release.ledger is not None:
+            content[P.LEDGER] = ConfigRecord({P.LEDGER_ENTRIES: release.ledger})
+        return Message(content, reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

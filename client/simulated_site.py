@@ -13,7 +13,7 @@ from its partition id and the run config, which every node sees:
 - its privacy state and ledger key: ``RUN/state/<site-id>/`` (the key is made on first use and
   its public half copied to ``RUN/site-keys/<site-id>.pub``, as ``raregraph federate`` does);
 - the coordinator key it pins: the run config's ``bundle.pub``;
-- its budget and sampling: the ``simulation.*`` run-config keys below.
+- its budget, sampling and disease-mix noise: the ``simulation.*`` run-config keys below.
 
 This is for one machine only (the coordinator's paths are the sites' paths). A real site
 never gets here: its SuperNode's ``--node-config`` holds ``site-id``.
@@ -42,6 +42,8 @@ KEYS: dict[str, tuple[str, type, object]] = {
     "simulation.noise-multiplicity": ("noise_multiplicity", int, 2),  # diffusion noise draws per patient and step
     "simulation.min-patients": ("min_patients", int, 30),  # smallest simulated site (no sites-dir)
     "simulation.max-patients": ("max_patients", int, 120),  # largest simulated site (no sites-dir)
+    # σ of each simulated site's one disease-mix release (0: the sites decline it)
+    "simulation.histogram-noise-multiplier": ("histogram_noise_multiplier", float, 0.0),
 }
 NEEDS = ("run-dir", "bundle.path", "bundle.pub")  # run-config paths a simulated site reads (absolute)
 MISSING = ("node config has no 'site-id' and the run config does not describe simulated sites: a real site sets "
@@ -69,6 +71,7 @@ class SimulatedSites:
     noise_multiplicity: int = 2  # diffusion noise draws per patient and step
     min_patients: int = 30  # bounds of a simulated site's size (log-uniform)
     max_patients: int = 120
+    histogram_noise_multiplier: float = 0.0  # σ of the disease-mix release (0: declined)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_patients <= self.max_patients:
@@ -153,7 +156,8 @@ def simulated_node(run_config: dict, node_config: dict) -> NodeConfig:
              else {"data_path": data.resolve()})
     return NodeConfig(site_id=site_id, state_path=state, coordinator_pub=sites.bundle_pub, site_key=key,
                       epsilon=sites.epsilon, delta=sites.delta, batch_size=sites.batch_size,
-                      noise_multiplicity=sites.noise_multiplicity, threads=1, **where)
+                      noise_multiplicity=sites.noise_multiplicity, threads=1,
+                      histogram_noise_multiplier=sites.histogram_noise_multiplier, **where)
 
 
 def _simulate(sites: SimulatedSites, partition: int, folder: Path) -> Path:

@@ -157,7 +157,7 @@ def local(
     for site, rows in sorted(summary["privacy"]["sites"].items()):
         train = [r for r in rows if r["kind"] == "train"]
         table.add_row(site, str(summary["node_ids"].get(site, "?")), str(sum(not r["refused"] for r in train)),
-                      f"{max(r['epsilon'] for r in rows):.3f}", f"{train[-1]['budget-epsilon']:.3f}")
+                      f"{max(r['epsilon'] for r in rows):.3f}", f"{train[-1]['budget-epsilon']:.3f}" if train else "–")
     console.print(table)
     console.print(f"model: {summary['model']}; logs: {layout.logs}")
     print_audit_summary(audit, layout.run.run_dir)

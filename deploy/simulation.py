@@ -83,9 +83,12 @@ def _node_data(data: SiteData) -> dict:
 
 def site_nodes(sites: Sequence[SiteData], *, state_root: Path, pub: Path, epsilon: float, delta: float,
                clip_norm: float, batch_size: int, noise_multiplicity: int, eval_noise_multiplier: float = 0.0,
-               holdouts: list[Path] | None = None, site_ids: Sequence[str] | None = None) -> list[NodeConfig]:
+               holdouts: list[Path] | None = None, site_ids: Sequence[str] | None = None,
+               histogram_noise_multiplier: float = 0.0) -> list[NodeConfig]:
     """One node config per site; state folders under ``state_root``; ``holdouts``, when
-    given, one held-out folder per site (its ``holdout-path``), in the same order.
+    given, one held-out folder per site (its ``holdout-path``), in the same order;
+    ``histogram_noise_multiplier``, every site's σ of its one disease-mix release (0: the
+    sites decline it; :mod:`client.disease_mix`).
 
     A site is a folder (node config ``data-path``) or a CDM database (``cdm-url``,
     ``cdm-schema``, ``vocabulary-schema`` and where its password comes from:
@@ -127,6 +130,7 @@ def site_nodes(sites: Sequence[SiteData], *, state_root: Path, pub: Path, epsilo
                                 site_key=state / "identity" / "site.key", epsilon=epsilon, delta=delta,
                                 clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
                                 threads=1, eval_noise_multiplier=eval_noise_multiplier,
+                                histogram_noise_multiplier=histogram_noise_multiplier,
                                 holdout_path=holdouts[i].resolve() if holdouts else None, **data[i]))
     for node in nodes:  # all validated: now the keys
         if not node.site_key.exists():

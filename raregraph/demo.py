@@ -62,6 +62,7 @@ def demo(
 
     Example: raregraph demo --out demo-out
     """
+    from client.config import DEFAULT_HISTOGRAM_NOISE
     from deploy.simulation import publish_site_keys, run_simulated, site_nodes
     from raregraph import api
     from kg.embedded import default_study, make_embedded_bundle
@@ -111,7 +112,8 @@ def demo(
             run_folder = RunFolder(tmp / "run")
             nodes = site_nodes([r["data"] for r in site_rows], state_root=run_folder.state,
                                pub=pub_path, epsilon=epsilon, delta=1e-5, clip_norm=DEFAULT_CLIP_NORM, batch_size=32,
-                               noise_multiplicity=2, holdouts=[tmp / "holdout" / r["name"] for r in site_rows])
+                               noise_multiplicity=2, holdouts=[tmp / "holdout" / r["name"] for r in site_rows],
+                               histogram_noise_multiplier=DEFAULT_HISTOGRAM_NOISE)
             run = RunConfig(run_dir=run_folder.root.resolve(), bundle_path=(tmp / "bundle").resolve(),
                             bundle_pub=pub_path.resolve(), rounds=rounds, local_steps=local_steps, seed=seed,
                             pretrain_steps=pretrain_steps, min_sites=1,

@@ -94,10 +94,10 @@ def federate(
         table.add_column(col, justify="left" if col == "site" else "right")
     for site, rows in sorted(privacy["sites"].items()):
         train = [r for r in rows if r["kind"] == "train"]
-        last = train[-1]
+        last = train[-1] if train else None  # a site may have released its disease mix and then no round
         table.add_row(site, str(sum(not r["refused"] for r in train)), str(sum(bool(r["refused"]) for r in train)),
-                      f"{max(r['epsilon'] for r in rows):.3f}", f"{last['budget-epsilon']:.3f}",
-                      f"{last['noise-multiplier']:.3f}", f"{last['sample-rate']:.4f}")
+                      f"{max(r['epsilon'] for r in rows):.3f}", f"{last['budget-epsilon']:.3f}" if last else "–",
+                      f"{last['noise-multiplier']:.3f}" if last else "–", f"{last['sample-rate']:.4f}" if last else "–")
     console.print(table)
     print_site_evaluation(run.run_dir)
     console.print(f"model: {out / 'model'} (sample with `raregraph generate {out / 'model'} --bundle {bundle} ...`)")

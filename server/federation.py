@@ -8,10 +8,14 @@ rounds, write the final model.
 3. With knowledge guidance, the coordinator pretrains the shared model on patients drawn
    from the bundle's public knowledge alone (:mod:`shared.baselines.prior`; no patient data,
    no privacy cost): the sites' DP-SGD then starts from the textbook, not from zero.
-4. ``strategy.start``: each round sends the global weights and the round config (with the
+4. The disease mix (``query.disease_mix``, before round 1): each site releases its disease
+   histogram plus Gaussian noise once, charged to its budget (:mod:`client.disease_mix`), or
+   resends the release it already made (a resumed run, a later run on the same data: no new
+   charge), or declines. The sum is the mix ``generate`` draws conditions from.
+5. ``strategy.start``: each round sends the global weights and the round config (with the
    bundle's hash only); sites train with DP-SGD and reply with weights and numbers.
-5. The final weights become ``RUN/model`` (what ``raregraph generate`` reads).
-6. Federated evaluation (``eval.per-disease`` > 0): a synthetic sample goes to every site,
+6. The final weights become ``RUN/model`` (what ``raregraph generate`` reads).
+7. Federated evaluation (``eval.per-disease`` > 0): a synthetic sample goes to every site,
    which returns the evaluation suite's numbers against its own patients
    (:mod:`server.site_evaluation`; ``RUN/evaluation``).
 
@@ -55,6 +59,7 @@ log = logging.getLogger("raregraph.server")
 #: ``progress(total)`` → a context that yields ``on_step(step, loss)``: how a caller shows the
 #: coordinator's pretraining (``raregraph federate``: :func:`shared.console.step_progress`)
 StepProgress = Callable[[int], AbstractContextManager[Callable[[int, float], None] | None]]
+MIX_FLOOR = 1.0  # patients: the least weight a study disease keeps in the pooled noisy mix, so none is never drawn
 
 
 def _resume_point(run: RunConfig) -> Resume | None:
@@ -125,6 +130,64 @@ def distribute_bundle(grid: Grid, nodes: list[int], bundle: StudyBundle, timeout
     return sorted(ready)
 
 
+def collect_disease_mix(grid: Grid, nodes: list[int], strategy: SiteFedAvg, config: ConfigRecord, *,
+                        n_diseases: int, timeout: float) -> dict[str, dict]:
+    """Ask every site for its disease-mix release (round 0 of the run's config); the verified
+    releases by site (:meth:`server.strategy.SiteFedAvg.merge_disease_mix`)."""
+    record = ConfigRecord({**dict(config), P.SERVER_ROUND: 0})
+    replies = grid.send_and_receive(
+        [Message(content=RecordDict({P.CONFIG: record}), dst_node_id=n, message_type=P.MIX_QUERY) for n in nodes],
+        timeout=timeout)
+    return strategy.merge_disease_mix(replies, n_diseases=n_diseases)
+
+
+def pooled_disease_counts(releases: dict[str, dict], uniform: dict[str, float], n_diseases: int) -> list[float]:
+    """Patients per study disease for the model's ``disease_counts``: post-processing of DP releases.
+
+    ==============  ==================================================
+    symbol          variable
+    ==============  ==================================================
+    h̃_s             ``releases[s]["counts"]`` (histogram + N(0, σ_s² I))
+    n_u             ``uniform[u]``: a declining site's patient count
+    K               ``n_diseases``
+    c_min           :data:`MIX_FLOOR`
+    ==============  ==================================================
+
+    1. Sum the released histograms: Σ_s h̃_s (its noise sd per disease is √(Σ_s σ_s²)).
+    2. Add each declining site as a uniform mix of its patients: n_u / K per disease.
+    3. Clip below at c_min (noise can make a count negative; a disease keeps a little weight).
+
+    Returns all ones (a uniform mix) when no site released and none reported a patient count.
+    """
+    if not releases and not uniform:
+        return [1.0] * n_diseases
+    counts = np.zeros(n_diseases, dtype=np.float64)
+    for release in releases.values():
+        counts += np.asarray(release["counts"], dtype=np.float64)
+    counts += sum(uniform.values(), 0.0) / n_diseases
+    return [round(float(c), 3) for c in np.maximum(counts, MIX_FLOOR)]
+
+
+def _declined_sizes(strategy: SiteFedAvg) -> dict[str, float]:
+    """Patient counts (num-examples, reported in the clear with training) of the sites that
+    trained in this run without releasing a disease mix."""
+    sizes = {}
+    for site, rows in strategy.privacy.items():
+        trained = [r[P.NUM_EXAMPLES] for r in rows if r["kind"] == "train" and r.get(P.NUM_EXAMPLES, 0) > 0]
+        if site not in strategy.disease_mix and trained:
+            sizes[site] = float(max(trained))
+    return sizes
+
+
+def _mix_meta(releases: dict[str, dict], uniform: dict[str, float]) -> dict:
+    """What model.json (and so every data card) says about where the disease mix comes from."""
+    return {"source": "dp-histogram" if releases else "uniform", "floor": MIX_FLOOR,
+            "sites": {site: {"noise_multiplier": r["noise-multiplier"], "charged_in": r["charged-in"],
+                             "epsilon_after": r["epsilon"]} for site, r in sorted(releases.items())},
+            "uniform_sites": {site: n for site, n in sorted(uniform.items())},
+            "noise_sd_per_disease": round(math.sqrt(sum(r["noise-multiplier"] ** 2 for r in releases.values())), 6)}
+
+
 def run_federation(grid: Grid, run: RunConfig, *, on_round=None, pretrain_progress: StepProgress | None = None) -> dict:
     """Run all rounds; return a summary. Writes RUN/model, RUN/privacy.json, RUN/checkpoint.
 
@@ -180,6 +243,8 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None, pretrain_progre
     train_config = ConfigRecord({P.RUN_ID: run_id, P.ROUNDS: run.participation_rounds, P.LOCAL_STEPS: run.local_steps, P.LR: run.lr,
                                  P.GUIDANCE: run.guidance, P.BUNDLE_SHA256: bundle.bundle_hash,
                                  P.ACCOUNTANT: run.accountant, P.SEED: run.seed})
+    collect_disease_mix(grid, ready, strategy, train_config, n_diseases=len(bundle.diseases),
+                        timeout=run.round_timeout)
     started = time.perf_counter()
     remaining = run.rounds - strategy.done
     if remaining > 0:
@@ -192,16 +257,20 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None, pretrain_progre
     if not any(r["aggregated"] for r in strategy.rounds_log):
         raise FederationError("no round aggregated any site's update")
     epsilons = {site: max(r["epsilon"] for r in rows) for site, rows in strategy.privacy.items()}
+    uniform = _declined_sizes(strategy)
+    mix = _mix_meta(strategy.disease_mix, uniform)
+    statement = " ".join((statements.FEDERATED_DP, statements.FEDERATED_DISEASE_MIX_DP if strategy.disease_mix
+                          else statements.FEDERATED_DISEASE_MIX_UNIFORM))
     meta = model_meta(
         model, schedule, bundle, guidance=run.guidance,
-        # site disease mixes are not shared: conditions are drawn uniformly unless asked
-        disease_counts=np.ones(len(bundle.diseases), dtype=int).tolist(),
+        disease_counts=pooled_disease_counts(strategy.disease_mix, uniform, len(bundle.diseases)),
         train={"rounds": run.rounds, "local_steps": run.local_steps, "lr": run.lr, "seed": run.seed,
                "pretraining": pretraining},
         training={"patients": None, "steps": run.rounds * run.local_steps, "seconds": round(seconds, 1),
                   "final_loss": strategy.rounds_log[-1]["metrics"].get(P.LOSS), "run_id": run_id,
                   "sites": sorted(strategy.privacy)},
-        privacy={"mechanism": "DP-SGD per site", "epsilon_per_site": epsilons, "statement": statements.FEDERATED_DP})
+        privacy={"mechanism": "DP-SGD per site", "epsilon_per_site": epsilons, "statement": statement,
+                 "disease_mix": mix})
     trained = TrainedModel(model=model, schedule=schedule, tables=tables, layout=layout, meta=meta)
     trained.save(RunFolder(run.run_dir).model, losses=[r["metrics"].get(P.LOSS, float("nan")) for r in strategy.rounds_log])
     evaluation = None

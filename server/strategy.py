@@ -15,6 +15,9 @@ After every round the weights, the round and the strategy's records are checkpoi
 (:func:`read_checkpoint`), with the same run id, so the sites recognise rounds they already
 trained and resend those replies instead of training (and being charged) again.
 
+Before round 1 the sites' disease-mix releases (:meth:`SiteFedAvg.merge_disease_mix`) are merged
+the same way: each must carry the signed ledger entry that charged it.
+
 Every reply's privacy ledger is merged into the server's copy ``RUN/ledger/<site_id>.jsonl``
 (:func:`shared.privacy.ledger.merge_site_entries`), verified with the site's public key when the
 coordinator holds one (``fed.site-keys``). A ledger that forks, rolls back or does not verify
@@ -153,6 +156,7 @@ class SiteFedAvg(FedAvg):
         self.rejected: list[dict] = resume.rejected if resume is not None else []
         self.rounds_log: list[dict] = resume.rounds if resume is not None else []
         self.resumes: list[dict] = list(resume.resumes) if resume is not None else []
+        self.disease_mix: dict[str, dict] = {}  # site → its verified disease-mix release (merge_disease_mix)
         self.on_round = on_round
         self._round_started = time.perf_counter()
         self._server_seconds = 0.0
@@ -255,11 +259,63 @@ class SiteFedAvg(FedAvg):
                            grid: Grid) -> Iterable[Message]:
         return super().configure_evaluate(server_round + self.done, arrays, config, grid)
 
-    def _merge_ledger(self, server_round: int, site: str, reply: Message, kind: str) -> bool | None:
+    def merge_disease_mix(self, replies: Iterable[Message], *, n_diseases: int) -> dict[str, dict]:
+        """Keep the sites' disease-mix releases (``query.disease_mix`` replies, round 0) whose
+        ledger verifies and holds the entry that charged them; written to ``privacy.json``.
+
+        A release charged in this run adds a ``histogram`` row to the site's privacy record; one
+        resent from an earlier run (already charged there) adds none. A site that declined, failed,
+        sent no ledger or a histogram that is not ``n_diseases`` finite numbers contributes nothing.
+
+        Returns
+        -------
+        dict
+            ``{site: {"counts", "noise-multiplier", "epsilon", "charged-in"}}`` (also
+            :attr:`disease_mix`).
+        """
+        for r in replies:
+            if r.has_error():
+                log.warning("node %s did not release its disease mix: %s", r.metadata.src_node_id, r.error.reason)
+                continue
+            site = str(r.content[P.SITE][P.SITE_ID]) if P.SITE in r.content else str(r.metadata.src_node_id)
+            if P.MIX not in r.content or P.METRICS not in r.content:
+                self._reject(0, site, "a disease-mix reply without its 'disease-mix' and 'metrics' records")
+                continue
+            m, mix = r.content[P.METRICS], r.content[P.MIX]
+            if m[P.REFUSED] and P.LEDGER not in r.content:  # declined without opening its state
+                log.info("site %s declined to release its disease mix", site)
+                continue
+            charged_in = str(mix[P.MIX_RUN])
+            merged = self._merge_ledger(0, site, r, "histogram", charged_in=charged_in or None)
+            if merged is False or m[P.REFUSED]:
+                if merged is not False:
+                    log.info("site %s declined to release its disease mix", site)
+                continue
+            counts = [float(c) for c in mix[P.MIX_COUNTS]]
+            if merged is None or len(counts) != n_diseases or not all(math.isfinite(c) for c in counts):
+                why = ("a disease-mix release without the ledger that charged it" if merged is None
+                       else f"a disease mix of {len(counts)} values, not {n_diseases} finite ones")
+                self._reject(0, site, why)
+                continue
+            if charged_in == self.run_id and not any(row["kind"] == "histogram" and row["run_id"] == self.run_id
+                                                     for row in self.privacy.get(site, [])):
+                self.privacy.setdefault(site, []).append(
+                    {"round": 0, "run_id": self.run_id, "kind": "histogram", **{k: float(m[k]) for k in P.MIX_METRICS},
+                     "accountant": str(r.content[P.SITE]["accountant"]), "ledger": True})
+            self.disease_mix[site] = {"counts": counts, "noise-multiplier": float(m[P.NOISE_MULTIPLIER]),
+                                      "epsilon": float(m[P.EPSILON]), "charged-in": charged_in}
+        if self.consortium is not None:
+            self.consortium.save()
+        self._write_privacy()
+        return dict(self.disease_mix)
+
+    def _merge_ledger(self, server_round: int, site: str, reply: Message, kind: str,
+                      charged_in: str | None = None) -> bool | None:
         """Merge the reply's ledger into the server's copy: True merged, None absent, False rejected.
 
         A reply that charged the site's budget (not refused) must carry that charge: an entry for
-        this run, round and kind with the ε the metrics report.
+        this run (or ``charged_in``: a release resent from an earlier run), round and kind with the
+        ε the metrics report.
         """
         if P.LEDGER not in reply.content:
             log.warning("round %d: site %s sent no privacy ledger", server_round, site)
@@ -277,10 +333,11 @@ class SiteFedAvg(FedAvg):
                 if self.consortium is not None:
                     self.consortium.advance(entries, run_id=self.run_id, save=False)
             if not metrics[P.REFUSED]:
-                charge = next((e for e in entries if (e.run_id, e.round, e.kind) == (self.run_id, server_round, kind)),
+                run_id = charged_in or self.run_id
+                charge = next((e for e in entries if (e.run_id, e.round, e.kind) == (run_id, server_round, kind)),
                               None)
                 if charge is None or not math.isclose(charge.epsilon, float(metrics[P.EPSILON]), rel_tol=1e-9):
-                    raise RareGraphError(f"no entry for run {self.run_id} round {server_round} ({kind}) with the "
+                    raise RareGraphError(f"no entry for run {run_id} round {server_round} ({kind}) with the "
                                          f"ε = {float(metrics[P.EPSILON]):.6g} the reply reports")
         except RareGraphError as exc:
             self._reject(server_round, site, f"privacy ledger: {exc}")
@@ -348,7 +405,11 @@ class SiteFedAvg(FedAvg):
                  "resumes": self.resumes}
         run = RunFolder(self.run_dir)
         _write_json(run.checkpoint_state, state)
-        _write_json(run.privacy, {"run_id": self.run_id, "sites": self.privacy})
+        self._write_privacy()
+
+    def _write_privacy(self) -> None:
+        _write_json(RunFolder(self.run_dir).privacy,
+                    {"run_id": self.run_id, "sites": self.privacy, "disease_mix": self.disease_mix})
 
     def _reject(self, server_round: int, site: str, why: str) -> None:
         log.warning("round %d: rejected the update of site %s: %s", server_round, site, why)

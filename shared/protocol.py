@@ -1,7 +1,8 @@
 """Keys of the messages between the ServerApp and the ClientApps, defined once.
 
 Everything a site sends is in these records: weights (``arrays``), numbers (``metrics``, and
-``suite``: the evaluation suite's numbers on a synthetic sample), its site id and accountant
+``suite``: the evaluation suite's numbers on a synthetic sample; ``disease-mix``: its disease
+histogram plus Gaussian noise, charged like any release), its site id and accountant
 name (``site``) and its signed privacy ledger (``ledger``: one entry per charge to its
 accountant, mechanism and ε only). Nothing row-level, ever.
 """
@@ -9,7 +10,9 @@ accountant, mechanism and ε only). Nothing row-level, ever.
 # message types: Flower routes a "query.<action>" message to the handler registered for that action
 BUNDLE_ACTION = "bundle"  # server → site: the bundle offered (its hash), or its files to verify and cache
 SUITE_ACTION = "suite"  # server → site: a synthetic sample to run the evaluation suite on
-BUNDLE_QUERY, SUITE_QUERY = f"query.{BUNDLE_ACTION}", f"query.{SUITE_ACTION}"
+# server → site, once per run before round 1: the site's noisy disease histogram (a Python name: Flower requires one)
+MIX_ACTION = "disease_mix"
+BUNDLE_QUERY, SUITE_QUERY, MIX_QUERY = f"query.{BUNDLE_ACTION}", f"query.{SUITE_ACTION}", f"query.{MIX_ACTION}"
 
 # records
 ARRAYS = "arrays"
@@ -22,6 +25,7 @@ BUNDLE_STATUS = "bundle-status"
 LEDGER = "ledger"
 SYNTHETIC = "synthetic"  # server → site: a synthetic sample to evaluate (TrajectoryTensors.to_arrays)
 SUITE = "suite"  # site → server: the evaluation suite's numbers, or why the site declined
+MIX = "disease-mix"  # site → server: the noisy disease histogram and the run it was charged in
 
 # config keys (server → site, per round)
 SERVER_ROUND = "server-round"
@@ -52,12 +56,17 @@ EVAL_LOSS_SUM_STD = "eval-loss-sum-std"
 EVAL_COUNT_STD = "eval-count-std"
 EVALUATE_METRICS = (EVAL_LOSS_SUM, EVAL_COUNT, EVAL_LOSS_SUM_STD, EVAL_COUNT_STD, EPSILON, BUDGET_EPSILON, DELTA,
                     REFUSED)
+MIX_METRICS = (EPSILON, DELTA, BUDGET_EPSILON, NOISE_MULTIPLIER, REFUSED)  # of the disease-mix reply
 TRAIN_METRICS = (NUM_EXAMPLES, LOSS, EPSILON, DELTA, NOISE_MULTIPLIER, SAMPLE_RATE, STEPS, CLIP_NORM,
                  NOISE_MULTIPLICITY, REFUSED, BUDGET_EPSILON)
 
 # suite record keys (site → server)
 SUITE_METRICS = "metrics-json"  # shared.evaluation.suite.evaluate()'s dict as JSON: numbers only
 SUITE_DECLINED = "declined"  # the reason a site did not evaluate ("" when it did)
+
+# disease-mix record keys (site → server)
+MIX_COUNTS = "counts"  # patients per study disease (bundle order) plus N(0, σ²) each; [] when declined
+MIX_RUN = "charged-in"  # the run whose ledger entry (round 0, kind histogram) charged this release
 
 # site record keys
 SITE_ID = "site-id"

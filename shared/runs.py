@@ -13,7 +13,8 @@ A federated run (``raregraph federate``, ``flwr run .``, ``raregraph deploy loca
                              model.json once the run has finished
       checkpoint/            the last finished round (state.json + weights): a coordinator
                              restarted on RUN resumes from it
-      privacy.json           every site's rounds, σ, q and ε, as the sites reported them
+      privacy.json           every site's rounds, σ, q and ε, as the sites reported them; the
+                             sites' disease-mix releases ("disease_mix")
       ledger/<site>.jsonl    each site's signed privacy ledger, merged by the server
       site-keys/<site>.pub   the sites' public ledger keys (for the server and the auditor)
       evaluation/            the federated evaluation: <site>/metrics.json, <site>/report.md

@@ -46,7 +46,8 @@ def project_epsilon(site: SiteAudit, *, run_id: str, last_round: int) -> dict[st
     entries = list(site.entries)
     if not entries or any(e.kind == "carry" for e in entries) or entries[-1].method is None:
         return None
-    mine = [e for e in entries if e.run_id == run_id and e.mechanism]
+    # the rounds repeat; a one-off release (the disease histogram, round 0) does not
+    mine = [e for e in entries if e.run_id == run_id and e.mechanism and e.kind != "histogram"]
     if not mine:
         return None
     latest = max(e.round for e in mine)

@@ -52,7 +52,7 @@ class TrainedModel:
 
 
 def model_meta(model: Denoiser, schedule: KnowledgeVPSchedule, bundle: StudyBundle, *, guidance: str,
-               disease_counts: list[int], train: dict, training: dict, privacy: dict) -> dict:
+               disease_counts: list[float], train: dict, training: dict, privacy: dict) -> dict:
     """``model.json``'s content, for every way a model is trained (one site, a federation).
 
     Parameters
@@ -65,7 +65,8 @@ def model_meta(model: Denoiser, schedule: KnowledgeVPSchedule, bundle: StudyBund
         ``kg``, ``none`` or ``learned``.
     disease_counts
         Patients per study disease, in the bundle's order: the mix ``generate`` draws
-        conditions from when no disease is named.
+        conditions from when no disease is named. Whole numbers for one site's model; for a
+        federated one, the sum of the sites' noisy (DP) histograms, so non-negative reals.
     train, training, privacy
         The settings, what training did (patients, steps, seconds, loss), and the privacy
         mechanism with its statement (:mod:`shared.privacy.statements`).

@@ -29,3 +29,15 @@ FEDERATED_DP = (
     "its samples are post-processing. Site patient counts and training losses were shared in the clear. "
     + _RNG.format(source="generators seeded with OS entropy at each site")
 )
+
+#: appended to :data:`FEDERATED_DP` when at least one site released its disease histogram
+FEDERATED_DISEASE_MIX_DP = (
+    "The disease mix synthetic patients are drawn in is the sum of the sites' disease histograms, each released "
+    "once with Gaussian noise (L2 sensitivity 1: one disease per patient) and charged to that site's budget; "
+    "sites that declined count as a uniform mix over their patient count."
+)
+
+#: appended to :data:`FEDERATED_DP` when no site released its disease histogram
+FEDERATED_DISEASE_MIX_UNIFORM = (
+    "No site released its disease mix: synthetic patients are drawn uniformly over the study diseases."
+)

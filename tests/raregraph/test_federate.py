@@ -424,7 +424,9 @@ def test_federate_reads_a_config_file_a_flag_overrides_it_and_the_run_records_bo
     assert code == 0, stderr
     run = RunFolder(conf / "runs" / "first")
     privacy = json.loads(run.privacy.read_text())
-    assert [(r["round"], r["steps"]) for r in privacy["sites"]["site-1"]] == [(1, 2)]
+    rows = privacy["sites"]["site-1"]
+    assert [(r["round"], r["steps"]) for r in rows if r["kind"] == "train"] == [(1, 2)]
+    assert [(r["round"], r["kind"]) for r in rows if r["kind"] != "train"] == [(0, "histogram")]  # the disease mix
     resolved = tomllib.loads(run.resolved_config.read_text())
     settings, source = resolved["federate"], resolved["resolved"]["source"]
     assert settings["rounds"] == 1 and source["rounds"] == "flag"

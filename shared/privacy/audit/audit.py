@@ -68,7 +68,9 @@ ASSUMPTIONS = (
     "Neighbouring datasets differ by adding or removing one record (add/remove-one).",
     "Every step of DP-SGD samples each record independently with probability q (Poisson sampling), clips each "
     "per-sample gradient to norm C and adds Gaussian noise of standard deviation σ·C; every step counts, "
-    "including empty batches. An evaluation release is one Gaussian mechanism (q = 1) on clipped per-patient values.",
+    "including empty batches. An evaluation release is one Gaussian mechanism (q = 1) on clipped per-patient values; "
+    "the disease-mix release (kind histogram) is one Gaussian mechanism (q = 1) on the site's disease histogram, "
+    "to which each patient adds exactly 1 in one bin (L2 sensitivity 1).",
     "ε composes over every charge recorded in the site's ledger, across rounds and runs on the same dataset.",
     "Post-processing, which costs no further privacy: the server's aggregation of the noisy weights, checkpoints, "
     "generation of synthetic patients from the model and their release. The guarantee holds only if the ledger "

@@ -10,7 +10,8 @@ JSON Lines, UTF-8, one entry a line, append-only; each line is the entry's canon
     site_id             the site that charged its accountant
     run_id, round       the federated run and server round
     time                UTC ISO 8601 time of the charge
-    kind                "train" (DP-SGD steps), "evaluate" (a noisy evaluation release): charges;
+    kind                "train" (DP-SGD steps), "evaluate" (a noisy evaluation release), "histogram"
+                        (the site's noisy disease histogram, released once, round 0): charges;
                         "budget" (the site's budget changed), "carry" (a lost ledger's ε carried
                         forward on an auditor's acknowledgement; seq 0 only): events, no charge
     mechanism           {sample_rate, noise_multiplier, clip_norm, steps, noise_multiplicity,
@@ -50,14 +51,14 @@ FORMAT = "raregraph-ledger/1"
 GENESIS = "0" * 64  # prev_hash of seq 0
 NEIGHBOURING = "add/remove-one"
 SAMPLING = "poisson"
-CHARGES = ("train", "evaluate")
+CHARGES = ("train", "evaluate", "histogram")
 EVENTS = ("budget", "carry")
 KINDS = (*CHARGES, *EVENTS)
 SITE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # also a file name
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
-Kind = Literal["train", "evaluate", "budget", "carry"]
+Kind = Literal["train", "evaluate", "histogram", "budget", "carry"]
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -74,8 +75,9 @@ def check_site_id(site_id: object) -> str:
 
 
 def round_key(run_id: str, server_round: int, kind: Kind) -> str:
-    """The ``PrivacyState`` round id of a ledger entry: ``RUN:ROUND`` or ``RUN:ROUND:evaluate``."""
-    return f"{run_id}:{server_round}" if kind == "train" else f"{run_id}:{server_round}:evaluate"
+    """The ``PrivacyState`` round id of a ledger entry: ``RUN:ROUND`` for training, else
+    ``RUN:ROUND:KIND`` (``RUN:ROUND:evaluate``, ``RUN:0:histogram``)."""
+    return f"{run_id}:{server_round}" if kind == "train" else f"{run_id}:{server_round}:{kind}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +87,8 @@ class MechanismRecord:
     Parameters
     ----------
     sample_rate
-        q, Poisson sampling probability per record and step, in (0, 1] (1.0 for an evaluation release).
+        q, Poisson sampling probability per record and step, in (0, 1] (1.0 for an evaluation or
+        histogram release).
     noise_multiplier
         σ = noise standard deviation / clip norm, > 0.
     clip_norm
@@ -197,7 +200,7 @@ class LedgerEntry:
 
     @property
     def is_charge(self) -> bool:
-        """True for a charge to the accountant (train, evaluate); False for an event (budget, carry)."""
+        """True for a charge to the accountant (train, evaluate, histogram); False for an event (budget, carry)."""
         return self.kind in CHARGES
 
     @classmethod

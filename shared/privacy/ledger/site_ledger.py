@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # annotations only: the ledger reads a state it is given, so 
     from shared.privacy.state import PrivacyState
     from shared.privacy.state_file import RoundRecord
 
-_ROUND_ID = re.compile(r"^(?P<run>.+):(?P<round>\d+)(?::(?P<kind>evaluate))?$")
+_ROUND_ID = re.compile(r"^(?P<run>.+):(?P<round>\d+)(?::(?P<kind>evaluate|histogram))?$")
 
 
 def _make_entry(private_key: Ed25519PrivateKey, body: dict[str, Any]) -> LedgerEntry:
@@ -120,7 +120,7 @@ class Ledger:
         run_id, server_round
             The federated run and its server round (≥ 0).
         kind
-            ``"train"`` or ``"evaluate"``.
+            ``"train"``, ``"evaluate"`` or ``"histogram"``.
         mechanism
             The mechanism charged.
         accountant
@@ -236,7 +236,8 @@ class Ledger:
         """Append the entry for a round the privacy state has charged (call right after ``record_round``).
 
         The round must have been charged with ``round_id = round_key(run_id, server_round, kind)``,
-        i.e. ``"RUN:ROUND"`` for training and ``"RUN:ROUND:evaluate"`` for an evaluation release.
+        i.e. ``"RUN:ROUND"`` for training, ``"RUN:ROUND:evaluate"`` for an evaluation release and
+        ``"RUN:0:histogram"`` for the disease-mix release.
 
         Raises
         ------
@@ -278,7 +279,7 @@ class Ledger:
 
         A crash between ``record_round`` and :meth:`append_round` leaves a charged round out of the
         ledger (its weights never left the site); it is appended here, in the state's order. A round
-        id not of the form ``RUN:ROUND[:evaluate]`` is written with run id = round id, round 0.
+        id not of the form ``RUN:ROUND[:evaluate|:histogram]`` is written with run id = round id, round 0.
 
         Returns
         -------
@@ -321,7 +322,7 @@ class Ledger:
             match = _ROUND_ID.match(record.round_id)
             if match:
                 run_id, server_round = match["run"], int(match["round"])
-                kind: Kind = "evaluate" if match["kind"] else "train"
+                kind: Kind = match["kind"] or "train"  # type: ignore[assignment]
             else:
                 run_id, server_round, kind = record.round_id, 0, "train"
             added.append(self._append_record(state, record, run_id=run_id, server_round=server_round, kind=kind))

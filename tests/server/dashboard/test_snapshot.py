@@ -87,13 +87,16 @@ def test_a_finished_run_shows_every_round_site_budget_audit_and_evaluation(finis
 
 @pytest.mark.slow
 def test_the_projection_from_round_1_is_the_epsilon_the_run_reached(finished_run, tmp_path) -> None:
-    """Cut every ledger back to round 1: repeating round 1's mechanism for round 2 must give what
-    the real round 2 charged (the sites calibrate one mechanism for the whole run)."""
+    """Cut every ledger back to round 1 (the disease-mix release before it, round 0, stays):
+    repeating round 1's mechanism for round 2 must give what the real round 2 charged (the sites
+    calibrate one mechanism for the whole run)."""
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     final = {s.site_id: s.independent_epsilon for s in audit_run(run).sites}
     for ledger in RunFolder(run).ledger.glob("*.jsonl"):
-        ledger.write_text(ledger.read_text().splitlines(keepends=True)[0])
+        lines = ledger.read_text().splitlines(keepends=True)
+        first = next(i for i, line in enumerate(lines) if json.loads(line)["round"] == 1)
+        ledger.write_text("".join(lines[:first + 1]))
     cut = audit_run(run)
     assert cut.ok  # a ledger cut back to an earlier entry is still a valid chain
     run_id = json.loads(RunFolder(run).settings.read_text())["run_id"]
