@@ -71,7 +71,7 @@ def certs(
 
 
 @deploy_app.command("local")
-@with_config_file("deploy", "local", cli_only=(*CLI_ONLY, "overwrite", "no_submit"), path_values={"site": data_path_value})
+@with_config_file("deploy", "local", cli_only=(*CLI_ONLY, "overwrite", "no-submit"), path_values={"site": data_path_value})
 def local(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Folder for everything: bundle, sites, state, certs, logs, run.")],

@@ -242,7 +242,7 @@ def _real(*path: str):
     return command
 
 
-REAL = {("federate",): CLI_ONLY, ("deploy", "local"): (*CLI_ONLY, "overwrite", "no_submit")}
+REAL = {("federate",): CLI_ONLY, ("deploy", "local"): (*CLI_ONLY, "overwrite", "no-submit")}
 LINE = re.compile(r"^(?P<unset># )?(?P<key>[a-z][a-z-]*) = (?P<value>.+?)\s+# (?P<help>.+)$")
 
 
