@@ -40,6 +40,7 @@ def simulate(
     max_patients: Annotated[int, typer.Option("--max-patients", min=1, help="Largest site.")] = 300,
     fmt: Annotated[str | None, typer.Option("--format", help="Every site as csv or parquet (a folder of OMOP tables) or duckdb (site-N.duckdb: the OMOP CDM v5.4 DDL in schema cdm, with empty vocabulary tables; node config cdm-url = \"duckdb:///ABS/site-N.duckdb\", cdm-schema = \"cdm\") \\[default: odd sites CSV, even sites Parquet].")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
+    simulator: Annotated[str, typer.Option("--simulator", help="graph: ours, its truth drawn around the bundle's frequencies and time grid; independent: a second simulator written to break those assumptions (its own frequencies, comorbidities, local codes, recording habits and timing).")] = "graph",
     quiet: Quiet = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
@@ -52,7 +53,7 @@ def simulate(
     with cli_errors(), steps("simulate", quiet=quiet or json_out) as step, tempfile.TemporaryDirectory() as tmp:
         summary = write_sites(lambda: load_bundle(bundle, pub) if bundle is not None else demo_bundle(Path(tmp), step),
                               out, sites=sites, seed=seed, min_patients=min_patients, max_patients=max_patients,
-                              fmt=fmt, overwrite=overwrite, progress=step)
+                              fmt=fmt, overwrite=overwrite, progress=step, simulator=simulator)
     if json_out:
         print_json(summary)
     else:

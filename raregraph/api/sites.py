@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from shared.trajectories.site_validation import SiteValidation
 
 Progress = Callable[[str], None]
+#: ``data simulate --simulator``: ours (truth drawn around the bundle's knowledge and grid), or the
+#: one written to break those assumptions (:mod:`shared.simulation.alternative`)
+SIMULATORS = ("graph", "independent")
 
 
 def _silent(_description: str) -> None:
@@ -23,7 +26,7 @@ def _silent(_description: str) -> None:
 
 def simulate_sites(bundle: str | Path, out: str | Path, *, pub: str | Path, sites: int = 3, seed: int = 0,
                    min_patients: int = 30, max_patients: int = 300, fmt: str | None = None,
-                   overwrite: bool = False, progress: Progress | None = None) -> list[Path]:
+                   overwrite: bool = False, progress: Progress | None = None, simulator: str = "graph") -> list[Path]:
     """Write a simulated consortium of hospitals as OMOP tables, as ``raregraph data simulate``.
 
     Parameters
@@ -45,6 +48,10 @@ def simulate_sites(bundle: str | Path, out: str | Path, *, pub: str | Path, site
         Replace an existing ``out``.
     progress
         Called with a short description before each stage.
+    simulator
+        One of :data:`SIMULATORS`: ``graph`` (:mod:`shared.simulation.consortium`, whose truth is
+        drawn around the bundle's frequencies and time grid) or ``independent``
+        (:mod:`shared.simulation.alternative`, written to break those assumptions).
 
     Returns
     -------
@@ -54,7 +61,7 @@ def simulate_sites(bundle: str | Path, out: str | Path, *, pub: str | Path, site
     Raises
     ------
     InputError
-        An unknown ``fmt``, or a bundle that is missing or malformed.
+        An unknown ``fmt`` or ``simulator``, or a bundle that is missing or malformed.
     SignatureError
         The bundle does not verify with ``pub``.
     OutputExistsError
@@ -65,24 +72,32 @@ def simulate_sites(bundle: str | Path, out: str | Path, *, pub: str | Path, site
     out = Path(out)
     summary = write_sites(lambda: load_bundle(Path(bundle), Path(pub)), out, sites=sites, seed=seed,
                           min_patients=min_patients, max_patients=max_patients, fmt=fmt, overwrite=overwrite,
-                          progress=progress or _silent)
+                          progress=progress or _silent, simulator=simulator)
     return [Path(s["path"]) for s in summary["sites"]]
 
 
 def write_sites(load: Callable[[], StudyBundle], out: Path, *, sites: int, seed: int, min_patients: int,
-                max_patients: int, fmt: str | None, overwrite: bool, progress: Progress) -> dict:
+                max_patients: int, fmt: str | None, overwrite: bool, progress: Progress,
+                simulator: str = "graph") -> dict:
     """The ``data simulate`` step, shared by the command and :func:`simulate_sites`: ``load`` is
     called once the options are checked; returns the command's JSON summary."""
-    from shared.simulation.consortium import SITE_FORMATS, knowledge_from_bundle, simulate_consortium, write_consortium
+    from shared.simulation.consortium import SITE_FORMATS
 
     if fmt is not None and fmt not in SITE_FORMATS:
         raise InputError(f"--format must be one of {', '.join(SITE_FORMATS)}, got {fmt!r}")
+    if simulator not in SIMULATORS:
+        raise InputError(f"--simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
+    if simulator == "graph":
+        from shared.simulation.consortium import knowledge_from_bundle as knowledge, simulate_consortium as simulate
+        from shared.simulation.consortium import write_consortium as write
+    else:
+        from shared.simulation.alternative import alternative_knowledge as knowledge, simulate_alternative as simulate
+        from shared.simulation.alternative import write_alternative as write
     b = load()
     progress("simulating sites")
-    result = simulate_consortium(knowledge_from_bundle(b), sites=sites, seed=seed, min_patients=min_patients,
-                                 max_patients=max_patients)
+    result = simulate(knowledge(b), sites=sites, seed=seed, min_patients=min_patients, max_patients=max_patients)
     progress("writing OMOP tables")
-    write_consortium(result, out, overwrite=overwrite, **({"fmt_cycle": (fmt,)} if fmt else {}))
+    write(result, out, overwrite=overwrite, **({"fmt_cycle": (fmt,)} if fmt else {}))
     written = {s["folder"]: s for s in json.loads((out / "simulation.json").read_text())["sites"]}
     return {"out": str(out), "seed": seed,
             "sites": [{"site": f"site-{p.site}", "path": str(out / name), "format": written[name]["format"],
