@@ -29,7 +29,8 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print metrics.json to stdout too.")] = False,
 ) -> None:
     """Fidelity (MMD²_u on patients and windows with permutation p, prevalence, co-occurrence
-    and transition agreement, lab W1, discriminator AUROC), plausibility against the bundle,
+    and transition agreement, lab W1, discriminator AUROC), the same over every code the site
+    records (in the vocabulary or not) beside its representation ceiling, plausibility against the bundle,
     privacy (exact copies, DCR, NNAA) and, with --holdout, utility (TSTR vs TRTR) and the
     membership and attribute attacks (DCR, DOMIAS, attribute disclosure).
 
@@ -41,10 +42,12 @@ def evaluate(
     if json_out:
         print_json(metrics)
     else:
-        f = metrics["fidelity"]
+        f, r = metrics["fidelity"], metrics["recorded"]
         supported = metrics["plausibility"]["phenotype_pairs_supported"]
         console.print(f"report {out}: MMD²_u {f['mmd2']:.4g} (p={f['mmd2_p_value']:.3f}), "
-                      f"prevalence R² {_num(f['prevalence_r2_identity'])}, "
+                      f"prevalence R² {_num(f['prevalence_r2_identity'])} "
+                      f"(all recorded codes {_num(r['prevalence_r2_identity'])}, ceiling "
+                      f"{_num(r['round_trip']['prevalence_r2_identity'])}), "
                       f"discriminator AUROC {_num(f['discriminator_auroc'])}, "
                       f"supported disease–phenotype pairs {_num(supported)}")
 
@@ -54,7 +57,8 @@ def evaluate_synthetic(real: Path, synthetic: Path, *, bundle: Path, pub: Path |
                        progress: Callable[[str], None] = lambda _description: None) -> dict:
     """The ``evaluate`` step, shared by the command and :func:`raregraph.api.evaluate`: run the
     suite on ``synthetic`` against ``real`` (and ``holdout``), write the report to ``out``; returns
-    the metrics (as metrics.json holds them)."""
+    the metrics (as metrics.json holds them). The cohorts go to the suite too, for the fidelity
+    over every recorded code (``recorded``)."""
     from shared.ehr.omop import read_omop
     from shared.ehr.site import read_site
     from shared.evaluation.suite import evaluate as run_evaluation
@@ -63,20 +67,22 @@ def evaluate_synthetic(real: Path, synthetic: Path, *, bundle: Path, pub: Path |
 
     b = load_bundle(bundle, pub)
     progress("reading and tensorizing")
-    tensors = {}
+    tensors, cohorts = {}, {}
     for name, folder, synthetic_ids in (("real", real, False), ("synthetic", synthetic, True),
                                         ("holdout", holdout, False)):
         if folder is None:
             continue
         # real sites may be OMOP or FHIR; a synthetic release is always OMOP in the synthetic id range
         cohort, _ = read_omop(folder, synthetic=True) if synthetic_ids else read_site(folder, bundle=b)
+        cohorts[name] = cohort
         try:
             tensors[name], _ = tensorize(cohort, b)
         except ValueError as exc:
             raise InputError(str(exc), file=folder) from None
     progress("computing metrics")
     metrics = run_evaluation(tensors["real"], tensors["synthetic"], holdout=tensors.get("holdout"), seed=seed,
-                             bundle=b)
+                             bundle=b, real_cohort=cohorts["real"], synthetic_cohort=cohorts["synthetic"],
+                             holdout_cohort=cohorts.get("holdout"))
     write_report(metrics, out, title=f"{synthetic.name} vs {real.name}", overwrite=overwrite)
     return metrics
 

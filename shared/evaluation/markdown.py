@@ -107,9 +107,30 @@ PLAUSIBILITY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("lab_values", "Observed lab values (count)", "How many values the limit check saw."),
 )
 
+#: Rows of the recorded-codes table: (key in ``recorded``, label, the vocabulary-only key in
+#: ``fidelity`` or None, what it means and what good looks like).
+RECORDED_ROWS: tuple[tuple[str, str, str | None, str], ...] = (
+    ("prevalence_r2_identity", "Prevalence R² (around y = x)", "prevalence_r2_identity",
+     "1 − SSE/SST of per-code patient shares over every code either side records; 1 only if they match."),
+    ("prevalence_r2_corr", "Prevalence R² (r²)", "prevalence_r2_corr",
+     "Squared correlation of those shares: blind to a systematic over- or under-generation."),
+    ("cooccurrence_corr", "Co-occurrence Pearson r (most prevalent codes)", "cooccurrence_corr",
+     "Correlation of the share of patients with both codes, over pairs of the real data's most "
+     "prevalent codes (vocabulary only: per window); → 1 is good."),
+    ("cooccurrence_r2_identity", "Co-occurrence R² (around y = x)", "cooccurrence_r2_identity",
+     "1 − SSE/SST of those pair shares against the identity line; 1 is good."),
+    ("codes_per_patient_synthetic", "Distinct codes per patient", None,
+     "Mean distinct codes per patient on that side; compare with the real patients' (the next row's base)."),
+    ("codes_per_patient_relative_difference", "Codes per patient, relative difference", None,
+     "(that side − real) / real; within ±0.10 is the goal."),
+    ("share_real_occurrences_never_generated", "Real occurrences whose code is never generated", None,
+     "Share of the real patients' code occurrences whose code that side never has; 0 is good."),
+)
+
 
 def render_markdown(metrics: dict[str, Any], *, title: str) -> str:
-    """report.md text: counts, headline table, utility per task, plausibility, per-lab W1, settings."""
+    """report.md text: counts, headline table, fidelity over every recorded code beside the
+    representation ceiling, utility per task, plausibility, per-lab W1, settings."""
     counts = metrics.get("counts", {})
     lines = [f"# {title}", ""]
     if counts:
@@ -126,6 +147,7 @@ def render_markdown(metrics: dict[str, Any], *, title: str) -> str:
             value = (_ratio(values[key], values.get(key.replace("_ratio", "_trtr")))
                      if key.endswith("_auroc_ratio") else _fmt(values[key]))
             lines.append(f"| {_cell(label)} | {value} | {_cell(meaning)} |")
+    lines += _recorded_lines(metrics)
     tasks = metrics.get("utility", {}).get("tasks", {})
     if tasks:
         lines += ["", "## Utility per task (AUROC on the holdout)", "",
@@ -158,6 +180,43 @@ def render_markdown(metrics: dict[str, Any], *, title: str) -> str:
     if settings:
         lines += ["", "## Settings", ""] + [f"- {k}: {_fmt(v)}" for k, v in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+def _recorded_lines(metrics: dict[str, Any]) -> list[str]:
+    """The recorded-codes table (synthetic, the real patients' round trip, holdout, vocabulary only)
+    and the real site's representation ceiling; nothing without a ``recorded`` group."""
+    recorded = metrics.get("recorded")
+    if not recorded:
+        return []
+    fidelity, trip, hold = metrics.get("fidelity", {}), recorded.get("round_trip", {}), recorded.get("holdout")
+    lines = ["", "## Fidelity over every code the site records", "",
+             "The headline figures compare tensors: only the codes the bundle's vocabulary holds, window by "
+             f"window. These compare the records: all {_fmt(recorded.get('codes'))} codes either side records "
+             "(study diagnoses left out), each at any time, so a code the tensors cannot hold counts as never "
+             "generated. The round trip (the real patients through the tensors and back) is the most a model of "
+             "the tensors can reach here; what it lacks of 1 is the representation's loss, which the vocabulary-only "
+             "column cannot see.", "",
+             f"Real patients: {_fmt(recorded.get('patients_real'))}, "
+             f"{_fmt(recorded.get('codes_per_patient_real'))} distinct codes each.", "",
+             "| Metric | Synthetic, all recorded codes | Real round trip (ceiling) | Holdout (fresh patients) | "
+             "Synthetic, vocabulary only | What it means (what good looks like) |", "|---|---|---|---|---|---|"]
+    for key, label, vocabulary, meaning in RECORDED_ROWS:
+        cells = [_fmt(recorded.get(key)), _fmt(trip.get(key)), "n/a" if hold is None else _fmt(hold.get(key)),
+                 "n/a" if vocabulary is None else _fmt(fidelity.get(vocabulary))]
+        lines.append(f"| {_cell(label)} | {' | '.join(cells)} | {_cell(meaning)} |")
+    ceiling = recorded.get("representation_ceiling")
+    if ceiling:
+        o, lost = ceiling["occurrences"], ceiling["occurrences"]["lost_by_reason"]
+        reasons = ", ".join(f"{r.replace('_', ' ')} {n:,}" for r, n in lost.items() if n) or "none"
+        share = o["share_representable"]
+        lines += ["", f"Representation ceiling of the real site (as `raregraph data validate` measures it, study "
+                      f"diagnoses included): {'n/a' if share is None else f'{share:.1%}'} of {o['recorded']:,} code "
+                      f"occurrences representable (lost: {reasons}); prevalence R² "
+                      f"{_fmt(ceiling['prevalence']['r2'])} (r² {_fmt(ceiling['prevalence']['r2_corr'])}) over "
+                      f"{ceiling['prevalence']['codes']:,} codes; distinct codes per patient "
+                      f"{_fmt(ceiling['codes_per_patient']['recorded'])} recorded, "
+                      f"{_fmt(ceiling['codes_per_patient']['round_trip'])} after the round trip."]
+    return lines
 
 
 def _fmt(v: Any) -> str:

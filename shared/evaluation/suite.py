@@ -1,5 +1,6 @@
-"""Run every fidelity, utility, plausibility and privacy metric on a cohort pair and write
-the result as metrics.json plus a readable report.md."""
+"""Run every fidelity, utility, plausibility and privacy metric on a cohort pair (with the
+cohorts' records, also fidelity over every code the site records) and write the result as
+metrics.json plus a readable report.md."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from shared.atomic import atomic_dir
 from shared.bundle import StudyBundle
+from shared.ehr.cohort import Cohort
 from shared.evaluation.attacks import (
     AGE_BAND_YEARS,
     DEFAULT_DOMIAS_COMPONENTS,
@@ -30,6 +32,7 @@ from shared.evaluation.fidelity import (
 )
 from shared.evaluation.markdown import render_markdown
 from shared.evaluation.plausibility import GraphKnowledge, plausibility
+from shared.evaluation.recorded import TOP_CODES, recorded_fidelity
 from shared.evaluation.dcr import dcr_membership_auroc, dcr_percentiles, exact_copy_share
 from shared.evaluation.stats import auroc_null_sd, check_same_columns
 from shared.evaluation.temporal import DEFAULT_MIN_COUNT, transition_r2
@@ -40,6 +43,8 @@ from shared.evaluation.utility import (
     auroc_ratio,
     tstr_trtr,
 )
+from shared.trajectories.representation import ROUND_TRIP_SEED, representation_ceiling
+from shared.trajectories.tensorize import TensorLayout, to_cohort
 from shared.trajectories.tensors import TrajectoryTensors
 
 #: Folds of the real-vs-synthetic discriminator.
@@ -60,6 +65,9 @@ def evaluate(
     seed: int = 0,
     permutations: int = 200,
     bundle: StudyBundle | None = None,
+    real_cohort: Cohort | None = None,
+    synthetic_cohort: Cohort | None = None,
+    holdout_cohort: Cohort | None = None,
 ) -> dict[str, Any]:
     """Every metric of ``synthetic`` against ``real`` (the training data).
 
@@ -73,6 +81,14 @@ def evaluate(
     - Privacy: exact-copy share, DCR percentiles and NNAA on the members; with a holdout
       also the DCR membership AUROC, DOMIAS, attribute disclosure (members, holdout, gap),
       NNAA on the holdout and its privacy loss, and MMD² real vs holdout as the fidelity floor.
+    - Recorded (with the real cohort and a bundle): fidelity over every code the real patients
+      record, in the vocabulary or not (:mod:`~shared.evaluation.recorded`, study diagnoses left
+      out), for the synthetic patients, for the real patients' own round trip through the tensors
+      (``round_trip``: what a model that reproduced the tensors exactly would score) and, with a
+      holdout cohort, for the held-out patients (``holdout``: fresh patients of the same site);
+      and the real site's representation ceiling
+      (:func:`~shared.trajectories.representation.representation_ceiling`, as ``raregraph data
+      validate`` reports it, less its list of lost codes).
 
     Parameters
     ----------
@@ -88,14 +104,23 @@ def evaluate(
         Permutations for each MMD p-value.
     bundle
         The study bundle the cohorts were tensorized with, or None (no plausibility).
+    real_cohort
+        The cohort ``real`` was tensorized from (:func:`shared.ehr.site.read_site` with the
+        bundle), or None (no ``recorded`` group).
+    synthetic_cohort
+        The cohort ``synthetic`` was tensorized from (the release read back); None: ``synthetic``
+        written back with :func:`~shared.trajectories.tensorize.to_cohort`, whose codes are all in
+        the vocabulary (what a federated site receives).
+    holdout_cohort
+        The cohort ``holdout`` was tensorized from, or None (no ``recorded.holdout``).
 
     Returns
     -------
     dict
         JSON-ready: ``counts`` (ints; ``holdout`` is None without one), ``settings``,
         ``fidelity``, ``privacy``, and ``utility`` (with a holdout) and ``plausibility``
-        (with a bundle); plain floats, None where a metric is undefined (e.g. a lab never
-        observed on one side, a cohort too small for 5 folds). Key names match the
+        (with a bundle) and ``recorded`` (with the real cohort); plain floats, None where a
+        metric is undefined (e.g. a lab never observed on one side, a cohort too small for 5 folds). Key names match the
         functions' fields: ``prevalence_r2_identity``, ``discriminator_auroc``,
         ``disease_auroc_tstr``, ``phenotype_pairs_supported``, ``domias_auroc``, …
 
@@ -103,9 +128,14 @@ def evaluate(
     ------
     ValueError
         The cohorts differ in columns or grid, a cohort is too small (MMD needs 2), or a
-        cohort does not match the bundle's vocabulary or disease table.
+        cohort does not match the bundle's vocabulary or disease table, a cohort without the
+        real one or the real one without a bundle, or a tensor patient not in its cohort.
     """
     check_same_columns(real, synthetic, "synthetic")
+    if real_cohort is None and (synthetic_cohort is not None or holdout_cohort is not None):
+        raise ValueError("the synthetic and holdout cohorts are compared with the real one: give real_cohort too")
+    if real_cohort is not None and bundle is None:
+        raise ValueError("the recorded-codes fidelity needs the bundle the cohorts were tensorized with")
     if holdout is not None:
         check_same_columns(real, holdout, "holdout")
     v_real, v_synth = real.patient_vectors(), synthetic.patient_vectors()
@@ -130,6 +160,9 @@ def evaluate(
         knowledge = GraphKnowledge.from_bundle(bundle, real)
         synth_checks, real_checks = plausibility(synthetic, knowledge), plausibility(real, knowledge)
         out["plausibility"] = synth_checks | {f"{k}_real": v for k, v in real_checks.items()}
+    if real_cohort is not None and bundle is not None:
+        out["recorded"] = _recorded(real, synthetic, holdout, TensorLayout.from_bundle(bundle), real_cohort=real_cohort,
+                                    synthetic_cohort=synthetic_cohort, holdout_cohort=holdout_cohort)
     return _plain({
         "counts": {"real": real.n, "synthetic": synthetic.n, "holdout": None if holdout is None else holdout.n,
                    "vector_dimensions": int(v_real.shape[1]), "windows": real.windows,
@@ -141,7 +174,7 @@ def evaluate(
                      "utility_max_phenotypes": DEFAULT_MAX_PHENOTYPES,
                      "domias_components": DEFAULT_DOMIAS_COMPONENTS,
                      "attribute_known_share": ATTRIBUTE_KNOWN_SHARE, "attribute_k": ATTRIBUTE_K,
-                     "attribute_age_band_years": AGE_BAND_YEARS},
+                     "attribute_age_band_years": AGE_BAND_YEARS, "recorded_top_codes": TOP_CODES},
         "fidelity": fidelity,
         "privacy": privacy,
         **out,
@@ -178,6 +211,27 @@ def _fidelity(real: TrajectoryTensors, synthetic: TrajectoryTensors, v_real: Any
         out |= {"discriminator_auroc": disc.auroc, "discriminator_fold_aurocs": list(disc.fold_aurocs)}
     else:
         out["discriminator_auroc"] = None
+    return out
+
+
+def _recorded(real: TrajectoryTensors, synthetic: TrajectoryTensors, holdout: TrajectoryTensors | None,
+              layout: TensorLayout, *, real_cohort: Cohort, synthetic_cohort: Cohort | None,
+              holdout_cohort: Cohort | None) -> dict[str, Any]:
+    """The recorded group of :func:`evaluate`: synthetic, round trip and holdout against the real
+    cohort over every recorded code, and the representation ceiling."""
+    def against(other: Cohort, patients: Any) -> dict[str, Any]:
+        return recorded_fidelity(real_cohort, other, real_patients=real.person_id, synthetic_patients=patients,
+                                 exclude=layout.diseases).as_dict()
+
+    if synthetic_cohort is None:
+        synthetic_cohort = to_cohort(synthetic, layout, seed=ROUND_TRIP_SEED)
+    out = against(synthetic_cohort, synthetic.person_id)
+    out["round_trip"] = against(to_cohort(real, layout, seed=ROUND_TRIP_SEED), real.person_id)
+    if holdout is not None and holdout_cohort is not None:
+        out["holdout"] = against(holdout_cohort, holdout.person_id)
+    ceiling = representation_ceiling(real_cohort, real, layout).as_dict()
+    # numbers only (a site sends this group): the lost codes are listed by `raregraph data validate`
+    out["representation_ceiling"] = {k: v for k, v in ceiling.items() if k != "top_lost_codes"}
     return out
 
 
