@@ -4,7 +4,8 @@ Handlers, routed by Flower on the message type: ``query.bundle`` (the study bund
 cached or need; files → verify with the pinned key and cache), ``query.suite`` (a synthetic
 sample → the evaluation suite's numbers, :mod:`client.sample_evaluation`), ``query.disease_mix``
 (the site's disease histogram plus Gaussian noise, charged once, or declined;
-:mod:`client.disease_mix`), ``train`` (one DP
+:mod:`client.disease_mix`), ``query.survey`` (noisy counts of the bundle's public candidate codes and
+of event times, charged once, or declined; :mod:`client.vocabulary_survey`), ``train`` (one DP
 round, :mod:`client.training`) and ``evaluate``
 (the global model's loss on the site's patients, released with DP and charged, or declined;
 :mod:`client.loss_evaluation`). Replies carry weights, counts, metrics and the site's signed
@@ -27,6 +28,7 @@ from client.loss_evaluation import evaluate_round
 from client.sample_evaluation import SuiteRequest, evaluate_sample
 from client.simulated_site import is_simulated, simulated_node
 from client.training import RoundConfig, train_round
+from client.vocabulary_survey import SurveyRequest, release_survey
 from shared import protocol as P
 from shared.errors import RareGraphError
 
@@ -108,6 +110,24 @@ def make_app(resolve: NodeResolver = node_from_context) -> ClientApp:
             return refuse(msg, f"site refuses to release its disease mix: {exc}")
         content = RecordDict({
             P.MIX: ConfigRecord({P.MIX_COUNTS: release.counts, P.MIX_RUN: release.charged_in}),
+            P.METRICS: MetricRecord(release.metrics),
+            P.SITE: ConfigRecord({P.SITE_ID: node.site_id, "accountant": cfg.accountant}),
+        })
+        if release.ledger is not None:
+            content[P.LEDGER] = ConfigRecord({P.LEDGER_ENTRIES: release.ledger})
+        return Message(content, reply_to=msg)
+
+    @app.query(P.SURVEY_ACTION)
+    def survey(msg: Message, context: Context) -> Message:
+        try:
+            node = resolve(context)
+            cfg = RoundConfig.from_record(msg.content[P.CONFIG])
+            release = release_survey(node, cfg, SurveyRequest.from_record(msg.content[P.SURVEY]))
+        except RareGraphError as exc:
+            return refuse(msg, f"site refuses the vocabulary survey: {exc}")
+        content = RecordDict({
+            P.SURVEY: ConfigRecord({P.SURVEY_CODES: release.codes, P.SURVEY_TIME: release.time,
+                                    P.SURVEY_RUN: release.charged_in}),
             P.METRICS: MetricRecord(release.metrics),
             P.SITE: ConfigRecord({P.SITE_ID: node.site_id, "accountant": cfg.accountant}),
         })

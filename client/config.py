@@ -54,6 +54,9 @@ KEYS: dict[str, tuple[str, type, object]] = {
     # σ of the site's one disease-histogram release (client/disease_mix.py); 0: decline (the model
     # then counts this site as a uniform mix)
     "histogram-noise-multiplier": ("histogram_noise_multiplier", float, 0.0),
+    # σ of the site's one vocabulary-survey release (its codes and event times, client/vocabulary_survey.py);
+    # 0: decline (the study vocabulary then grows from the other sites only)
+    "survey-noise-multiplier": ("survey_noise_multiplier", float, 0.0),
     # the evaluation suite on the coordinator's synthetic sample (aggregate numbers, not covered by ε)
     "eval-suite": ("eval_suite", bool, True),
     "holdout-path": ("holdout_path", str, ""),  # patients never trained on (OMOP/FHIR folder; "": none)
@@ -87,6 +90,7 @@ class NodeConfig:
     eval_noise_multiplier: float = 0.0
     eval_loss_clip: float = 2.0
     histogram_noise_multiplier: float = 0.0  # opt in: DEFAULT_HISTOGRAM_NOISE
+    survey_noise_multiplier: float = 0.0  # opt in: shared.survey.DEFAULT_SURVEY_NOISE
     eval_suite: bool = True
     holdout_path: Path | None = None
     budget_raise: bool = False
@@ -100,9 +104,10 @@ class NodeConfig:
             raise ConfigError(f"node config clip-norm must be > 0, got {self.clip_norm}")
         if not (math.isfinite(self.eval_noise_multiplier) and self.eval_noise_multiplier >= 0):
             raise ConfigError(f"node config eval-noise-multiplier must be ≥ 0, got {self.eval_noise_multiplier}")
-        if not (math.isfinite(self.histogram_noise_multiplier) and self.histogram_noise_multiplier >= 0):
-            raise ConfigError("node config histogram-noise-multiplier must be ≥ 0, got "
-                              f"{self.histogram_noise_multiplier}")
+        for key, value in (("histogram-noise-multiplier", self.histogram_noise_multiplier),
+                           ("survey-noise-multiplier", self.survey_noise_multiplier)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"node config {key} must be ≥ 0, got {value}")
         if not (math.isfinite(self.eval_loss_clip) and self.eval_loss_clip > 0):
             raise ConfigError(f"node config eval-loss-clip must be > 0, got {self.eval_loss_clip}")
         if (self.data_path is None) == (not self.cdm_url):

@@ -93,7 +93,7 @@ def release_disease_mix(node: NodeConfig, cfg: RoundConfig) -> MixRelease:
     sigma = node.histogram_noise_multiplier
     if sigma == 0:
         log.info("site %s declines to release its disease mix: histogram-noise-multiplier is 0", node.site_id)
-        return MixRelease([], "", _metrics(node, float("nan"), sigma, refused=True), None)
+        return MixRelease([], "", release_metrics(node, float("nan"), sigma, refused=True), None)
     site = open_site(node, cfg)
     state, diseases = site.state, [str(d) for d in site.bundle.diseases["id"]]
     kept = _kept(node, state, diseases)
@@ -101,14 +101,14 @@ def release_disease_mix(node: NodeConfig, cfg: RoundConfig) -> MixRelease:
         log.info("site %s resends the disease mix it released in run %s (no further charge)", node.site_id,
                  kept["run_id"])
         return MixRelease(list(kept["counts"]), kept["run_id"],
-                          _metrics(node, kept["epsilon"], kept["noise_multiplier"], refused=False),
+                          release_metrics(node, kept["epsilon"], kept["noise_multiplier"], refused=False),
                           export_entries(site.ledger.entries))
     round_id = round_key(cfg.run_id, MIX_ROUND, "histogram")
     if any(r.round_id == round_id for r in state.rounds):  # charged, but the kept release was lost
         log.warning("site %s declines to resend its disease mix of run %s: charged, but the release is no longer "
                     "kept", node.site_id, cfg.run_id)
         return _declined(node, site, sigma)
-    after = state.epsilon_after_all([(1, sigma, 1.0), *_planned_training(state, node, cfg, site.tensors.n)])
+    after = state.epsilon_after_all([(1, sigma, 1.0), *planned_training(state, node, cfg, site.tensors.n)])
     if after > node.epsilon:
         log.warning("site %s declines to release its disease mix: ε with the training its plan still needs would "
                     "reach %.3f > budget %.3f", node.site_id, after, node.epsilon)
@@ -131,7 +131,7 @@ def _release(node: NodeConfig, cfg: RoundConfig, site: Site, diseases: list[str]
     write_bytes_atomic(privacy_folder(node) / KEPT, (json.dumps(kept, indent=2) + "\n").encode(), durable=True)
     log.info("site %s released its disease mix (σ = %g): ε = %.3f of %.3f", node.site_id, sigma, epsilon,
              node.epsilon)
-    return MixRelease(released, cfg.run_id, _metrics(node, epsilon, sigma, refused=False),
+    return MixRelease(released, cfg.run_id, release_metrics(node, epsilon, sigma, refused=False),
                       export_entries(site.ledger.entries))
 
 
@@ -152,7 +152,7 @@ def _kept(node: NodeConfig, state: PrivacyState, diseases: list[str]) -> dict | 
     return kept if usable else None
 
 
-def _planned_training(state: PrivacyState, node: NodeConfig, cfg: RoundConfig,
+def planned_training(state: PrivacyState, node: NodeConfig, cfg: RoundConfig,
                       n: int) -> list[tuple[int, float, float]]:
     """The training the stored plan still needs in this run, when training will reuse it (the
     same q, steps, clip norm and multiplicity, as ``client.training`` decides); none otherwise,
@@ -165,10 +165,10 @@ def _planned_training(state: PrivacyState, node: NodeConfig, cfg: RoundConfig,
 
 
 def _declined(node: NodeConfig, site: Site, sigma: float) -> MixRelease:
-    return MixRelease([], "", _metrics(node, site.state.epsilon(), sigma, refused=True),
+    return MixRelease([], "", release_metrics(node, site.state.epsilon(), sigma, refused=True),
                       export_entries(site.ledger.entries))
 
 
-def _metrics(node: NodeConfig, epsilon: float, sigma: float, *, refused: bool) -> dict[str, float]:
+def release_metrics(node: NodeConfig, epsilon: float, sigma: float, *, refused: bool) -> dict[str, float]:
     return {P.EPSILON: float(epsilon), P.DELTA: node.delta, P.BUDGET_EPSILON: node.epsilon,
             P.NOISE_MULTIPLIER: float(sigma), P.REFUSED: 1.0 if refused else 0.0}

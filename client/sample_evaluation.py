@@ -9,8 +9,10 @@ leave (DESIGN.md, "Data flow", step 4).
    largest part of the sample in the site's proportions), so that fidelity measures the
    model, not the difference between the coordinator's uniform conditions and the site's
    case mix. The mix never leaves the site.
-4. The suite runs: fidelity and plausibility always; utility (TSTR vs TRTR) and the
-   membership, DOMIAS and attribute-disclosure attacks need held-out patients.
+4. The suite runs: fidelity and plausibility always, also over every code the site's patients
+   record (``recorded``: the sample written back to codes against the site's own records, and
+   the site's representation ceiling); utility (TSTR vs TRTR) and the membership, DOMIAS and
+   attribute-disclosure attacks need held-out patients.
 
 What leaves is the suite's dict of aggregate numbers (MMD², R², AUROCs, shares, counts; its
 text leaves are dropped first, :func:`shared.evaluation.numbers.drop_text`). They
@@ -27,10 +29,10 @@ import numpy as np
 
 from client import bundle_cache
 from client.config import NodeConfig
-from client.training import read_tensors
+from client.training import read_cohort
 from shared.evaluation.numbers import drop_text
 from shared.evaluation.suite import evaluate
-from shared.trajectories.tensorize import TensorLayout
+from shared.trajectories.tensorize import TensorLayout, tensorize
 from shared.trajectories.tensors import TrajectoryTensors
 
 log = logging.getLogger("raregraph.client")
@@ -80,13 +82,16 @@ def evaluate_sample(node: NodeConfig, request: SuiteRequest) -> dict:
         The sample does not fit the bundle's grid, or too few of its patients match the site.
     """
     bundle = bundle_cache.load(node.state_path, request.bundle_sha256, node.coordinator_pub)
-    real = read_tensors(node, bundle, node.data_source)
-    holdout = read_tensors(node, bundle, node.holdout_path) if node.holdout_path is not None else None
+    cohort = read_cohort(node, bundle, node.data_source)
+    holdout_cohort = read_cohort(node, bundle, node.holdout_path) if node.holdout_path is not None else None
+    real = tensorize(cohort, bundle)[0]
+    holdout = tensorize(holdout_cohort, bundle)[0] if holdout_cohort is not None else None
     synthetic = TrajectoryTensors.from_arrays(request.sample, like=TensorLayout.from_bundle(bundle))
     matched = match_disease_mix(synthetic, real.disease, seed=request.seed)
     if matched.n < 2:
         raise ValueError(f"only {matched.n} synthetic patients match this site's diseases")
-    metrics = drop_text(evaluate(real, matched, holdout=holdout, seed=request.seed, bundle=bundle))
+    metrics = drop_text(evaluate(real, matched, holdout=holdout, seed=request.seed, bundle=bundle, real_cohort=cohort,
+                                 holdout_cohort=holdout_cohort))
     log.info("site %s evaluated %d synthetic patients of run %s against %d training and %s held-out patients "
              "(aggregate numbers, not covered by ε)", node.site_id, matched.n, request.run_id, real.n,
              holdout.n if holdout is not None else "no")

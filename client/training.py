@@ -40,6 +40,7 @@ from shared.bundle import StudyBundle
 from shared.atomic import write_bytes_atomic
 from shared.privacy.dp_sgd import Mechanism
 from shared.ehr.cdm_connection import CdmDatabase
+from shared.ehr.cohort import Cohort
 from shared.ehr.site import data_fingerprint, read_site
 from shared.privacy.ledger import Ledger, export_entries, key_use_path, round_key
 from shared.model.checkpoint import build
@@ -170,10 +171,10 @@ def open_site(node: NodeConfig, cfg: RoundConfig) -> Site:
     return Site(bundle, read_tensors(node, bundle, node.data_source), state, ledger)
 
 
-def read_tensors(node: NodeConfig, bundle: StudyBundle, folder: Path | CdmDatabase) -> TrajectoryTensors:
-    """A site folder (OMOP or FHIR Bulk) or CDM database read with the node's code settings and
-    tensorized; from a database only the persons who may have a study diagnosis are read (the
-    filter runs in SQL: :mod:`shared.ehr.omop_db`).
+def read_cohort(node: NodeConfig, bundle: StudyBundle, folder: Path | CdmDatabase) -> Cohort:
+    """A site folder (OMOP or FHIR Bulk) or CDM database read with the node's code settings; from
+    a database only the persons who may have a study diagnosis are read (the filter runs in SQL:
+    :mod:`shared.ehr.omop_db`).
 
     Raises
     ------
@@ -183,7 +184,12 @@ def read_tensors(node: NodeConfig, bundle: StudyBundle, folder: Path | CdmDataba
     cohort, _ = read_site(folder, skip_bad_rows=node.skip_bad_rows, bundle=bundle, sex_codes=node.sex_code_map,
                           accept=node.code_accept, site_codemap=node.site_code_map,  # type: ignore[arg-type]
                           study_only=True)
-    return tensorize(cohort, bundle)[0]
+    return cohort
+
+
+def read_tensors(node: NodeConfig, bundle: StudyBundle, folder: Path | CdmDatabase) -> TrajectoryTensors:
+    """:func:`read_cohort`, tensorized with the bundle."""
+    return tensorize(read_cohort(node, bundle, folder), bundle)[0]
 
 
 def train_round(node: NodeConfig, cfg: RoundConfig, global_weights: dict[str, torch.Tensor]) -> RoundOutcome:

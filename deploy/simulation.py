@@ -84,11 +84,12 @@ def _node_data(data: SiteData) -> dict:
 def site_nodes(sites: Sequence[SiteData], *, state_root: Path, pub: Path, epsilon: float, delta: float,
                clip_norm: float, batch_size: int, noise_multiplicity: int, eval_noise_multiplier: float = 0.0,
                holdouts: list[Path] | None = None, site_ids: Sequence[str] | None = None,
-               histogram_noise_multiplier: float = 0.0) -> list[NodeConfig]:
+               histogram_noise_multiplier: float = 0.0, survey_noise_multiplier: float = 0.0) -> list[NodeConfig]:
     """One node config per site; state folders under ``state_root``; ``holdouts``, when
     given, one held-out folder per site (its ``holdout-path``), in the same order;
     ``histogram_noise_multiplier``, every site's σ of its one disease-mix release (0: the
-    sites decline it; :mod:`client.disease_mix`).
+    sites decline it; :mod:`client.disease_mix`); ``survey_noise_multiplier``, every site's σ of its one
+    vocabulary-survey release (0: declined; :mod:`client.vocabulary_survey`).
 
     A site is a folder (node config ``data-path``) or a CDM database (``cdm-url``,
     ``cdm-schema``, ``vocabulary-schema`` and where its password comes from:
@@ -131,6 +132,7 @@ def site_nodes(sites: Sequence[SiteData], *, state_root: Path, pub: Path, epsilo
                                 clip_norm=clip_norm, batch_size=batch_size, noise_multiplicity=noise_multiplicity,
                                 threads=1, eval_noise_multiplier=eval_noise_multiplier,
                                 histogram_noise_multiplier=histogram_noise_multiplier,
+                                survey_noise_multiplier=survey_noise_multiplier,
                                 holdout_path=holdouts[i].resolve() if holdouts else None, **data[i]))
     for node in nodes:  # all validated: now the keys
         if not node.site_key.exists():
@@ -195,7 +197,9 @@ def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: boo
     finally:
         flwr_log.removeFilter(notice)
     folder = RunFolder(run.run_dir)
-    if not (folder.model / META_FILE).is_file():
+    if run.survey and not folder.survey.is_file():
+        raise RareGraphError(f"{run.run_dir}: the survey ended without survey.json (see the log above)")
+    if not run.survey and not (folder.model / META_FILE).is_file():
         raise RareGraphError(f"{run.run_dir}: the federation ended without a model (see the log above)")
     return json.loads(folder.privacy.read_text())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,16 +26,21 @@ from kg.codemap import (
 )
 from kg.metapaths import FEATURE_METAPATHS, parse_metapath
 from kg.ontology import ancestors, is_a_graph
+from kg.candidates import build_candidates
+from kg.vocabulary import vocabulary_table
 from kg.scoring import metapath_scores, pathsim
 from kg.store import KnowledgeGraph
 from kg.study import Study
 from shared.atomic import atomic_dir
-from shared.bundle import (DOMAINS, FORMAT, FORMAT_VERSION, MANIFEST, NAME_RULE, SIGNATURE, bundle_files,
-                           file_name_problem)
+from shared.bundle import (CANDIDATES, DOMAINS, FORMAT, FORMAT_VERSION, GROWTH, MANIFEST, NAME_RULE, SIGNATURE,
+                           bundle_files, file_name_problem)
 from shared.errors import ConfigError
 from shared.signing.keys import key_id, public_key_b64, sha256_file, sign
 
 Step = Callable[[str], None]
+
+if TYPE_CHECKING:
+    from kg.growth import Growth
 
 
 def check_study_diseases(graph: KnowledgeGraph, study: Study, *, source: str) -> None:
@@ -153,9 +159,7 @@ def build_vocabulary(graph: KnowledgeGraph, study: Study, raw: dict[str, pd.Data
     for domain in DOMAINS:
         for code in _select(raw[domain], diseases, limits[domain], allowed[domain]):
             rows.append((code, domain, graph.node_names.get(code, "")))
-    vocab = pd.DataFrame(rows, columns=["code", "domain", "name"])
-    vocab.insert(0, "index", np.arange(len(vocab), dtype=np.int64))
-    return vocab
+    return vocabulary_table(rows)
 
 
 def _place(labeled_rows: int, cols: tuple[str, ...], m: sp.spmatrix, vocab: pd.DataFrame, domain: str) -> sp.csr_matrix:
@@ -219,7 +223,8 @@ def build_prior_graph(graph: KnowledgeGraph, study: Study, vocab: pd.DataFrame) 
             if (domain, s) in index and ("lab", t) in index:
                 rows.append((index[(domain, s)], index[("lab", t)], "measured_by", 1.0 if q == "high" else -1.0))
     phenos = vocab[vocab["domain"] == "phenotype"]
-    codes = phenos["code"].tolist()
+    types = graph.node_types
+    codes = [c for c in phenos["code"] if types.get(c) == "phenotype"]  # a grown bundle's codes the graph lacks: none
     if codes:
         isa = graph.edges_of("is_a")
         parents: dict[str, list[str]] = {}
@@ -264,6 +269,8 @@ def make_bundle(
     study_source: str = "<study>",
     overwrite: bool = False,
     code_tables: Sequence[str | Path] | None = None,
+    candidate_lists: Sequence[str | Path] = (),
+    growth: Growth | None = None,
     step: Step = lambda _: None,
 ) -> dict:
     """Compute, write and sign a study bundle; return its manifest.
@@ -273,6 +280,13 @@ def make_bundle(
     code_tables
         Curated local-code mapping tables (:func:`kg.codemap.read_code_table`); None: the
         demo tables in ``kg/data``. Their rows join the graph's xrefs in ``codemap.parquet``.
+    candidate_lists
+        Public code lists (:func:`kg.candidates.read_candidate_list`) whose codes a vocabulary
+        survey may also ask sites about, beside the graph's own (``candidates.parquet``).
+    growth
+        A grown bundle (:mod:`kg.growth`): its vocabulary, the consortium prevalence of codes the
+        graph does not annotate and the provenance replace the graph's own choice; the study's time
+        grid is the caller's (already grown).
 
     Raises
     ------
@@ -293,7 +307,7 @@ def make_bundle(
         per_path = _domain_scores(graph, study, diseases)
         raw = _raw_scores(graph, study, diseases, per_path)
         step("choosing the vocabulary")
-        vocab = build_vocabulary(graph, study, raw)
+        vocab = build_vocabulary(graph, study, raw) if growth is None else growth.vocabulary
         step("writing score matrices")
         (tmp / "scores").mkdir()
         metric_dirs = {"pc": "pc", "dwpc": f"dwpc-{study.scoring.damping:g}"}
@@ -304,9 +318,13 @@ def make_bundle(
                 (tmp / "scores" / folder).mkdir(exist_ok=True)
                 sp.save_npz(tmp / "scores" / folder / f"{name}.npz", placed.astype(np.float64), compressed=True)
         z = _standardize(raw, diseases, vocab, study.scoring.clip)
+        unknown = ~vocab["code"].isin(graph.node_types.keys()).to_numpy()
+        z[:, unknown] = 0.0  # a code the graph does not know: no evidence either way, not evidence against
         np.save(tmp / "scores" / "combined.npy", z.astype(np.float32), allow_pickle=False)
         freq = _frequency_table(graph, diseases, study.scoring.unknown_frequency)
         freq_dense = _dense_from_long(freq, "annotated", diseases, vocab, "phenotype", np.nan)
+        if growth is not None:
+            growth.fill_frequency(freq_dense, vocab)
         np.save(tmp / "scores" / "frequency.npy", freq_dense.astype(np.float32), allow_pickle=False)
         neg = _negative_table(graph, diseases).assign(flag=1.0)
         sp.save_npz(tmp / "negative.npz",
@@ -323,6 +341,14 @@ def make_bundle(
         codemap.to_parquet(tmp / CODEMAP_FILE, index=False)
         labs = graph.labs[graph.labs["id"].isin(vocab.loc[vocab["domain"] == "lab", "code"])]
         labs.rename(columns={"id": "code"}).sort_values("code").to_parquet(tmp / "labs.parquet", index=False)
+        step("listing survey candidates")
+        candidates = build_candidates(graph, vocab, candidate_lists)
+        if growth is not None:  # the parent's public lists stay candidates of a later survey
+            candidates = pd.concat([candidates, growth.parent_candidates[list(candidates.columns)]], ignore_index=True)
+            candidates = candidates.drop_duplicates("code").sort_values("code", ignore_index=True)
+        candidates.to_parquet(tmp / CANDIDATES, index=False)
+        if growth is not None:
+            (tmp / GROWTH).write_text(json.dumps(growth.provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         (tmp / "study.json").write_text(json.dumps(study.model_dump(by_alias=True, mode="json"), indent=2,
                                                    sort_keys=True) + "\n")
         step("signing")
@@ -345,6 +371,7 @@ def make_bundle(
                 "tables": graph.manifest.get("tables", {}),
             },
             "codemap": codemap_summary(codemap, tables),
+            **({"grown_from": growth.provenance["parent"]} if growth is not None else {}),
             "signer_key_id": key_id(public),
             "signer_public_key": public_key_b64(public),
             "files": {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}

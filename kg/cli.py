@@ -201,6 +201,9 @@ def bundle_make(
     study: Annotated[Path, typer.Option("--study", help="Study TOML ([study] name, diseases).")],
     sign_key: Annotated[Path, typer.Option("--sign-key", help="The coordinator's Ed25519 private key (PREFIX.key).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
+    candidates: Annotated[list[Path] | None, typer.Option(
+        "--candidates", help="Public code list (TSV: code, name) a vocabulary survey may also ask sites about, e.g. "
+        "ICD-10 codes of common comorbidities (repeatable) [default: the graph's codes only].")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle folder.")] = False,
     quiet: Quiet = False,
     json_out: Json = False,
@@ -211,7 +214,11 @@ def bundle_make(
     """
     with cli_errors(), steps("bundle make", quiet=quiet or json_out) as step:
         manifest = write_bundle(graph_dir, study=study, sign_key=sign_key, out=out, overwrite=overwrite,
-                                progress=step)
+                                candidate_lists=candidates or (), progress=step)
+    _print_bundle(out, manifest, json_out=json_out)
+
+
+def _print_bundle(out: Path, manifest: dict, *, json_out: bool) -> None:
     if json_out:
         print_json({"out": str(out), **{k: manifest[k] for k in ("study", "diseases", "vocabulary", "signer_key_id")}})
     else:
@@ -221,7 +228,7 @@ def bundle_make(
 
 
 def write_bundle(graph_dir: Path, *, study: Path, sign_key: Path, out: Path, overwrite: bool = False,
-                 progress: Callable[[str], None] = _silent) -> dict:
+                 candidate_lists=(), progress: Callable[[str], None] = _silent) -> dict:
     """The ``bundle make`` step, shared by the command and :func:`raregraph.api.make_bundle`: cut
     and sign the study bundle of ``graph_dir`` into ``out``; returns the signed manifest."""
     from kg.bundle import make_bundle
@@ -233,7 +240,75 @@ def write_bundle(graph_dir: Path, *, study: Path, sign_key: Path, out: Path, ove
     key = load_private_key(sign_key)
     graph = KnowledgeGraph.load(graph_dir)
     return make_bundle(graph, study_cfg, sign_key=key, out=out, study_source=str(study), overwrite=overwrite,
-                       step=progress)
+                       candidate_lists=candidate_lists, step=progress)
+
+
+@bundle_app.command("grow")
+def bundle_grow(
+    graph_dir: Annotated[Path, typer.Argument(help="The graph folder the bundle was cut from.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="The bundle the sites were surveyed on.")],
+    pub: Annotated[Path, typer.Option("--pub", help="The coordinator's public key it verifies with.")],
+    survey: Annotated[Path, typer.Option("--survey", help="The survey run's RUN/survey.json (raregraph survey).")],
+    sign_key: Annotated[Path, typer.Option("--sign-key", help="The coordinator's Ed25519 private key (PREFIX.key).")],
+    out: Annotated[Path, typer.Option("--out", help="The grown bundle folder to write.")],
+    false_codes: Annotated[float, typer.Option("--false-codes", min=0.0, help="Expected candidate codes no site records that would enter by noise alone; sets the threshold z.")] = 1.0,
+    z: Annotated[float | None, typer.Option("--z", min=0.5, help="A code enters when its pooled noisy count reaches z noise sds (and --min-patients) [default: from --false-codes].")] = None,
+    min_patients: Annotated[float, typer.Option("--min-patients", min=0.0, help="... and at least this many patients.")] = 3.0,
+    public: Annotated[str, typer.Option("--public", help="keep: the first bundle's features stay; drop: only those the survey found.")] = "keep",
+    coverage: Annotated[float, typer.Option("--coverage", min=0.5, max=1.0, help="Share of the sites' event-time mass the grown time grid spans.")] = 0.95,
+    keep_time: Annotated[bool, typer.Option("--keep-time", help="Keep the study file's time grid instead of choosing it from the survey.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle folder.")] = False,
+    quiet: Quiet = False,
+    json_out: Json = False,
+) -> None:
+    """Cut the second signed bundle: vocabulary and time grid grown from the sites' DP survey.
+
+    Example: raregraph bundle grow out/kg --bundle out/bundle --pub keys/coordinator.pub --survey out/survey/survey.json --sign-key keys/coordinator.key --out out/bundle-2
+    """
+    with cli_errors(), steps("bundle grow", quiet=quiet or json_out) as step:
+        if public not in ("keep", "drop"):
+            raise InputError(f"--public must be keep or drop, got {public!r}")
+        manifest, growth = grow_bundle(graph_dir, bundle=bundle, pub=pub, survey=survey, sign_key=sign_key, out=out,
+                                       z=z, false_codes=false_codes, min_patients=min_patients, keep_public=public == "keep",
+                                       coverage=coverage, time_from_survey=not keep_time, overwrite=overwrite,
+                                       progress=step)
+    if json_out:
+        print_json({"out": str(out), "vocabulary": manifest["vocabulary"], "growth": growth})
+        return
+    _print_bundle(out, manifest, json_out=False)
+    time = growth["time"]
+    console.print(f"grown from {growth['found']} codes the survey found (threshold {growth['threshold']:.1f} patients, "
+                  f"~{growth['expected_false_codes']:.2f} by noise): added "
+                  + (", ".join(f"{n} {d}" for d, n in growth["added"].items()) or "none")
+                  + f"; {len(growth['unknown_to_graph'])} unknown to the graph; public features kept "
+                  f"{growth['kept_public']}, dropped {growth['dropped_public']}"
+                  + ("" if time is None else f"; time grid {time['windows']} × {time['window-days']} d "
+                     f"({time['windows-before']} before the index date), ~{time['estimated_share_outside']:.1%} of "
+                     "event mass outside"))
+
+
+def grow_bundle(graph_dir: Path, *, bundle: Path, pub: Path, survey: Path, sign_key: Path, out: Path,
+                z: float | None = None, false_codes: float = 1.0, min_patients: float = 3.0, keep_public: bool = True, coverage: float = 0.95,
+                time_from_survey: bool = True, overwrite: bool = False,
+                progress: Callable[[str], None] = _silent) -> tuple[dict, dict]:
+    """The ``bundle grow`` step, shared by the command and :func:`raregraph.api.grow_bundle`: the
+    signed manifest of the grown bundle and its provenance (``growth.json``)."""
+    from kg.bundle import make_bundle
+    from kg.growth import grow, read_survey
+    from kg.store import KnowledgeGraph
+    from shared.bundle import StudyBundle
+
+    progress("reading bundle, survey, key and graph")
+    parent = StudyBundle.load(bundle, pub)
+    released = read_survey(survey)
+    key = load_private_key(sign_key)
+    graph = KnowledgeGraph.load(graph_dir)
+    progress("choosing the grown vocabulary and time grid")
+    study, growth = grow(parent, released, graph, z=z, false_codes=false_codes, min_patients=min_patients, keep_public=keep_public,
+                         coverage=coverage, time_from_survey=time_from_survey)
+    manifest = make_bundle(graph, study, sign_key=key, out=out, study_source=f"{bundle}/study.json",
+                           overwrite=overwrite, growth=growth, step=progress)
+    return manifest, growth.provenance
 
 
 @bundle_app.command("verify")

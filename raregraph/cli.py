@@ -14,6 +14,7 @@ from kg.cli import bundle_app, kg_app
 from raregraph.demo import demo
 from raregraph.federate import federate
 from raregraph.simulate import simulate
+from raregraph.survey import survey
 from shared.privacy.audit.cli import audit_app
 from shared.signing.cli import keys_app
 from shared.ehr.cli import data_app
@@ -45,6 +46,7 @@ app.command("train")(train)
 app.command("generate")(generate_cmd)
 app.command("evaluate")(evaluate)
 app.command("release")(release)
+app.command("survey")(survey)
 app.command("federate")(federate)
 app.command("demo")(demo)
 app.command("serve")(serve)

@@ -1,4 +1,5 @@
-"""The coordinator's ServerApp (``flwr run .`` entry point ``server.app:app``)."""
+"""The coordinator's ServerApp (``flwr run .`` entry point ``server.app:app``): a federated training run, or
+a vocabulary survey when the run config sets ``survey.run = true``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from server.config import RunConfig
 from server.federation import StepProgress, run_federation
+from server.survey import run_survey
 
 
 def make_app(run: RunConfig | None = None, *, on_round=None, pretrain_progress: StepProgress | None = None) -> ServerApp:
@@ -16,8 +18,11 @@ def make_app(run: RunConfig | None = None, *, on_round=None, pretrain_progress: 
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_federation(grid, run if run is not None else RunConfig.from_mapping(dict(context.run_config)),
-                       on_round=on_round, pretrain_progress=pretrain_progress)
+        config = run if run is not None else RunConfig.from_mapping(dict(context.run_config))
+        if config.survey:  # survey.run = true: the vocabulary survey, no training (server.survey)
+            run_survey(grid, config)
+        else:
+            run_federation(grid, config, on_round=on_round, pretrain_progress=pretrain_progress)
 
     return app
 

@@ -43,6 +43,12 @@ KEYS: dict[str, tuple[str, type]] = {
     "fed.consortium-record": ("consortium_record", str),
     "fed.auditor-pub": ("auditor_pub", str),
     "eval.per-disease": ("eval_per_disease", int),
+    "survey.run": ("survey", bool),
+    "survey.max-codes": ("survey_max_codes", int),
+    "survey.time-weight": ("survey_time_weight", float),
+    "survey.bin-days": ("survey_bin_days", int),
+    "survey.bins-before": ("survey_bins_before", int),
+    "survey.bins-after": ("survey_bins_after", int),
 }
 
 
@@ -72,6 +78,14 @@ class RunConfig:
     consortium_record: Path | None = None  # ledger heads kept across runs (None: RUN/../consortium.json)
     auditor_pub: Path | None = None  # the auditor's key: accepts a site's ledger carried forward on its acknowledgement
     eval_per_disease: int = 100  # synthetic patients per disease sent to every site for the evaluation suite (0: none)
+    # a survey run (server.survey): no training; each site releases noisy counts of the bundle's public candidate
+    # codes and of its event times once (client.vocabulary_survey), pooled into RUN/survey.json for `bundle grow`
+    survey: bool = False
+    survey_max_codes: int = 24  # codes one patient contributes at most (contribution bound m)
+    survey_time_weight: float = 1.0  # weight w of the event-time histogram against the codes
+    survey_bin_days: int = 180  # days per event-time bin
+    survey_bins_before: int = 20  # bins before the index date (the first also holds everything earlier)
+    survey_bins_after: int = 20  # bins from the index date on (the last also holds everything later)
 
     def __post_init__(self) -> None:
         if problem := guidance_problem(self.guidance, "model.guidance"):
@@ -115,7 +129,7 @@ class RunConfig:
             name, kind = KEYS[key]
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if not isinstance(value, kind) or isinstance(value, bool):
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 raise ConfigError(f"run config {key!r} must be {kind.__name__}, got {value!r}")
             if name in ("run_dir", "bundle_path", "bundle_pub"):
                 if value == "":

@@ -43,7 +43,9 @@ HEADLINE = ("counts.real", "counts.holdout", "counts.synthetic", "fidelity.mmd2"
             "plausibility.phenotype_pairs_supported", "privacy.dcr_membership_auroc", "privacy.domias_auroc",
             "privacy.domias_auroc_null_sd",
             "privacy.attribute_disclosure_gap", "privacy.exact_copy_share", "utility.disease_auroc_tstr",
-            "utility.disease_auroc_trtr")
+            "utility.disease_auroc_trtr", "recorded.prevalence_r2_identity", "recorded.round_trip.prevalence_r2_identity",
+            "recorded.codes_per_patient_relative_difference",
+            "recorded.representation_ceiling.occurrences.share_representable")
 
 
 def pooled(reports: dict[str, dict]) -> dict[str, float]:

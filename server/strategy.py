@@ -273,28 +273,51 @@ class SiteFedAvg(FedAvg):
             ``{site: {"counts", "noise-multiplier", "epsilon", "charged-in"}}`` (also
             :attr:`disease_mix`).
         """
+        def problem(record) -> str | None:
+            counts = record[P.MIX_COUNTS]
+            if len(counts) != n_diseases or not all(math.isfinite(float(c)) for c in counts):
+                return f"a disease mix of {len(counts)} values, not {n_diseases} finite ones"
+            return None
+
+        for site, m, mix, charged_in in self.merge_releases(replies, record=P.MIX, run_key=P.MIX_RUN,
+                                                            what="disease mix", problem=problem):
+            self.disease_mix[site] = {"counts": [float(c) for c in mix[P.MIX_COUNTS]],
+                                      "noise-multiplier": float(m[P.NOISE_MULTIPLIER]),
+                                      "epsilon": float(m[P.EPSILON]), "charged-in": charged_in}
+        self.save_records()
+        return dict(self.disease_mix)
+
+    def merge_releases(self, replies: Iterable[Message], *, record: str, run_key: str, what: str,
+                       problem: Callable[[ConfigRecord], str | None]) -> list[tuple[str, MetricRecord, ConfigRecord, str]]:
+        """The round-0 releases (a disease mix, a survey) whose ledger verifies and holds the entry
+        that charged them, as ``(site, metrics, record, charged-in)``; :meth:`save_records` then
+        writes them to ``privacy.json``.
+
+        A release charged in this run adds a ``histogram`` row to the site's privacy record; one
+        resent from an earlier run (already charged there) adds none. A site that declined, failed,
+        sent no ledger, or whose record ``problem(record)`` names a problem for, contributes nothing.
+        """
+        accepted = []
         for r in replies:
             if r.has_error():
-                log.warning("node %s did not release its disease mix: %s", r.metadata.src_node_id, r.error.reason)
+                log.warning("node %s did not release its %s: %s", r.metadata.src_node_id, what, r.error.reason)
                 continue
             site = str(r.content[P.SITE][P.SITE_ID]) if P.SITE in r.content else str(r.metadata.src_node_id)
-            if P.MIX not in r.content or P.METRICS not in r.content:
-                self._reject(0, site, "a disease-mix reply without its 'disease-mix' and 'metrics' records")
+            if record not in r.content or P.METRICS not in r.content:
+                self._reject(0, site, f"a {what} reply without its {record!r} and 'metrics' records")
                 continue
-            m, mix = r.content[P.METRICS], r.content[P.MIX]
+            m, release = r.content[P.METRICS], r.content[record]
             if m[P.REFUSED] and P.LEDGER not in r.content:  # declined without opening its state
-                log.info("site %s declined to release its disease mix", site)
+                log.info("site %s declined to release its %s", site, what)
                 continue
-            charged_in = str(mix[P.MIX_RUN])
+            charged_in = str(release[run_key])
             merged = self._merge_ledger(0, site, r, "histogram", charged_in=charged_in or None)
             if merged is False or m[P.REFUSED]:
                 if merged is not False:
-                    log.info("site %s declined to release its disease mix", site)
+                    log.info("site %s declined to release its %s", site, what)
                 continue
-            counts = [float(c) for c in mix[P.MIX_COUNTS]]
-            if merged is None or len(counts) != n_diseases or not all(math.isfinite(c) for c in counts):
-                why = ("a disease-mix release without the ledger that charged it" if merged is None
-                       else f"a disease mix of {len(counts)} values, not {n_diseases} finite ones")
+            why = f"a {what} release without the ledger that charged it" if merged is None else problem(release)
+            if why is not None:
                 self._reject(0, site, why)
                 continue
             if charged_in == self.run_id and not any(row["kind"] == "histogram" and row["run_id"] == self.run_id
@@ -302,12 +325,14 @@ class SiteFedAvg(FedAvg):
                 self.privacy.setdefault(site, []).append(
                     {"round": 0, "run_id": self.run_id, "kind": "histogram", **{k: float(m[k]) for k in P.MIX_METRICS},
                      "accountant": str(r.content[P.SITE]["accountant"]), "ledger": True})
-            self.disease_mix[site] = {"counts": counts, "noise-multiplier": float(m[P.NOISE_MULTIPLIER]),
-                                      "epsilon": float(m[P.EPSILON]), "charged-in": charged_in}
+            accepted.append((site, m, release, charged_in))
+        return accepted
+
+    def save_records(self) -> None:
+        """Write the consortium record and ``privacy.json`` after merging releases (:meth:`merge_releases`)."""
         if self.consortium is not None:
             self.consortium.save()
         self._write_privacy()
-        return dict(self.disease_mix)
 
     def _merge_ledger(self, server_round: int, site: str, reply: Message, kind: str,
                       charged_in: str | None = None) -> bool | None:

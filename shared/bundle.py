@@ -16,6 +16,11 @@ A bundle is a folder::
     codemap.parquet      system, code, target, relation, source: local codes (ICD-10, SNOMED CT,
                          RxNorm, ATC, ...) → graph codes (kg.codemap); bundles made before it
                          existed have none, and load with an empty map
+    candidates.parquet   code, domain: the public codes a vocabulary survey may ask sites about
+                         (every live phenotype, drug and lab of the graph, plus public code lists
+                         the coordinator adds); bundles made before it have none and cannot be grown
+    growth.json          a grown bundle only: the parent bundle's hash and the pooled DP survey
+                         release its vocabulary and time grid were chosen from (kg.growth)
 
 It holds public knowledge only. This module reads and verifies bundles; ``kg.bundle``
 makes them.
@@ -57,6 +62,8 @@ SIGNATURE = "manifest.sig"
 DOMAINS = ("phenotype", "drug", "adverse_event", "lab")
 CODEMAP = "codemap.parquet"
 CODEMAP_COLUMNS = ("system", "code", "target", "relation", "source")
+CANDIDATES = "candidates.parquet"
+GROWTH = "growth.json"
 
 
 _NAME_PART = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,254}")  # see "File names" above
@@ -276,6 +283,19 @@ class StudyBundle:
     def signer(self) -> str:
         return self.manifest.get("signer_key_id", "")
 
+    def candidates(self) -> pd.DataFrame | None:
+        """The survey's public candidate codes (``code``, ``domain``), or None for a bundle made
+        before they existed (it cannot be surveyed)."""
+        if CANDIDATES not in self.manifest.get("files", {}):
+            return None
+        return pd.read_parquet(self.path / CANDIDATES, columns=["code", "domain"])
+
+    def growth(self) -> dict | None:
+        """A grown bundle's provenance (:data:`GROWTH`), or None for a bundle cut from the graph alone."""
+        if GROWTH not in self.manifest.get("files", {}):
+            return None
+        return json.loads((self.path / GROWTH).read_text(encoding="utf-8"))
+
     def scores(self, metapath: str, *, metric: str) -> sp.csr_matrix:
         """The [diseases × vocabulary] matrix of one meta-path and metric directory name."""
         path = self.path / "scores" / metric / f"{metapath}.npz"
@@ -316,5 +336,5 @@ def _read_codemap(folder: Path, manifest: dict) -> pd.DataFrame:
     return table[list(CODEMAP_COLUMNS)]
 
 
-__all__ = ["DOMAINS", "FORMAT", "NAME_RULE", "SHA256_HEX", "StudyBundle", "bundle_files", "check_file_names",
+__all__ = ["CANDIDATES", "DOMAINS", "GROWTH", "FORMAT", "NAME_RULE", "SHA256_HEX", "StudyBundle", "bundle_files", "check_file_names",
            "file_name_problem", "key_id", "read_files", "verify_bundle"]

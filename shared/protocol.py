@@ -12,7 +12,10 @@ BUNDLE_ACTION = "bundle"  # server → site: the bundle offered (its hash), or i
 SUITE_ACTION = "suite"  # server → site: a synthetic sample to run the evaluation suite on
 # server → site, once per run before round 1: the site's noisy disease histogram (a Python name: Flower requires one)
 MIX_ACTION = "disease_mix"
+# server → site, in a survey run: the site's noisy counts of public candidate codes and event times
+SURVEY_ACTION = "survey"
 BUNDLE_QUERY, SUITE_QUERY, MIX_QUERY = f"query.{BUNDLE_ACTION}", f"query.{SUITE_ACTION}", f"query.{MIX_ACTION}"
+SURVEY_QUERY = f"query.{SURVEY_ACTION}"
 
 # records
 ARRAYS = "arrays"
@@ -26,6 +29,7 @@ LEDGER = "ledger"
 SYNTHETIC = "synthetic"  # server → site: a synthetic sample to evaluate (TrajectoryTensors.to_arrays)
 SUITE = "suite"  # site → server: the evaluation suite's numbers, or why the site declined
 MIX = "disease-mix"  # site → server: the noisy disease histogram and the run it was charged in
+SURVEY = "survey"  # server → site: the request (survey.*); site → server: the noisy release and its run
 
 # config keys (server → site, per round)
 SERVER_ROUND = "server-round"
@@ -67,6 +71,16 @@ SUITE_DECLINED = "declined"  # the reason a site did not evaluate ("" when it di
 # disease-mix record keys (site → server)
 MIX_COUNTS = "counts"  # patients per study disease (bundle order) plus N(0, σ²) each; [] when declined
 MIX_RUN = "charged-in"  # the run whose ledger entry (round 0, kind histogram) charged this release
+
+# survey record keys (server → site: the request, client.vocabulary_survey.SurveyRequest; site → server: the release)
+SURVEY_MAX_CODES = "max-codes"
+SURVEY_TIME_WEIGHT = "time-weight"
+SURVEY_BIN_DAYS = "bin-days"
+SURVEY_BINS_BEFORE = "bins-before"
+SURVEY_BINS_AFTER = "bins-after"
+SURVEY_CODES = "codes"  # noisy patients per candidate code (the bundle's candidates order); [] when declined
+SURVEY_TIME = "time"  # noisy patient-weighted event mass per time bin; [] when declined
+SURVEY_RUN = "charged-in"  # the run whose ledger entry (round 0, kind histogram) charged this release
 
 # site record keys
 SITE_ID = "site-id"

@@ -20,6 +20,9 @@ A federated run (``raregraph federate``, ``flwr run .``, ``raregraph deploy loca
       evaluation/            the federated evaluation: <site>/metrics.json, <site>/report.md
                              and summary.json (pooled by training patients)
       state/<site>/          simulated sites' privacy state (``raregraph federate`` default)
+      survey.json            a survey run only (``raregraph survey``, no model): the sites' pooled noisy
+                             counts of candidate codes and event times (server.survey), for
+                             ``raregraph bundle grow``
 
 and, beside it, shared by every run of the consortium in that folder::
 
@@ -47,6 +50,7 @@ EVALUATION_DIR = "evaluation"
 EVALUATION_SUMMARY = "summary.json"
 STATE_DIR = "state"
 CONSORTIUM_RECORD = "consortium.json"
+SURVEY_FILE = "survey.json"
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,11 @@ class RunFolder:
     def checkpoint_state(self) -> Path:
         """``RUN/checkpoint/state.json``: rounds done, per-round metrics, rejected updates."""
         return self.checkpoint / CHECKPOINT_STATE
+
+    @property
+    def survey(self) -> Path:
+        """``RUN/survey.json``: a survey run's pooled release."""
+        return self.root / SURVEY_FILE
 
     @property
     def privacy(self) -> Path:

@@ -15,6 +15,8 @@ the graph              :func:`build_graph`               ``raregraph kg build``
 the signed bundle      :func:`make_bundle`               ``raregraph bundle make``
 simulated hospitals    :func:`simulate_sites`            ``raregraph data simulate``
 a site's export        :func:`validate_site`             ``raregraph data validate``
+vocabulary survey      :func:`survey`                    ``raregraph survey``
+the grown bundle       :func:`grow_bundle`               ``raregraph bundle grow``
 federated DP training  :func:`federate`                  ``raregraph federate``
 synthetic patients     :func:`generate`                  ``raregraph generate``
 their evaluation       :func:`evaluate`                  ``raregraph evaluate``
@@ -30,21 +32,25 @@ from raregraph.api.federation import FederationPlan, FederationResult, federate,
 from raregraph.api.knowledge import build_graph, make_bundle, new_keys
 from raregraph.api.outputs import ReleaseOutcome, audit, evaluate, generate, release
 from raregraph.api.sites import simulate_sites, validate_site
+from raregraph.api.survey import SurveyResult, grow_bundle, survey
 
 __all__ = [
     "FederationPlan",
     "FederationResult",
     "ReleaseOutcome",
+    "SurveyResult",
     "audit",
     "build_graph",
     "evaluate",
     "federate",
     "generate",
+    "grow_bundle",
     "make_bundle",
     "new_keys",
     "plan_federation",
     "release",
     "run_federation",
     "simulate_sites",
+    "survey",
     "validate_site",
 ]

@@ -16,7 +16,8 @@ Fate of an occurrence (:data:`REASONS`; the first that applies, in tensorize's o
    ``other_study_disease`` (one condition per patient).
 2. No feature column for it (the lookup of tensorize step 3: drugs and labs by code, an HP term
    as an adverse event after a linked drug the patient started on or before that day and else as
-   a phenotype, every other code as an adverse event): ``adverse_event_without_drug`` for an HP
+   a phenotype, a code of no known namespace (or another diagnosis) as a phenotype (a condition)
+   and else as an adverse event, every other code as an adverse event): ``adverse_event_without_drug`` for an HP
    term the vocabulary holds only as an adverse event, recorded with no linked drug started
    before it; else ``outside_vocabulary``. Together they are tensorize's
    ``events_outside_vocabulary``.
@@ -172,9 +173,10 @@ def _columns(occ: pd.DataFrame, layout: TensorLayout) -> tuple[np.ndarray, np.nd
 
     is_drug, is_lab, is_hp = domain == "drug", domain == "lab", domain == "phenotype"
     as_ae = ~(is_drug | is_lab | is_hp)  # adverse events, unknown codes and other diagnoses
+    as_condition = as_ae & (domain != "adverse_event")  # unknown codes and other diagnoses: a condition first
     hp_as_ae = is_hp & in_domain("adverse_event") & _after_linked_drug(occ, layout)
     has = (is_drug & in_domain("drug")) | (as_ae & in_domain("adverse_event")) | hp_as_ae \
-        | (is_hp & in_domain("phenotype")) | (is_lab & code.isin(layout.lab_codes).to_numpy())
+        | ((is_hp | as_condition) & in_domain("phenotype")) | (is_lab & code.isin(layout.lab_codes).to_numpy())
     unit_of = dict(zip(layout.lab_codes, layout.lab_units))
     unit_ok = ~is_lab | ~has | (occ["unit"].to_numpy(dtype=object) == code.map(unit_of).to_numpy(dtype=object))
     return has, unit_ok, is_hp & in_domain("adverse_event") & ~in_domain("phenotype")

@@ -10,7 +10,9 @@ Forward (:func:`tensorize`):
 3. Binary features: a drug is present in every window its exposure overlaps
    [start, end]; an HP term is an *adverse event* when the bundle links it to a drug the
    patient started on or before that date (DESIGN.md) and the vocabulary has it as one,
-   otherwise a *phenotype*; codes outside the vocabulary are counted and dropped.
+   otherwise a *phenotype*; a code of no known namespace (a comorbidity's ICD-10 code, say) is a
+   phenotype (condition) feature where a grown vocabulary has it; codes outside the vocabulary
+   are counted and dropped.
 4. Labs: the last value in the window, standardized with the bundle's public reference
    range as (value − mid) / half-width (never with site statistics) and clipped to ±LAB_CLIP;
    a value in another unit than the bundle's is dropped and counted (unit conversion
@@ -156,7 +158,11 @@ def _binary_features(ev: pd.DataFrame, index_date: np.ndarray, layout: TensorLay
     hp = ev[ev["domain"] == "phenotype"]
     jh = _hp_columns(hp, drugs, col, layout)
     others = ev[ev["domain"].isin(["adverse_event", "unknown", "diagnosis"])]
-    jo = _columns_of(others["code"], col, "adverse_event")
+    # a code of no known namespace (ICD10:, SNOMED:, ...) or another diagnosis: a condition feature (a
+    # grown bundle's phenotype column, kg.growth) where the vocabulary has one, else an adverse event
+    condition = _columns_of(others["code"], col, "phenotype")
+    jo = np.where((others["domain"] != "adverse_event").to_numpy() & (condition >= 0), condition,
+                  _columns_of(others["code"], col, "adverse_event"))
     for frame, js in ((hp, jh), (others, jo)):
         k = frame["k"].to_numpy()
         ok = (js >= 0) & (k >= 0) & (k < layout.windows)
