@@ -27,67 +27,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
-from flwr.clientapp import ClientApp  # noqa: E402
-
 from benchmarks.bench_quality import bundle_in  # noqa: E402
-from client.app import make_app as make_client_app  # noqa: E402
-from client.training import RoundConfig, open_site  # noqa: E402
+from raregraph.api.nonprivate_client import nonprivate_client  # noqa: E402
 from raregraph.demo import HOLDOUT_SHARE  # noqa: E402
 from shared.ehr.cohort import split_patients  # noqa: E402
 from deploy.simulation import run_simulated, site_nodes  # noqa: E402
 from server.config import RunConfig  # noqa: E402
-from shared import protocol as P  # noqa: E402
 from shared.privacy.settings import DEFAULT_CLIP_NORM  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
 from shared.simulation.consortium import knowledge_from_bundle, simulate_consortium  # noqa: E402
 from shared.evaluation.suite import evaluate  # noqa: E402
 from shared.model.generation import generate_tensors  # noqa: E402
-from shared.model.checkpoint import build, load_model  # noqa: E402
+from shared.model.checkpoint import load_model  # noqa: E402
 from shared.trajectories.tensorize import tensorize  # noqa: E402
-from shared.model.training import shuffled_batches, train_steps  # noqa: E402
-
-def nonprivate_client(nodes) -> ClientApp:
-    """The site's ClientApp with a train handler that does plain SGD (the "no DP" row); the
-    coordinator's named queries (bundle, suite) go to the real app."""
-    resolve = lambda context: nodes[int(context.node_config["partition-id"])]  # noqa: E731
-    honest = make_client_app(resolve)
-    app = ClientApp()
-
-    @app.query(P.BUNDLE_ACTION)
-    def bundle(msg, context):
-        return honest(msg, context)
-
-    @app.query(P.SUITE_ACTION)
-    def suite(msg, context):
-        return honest(msg, context)
-
-    @app.train()
-    def train(msg, context):
-        node = resolve(context)
-        cfg = RoundConfig.from_record(msg.content[P.CONFIG])
-        site = open_site(node, cfg)
-        bundle, tensors = site.bundle, site.tensors
-        model, schedule, tables, layout = build(bundle, guidance=cfg.guidance)
-        model.load_state_dict(msg.content[P.ARRAYS].to_torch_state_dict())
-        gen = torch.Generator().manual_seed(cfg.seed * 7919 + cfg.server_round + int(context.node_config["partition-id"]))
-        x0 = layout.to_vectors(tensors)
-        disease = torch.from_numpy(np.array(tensors.disease, dtype=np.int64))
-        losses = train_steps(model, torch.optim.AdamW(model.parameters(), lr=cfg.lr),
-                             shuffled_batches(x0, disease, batch_size=node.batch_size, generator=gen),
-                             schedule=schedule, tables=tables, steps=cfg.local_steps, cond_drop=0.1, generator=gen,
-                             multiplicity=node.noise_multiplicity)
-        metrics = {P.NUM_EXAMPLES: float(tensors.n), P.LOSS: float(np.mean(losses)), P.EPSILON: float("inf"),
-                   P.DELTA: 0.0, P.NOISE_MULTIPLIER: 0.0, P.SAMPLE_RATE: 0.0, P.STEPS: float(cfg.local_steps),
-                   P.CLIP_NORM: 0.0, P.NOISE_MULTIPLICITY: float(node.noise_multiplicity), P.REFUSED: 0.0,
-                   P.BUDGET_EPSILON: float("inf")}
-        return Message(RecordDict({P.ARRAYS: ArrayRecord(model.state_dict()), P.METRICS: MetricRecord(metrics),
-                                   P.SITE: ConfigRecord({P.SITE_ID: node.site_id, "accountant": "none"})}),
-                       reply_to=msg)
-
-    return app
 
 
 def main() -> None:

@@ -61,7 +61,6 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.bench_dp_quality import nonprivate_client  # noqa: E402
 from benchmarks.bench_quality import bundle_in  # noqa: E402
 from client.sample_evaluation import match_disease_mix  # noqa: E402
 from raregraph.demo import HOLDOUT_SHARE  # noqa: E402
@@ -75,8 +74,9 @@ from shared.simulation.consortium import fresh_patients, knowledge_from_bundle, 
 from shared.evaluation.suite import evaluate  # noqa: E402
 from shared.model.generation import DEFAULT_SAMPLER_STEPS, DiffusionGenerator  # noqa: E402
 from shared.model.checkpoint import load_model  # noqa: E402
+from raregraph.api.nonprivate_client import nonprivate_client  # noqa: E402
 from shared.baselines.base import SyntheticGenerator  # noqa: E402
-from shared.baselines.prior import PriorSampler  # noqa: E402
+from shared.baselines.consortium import fit_dpgan, fit_marginals, fit_prior  # noqa: E402
 from shared.trajectories.tensorize import tensorize  # noqa: E402
 from shared.trajectories.tensors import TrajectoryTensors  # noqa: E402
 
@@ -157,33 +157,21 @@ def fit_diffusion(guidance: str, tmp: Path, bundle, sites: list[dict], *, epsilo
 
 
 def train_marginals(tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int, args) -> SyntheticGenerator:
-    from shared.baselines import marginals
-
-    rng = np.random.default_rng(seed)
-    releases = [marginals.release_site(s["train"], len(bundle.diseases), epsilon=epsilon, delta=DELTA,
-                                       generator=np.random.default_rng(rng.integers(2**63))) for s in sites]
-    return marginals.fit(releases)
+    # a seeded DP generator: benchmark only (a deployment draws it from OS entropy)
+    return fit_marginals([s["train"] for s in sites], len(bundle.diseases), epsilon=epsilon, delta=DELTA,
+                         generator=np.random.default_rng(seed))
 
 
 def train_dpgan(tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int, args) -> SyntheticGenerator:
-    from shared.baselines import dpgan
-
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small layers: one thread is 10× faster here than two competing ones
-    try:
-        # a seeded DP generator: benchmark only (a deployment draws it from OS entropy)
-        gan = dpgan.train_federated([s["train"] for s in sites], bundle, epsilon=epsilon, delta=DELTA,
-                                    rounds=args.rounds, local_steps=args.local_steps, seed=seed,
-                                    generator=torch.Generator().manual_seed(seed))
-    finally:
-        torch.set_num_threads(threads)
-    return gan
+    # a seeded DP generator: benchmark only (a deployment draws it from OS entropy)
+    return fit_dpgan([s["train"] for s in sites], bundle, epsilon=epsilon, delta=DELTA, rounds=args.rounds,
+                     local_steps=args.local_steps, seed=seed, generator=torch.Generator().manual_seed(seed))
 
 
 def train_prior(tmp: Path, bundle, sites: list[dict], *, epsilon, seed: int, args) -> SyntheticGenerator:
-    return PriorSampler(bundle)  # no patient data: nothing to fit
+    return fit_prior(bundle)  # no patient data: nothing to fit
 
 
 #: every method but ``truth``, by name: (tmp, bundle, sites, *, epsilon, seed, args) → a generator

@@ -6,7 +6,9 @@ options become the sites' node configs and the run config) and the tables it pri
 command imports the engine (Flower, torch, Opacus) when it runs, not when the command line
 loads (issue 23). Its options may also come from the ``[federate]`` table of a ``--config``
 file (:mod:`shared.cli_config`; documented by ``deploy/run.example.toml``); what the run used
-is written to ``RUN/run-config.resolved.toml``.
+is written to ``RUN/run-config.resolved.toml``. ``--method`` fits a baseline instead (each site
+under its own budget, pooled: :mod:`raregraph.api.baseline_run`) and ``--epsilon inf`` trains
+without DP (:mod:`raregraph.api.nonprivate_client`); both end in the same run folder layout.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from raregraph.api.federation import parse_sites, plan_federation, run_federatio
 from server.config import RunConfig
 from shared.cli_config import resolved_config, site_path_value, with_config_file
 from shared.console import cli_errors, console, err_console, print_json
+from shared.errors import InputError
 from shared.privacy.audit.cli import print_audit_summary
 from shared.privacy.settings import DEFAULT_CLIP_NORM
 from shared.runs import RunFolder
@@ -36,11 +39,12 @@ def federate(
     bundle: Annotated[Path, typer.Option("--bundle", help="The signed study bundle.")],
     pub: Annotated[Path, typer.Option("--pub", help="Coordinator public key (pinned by every site).")],
     sites: Annotated[list[str], typer.Option("--sites", help="Site folders, one virtual hospital each (repeat the option): PATH (the folder's name is the site id) or ID=PATH (e.g. site-1=hospitals/a/train).")],
-    epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="Each site's privacy budget ε (lifetime, per dataset).")],
+    epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="Each site's privacy budget ε (lifetime, per dataset); inf: no DP at all, a reference for evaluation (nothing is charged; never release it).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: model/, privacy.json, checkpoint/, state/.")],
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 5,
     planned_rounds: Annotated[int, typer.Option("--planned-rounds", min=0, help="Rounds sites calibrate their noise for (0: --rounds); larger when later runs will continue.")] = 0,
     delta: Annotated[float, typer.Option("--delta", help="Each site's δ.")] = 1e-5,
+    method: Annotated[str, typer.Option("--method", help="diffusion (ours, federated with Flower; --guidance picks the variant), or a baseline fitted at every site under its own (ε, δ) and pooled: marginals (independent per-disease marginals), dpgan (a conditional GAN, FedAvg) or prior (the bundle's public knowledge alone, nothing spent).")] = "diffusion",
     guidance: Annotated[str, typer.Option("--guidance", help="kg (knowledge-guided), none (plain diffusion) or learned (learned schedule, no graph).")] = "kg",
     pretrain_steps: Annotated[int, typer.Option("--pretrain-steps", min=0, help="Coordinator pretraining steps on patients drawn from the bundle's public knowledge (kg guidance only; no privacy cost).")] = 1000,
     local_steps: Annotated[int, typer.Option("--local-steps", min=1, help="DP-SGD steps per site per round.")] = 50,
@@ -61,8 +65,12 @@ def federate(
 ) -> None:
     """Federated training with DP-SGD at every site on Flower's simulation engine; ends with
     OUT/model for `raregraph generate` and OUT/privacy.json with every site's rounds and ε.
+    --method runs a baseline the same way (its model in OUT/model, its spending in the sites'
+    ledgers); --epsilon inf trains without DP, for reference.
 
     Example: raregraph federate --bundle out/bundle --pub keys/coordinator.pub --sites sites/site-1 --sites site-2=hospitals/b/train --rounds 3 --epsilon 4 --out out/run
+
+    A baseline: raregraph federate --method marginals --bundle out/bundle --pub keys/coordinator.pub --sites sites/site-1 --sites sites/site-2 --epsilon 4 --out out/run-marginals
 
     Or with the settings in a file, one of them overridden: raregraph federate --config run.toml --rounds 5
     """
@@ -71,13 +79,16 @@ def federate(
     with cli_errors():
         # everything is checked before the first file is written (site keys, the run folder)
         settings = resolved_config(ctx)
+        if serve_port and method != "diffusion":
+            raise InputError(f"{settings.label('serve-port')}: the live view follows a federation's rounds; "
+                             f"method {method!r} fits in one step")
         plan = plan_federation(bundle, pub, sites, out=out, epsilon=epsilon, rounds=rounds,
                                planned_rounds=planned_rounds, delta=delta, guidance=guidance,
                                pretrain_steps=pretrain_steps, local_steps=local_steps, batch_size=batch_size,
                                clip_norm=clip_norm, noise_multiplicity=noise_multiplicity, lr=lr,
                                state_root=state_root, min_sites=min_sites, evaluate_fraction=evaluate_fraction,
                                eval_noise_multiplier=eval_noise_multiplier, holdouts=holdouts,
-                               eval_per_disease=eval_per_disease, seed=seed, label=settings.label)
+                               eval_per_disease=eval_per_disease, seed=seed, method=method, label=settings.label)
         run = plan.run
         settings.write(RunFolder(run.run_dir).resolved_config)
         with serve_beside(run.run_dir, port=serve_port) if serve_port else nullcontext() as url:
@@ -87,10 +98,11 @@ def federate(
             result = run_federation(plan, show_progress=not (quiet or json_out))
         privacy, audit = result.privacy, result.audit
     if json_out:
-        print_json({**privacy, "audit": audit.to_json()})
-        raise typer.Exit(0 if audit.ok else 1)
+        print_json({**privacy, "audit": audit.to_json() if audit is not None else None})
+        raise typer.Exit(0 if result.ok else 1)
     table = Table(title=f"privacy spent per site ({out / 'privacy.json'})", show_edge=False)
-    for col in ("site", "rounds trained", "sat out", "ε spent", "budget", "σ", "q"):
+    for col in ("site", "rounds trained" if method == "diffusion" else "fits", "sat out", "ε spent",
+                "budget", "σ", "q"):
         table.add_column(col, justify="left" if col == "site" else "right")
     for site, rows in sorted(privacy["sites"].items()):
         train = [r for r in rows if r["kind"] == "train"]
@@ -100,7 +112,15 @@ def federate(
                       f"{last['noise-multiplier']:.3f}" if last else "–", f"{last['sample-rate']:.4f}" if last else "–")
     console.print(table)
     print_site_evaluation(run.run_dir)
+    if not plan.private:
+        err_console.print("[bold red]NOT differentially private[/] (--epsilon inf): the model and its samples may "
+                          "reveal training patients; a reference for evaluation only, never release it", highlight=False)
+    if note := privacy.get("note"):
+        console.print(f"privacy record ({method}): {note}", highlight=False)
     console.print(f"model: {out / 'model'} (sample with `raregraph generate {out / 'model'} --bundle {bundle} ...`)")
+    if audit is None:
+        console.print("privacy ledgers: none (nothing was charged, so there is nothing for `raregraph audit` to check)")
+        return
     print_audit_summary(audit, run.run_dir)
     if not audit.ok:
         raise typer.Exit(1)

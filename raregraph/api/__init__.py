@@ -17,7 +17,8 @@ simulated hospitals    :func:`simulate_sites`            ``raregraph data simula
 a site's export        :func:`validate_site`             ``raregraph data validate``
 vocabulary survey      :func:`survey`                    ``raregraph survey``
 the grown bundle       :func:`grow_bundle`               ``raregraph bundle grow``
-federated DP training  :func:`federate`                  ``raregraph federate``
+federated DP training  :func:`federate`                  ``raregraph federate`` (``method=`` a baseline;
+                                                         ``epsilon=inf`` a no-DP reference)
 synthetic patients     :func:`generate`                  ``raregraph generate``
 their evaluation       :func:`evaluate`                  ``raregraph evaluate``
 the gated release      :func:`release`                   ``raregraph release``

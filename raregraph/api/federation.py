@@ -1,12 +1,19 @@
-"""Federated DP training of simulated sites on Flower's simulation engine.
+"""Federated DP training of simulated sites on Flower's simulation engine, and the baselines.
 
 :func:`federate` is :func:`plan_federation` (every check, the site keys published) followed by
 :func:`run_federation` (training, evaluation, the ledger audit); ``raregraph federate`` calls
 the two halves so that it can record its resolved config and serve the live view in between.
+
+``method`` picks what is trained: ``diffusion`` (ours, with ``guidance``), or a baseline
+(:data:`shared.baselines.consortium.METHODS`: each site fits under its own (ε, δ) and the
+consortium's model is the pool; :mod:`raregraph.api.baseline_run`). ``epsilon=inf`` trains
+without DP, for reference (:mod:`raregraph.api.nonprivate_client` for the diffusion model).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +35,25 @@ def _flag(key: str) -> str:
     return f"--{key}"
 
 
+#: what ``method`` may be: our diffusion model, or a baseline
+METHODS = ("diffusion", "marginals", "dpgan", "prior")
+#: the settings only the diffusion federation reads, with their defaults (a baseline refuses any other value)
+DIFFUSION_ONLY = {"guidance": "kg", "pretrain_steps": 1000, "noise_multiplicity": 4, "lr": 2e-3, "planned_rounds": 0,
+                  "min_sites": 1, "evaluate_fraction": 0.0, "eval_noise_multiplier": 0.0, "holdouts": None,
+                  "eval_per_disease": RunConfig.eval_per_disease}
+#: the settings the DP-GAN reads besides them; the marginals and prior baselines read none
+GAN_SETTINGS = {"rounds": 5, "local_steps": 50, "batch_size": 32, "clip_norm": DEFAULT_CLIP_NORM}
+FLAG_NAMES = {"holdouts": "holdout"}  # a parameter whose flag is not its name with '-' for '_'
+
+
 @dataclass(frozen=True)
 class FederationPlan:
     """A checked federation, its site keys published, nothing trained yet."""
 
     run: RunConfig  # the ServerApp's settings, paths absolute
     nodes: list[NodeConfig]  # one virtual SuperNode per site, in ``sites`` order
+    method: str = "diffusion"  # one of METHODS
+    private: bool = True  # False: trained without DP (epsilon = inf), a reference
 
 
 @dataclass(frozen=True)
@@ -42,7 +62,8 @@ class FederationResult:
 
     run_dir: Path  # the run folder (RUN/run.json, model/, privacy.json, ledger/, evaluation/, state/)
     privacy: dict  # RUN/privacy.json: every site's rounds with ε, σ, q, refusals
-    audit: AuditResult  # the ledger audit of the run (:func:`shared.privacy.audit.audit.audit_run`)
+    audit: AuditResult | None  # the ledger audit of the run (audit_run); None: nothing was charged, no ledger
+    method: str = "diffusion"  # what was trained (METHODS)
 
     @property
     def model(self) -> Path:
@@ -51,8 +72,9 @@ class FederationResult:
 
     @property
     def ok(self) -> bool:
-        """Whether every site's ledger verifies and its ε recomputes."""
-        return self.audit.ok
+        """Whether every site's ledger verifies and its ε recomputes (True when the run charged
+        nothing: no DP, or the prior sampler, which reads no patient)."""
+        return self.audit is None or self.audit.ok
 
 
 def parse_sites(values: Sequence[str | Path]) -> tuple[list[str], list[Path]]:
@@ -95,17 +117,36 @@ def plan_federation(bundle: str | Path, pub: str | Path, sites: Sequence[str | P
                     state_root: str | Path | None = None, min_sites: int = 1, evaluate_fraction: float = 0.0,
                     eval_noise_multiplier: float = 0.0, holdouts: Sequence[str | Path] | None = None,
                     eval_per_disease: int = RunConfig.eval_per_disease, seed: int = 0,
-                    histogram_noise_multiplier: float = 5.0,
+                    histogram_noise_multiplier: float = 5.0, method: str = "diffusion",
                     label: Callable[[str], str] = _flag) -> FederationPlan:
     """Check a federation and publish its site keys; the first half of :func:`federate` (same
     parameters), plus ``label``, how an error names a setting (the command passes its flag or
     the config file's key). Everything is checked before the first file is written."""
     from deploy.simulation import publish_site_keys, site_nodes  # Flower, torch, Opacus: loaded first
+    from raregraph.api.nonprivate_client import UNUSED_BUDGET
     from shared.bundle import StudyBundle
 
+    if method not in METHODS:
+        raise InputError(f"{label('method')}: must be one of {', '.join(METHODS)}, got {method!r}")
     if problem := guidance_problem(guidance, label("guidance")):
         raise InputError(problem)
+    given = {"guidance": guidance, "pretrain_steps": pretrain_steps, "noise_multiplicity": noise_multiplicity,
+             "lr": lr, "planned_rounds": planned_rounds, "min_sites": min_sites, "evaluate_fraction": evaluate_fraction,
+             "eval_noise_multiplier": eval_noise_multiplier, "holdouts": holdouts or None,
+             "eval_per_disease": eval_per_disease, "rounds": rounds, "local_steps": local_steps,
+             "batch_size": batch_size, "clip_norm": clip_norm}
+    unused = {} if method == "diffusion" else {**DIFFUSION_ONLY, **({} if method == "dpgan" else GAN_SETTINGS)}
+    if wrong := [k for k, default in unused.items() if given[k] != default]:
+        raise InputError(f"{', '.join(label(FLAG_NAMES.get(k, k.replace('_', '-'))) for k in wrong)}: not a "
+                         f"setting of method {method!r} ({_settings_of(method)}); leave "
+                         f"{'it' if len(wrong) == 1 else 'them'} unset")
+    private = not math.isinf(epsilon)
+    if not private and method == "diffusion" and (evaluate_fraction or eval_noise_multiplier):
+        raise InputError(f"{label('evaluate-fraction')} and {label('eval-noise-multiplier')}: a DP evaluation has no "
+                         f"place in a run without DP ({label('epsilon')} inf); leave them at 0")
     out, pub = Path(out), Path(pub)
+    if method != "diffusion" and (RunFolder(out).model / "model.json").is_file():
+        raise InputError(f"{out}: already holds a finished run's model; give a new {label('out')} folder")
     site_ids, site_dirs = parse_sites(sites)
     StudyBundle.load(Path(bundle), pub)
     run = RunConfig(run_dir=out.resolve(), bundle_path=Path(bundle).resolve(), bundle_pub=pub.resolve(),
@@ -113,22 +154,56 @@ def plan_federation(bundle: str | Path, pub: str | Path, sites: Sequence[str | P
                     seed=seed, planned_rounds=planned_rounds, min_sites=min(min_sites, len(sites)),
                     evaluate_fraction=evaluate_fraction, eval_per_disease=eval_per_disease,
                     site_keys=RunFolder(out.resolve()).site_keys)
+    # without DP no node budget is read (module raregraph.api.nonprivate_client), and no site releases its mix
     nodes = site_nodes(site_dirs, state_root=Path(state_root) if state_root else RunFolder(out).state, pub=pub,
-                       epsilon=epsilon, delta=delta, clip_norm=clip_norm, batch_size=batch_size,
-                       noise_multiplicity=noise_multiplicity, eval_noise_multiplier=eval_noise_multiplier,
+                       epsilon=epsilon if private else UNUSED_BUDGET, delta=delta, clip_norm=clip_norm,
+                       batch_size=batch_size, noise_multiplicity=noise_multiplicity,
+                       eval_noise_multiplier=eval_noise_multiplier,
                        holdouts=None if holdouts is None else [Path(h) for h in holdouts], site_ids=site_ids,
-                       histogram_noise_multiplier=histogram_noise_multiplier)
+                       histogram_noise_multiplier=histogram_noise_multiplier if private else 0.0)
     publish_site_keys(nodes, run.site_keys)
-    return FederationPlan(run=run, nodes=nodes)
+    return FederationPlan(run=run, nodes=nodes, method=method, private=private)
+
+
+def _settings_of(method: str) -> str:
+    """The options a baseline reads, for an error message."""
+    return {"dpgan": "it reads --epsilon, --delta, --rounds, --local-steps, --batch-size, --clip-norm and --seed",
+            "marginals": "it reads --epsilon and --delta", "prior": "it reads no patient; --epsilon is only recorded as the sites' budget"}[method]
 
 
 def run_federation(plan: FederationPlan, *, show_progress: bool = False) -> FederationResult:
-    """Train a planned federation and audit its ledgers; the second half of :func:`federate`."""
-    from deploy.simulation import run_simulated
+    """Train a planned federation (or fit a planned baseline) and audit its ledgers; the second
+    half of :func:`federate`."""
     from shared.privacy.audit.audit import audit_run
 
-    privacy = run_simulated(plan.run, plan.nodes, show_progress=show_progress)
-    return FederationResult(run_dir=plan.run.run_dir, privacy=privacy, audit=audit_run(plan.run.run_dir))
+    if plan.method != "diffusion":
+        from raregraph.api.baseline_run import run_baseline
+
+        privacy = run_baseline(plan.run, plan.nodes, method=plan.method, private=plan.private,
+                               show_progress=show_progress)
+    else:
+        from deploy.simulation import run_simulated
+        from raregraph.api.nonprivate_client import nonprivate_client
+
+        privacy = run_simulated(plan.run, plan.nodes, show_progress=show_progress,
+                                client_app=None if plan.private else nonprivate_client(plan.nodes))
+        if not plan.private:
+            _state_nonprivate(plan.run.run_dir)
+    audited = RunFolder(plan.run.run_dir).ledger.is_dir()
+    return FederationResult(run_dir=plan.run.run_dir, privacy=privacy, method=plan.method,
+                            audit=audit_run(plan.run.run_dir) if audited else None)
+
+
+def _state_nonprivate(run_dir: Path) -> None:
+    """Say in RUN/model/model.json (and so in every data card) that the federation ran without
+    DP: the ServerApp states the DP guarantee of the ClientApp it expects (it cannot tell)."""
+    from raregraph.api.nonprivate_client import NON_PRIVATE_FEDERATED
+    from shared.atomic import write_bytes_atomic
+
+    path = RunFolder(run_dir).model / "model.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["privacy"] = {**meta["privacy"], "mechanism": "none", "statement": NON_PRIVATE_FEDERATED}
+    write_bytes_atomic(path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
 
 
 def federate(bundle: str | Path, pub: str | Path, sites: Sequence[str | Path], *, out: str | Path, epsilon: float,
@@ -138,9 +213,10 @@ def federate(bundle: str | Path, pub: str | Path, sites: Sequence[str | Path], *
              state_root: str | Path | None = None, min_sites: int = 1, evaluate_fraction: float = 0.0,
              eval_noise_multiplier: float = 0.0, holdouts: Sequence[str | Path] | None = None,
              eval_per_disease: int = RunConfig.eval_per_disease, seed: int = 0,
-             histogram_noise_multiplier: float = 5.0, show_progress: bool = False) -> FederationResult:
+             histogram_noise_multiplier: float = 5.0, method: str = "diffusion",
+             show_progress: bool = False) -> FederationResult:
     """Federated training with DP-SGD at every site on Flower's simulation engine (one virtual
-    SuperNode per site), as ``raregraph federate``.
+    SuperNode per site), or a baseline fitted at every site and pooled, as ``raregraph federate``.
 
     Parameters
     ----------
@@ -151,7 +227,9 @@ def federate(bundle: str | Path, pub: str | Path, sites: Sequence[str | Path], *
     out
         Run folder: ``model/``, ``privacy.json``, ``checkpoint/``, ``ledger/``, ``state/``.
     epsilon, delta
-        Each site's lifetime privacy budget (ε, δ) for its dataset.
+        Each site's lifetime privacy budget (ε, δ) for its dataset. ``math.inf``: no DP at all
+        (plain SGD, exact releases), a reference for evaluation only: nothing is charged or
+        ledgered, ``privacy.json`` records ε = ∞ and the model's statement says it is not private.
     rounds
         Federated rounds.
     planned_rounds
@@ -183,26 +261,38 @@ def federate(bundle: str | Path, pub: str | Path, sites: Sequence[str | Path], *
         consortium's disease mix (charged to the site's budget; 0: sites decline and the mix is
         uniform). The default 5.0 (``client.config.DEFAULT_HISTOGRAM_NOISE``) adds 0.07–0.12 to ε
         at budgets 8–4.
+    method
+        ``diffusion`` (ours; ``guidance`` picks the variant), or a baseline: ``marginals``
+        (independent per-disease marginals, one Gaussian release per site), ``dpgan`` (a
+        conditional GAN, DP-SGD on the discriminator, FedAvg; reads ``rounds``, ``local_steps``,
+        ``batch_size``, ``clip_norm``, ``seed``) or ``prior`` (the bundle's public knowledge alone,
+        nothing spent). A baseline fits in this process, each site under its own (ε, δ) with its
+        persistent privacy state and signed ledger (:mod:`shared.baselines.site_charge`); the
+        settings only the diffusion federation reads must keep their defaults.
     show_progress
         Per-round progress on stderr.
 
     Returns
     -------
     FederationResult
-        The run folder, ``privacy.json``'s content, the ledger audit; ``model`` and ``ok``.
+        The run folder, ``privacy.json``'s content, the ledger audit (None when nothing was
+        charged); ``model`` and ``ok``.
 
     Raises
     ------
     InputError
-        A bad setting or site list, or a site export that cannot be read.
+        A bad setting or site list (a setting the method does not read included), or a site
+        export that cannot be read.
     SignatureError
         The bundle does not verify with ``pub``.
+    BudgetExceededError
+        A baseline that a site's remaining budget cannot cover (nothing is charged anywhere).
 
     Assumptions
     -----------
-    Each site runs DP-SGD with Poisson sampling and per-patient clipping; the privacy unit is a
-    patient. A site refuses a round that would exceed its budget (it sits out; ``privacy``
-    records it).
+    Each site runs DP-SGD with Poisson sampling and per-patient clipping (or, for the marginals,
+    one Gaussian release of bounded sums); the privacy unit is a patient. A site refuses a round
+    that would exceed its budget (it sits out; ``privacy`` records it).
     """
     plan = plan_federation(bundle, pub, sites, out=out, epsilon=epsilon, rounds=rounds, planned_rounds=planned_rounds,
                            delta=delta, guidance=guidance, pretrain_steps=pretrain_steps, local_steps=local_steps,
@@ -210,5 +300,5 @@ def federate(bundle: str | Path, pub: str | Path, sites: Sequence[str | Path], *
                            state_root=state_root, min_sites=min_sites, evaluate_fraction=evaluate_fraction,
                            eval_noise_multiplier=eval_noise_multiplier, holdouts=holdouts,
                            eval_per_disease=eval_per_disease, seed=seed,
-                           histogram_noise_multiplier=histogram_noise_multiplier)
+                           histogram_noise_multiplier=histogram_noise_multiplier, method=method)
     return run_federation(plan, show_progress=show_progress)

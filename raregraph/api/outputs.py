@@ -110,8 +110,9 @@ def evaluate(real: str | Path, synthetic: str | Path, *, bundle: str | Path, pub
     Returns
     -------
     dict
-        The metrics as ``metrics.json`` holds them: ``fidelity``, ``plausibility``, ``privacy``
-        (and ``utility`` with ``holdout``).
+        The metrics as ``metrics.json`` holds them: ``fidelity``, ``plausibility``, ``privacy``,
+        ``recorded`` (fidelity over every code the real site records, in the vocabulary or not,
+        beside its representation ceiling) and, with ``holdout``, ``utility``.
 
     Raises
     ------

@@ -103,6 +103,7 @@ def gate_and_release(run_dir: Path, *, bundle: Path, pub: Path | None, n: int, o
     from server.release.gate import GateConfig, load_gate
     from server.release.publish import prepare_release, write_release
     from shared.ehr.cdm_options import release_options
+    from shared.baselines.model_folder import is_baseline_folder, load_baseline
     from shared.model.checkpoint import load_model
 
     config = load_gate(gate) if gate is not None else GateConfig()
@@ -111,7 +112,8 @@ def gate_and_release(run_dir: Path, *, bundle: Path, pub: Path | None, n: int, o
     if out.exists() and not overwrite:  # fail before minutes of sampling
         raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
     b = load_bundle(bundle, pub)
-    trained = load_model(RunFolder(run_dir).model, b)
+    folder = RunFolder(run_dir).model
+    trained = load_baseline(folder, b) if is_baseline_folder(folder) else load_model(folder, b)
     progress(f"generating {n} patients and checking the gate")
     result = prepare_release(trained, b, run_dir, n=n, seed=seed, steps=sampler_steps, gate=config)
     card = None

@@ -204,8 +204,13 @@ class Check:
         return asdict(self)
 
 
-def apply_gate(plausibility: dict[str, float], site_privacy: list[SitePrivacy], config: GateConfig) -> list[Check]:
+def apply_gate(plausibility: dict[str, float], site_privacy: list[SitePrivacy], config: GateConfig,
+               epsilons: dict[str, dict] | None = None) -> list[Check]:
     """Every gate check, in a fixed order.
+
+    With ``epsilons`` (each site's spent ε, ``privacy.json``), a first check that every site
+    trained with differential privacy: a model trained without DP at any site (``federate
+    --epsilon inf``, ε = ∞) is never released, whatever the other gates say.
 
     A NaN share means nothing was counted: with no phenotype pairs the supported-share gate
     fails (nothing shows the data plausible), while a count of bad items over nothing passes
@@ -213,6 +218,11 @@ def apply_gate(plausibility: dict[str, float], site_privacy: list[SitePrivacy], 
     gates are "not evaluated" (or fail when ``require_site_reports``): never passed silently.
     """
     checks = []
+    if epsilons is not None:
+        private = [site for site, e in epsilons.items() if math.isfinite(e["epsilon"])]
+        share = len(private) / len(epsilons) if epsilons else 0.0
+        note = "" if share == 1.0 else f"trained without DP at {', '.join(sorted(set(epsilons) - set(private)))}"
+        checks.append(Check("sites_with_dp", share, "≥", 1.0, "pass" if share == 1.0 else "fail", note))
     for gate, op, threshold in (
         ("phenotype_pairs_supported", "≥", config.min_phenotype_pairs_supported),
         ("phenotype_pairs_negated", "≤", config.max_phenotype_pairs_negated),

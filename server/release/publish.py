@@ -19,6 +19,7 @@ from shared.ehr.cdm_release import ReleaseTarget, Vocabulary, load_release, writ
 from shared.ehr.cohort import Cohort
 from shared.errors import InputError
 from shared.evaluation.plausibility import GraphKnowledge, plausibility
+from shared.baselines.model_folder import BaselineModel, baseline_data_card, generate_baseline
 from shared.model.generation import data_card, generate
 from shared.model.checkpoint import TrainedModel
 from shared.runs import RunFolder
@@ -72,14 +73,15 @@ def site_epsilons(run_dir: str | Path) -> tuple[str, dict[str, dict[str, float]]
     return str(doc.get("run_id", "")), sites
 
 
-def prepare_release(trained: TrainedModel, bundle: StudyBundle, run_dir: str | Path, *, n: int, seed: int,
-                    steps: int, gate: GateConfig) -> Release:
+def prepare_release(trained: TrainedModel | BaselineModel, bundle: StudyBundle, run_dir: str | Path, *, n: int,
+                    seed: int, steps: int, gate: GateConfig) -> Release:
     """Generate ``n`` patients and judge them against ``gate``; writes nothing.
 
     Parameters
     ----------
     trained
-        ``RUN/model``, loaded against ``bundle``.
+        ``RUN/model``, loaded against ``bundle``: our model, or a baseline's
+        (``federate --method``, :mod:`shared.baselines.model_folder`).
     run_dir
         The run folder: ``privacy.json`` (ε per site) and optional ``evaluation/<site>/metrics.json``.
     n, seed, steps
@@ -92,11 +94,17 @@ def prepare_release(trained: TrainedModel, bundle: StudyBundle, run_dir: str | P
     """
     run_id, epsilons = site_epsilons(run_dir)
     reported: list[SitePrivacy] = read_site_privacy(run_dir)
-    cohort, tensors = generate(trained, bundle, n=n, disease=None, seed=seed, steps=steps, guidance_scale=1.0, eta=0.0)
+    if isinstance(trained, BaselineModel):
+        cohort, tensors = generate_baseline(trained, bundle, n=n, disease=None, seed=seed)
+        card = baseline_data_card(trained, bundle, cohort, seed=seed, disease=None)
+        card["method"] = f"baseline: {trained.method}"
+    else:
+        cohort, tensors = generate(trained, bundle, n=n, disease=None, seed=seed, steps=steps, guidance_scale=1.0,
+                                   eta=0.0)
+        card = data_card(trained, bundle, cohort, seed=seed, steps=steps, guidance_scale=1.0, eta=0.0, disease=None)
+        card["method"] = METHOD
     metrics = plausibility(tensors, GraphKnowledge.from_bundle(bundle, tensors))
-    checks = apply_gate(metrics, reported, gate)
-    card = data_card(trained, bundle, cohort, seed=seed, steps=steps, guidance_scale=1.0, eta=0.0, disease=None)
-    card["method"] = METHOD
+    checks = apply_gate(metrics, reported, gate, epsilons)
     card["release"] = {
         "run_id": run_id, "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "epsilon_per_site": epsilons, "gate": asdict(gate), "gate_loosened": gate.loosened(),

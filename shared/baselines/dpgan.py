@@ -267,16 +267,30 @@ def _call_with(module: nn.Module, weights: dict[str, torch.Tensor], *args: torch
 
 
 def plan_sites(sites: Sequence[TrajectoryTensors], *, epsilon: float | None, delta: float, steps: int,
-               batch_size: int, clip_norm: float, accountant: str = "rdp") -> list[SitePrivacy]:
+               batch_size: int, clip_norm: float, accountant: str = "rdp",
+               noise_multipliers: Sequence[float] | None = None) -> list[SitePrivacy]:
     """Each site's mechanism for ``steps`` discriminator steps at q = min(1, batch_size / n):
-    σ from :func:`~shared.privacy.budget.calibrate_noise` for the whole run, and the ε the
-    accountant gives for it (≤ ``epsilon``). ``epsilon=None``: no DP."""
+    σ from :func:`~shared.privacy.budget.calibrate_noise` for the whole run (or the site's
+    entry of ``noise_multipliers``, calibrated by the caller against what the site's persistent
+    privacy state has left), and the ε the accountant gives for it alone (≤ ``epsilon``).
+    ``epsilon=None``: no DP.
+
+    Raises
+    ------
+    ValueError
+        ``noise_multipliers`` not one positive number per site.
+    """
+    if epsilon is not None and noise_multipliers is not None and (
+            len(noise_multipliers) != len(sites) or not all(np.isfinite(s) and s > 0 for s in noise_multipliers)):
+        raise ValueError(f"noise_multipliers must be one positive number per site ({len(sites)}), "
+                         f"got {list(noise_multipliers)!r}")
     plans = []
-    for s in sites:
+    for k, s in enumerate(sites):
         q = min(1.0, batch_size / s.n)
         sigma = spent = None
         if epsilon is not None:
-            sigma = calibrate_noise(epsilon=epsilon, delta=delta, sample_rate=q, steps=steps, accountant=accountant)
+            sigma = (float(noise_multipliers[k]) if noise_multipliers is not None else
+                     calibrate_noise(epsilon=epsilon, delta=delta, sample_rate=q, steps=steps, accountant=accountant))
             spent = epsilon_for(noise_multiplier=sigma, sample_rate=q, steps=steps, delta=delta, accountant=accountant)
         plans.append(SitePrivacy(patients=s.n, sample_rate=q, steps=steps, clip_norm=clip_norm,
                                  noise_multiplier=sigma, epsilon=spent, delta=None if epsilon is None else delta))
@@ -287,7 +301,8 @@ def train_federated(sites: list[TrajectoryTensors], bundle: StudyBundle, *, epsi
                     delta: float = 1e-5, rounds: int = 5, local_steps: int = 60, batch_size: int = 32,
                     clip_norm: float = GAN_CLIP_NORM, lr: float = 3e-3, generator_width: int = 128,
                     discriminator_width: int = 32, generator_steps: int = 1, seed: int = 0,
-                    generator: torch.Generator | None = None, accountant: str = "rdp") -> DPGAN:
+                    generator: torch.Generator | None = None, accountant: str = "rdp",
+                    noise_multipliers: Sequence[float] | None = None) -> DPGAN:
     """Train the conditional GAN with FedAvg over ``sites``, DP-SGD on the discriminator.
 
     Each round every site starts from the global generator and discriminator, runs
@@ -328,11 +343,16 @@ def train_federated(sites: list[TrajectoryTensors], bundle: StudyBundle, *, epsi
         entropy); a seeded one repeats the run and is for tests and benchmarks only.
     accountant
         ``"rdp"`` or ``"prv"``.
+    noise_multipliers
+        Each site's σ when the caller calibrated it (a site's persistent privacy state, against
+        what is left of its budget: :mod:`shared.baselines.site_charge`); None: calibrated here
+        for the whole run at ``epsilon`` (:func:`plan_sites`).
 
     Raises
     ------
     ValueError
-        No sites, a site without patients, or a count below 1.
+        No sites, a site without patients, a count below 1, or ``noise_multipliers`` not one
+        positive number per site.
     ConfigError
         ε too small for the run (from :func:`~shared.privacy.budget.calibrate_noise`).
     """
@@ -342,7 +362,7 @@ def train_federated(sites: list[TrajectoryTensors], bundle: StudyBundle, *, epsi
         raise ValueError("rounds, local_steps, batch_size and generator_steps must be ≥ 1")
     layout = ModelLayout.from_bundle(bundle, guidance="none")
     plans = plan_sites(sites, epsilon=epsilon, delta=delta, steps=rounds * local_steps, batch_size=batch_size,
-                       clip_norm=clip_norm, accountant=accountant)
+                       clip_norm=clip_norm, accountant=accountant, noise_multipliers=noise_multipliers)
     mechanisms = [None if p.noise_multiplier is None else
                   Mechanism(noise_multiplier=p.noise_multiplier, clip_norm=clip_norm, sample_rate=p.sample_rate)
                   for p in plans]

@@ -78,6 +78,7 @@ import numpy as np
 
 from shared.ehr.cohort import SYNTHETIC_ID_BASE
 from shared.privacy.budget import calibrate_noise
+from shared.trajectories.tensorize import TensorLayout
 from shared.trajectories.tensors import TrajectoryTensors
 
 LAB_CLIP = 3.0  # standardized units (reference range = ±1): keeps most abnormal values, bounds the sum
@@ -207,7 +208,8 @@ class SiteMarginals:
 
 
 def release_site(t: TrajectoryTensors, n_diseases: int, *, epsilon: float | None, delta: float,
-                 generator: np.random.Generator | None = None, accountant: str = "rdp") -> SiteMarginals:
+                 generator: np.random.Generator | None = None, accountant: str = "rdp",
+                 noise_multiplier: float | None = None) -> SiteMarginals:
     """The site's per-disease sums of bounded patients plus Gaussian noise: one (ε, δ)-DP release.
 
     Parameters
@@ -224,11 +226,16 @@ def release_site(t: TrajectoryTensors, n_diseases: int, *, epsilon: float | None
         it); ``None`` draws fresh OS entropy (never pass a predictable seed in a release).
     accountant
         ``"rdp"`` or ``"prv"``, for :func:`~shared.privacy.budget.calibrate_noise`.
+    noise_multiplier
+        σ of the release when the caller has calibrated it (a site's persistent privacy state,
+        against what is left of its budget: :mod:`shared.baselines.site_charge`); None: σ is
+        calibrated here for the whole (ε, δ). Ignored without DP (``epsilon=None``).
 
     Raises
     ------
     ValueError
-        A disease index outside [0, D); ConfigError (a ValueError) for a bad ε or δ.
+        A disease index outside [0, D), or a ``noise_multiplier`` that is not a positive number;
+        ConfigError (a ValueError) for a bad ε or δ.
 
     Assumptions
     -----------
@@ -240,8 +247,14 @@ def release_site(t: TrajectoryTensors, n_diseases: int, *, epsilon: float | None
     sizes = [1, t_len * b, t_len * n_labs, t_len * n_labs, 1, len(AGE_EDGES) - 1, t_len * b]
     scale = np.repeat(_scales(t_len, b, n_labs), sizes)  # natural units per mechanism unit, per column
     per_disease = sum(sizes[:-1])
-    sigma = 0.0 if epsilon is None else calibrate_noise(epsilon=epsilon, delta=delta, sample_rate=1.0, steps=1,
-                                                        accountant=accountant)
+    if epsilon is None:
+        sigma = 0.0
+    elif noise_multiplier is not None:
+        if not (np.isfinite(noise_multiplier) and noise_multiplier > 0):
+            raise ValueError(f"noise_multiplier must be a positive number, got {noise_multiplier!r}")
+        sigma = float(noise_multiplier)
+    else:
+        sigma = calibrate_noise(epsilon=epsilon, delta=delta, sample_rate=1.0, steps=1, accountant=accountant)
     bound_rng, noise_rng = (generator or np.random.default_rng()).spawn(2)
     total, common = np.zeros((n_diseases, per_disease)), np.zeros(t_len * b)  # natural units
     for start in range(0, t.n, CHUNK):  # Σ_i v_i, a chunk at a time
@@ -335,7 +348,7 @@ class Marginals:
     lab_mean: np.ndarray  # [D, T, L], in [−LAB_CLIP, LAB_CLIP]
     male_p: np.ndarray  # [D]
     age_p: np.ndarray  # [D, A], rows sum to 1
-    labels: SiteMarginals  # any release: its column labels and grid
+    labels: SiteMarginals | TensorLayout  # column labels and grid: any release's, or the bundle's (a loaded model)
 
     name = "marginals"  # not a field: the generator's name (:class:`~shared.baselines.base.SyntheticGenerator`)
 

@@ -112,7 +112,7 @@ def train(
 
 
 def generate_cmd(
-    model_dir: Annotated[Path, typer.Argument(help="Model folder made by `raregraph train` or a federation.")],
+    model_dir: Annotated[Path, typer.Argument(help="Model folder made by `raregraph train` or `raregraph federate` (any --method).")],
     bundle: BundleOpt,
     n: Annotated[int, typer.Option("--n", min=1, max=MAX_SYNTHETIC_PERSONS, help="Number of synthetic patients (ids stay 32-bit).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the synthetic OMOP tables and data_card.json.")],
@@ -161,26 +161,36 @@ def sample_synthetic(model_dir: Path, *, bundle: Path, pub: Path | None, n: int,
                      db_password_file: Path | None = None, overwrite: bool = False,
                      progress: Callable[[str], None] = lambda _description: None) -> tuple[dict, ReleaseTarget | None]:
     """The ``generate`` step, shared by the command and :func:`raregraph.api.generate`: sample
-    ``n`` patients from ``model_dir`` and write them (OMOP tables, data card; and into ``to_db``);
-    returns the data card and the database written to, if any."""
+    ``n`` patients from ``model_dir`` (the diffusion model's folder, or a baseline's:
+    :mod:`shared.baselines.model_folder`) and write them (OMOP tables, data card; and into
+    ``to_db``); returns the data card and the database written to, if any."""
+    from shared.baselines.model_folder import baseline_data_card, generate_baseline, is_baseline_folder, load_baseline
     from shared.ehr.cdm_options import release_options
     from shared.model.checkpoint import load_model
     from shared.model.generation import data_card, generate, write_synthetic
 
     vocab, database = release_options(fmt, vocabulary, vocabulary_db, vocabulary_schema, to_db, schema,
                                       password_file=db_password_file)
+    baseline = is_baseline_folder(model_dir)
+    if baseline and (steps, guidance_scale, eta) != (DEFAULT_SAMPLER_STEPS, 1.0, 0.0):
+        raise InputError("--steps, --guidance-scale and --eta set the diffusion model's sampler; this model folder "
+                         "holds a baseline, which samples its own way: leave them unset", file=model_dir)
     progress("verifying the bundle")
     b = load_bundle(bundle, pub)
     progress("loading the model")
-    trained = load_model(model_dir, b)
-    progress(f"sampling {n:,} patients ({steps} DDIM steps)")
+    model = load_baseline(model_dir, b) if baseline else load_model(model_dir, b)
+    progress(f"sampling {n:,} patients " + (f"(baseline {model.meta['method']})" if baseline else f"({steps} DDIM steps)"))
     try:
-        cohort, _ = generate(trained, b, n=n, disease=disease, seed=seed, steps=steps,
-                             guidance_scale=guidance_scale, eta=eta)
+        if baseline:
+            cohort, _ = generate_baseline(model, b, n=n, disease=disease, seed=seed)
+        else:
+            cohort, _ = generate(model, b, n=n, disease=disease, seed=seed, steps=steps,
+                                 guidance_scale=guidance_scale, eta=eta)
     except ValueError as exc:
         raise InputError(str(exc), field="--disease") from None
-    card = data_card(trained, b, cohort, seed=seed, steps=steps, guidance_scale=guidance_scale, eta=eta,
-                     disease=disease)
+    card = (baseline_data_card(model, b, cohort, seed=seed, disease=disease) if baseline else
+            data_card(model, b, cohort, seed=seed, steps=steps, guidance_scale=guidance_scale, eta=eta,
+                      disease=disease))
     progress(f"writing OMOP tables to {out}" + (f" and {database.describe()}" if database is not None else ""))
     card = write_synthetic(cohort, out, card=card, fmt=fmt, overwrite=overwrite, vocabulary=vocab,
                            database=database)
