@@ -259,8 +259,9 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None, pretrain_progre
     epsilons = {site: max(r["epsilon"] for r in rows) for site, rows in strategy.privacy.items()}
     uniform = _declined_sizes(strategy)
     mix = _mix_meta(strategy.disease_mix, uniform)
+    private = all(math.isfinite(e) for e in epsilons.values())  # one site without DP: the model is not private
     statement = " ".join((statements.FEDERATED_DP, statements.FEDERATED_DISEASE_MIX_DP if strategy.disease_mix
-                          else statements.FEDERATED_DISEASE_MIX_UNIFORM))
+                          else statements.FEDERATED_DISEASE_MIX_UNIFORM)) if private else statements.NON_PRIVATE_FEDERATED
     meta = model_meta(
         model, schedule, bundle, guidance=run.guidance,
         disease_counts=pooled_disease_counts(strategy.disease_mix, uniform, len(bundle.diseases)),
@@ -269,7 +270,8 @@ def run_federation(grid: Grid, run: RunConfig, *, on_round=None, pretrain_progre
         training={"patients": None, "steps": run.rounds * run.local_steps, "seconds": round(seconds, 1),
                   "final_loss": strategy.rounds_log[-1]["metrics"].get(P.LOSS), "run_id": run_id,
                   "sites": sorted(strategy.privacy)},
-        privacy={"mechanism": "DP-SGD per site", "epsilon_per_site": epsilons, "statement": statement,
+        privacy={"mechanism": "DP-SGD per site" if private else "none", "epsilon_per_site": epsilons,
+                 "statement": statement,
                  "disease_mix": mix})
     trained = TrainedModel(model=model, schedule=schedule, tables=tables, layout=layout, meta=meta)
     trained.save(RunFolder(run.run_dir).model, losses=[r["metrics"].get(P.LOSS, float("nan")) for r in strategy.rounds_log])

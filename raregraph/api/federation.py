@@ -12,7 +12,6 @@ without DP, for reference (:mod:`raregraph.api.nonprivate_client` for the diffus
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -187,23 +186,9 @@ def run_federation(plan: FederationPlan, *, show_progress: bool = False) -> Fede
 
         privacy = run_simulated(plan.run, plan.nodes, show_progress=show_progress,
                                 client_app=None if plan.private else nonprivate_client(plan.nodes))
-        if not plan.private:
-            _state_nonprivate(plan.run.run_dir)
     audited = RunFolder(plan.run.run_dir).ledger.is_dir()
     return FederationResult(run_dir=plan.run.run_dir, privacy=privacy, method=plan.method,
                             audit=audit_run(plan.run.run_dir) if audited else None)
-
-
-def _state_nonprivate(run_dir: Path) -> None:
-    """Say in RUN/model/model.json (and so in every data card) that the federation ran without
-    DP: the ServerApp states the DP guarantee of the ClientApp it expects (it cannot tell)."""
-    from raregraph.api.nonprivate_client import NON_PRIVATE_FEDERATED
-    from shared.atomic import write_bytes_atomic
-
-    path = RunFolder(run_dir).model / "model.json"
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    meta["privacy"] = {**meta["privacy"], "mechanism": "none", "statement": NON_PRIVATE_FEDERATED}
-    write_bytes_atomic(path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
 
 
 def federate(bundle: str | Path, pub: str | Path, sites: Sequence[str | Path], *, out: str | Path, epsilon: float,

@@ -29,12 +29,7 @@ from shared.errors import RareGraphError
 from shared.model.checkpoint import build
 from shared.model.training import shuffled_batches, train_steps
 
-#: what model.json and every data card say about a model federated without DP
-NON_PRIVATE_FEDERATED = (
-    "Trained federated without differential privacy (plain SGD at every site: no clipping, no noise): the model "
-    "and its samples may reveal information about individual training patients. A reference for evaluation only; "
-    "do not release."
-)
+
 #: the node config's budget in a non-private run: required by NodeConfig, read by no handler this app routes
 #: (the run's disease-mix and evaluation noise multipliers are 0, so those queries decline before any state)
 UNUSED_BUDGET = 1.0

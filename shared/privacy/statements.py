@@ -30,6 +30,14 @@ FEDERATED_DP = (
     + _RNG.format(source="generators seeded with OS entropy at each site")
 )
 
+#: what model.json and every data card say about a model federated without DP (every site reported ε = ∞:
+#: ``federate --epsilon inf``), instead of :data:`FEDERATED_DP`
+NON_PRIVATE_FEDERATED = (
+    "Trained federated without differential privacy (plain SGD at every site: no clipping, no noise): the model "
+    "and its samples may reveal information about individual training patients. A reference for evaluation only; "
+    "do not release."
+)
+
 #: appended to :data:`FEDERATED_DP` when at least one site released its disease histogram
 FEDERATED_DISEASE_MIX_DP = (
     "The disease mix synthetic patients are drawn in is the sum of the sites' disease histograms, each released "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raregraph.api.nonprivate_client import NON_PRIVATE_FEDERATED
+from shared.privacy.statements import NON_PRIVATE_FEDERATED
 from shared.baselines.site_charge import STATEMENTS
 from shared.bundle import StudyBundle
 from shared.ehr.omop_columns import SYNTHETIC_ID_BASE
