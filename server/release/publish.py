@@ -24,7 +24,7 @@ from shared.model.generation import data_card, generate
 from shared.model.checkpoint import TrainedModel
 from shared.runs import RunFolder
 from server.release.gate import Check, GateConfig, SitePrivacy, apply_gate, read_site_privacy
-from server.release.report import plots, render_html
+from server.release.report import EVALUATION_SHOWN, plots, render_html
 
 REPORT_NAME = "report.html"
 METHOD = "knowledge-graph-guided diffusion (DDIM sampling), trained federated with DP-SGD at each site"
@@ -111,9 +111,48 @@ def prepare_release(trained: TrainedModel | BaselineModel, bundle: StudyBundle, 
         "checks": [c.to_json() for c in checks],
         "plausibility": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()},
         "site_privacy": [asdict(s) for s in reported],
+        "site_evaluation": site_evaluation(run_dir),
+        "contents": contents(tensors, bundle),
     }
     counts = np.bincount(tensors.disease, minlength=len(bundle.diseases))
     return Release(cohort=cohort, checks=checks, card=card, disease_counts=counts)
+
+
+TOP_FEATURES = 10  # features per domain the report names
+
+
+def site_evaluation(run_dir: str | Path) -> dict | None:
+    """Fidelity and utility as the sites measured them on the run's synthetic sample (pooled by
+    training patients, and per site): :data:`EVALUATION_SHOWN` from ``RUN/evaluation/summary.json``;
+    None when the run had no federated evaluation."""
+    path = RunFolder(run_dir).evaluation_summary
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    pick = lambda values: {key: values.get(key) for key, _ in EVALUATION_SHOWN}  # noqa: E731
+    return {"pooled": pick(summary.get("pooled", {})),
+            "sites": {site: pick(values) for site, values in sorted(summary.get("sites", {}).items())}}
+
+
+def contents(tensors, bundle: StudyBundle) -> dict:
+    """What the release holds, by name: patients per disease, and per domain the features most
+    synthetic patients carry (share of patients with the feature in any window)."""
+    names = dict(zip(bundle.vocabulary["code"], bundle.vocabulary["name"]))
+    diseases = [{"code": code, "name": name, "patients": int((tensors.disease == i).sum())}
+                for i, (code, name) in enumerate(zip(bundle.diseases["id"], bundle.diseases["name"]))]
+    out: dict[str, list[dict]] = {"diseases": diseases}
+    present = tensors.events.max(axis=1) if tensors.n else np.zeros((0, len(tensors.binary_codes)))
+    share = present.mean(axis=0) if tensors.n else np.zeros(len(tensors.binary_codes))
+    for domain in ("phenotype", "drug", "adverse_event"):
+        cols = [j for j, d in enumerate(tensors.binary_domains) if d == domain]
+        top = sorted(cols, key=lambda j: (-share[j], tensors.binary_codes[j]))[:TOP_FEATURES]
+        out[domain] = [{"code": tensors.binary_codes[j], "name": names.get(tensors.binary_codes[j], ""),
+                        "share": round(float(share[j]), 4)} for j in top]
+    measured = tensors.lab_mask.max(axis=1).mean(axis=0) if tensors.n else np.zeros(len(tensors.lab_codes))
+    top = sorted(range(len(tensors.lab_codes)), key=lambda j: (-measured[j], tensors.lab_codes[j]))[:TOP_FEATURES]
+    out["lab"] = [{"code": tensors.lab_codes[j], "name": names.get(tensors.lab_codes[j], ""),
+                   "share": round(float(measured[j]), 4)} for j in top]
+    return out
 
 
 def write_release(release: Release, bundle: StudyBundle, out: str | Path, *, overwrite: bool = False,
@@ -136,7 +175,8 @@ def write_release(release: Release, bundle: StudyBundle, out: str | Path, *, ove
     """
     if not release.ok:
         raise ValueError(f"refusing to write a release that failed {len(release.failed)} gate(s)")
-    pngs = plots(release.checks, list(bundle.diseases["id"]), release.disease_counts)
+    pngs = plots(release.checks, [f"{name} ({code})" if name else code for code, name in
+                                  zip(bundle.diseases["id"], bundle.diseases["name"])], release.disease_counts)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         tables, card = write_release_folder(release.cohort, tmp, card=release.card, fmt=fmt, vocabulary=vocabulary)
         (tmp / REPORT_NAME).write_text(render_html(card, release.checks, pngs), encoding="utf-8")

@@ -18,6 +18,17 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}.pass{color:#17642b;font-weight:
 .na{color:#8a5a00;font-weight:600}code{background:#f6f6f6;padding:0 .2em}img{max-width:100%}"""
 
 
+#: the federated evaluation's numbers a release shows next to its gates (RUN/evaluation/summary.json)
+EVALUATION_SHOWN = (("fidelity.mmd2", "MMD²_u vs training patients"),
+                    ("fidelity.mmd2_baseline_holdout", "MMD²_u, training vs held-out patients (the floor)"),
+                    ("fidelity.prevalence_r2_identity", "prevalence R² (vocabulary, per window)"),
+                    ("recorded.prevalence_r2_identity", "prevalence R² over every recorded code"),
+                    ("recorded.round_trip.prevalence_r2_identity", "… the real patients' own round trip (ceiling)"),
+                    ("recorded.codes_per_patient_relative_difference", "codes per patient, relative difference"),
+                    ("utility.disease_auroc_tstr", "disease AUROC, trained on synthetic, tested on real"),
+                    ("utility.disease_auroc_trtr", "disease AUROC, trained and tested on real"))
+
+
 def _e(value: object) -> str:
     return html.escape(str(value))
 
@@ -62,6 +73,45 @@ def plots(checks: list[Check], disease_names: list[str], disease_counts: np.ndar
     return [("measured value and threshold per gate", gate_png), ("synthetic patients per disease", _png(fig))]
 
 
+def _sampler(sampling: dict[str, Any]) -> str:
+    return f"{sampling['steps']} DDIM steps" if "steps" in sampling else str(sampling.get("sampler", ""))
+
+
+def _evaluation(evaluation: dict[str, Any] | None) -> str:
+    """Fidelity and utility as the sites measured them (``release.site_evaluation``)."""
+    if not evaluation:
+        return ("<h2>Fidelity and utility at the sites</h2><p>Not measured: the run had no federated evaluation "
+                "(<code>RUN/evaluation/summary.json</code>).</p>")
+    sites = list(evaluation["sites"])
+    head = "".join(f"<th>{_e(s)}</th>" for s in ["pooled", *sites])
+    rows = "".join(f"<tr><td class=l>{_e(label)}</td>"
+                   + "".join(f"<td>{_num(v.get(key))}</td>" for v in [evaluation["pooled"],
+                                                                     *(evaluation["sites"][s] for s in sites)])
+                   + "</tr>" for key, label in EVALUATION_SHOWN)
+    return ("<h2>Fidelity and utility at the sites</h2><p>Each site measured the run's synthetic sample against its "
+            "own patients (aggregate numbers, not covered by ε; pooled by training patients).</p>"
+            f"<table><tr><th class=l>measure</th>{head}</tr>{rows}</table>")
+
+
+def _contents(contents: dict[str, Any] | None) -> str:
+    """Diseases and the features most synthetic patients carry, by name (``release.contents``)."""
+    if not contents:
+        return ""
+    diseases = "".join(f"<tr><td class=l>{_e(d['name'])}</td><td class=l><code>{_e(d['code'])}</code></td>"
+                       f"<td>{d['patients']}</td></tr>" for d in contents["diseases"])
+    parts = [f"<h2>What the synthetic patients carry</h2><table><tr><th class=l>disease</th><th class=l>code</th>"
+             f"<th>patients</th></tr>{diseases}</table>"]
+    titles = {"phenotype": "phenotypes", "drug": "drugs", "adverse_event": "adverse events",
+              "lab": "labs (share measured at least once)"}
+    for domain, title in titles.items():
+        rows = "".join(f"<tr><td class=l>{_e(f['name'])}</td><td class=l><code>{_e(f['code'])}</code></td>"
+                       f"<td>{f['share']:.1%}</td></tr>" for f in contents.get(domain, []))
+        if rows:
+            parts.append(f"<h3>Most frequent {title}</h3><table><tr><th class=l>name</th><th class=l>code</th>"
+                         f"<th>patients</th></tr>{rows}</table>")
+    return "".join(parts)
+
+
 def render_html(card: dict[str, Any], checks: list[Check], pngs: list[tuple[str, str]]) -> str:
     """The whole report as one HTML page."""
     release = card["release"]
@@ -86,13 +136,15 @@ def render_html(card: dict[str, Any], checks: list[Check], pngs: list[tuple[str,
 <body>
 <h1>Synthetic release: {_e(counts['patients'])} patients</h1>
 <p>{_e(card['method'])}. Run <code>{_e(release['run_id'])}</code>, bundle <code>{_e(card['bundle_sha256'])}</code>,
-{_e(counts['events'])} events, sampling seed {_e(card['sampling']['seed'])}, {_e(card['sampling']['steps'])} DDIM steps.
+{_e(counts['events'])} events, sampling seed {_e(card['sampling']['seed'])}, {_e(_sampler(card['sampling']))}.
 Generated {_e(release['generated_at'])}.</p>
 {tables}
 <h2>Release gate</h2>
 {loosened}<table><tr><th class=l>gate</th><th>measured</th><th>threshold</th><th class=l>status</th><th class=l>note</th></tr>
 {rows}</table>
 {images}
+{_evaluation(release.get("site_evaluation"))}
+{_contents(release.get("contents"))}
 <h2>Differential privacy per site</h2>
 <p>{_e(card['privacy'].get('statement', ''))}</p>
 <table><tr><th class=l>site</th><th>ε (spent, max over rounds)</th><th>δ</th></tr>{eps}</table>

@@ -176,11 +176,21 @@ def test_a_baseline_run_is_released_behind_the_same_gate(runs, demo_bundle, coor
     result = json.loads(stdout)
     checks = {c["gate"]: c["status"] for c in result["checks"]}
     assert checks["sites_with_dp"] == "pass" and checks["membership_auroc"] == "not evaluated"
-    if code == 0:  # the plausibility gates decide; either way the method is named and nothing half-written
-        card = json.loads((tmp_path / "release" / "data_card.json").read_text())
-        assert card["method"] == "baseline: marginals" and card["model"]["baseline"] is True
-    else:
-        assert code == 1 and not (tmp_path / "release").exists(), stderr
+    # DP marginals know no graph facts: their patients carry the other sex's terms and adverse events
+    # before any drug, so the default gate refuses them, and nothing is written
+    assert code == 1 and not (tmp_path / "release").exists(), stderr
+    assert "fail" in {checks[g] for g in ("wrong_sex_patients", "adverse_events_before_any_drug",
+                                          "phenotype_pairs_supported", "phenotype_pairs_negated",
+                                          "lab_values_outside_limits")}
+    (tmp_path / "gate.toml").write_text("[plausibility]\nmin-phenotype-pairs-supported = 0.0\n"
+                                        "max-phenotype-pairs-negated = 1.0\nmax-wrong-sex-patients = 1.0\n"
+                                        "max-lab-values-outside-limits = 1.0\nmax-adverse-events-before-any-drug = 1.0\n")
+    code, _, stderr = cli("release", run, "--bundle", demo_bundle, "--pub", coordinator_key[1], "--n", "60",
+                          "--out", tmp_path / "release", "--gate", tmp_path / "gate.toml", "-q")
+    assert code == 0, stderr
+    card = json.loads((tmp_path / "release" / "data_card.json").read_text())
+    assert card["method"] == "baseline: marginals" and card["model"]["baseline"] is True
+    assert card["release"]["gate_loosened"] and "independent draws" in (tmp_path / "release" / "report.html").read_text()
 
 
 @pytest.mark.slow

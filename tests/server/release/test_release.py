@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 from server.release.gate import GateConfig, SitePrivacy, apply_gate, load_gate
+from shared.bundle import StudyBundle
 from shared.ehr.cohort import SYNTHETIC_ID_BASE
 from tests.raregraph.test_cli import one_line_error, run
 
@@ -62,6 +64,15 @@ def test_release_passes_and_writes_tables_card_and_report(run_dir, demo_bundle, 
     assert person["person_id"].min() >= SYNTHETIC_ID_BASE and person["person_id"].max() < 2**31  # 32-bit CDM ids
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "<script" not in page and "not evaluated" in page
+    # diseases, phenotypes and labs by name, beside their codes; the sites' fidelity where measured
+    bundle = StudyBundle.load(demo_bundle, coordinator_key[1])
+    contents = card["release"]["contents"]
+    assert sum(d["patients"] for d in contents["diseases"]) == 20
+    assert all(html.escape(name) in page for name in bundle.diseases["name"])
+    top = contents["phenotype"][0]
+    assert top["name"] and f"<td class=l>{html.escape(top['name'])}</td><td class=l><code>{top['code']}</code>" in page
+    assert contents["lab"] and all(f["name"] for f in contents["lab"])
+    assert "Not measured: the run had no federated evaluation" in page and card["release"]["site_evaluation"] is None
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     # the lenient gate is flagged wherever the release is read
     loosened = ["min-phenotype-pairs-supported", "max-phenotype-pairs-negated", "max-wrong-sex-patients",
@@ -123,6 +134,18 @@ def test_release_reads_site_metrics_from_the_run_folder(run_dir, demo_bundle, co
     assert checks["exact_copy_share"]["status"] == "pass" and not (tmp_path / "rel").exists()
     # the spread is the one of the AUROC that set the value (DCR here, not DOMIAS)
     assert checks["membership_auroc"]["note"] == "worst of 1 site(s): site-1 (spread with no leak at its sizes: SD 0.040)"
+    # with the sites' evaluation, the report shows fidelity and utility next to the gates
+    (run_copy / "evaluation" / "summary.json").write_text(json.dumps(
+        {"sites": {"site-1": {"fidelity.mmd2": 0.0312, "recorded.prevalence_r2_identity": 0.621}},
+         "pooled": {"fidelity.mmd2": 0.0312, "recorded.prevalence_r2_identity": 0.621}}))
+    (tmp_path / "gate-2.toml").write_text(LENIENT + "[privacy]\nmax-membership-auroc = 0.7\n")
+    code, _, stderr = run(*args(run_copy, demo_bundle, coordinator_key[1], tmp_path / "rel2", "--gate",
+                                tmp_path / "gate-2.toml"))
+    assert code == 0, stderr
+    card = json.loads((tmp_path / "rel2" / "data_card.json").read_text())
+    assert card["release"]["site_evaluation"]["pooled"]["recorded.prevalence_r2_identity"] == 0.621
+    page = (tmp_path / "rel2" / "report.html").read_text()
+    assert "prevalence R² over every recorded code</td><td>0.621</td><td>0.621</td>" in page
 
 
 @pytest.mark.parametrize(("text", "expected"), [
