@@ -29,7 +29,7 @@ import json
 import math
 import re
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,6 +157,8 @@ class SitePrivacy:
     membership_auroc: float | None  # max of the DCR and DOMIAS membership AUROCs the site reported
     source: str
     membership_auroc_null_sd: float | None = None  # that AUROC's spread with no leak, where reported
+    #: every membership attack the site reported: name → (AUROC, its SD with no leak or None)
+    attacks: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
 
 def read_site_privacy(run_dir: str | Path) -> list[SitePrivacy]:
@@ -176,17 +178,51 @@ def read_site_privacy(run_dir: str | Path) -> list[SitePrivacy]:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise InputError("not a metrics.json with a privacy object", file=path) from None
-        aurocs = [(float(privacy[k]), privacy.get(f"{k}_null_sd")) for k in ("dcr_membership_auroc", "domias_auroc")
-                  if privacy.get(k) is not None]
-        worst, null_sd = max(aurocs, key=lambda a: a[0]) if aurocs else (None, None)
+        attacks = {k: (float(privacy[k]), None if privacy.get(f"{k}_null_sd") is None
+                       else float(privacy[f"{k}_null_sd"])) for k in MEMBERSHIP_ATTACKS if privacy.get(k) is not None}
+        worst, null_sd = max(attacks.values(), key=lambda a: a[0]) if attacks else (None, None)
         copies = privacy.get("exact_copy_share")
         reports.append(SitePrivacy(site=path.parent.name, exact_copy_share=None if copies is None else float(copies),
-                                   membership_auroc=worst, source=str(path),
-                                   membership_auroc_null_sd=None if null_sd is None else float(null_sd)))
+                                   membership_auroc=worst, source=str(path), membership_auroc_null_sd=null_sd,
+                                   attacks=attacks))
     return reports
 
 
 Status = Literal["pass", "fail", "not evaluated"]
+#: the membership attacks a site's suite reports (metrics.json → privacy), each with ``<name>_null_sd``
+MEMBERSHIP_ATTACKS = ("dcr_membership_auroc", "domias_auroc")
+#: a single site fails the membership gate on its own when its AUROC exceeds the threshold by more
+#: than this many of its no-leak SDs (a leak its own measurement shows, whatever the pool says)
+SITE_LEAK_Z = 2.0
+
+
+def pooled_membership(reported: list[SitePrivacy]) -> tuple[float, float | None, str]:
+    """The membership statistic the gate compares with its threshold: per attack, the sites'
+    AUROCs pooled with inverse-variance weights w_s = 1 / SD_s² (SD_s: the site's no-leak spread at its
+    sizes; equal weights when a site did not report it), then the worst attack. Returns (value,
+    its SD with no leak: 1 / √Σ w_s, the attack's name).
+
+    Why pooled: a site's AUROC is measured on its held-out patients, a few dozen at rare-disease
+    sizes, so its no-leak SD is 0.05–0.12 (14 held-out patients: 0.117) against a threshold 0.05
+    above no leak; the worst single site then fails a leak-free model about half the time (a coin
+    flip, not a test). The pool's SD over the demo's three sites is 0.035. A leak that one site's
+    own numbers show is still caught (:data:`SITE_LEAK_Z`).
+    """
+    best: tuple[float, float | None, str] | None = None
+    for attack in MEMBERSHIP_ATTACKS:
+        values = [s.attacks[attack] for s in reported if attack in s.attacks]
+        if not values:
+            continue
+        if all(sd is not None and sd > 0 for _, sd in values):
+            weights = [1.0 / sd ** 2 for _, sd in values]  # type: ignore[operator]
+            sd_pool: float | None = 1.0 / math.sqrt(sum(weights))
+        else:
+            weights, sd_pool = [1.0] * len(values), None
+        value = sum(w * a for w, (a, _) in zip(weights, values)) / sum(weights)
+        if best is None or value > best[0]:
+            best = (value, sd_pool, attack)
+    assert best is not None
+    return best
 
 
 @dataclass(frozen=True)
@@ -202,6 +238,22 @@ class Check:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _membership_check(reported: list[SitePrivacy], threshold: float) -> Check:
+    """The membership gate: the pooled statistic (:func:`pooled_membership`) against the threshold,
+    and every site against it on its own evidence (:data:`SITE_LEAK_Z`)."""
+    value, sd, attack = pooled_membership(reported)
+    leaks = [f"{s.site} {name} {a:.3f} (SD {sd_s:.3f})" for s in reported for name, (a, sd_s) in s.attacks.items()
+             if sd_s is not None and a - SITE_LEAK_Z * sd_s > threshold]
+    per_site = "; ".join(f"{s.site} " + "/".join(f"{a:.3f}" for a, _ in s.attacks.values()) for s in reported)
+    note = (f"{attack} pooled over {len(reported)} site(s)"
+            + (f", inverse-variance weights (spread with no leak: SD {sd:.3f})" if sd is not None else ", equal weights")
+            + f"; per site (DCR/DOMIAS): {per_site}")
+    if leaks:
+        note += f"; a site's own leak beyond {SITE_LEAK_Z:g} SDs: {', '.join(leaks)}"
+    ok = value <= threshold and not leaks
+    return Check("membership_auroc", value, "≤", threshold, "pass" if ok else "fail", note)
 
 
 def apply_gate(plausibility: dict[str, float], site_privacy: list[SitePrivacy], config: GateConfig,
@@ -245,10 +297,10 @@ def apply_gate(plausibility: dict[str, float], site_privacy: list[SitePrivacy], 
             status: Status = "fail" if config.require_site_reports else "not evaluated"
             checks.append(Check(gate, None, "≤", threshold, status, note))
             continue
+        if attr == "membership_auroc" and any(s.attacks for s in reported):
+            checks.append(_membership_check([s for s in reported if s.attacks], threshold))
+            continue
         top = max(reported, key=lambda s: (getattr(s, attr), s.site))
         worst, note = getattr(top, attr), f"worst of {len(reported)} site(s): {top.site}"
-        if attr == "membership_auroc" and top.membership_auroc_null_sd is not None:
-            # the reader needs the chance spread to tell a leak from a small holdout's noise
-            note += f" (spread with no leak at its sizes: SD {top.membership_auroc_null_sd:.3f})"
         checks.append(Check(gate, worst, "≤", threshold, "pass" if worst <= threshold else "fail", note))
     return checks

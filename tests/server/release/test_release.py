@@ -117,6 +117,32 @@ def test_site_reported_privacy_gates(tmp_path) -> None:
     assert required["membership_auroc"] == "fail"
 
 
+def test_the_membership_gate_pools_the_sites_and_still_catches_one_sites_own_leak() -> None:
+    plaus = {"phenotype_pairs_supported": 0.9, "phenotype_pairs_negated": 0.0, "wrong_sex_patients": 0.0,
+             "lab_values_outside_limits": 0.0, "adverse_events_before_any_drug": 0.0}
+
+    def site(name: str, dcr: float, dcr_sd: float, domias: float, domias_sd: float) -> SitePrivacy:
+        return SitePrivacy(name, 0.0, max(dcr, domias), "x", attacks={"dcr_membership_auroc": (dcr, dcr_sd),
+                                                                      "domias_auroc": (domias, domias_sd)})
+
+    def check(sites: list[SitePrivacy]):
+        return next(c for c in apply_gate(plaus, sites, GateConfig()) if c.gate == "membership_auroc")
+
+    # the demo's run of 4 December: a site of 14 held-out patients reads 0.603 with a no-leak SD of 0.117
+    demo = [site("site-1", 0.463, 0.060, 0.443, 0.082), site("site-2", 0.558, 0.050, 0.479, 0.069),
+            site("site-3", 0.404, 0.087, 0.603, 0.117)]
+    pooled = check(demo)
+    w = [1 / 0.060 ** 2, 1 / 0.050 ** 2, 1 / 0.087 ** 2]
+    assert pooled.measured == pytest.approx((0.463 * w[0] + 0.558 * w[1] + 0.404 * w[2]) / sum(w))
+    assert pooled.status == "pass" and f"SD {1 / sum(w) ** 0.5:.3f}" in pooled.note
+    # a leak in the pool fails it
+    assert check([site("a", 0.58, 0.03, 0.5, 0.05), site("b", 0.57, 0.03, 0.5, 0.05)]).status == "fail"
+    # one site whose own measurement shows a leak fails the gate, however quiet the others are
+    quiet = [site(f"s{i}", 0.50, 0.02, 0.50, 0.02) for i in range(6)]
+    leaky = check([*quiet, site("leak", 0.70, 0.06, 0.5, 0.08)])
+    assert leaky.measured < 0.55 and leaky.status == "fail" and "leak dcr_membership_auroc 0.700" in leaky.note
+
+
 def test_release_reads_site_metrics_from_the_run_folder(run_dir, demo_bundle, coordinator_key, tmp_path) -> None:
     import shutil
 
@@ -132,8 +158,10 @@ def test_release_reads_site_metrics_from_the_run_folder(run_dir, demo_bundle, co
     assert code == 1 and "membership_auroc = 0.61, needs ≤ 0.55" in one_line_error(stderr)
     checks = {c["gate"]: c for c in json.loads(stdout)["checks"]}
     assert checks["exact_copy_share"]["status"] == "pass" and not (tmp_path / "rel").exists()
-    # the spread is the one of the AUROC that set the value (DCR here, not DOMIAS)
-    assert checks["membership_auroc"]["note"] == "worst of 1 site(s): site-1 (spread with no leak at its sizes: SD 0.040)"
+    # one site: the pool is that site's worst attack, with that attack's spread
+    assert checks["membership_auroc"]["note"] == ("dcr_membership_auroc pooled over 1 site(s), inverse-variance "
+                                                  "weights (spread with no leak: SD 0.040); per site (DCR/DOMIAS): "
+                                                  "site-1 0.610/0.500")
     # with the sites' evaluation, the report shows fidelity and utility next to the gates
     (run_copy / "evaluation" / "summary.json").write_text(json.dumps(
         {"sites": {"site-1": {"fidelity.mmd2": 0.0312, "recorded.prevalence_r2_identity": 0.621}},
