@@ -137,6 +137,8 @@ def print_site_evaluation(run_dir: Path) -> dict | None:
     columns = (("patients", "counts.real", ",.0f"), ("held out", "counts.holdout", ",.0f"),
                ("MMD²_u", "fidelity.mmd2", ".4f"), ("real vs held-out MMD²_u", "fidelity.mmd2_baseline_holdout", ".4f"),
                ("prevalence R²", "fidelity.prevalence_r2_identity", ".3f"),
+               ("prevalence R², all recorded codes", "recorded.prevalence_r2_identity", ".3f"),
+               ("ceiling", "recorded.round_trip.prevalence_r2_identity", ".3f"),
                ("phenotype pairs supported", "plausibility.phenotype_pairs_supported", ".1%"),
                ("DCR membership AUROC", "privacy.dcr_membership_auroc", ".3f"),
                ("DOMIAS AUROC", "privacy.domias_auroc", ".3f"))

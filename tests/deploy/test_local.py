@@ -150,6 +150,25 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def stop_everything(command: subprocess.Popen, out: Path) -> None:
+    """After a test, passed or not: Ctrl-C first, so the command stops the SuperLink and SuperNodes
+    it started (they run in sessions of their own), then SIGKILL what is left of its group and of
+    every process that names its folder; none may be left behind."""
+    if command.poll() is None:
+        command.send_signal(signal.SIGINT)
+        try:
+            command.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(command.pid, signal.SIGKILL)
+            command.wait(timeout=30)
+    for pid in processes_mentioning(str(out)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert group_members(command.pid) == []
+
+
 def test_ctrl_c_stops_every_process_the_command_started(tmp_path, demo_bundle, coordinator_key):
     """Also: the live view served beside the run (--serve-port) answers while it goes, and goes with it."""
     out, port = tmp_path / "out", free_port()
@@ -174,10 +193,7 @@ def test_ctrl_c_stops_every_process_the_command_started(tmp_path, demo_bundle, c
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2)
     finally:
-        if command.poll() is None:
-            os.killpg(command.pid, signal.SIGKILL)
-            command.wait(timeout=30)
-        assert group_members(command.pid) == []
+        stop_everything(command, out)
 
 
 def test_no_submit_keeps_the_deployment_up_for_the_flwr_run_it_prints(tmp_path, demo_bundle, coordinator_key):
@@ -206,10 +222,7 @@ def test_no_submit_keeps_the_deployment_up_for_the_flwr_run_it_prints(tmp_path, 
         assert "stopped every process this command started" in "".join(lines)
         assert processes_mentioning(str(out)) == []
     finally:
-        if command.poll() is None:
-            os.killpg(command.pid, signal.SIGKILL)
-            command.wait(timeout=30)
-        assert group_members(command.pid) == []
+        stop_everything(command, out)
 
 
 def _json_object(lines: list[str], *, timeout: float) -> dict:
