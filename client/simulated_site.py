@@ -44,6 +44,8 @@ KEYS: dict[str, tuple[str, type, object]] = {
     "simulation.max-patients": ("max_patients", int, 120),  # largest simulated site (no sites-dir)
     # σ of each simulated site's one disease-mix release (0: the sites decline it)
     "simulation.histogram-noise-multiplier": ("histogram_noise_multiplier", float, 0.0),
+    # σ of each simulated site's one vocabulary-survey release (survey.run = true; 0: the sites decline it)
+    "simulation.survey-noise-multiplier": ("survey_noise_multiplier", float, 0.0),
 }
 NEEDS = ("run-dir", "bundle.path", "bundle.pub")  # run-config paths a simulated site reads (absolute)
 MISSING = ("node config has no 'site-id' and the run config does not describe simulated sites: a real site sets "
@@ -72,6 +74,7 @@ class SimulatedSites:
     min_patients: int = 30  # bounds of a simulated site's size (log-uniform)
     max_patients: int = 120
     histogram_noise_multiplier: float = 0.0  # σ of the disease-mix release (0: declined)
+    survey_noise_multiplier: float = 0.0  # σ of the vocabulary-survey release (0: declined)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_patients <= self.max_patients:
@@ -157,7 +160,8 @@ def simulated_node(run_config: dict, node_config: dict) -> NodeConfig:
     return NodeConfig(site_id=site_id, state_path=state, coordinator_pub=sites.bundle_pub, site_key=key,
                       epsilon=sites.epsilon, delta=sites.delta, batch_size=sites.batch_size,
                       noise_multiplicity=sites.noise_multiplicity, threads=1,
-                      histogram_noise_multiplier=sites.histogram_noise_multiplier, **where)
+                      histogram_noise_multiplier=sites.histogram_noise_multiplier,
+                      survey_noise_multiplier=sites.survey_noise_multiplier, **where)
 
 
 def _simulate(sites: SimulatedSites, partition: int, folder: Path) -> Path:
