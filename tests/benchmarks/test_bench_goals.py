@@ -1,0 +1,84 @@
+"""The issue-21 goals harness (benchmarks/bench_goals.py): a tiny grid end to end, and the verdicts.
+
+The end-to-end test runs our model (one round, one local step) and the fresh-patient reference on
+two small simulated sites; MST and AIM join when .venv-baselines exists (create it with
+`bash scripts/baselines-venv.sh`), and are skipped by ``--skip-missing-baselines`` otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from benchmarks import bench_goals
+from benchmarks.bench_goals import ahead, goal_lines, report_text, run_grid
+
+
+def _args(results, methods: str) -> argparse.Namespace:
+    return argparse.Namespace(simulators="graph", sites="2", seeds="0", methods=methods, rounds=1, local_steps=1,
+                              pretrain_steps=0, sampler_steps=2, mst_features=2, aim_features=1, aim_rounds=6,
+                              release_rows=200, permutations=2, min_patients=30, max_patients=34,
+                              skip_missing_baselines=True, results=results)
+
+
+@pytest.mark.slow
+def test_a_tiny_grid_measures_resumes_and_reports(tmp_path, monkeypatch):
+    # a small pool and attacker keep the suite fast; the protocol is the same
+    monkeypatch.setattr(bench_goals, "POOL_PER_DISEASE", 15)
+    monkeypatch.setattr(bench_goals, "TRUTH_SCALE", 3)
+    monkeypatch.setattr(bench_goals, "ATTACKER_REFERENCE", 40)
+    results = tmp_path / "goals.jsonl"
+    run_grid(_args(results, "ours,reference"))
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["simulator"], r["sites"], r["seed"], r["method"]) for r in rows] == [
+        ("graph", 2, 0, "ours"), ("graph", 2, 0, "reference")]
+    for r in rows:
+        assert len(r["per_site"]) == 2 and r["settings"]["attacker_reference"] == 40
+        for view in (*r["per_site"], r["pooled"]):
+            for key in ("recorded.prevalence_r2_identity", "fidelity.mmd2", "domias_600",
+                        "privacy.dcr_membership_auroc", "privacy.exact_copy_share"):
+                assert view[key] is not None and math.isfinite(view[key]), (r["method"], key)
+            assert 0.0 <= view["domias_600"] <= 1.0
+    ours, reference = rows
+    # fresh patients of the same hospitals are the ceiling; one DP step of training is far from it
+    assert reference["pooled"]["recorded.prevalence_r2_identity"] > 0.5
+    assert reference["pooled"]["recorded.prevalence_r2_identity"] > ours["pooled"]["recorded.prevalence_r2_identity"]
+    assert reference["pooled"]["privacy.exact_copy_share"] == 0.0
+    run_grid(_args(results, "ours,reference"))  # every cell is there: nothing is refitted
+    assert len(results.read_text().splitlines()) == 2
+    text = report_text(bench_goals.read_rows(results))
+    assert "## graph simulator, 2 sites, seeds 0" in text
+    assert "| prevalence R², recorded ≥ 0.8 × reference | pooled |" in text
+
+
+def _row(method: str, seed: int, **pooled) -> dict:
+    view = {"domias_600_null_sd": 0.02, **pooled}
+    return {"simulator": "graph", "sites": 3, "seed": seed, "method": method, "per_site": [view], "pooled": view}
+
+
+def test_goal_verdicts_follow_the_thresholds():
+    rows = [_row("reference", 0, **{"recorded.prevalence_r2_identity": 0.9, "fidelity.mmd2": 0.001}),
+            _row("ours", 0, **{"recorded.prevalence_r2_identity": 0.71, "fidelity.mmd2": 0.02, "domias_600": 0.53,
+                               "privacy.dcr_membership_auroc": 0.50, "privacy.exact_copy_share": 0.0,
+                               "recorded.codes_per_patient_relative_difference": -0.05}),
+            _row("mst", 0, **{"recorded.prevalence_r2_identity": 0.8, "fidelity.mmd2": 0.05}),
+            _row("aim", 0, **{"recorded.prevalence_r2_identity": 0.6, "fidelity.mmd2": 0.03})]
+    lines = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in goal_lines(rows)}
+    assert lines[("prevalence R², recorded ≥ 0.8 × reference", "pooled")].endswith("| **not met** |")  # 0.71 < 0.72
+    assert "≤ 0.0150" in lines[("MMD²_u ≤ 0.5 × best of MST, AIM", "pooled")]  # 0.5 × min(0.05, 0.03)
+    assert lines[("MMD²_u ≤ 0.5 × best of MST, AIM", "pooled")].endswith("| **not met** |")  # 0.02 > 0.015
+    assert "prevalence R², recorded vs MST" in lines[("ahead of MST and AIM on every fidelity metric", "pooled")]
+    assert lines[("codes per patient within 10 % of real", "pooled")].endswith("| met |")
+    assert lines[("DOMIAS AUROC (600-patient attacker reference) ≤ 0.52", "pooled")].endswith("| **not met** |")
+    assert lines[("DCR membership AUROC ≤ 0.52", "pooled")].endswith("| met |")
+    assert lines[("no exact copies", "pooled")].endswith("| met |")
+
+
+@pytest.mark.parametrize(("ours", "other", "how", "expected"), [
+    (0.3, 0.2, "higher", True), (0.3, 0.2, "lower", False), (0.48, 0.55, "closer to 0.5", True),
+    (-0.2, 0.1, "closer to 0", False)])
+def test_ahead_reads_each_direction(ours, other, how, expected):
+    assert ahead(ours, other, how) is expected
