@@ -50,7 +50,7 @@ from scipy.stats import norm
 from kg.store import KnowledgeGraph
 from kg.study import Study, parse_study
 from kg.vocabulary import vocabulary_table
-from shared.bundle import StudyBundle
+from shared.bundle import CANDIDATES, StudyBundle
 from shared.errors import ConfigError, InputError
 from shared.survey import SURVEY_FORMAT
 
@@ -163,7 +163,7 @@ def grow(parent: StudyBundle, survey: dict, graph: KnowledgeGraph, *, z: float |
         z = float(norm.isf(false_codes / k))
     if not (z > 0 and min_patients >= 0 and 0 < coverage <= 1):
         raise ConfigError("z must be > 0, min-patients ≥ 0 and coverage in (0, 1]")
-    candidates = pd.read_parquet(parent.path / "candidates.parquet")
+    candidates = pd.read_parquet(parent.path / CANDIDATES)
     names = dict(zip(candidates["code"], candidates["name"]))
     threshold = max(z * float(survey["code_noise_sd"]), min_patients)
     found = {code: v for code, v in survey["codes"].items() if float(v["count"]) >= threshold}
