@@ -190,12 +190,21 @@ def run_simulated(run: RunConfig, nodes: list[NodeConfig], *, show_progress: boo
     # one record for the length of this call; every other Flower message still shows.
     notice = _DropRecord(RUN_SIMULATION_DEPRECATED)
     flwr_log.addFilter(notice)
+    # flwr's Ray backend sets this process's PYTHONPATH to its own sys.path for Ray's workers
+    # (flwr/server/superlink/fleet/vce/backend/raybackend.py, `init_ray`) and leaves it set: every
+    # later child process, another Python included (Debian's docker-compose), would then import
+    # this venv's packages and this interpreter's standard library. Put it back once Ray is done.
+    pythonpath = os.environ.get("PYTHONPATH")
     try:
         run_simulation(server_app=server, client_app=client, num_supernodes=len(nodes),
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
                        verbose_logging=False)
     finally:
         flwr_log.removeFilter(notice)
+        if pythonpath is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = pythonpath
     folder = RunFolder(run.run_dir)
     if run.survey and not folder.survey.is_file():
         raise RareGraphError(f"{run.run_dir}: the survey ended without survey.json (see the log above)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import threading
 import tomllib
@@ -76,7 +77,11 @@ def test_three_sites_train_with_dp_and_the_model_generates_omop(sites, demo_bund
     keys = publish_site_keys(site_cfgs, RunFolder(tmp_path / "run").site_keys)
     run = run_config(tmp_path / "run", demo_bundle, coordinator_key[1], rounds=2, evaluate_fraction=1.0,
                      site_keys=keys)
+    pythonpath = os.environ.get("PYTHONPATH")
     privacy = run_simulated(run, site_cfgs, show_progress=False)
+    # flwr's Ray backend sets PYTHONPATH to this interpreter's sys.path; left set, it broke the
+    # system Python of every later child process (Debian's docker-compose in the container tests)
+    assert os.environ.get("PYTHONPATH") == pythonpath
     assert set(privacy["sites"]) == {"site-1", "site-2", "site-3"}
     for site, rows in privacy["sites"].items():
         eps = [r["epsilon"] for r in rows]
