@@ -6,7 +6,7 @@ Vocabulary and scores come from public knowledge only; no site data is read.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -253,11 +253,14 @@ def build_prior_graph(graph: KnowledgeGraph, study: Study, vocab: pd.DataFrame) 
 
 
 def build_study_codemap(graph: KnowledgeGraph, vocab: pd.DataFrame, diseases: list[str],
-                        tables: Sequence[Path]) -> pd.DataFrame:
-    """The bundle's code map (:mod:`kg.codemap`): graph xrefs plus curated tables, cut to the study."""
+                        tables: Sequence[Path], candidates: Iterable[str] = ()) -> pd.DataFrame:
+    """The bundle's code map (:mod:`kg.codemap`): graph xrefs plus curated tables, cut to the
+    study's diseases, vocabulary and survey candidates (so a comorbidity a site codes in SNOMED CT
+    reaches the survey as the HPO term it is, and a grown bundle can hold it)."""
     hpo_label, disease_label = source_labels(graph.manifest.get("sources", []), graph.manifest.get("hpo_release", ""))
     xrefs = xref_mappings(graph.xrefs, graph.nodes, hpo_source=hpo_label, orphanet_source=disease_label)
-    return build_codemap(xrefs, [read_code_table(t) for t in tables], in_scope=set(vocab["code"]) | set(diseases))
+    return build_codemap(xrefs, [read_code_table(t) for t in tables],
+                         in_scope=set(vocab["code"]) | set(diseases) | set(candidates))
 
 
 def make_bundle(
@@ -336,9 +339,6 @@ def make_bundle(
         pd.DataFrame({"index": np.arange(len(diseases)), "id": diseases,
                       "name": [graph.node_names.get(d, "") for d in diseases]}).to_parquet(
             tmp / "diseases.parquet", index=False)
-        step("mapping local codes")
-        codemap = build_study_codemap(graph, vocab, diseases, tables)
-        codemap.to_parquet(tmp / CODEMAP_FILE, index=False)
         labs = graph.labs[graph.labs["id"].isin(vocab.loc[vocab["domain"] == "lab", "code"])]
         labs.rename(columns={"id": "code"}).sort_values("code").to_parquet(tmp / "labs.parquet", index=False)
         step("listing survey candidates")
@@ -347,6 +347,9 @@ def make_bundle(
             candidates = pd.concat([candidates, growth.parent_candidates[list(candidates.columns)]], ignore_index=True)
             candidates = candidates.drop_duplicates("code").sort_values("code", ignore_index=True)
         candidates.to_parquet(tmp / CANDIDATES, index=False)
+        step("mapping local codes")
+        codemap = build_study_codemap(graph, vocab, diseases, tables, candidates["code"])
+        codemap.to_parquet(tmp / CODEMAP_FILE, index=False)
         if growth is not None:
             (tmp / GROWTH).write_text(json.dumps(growth.provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         (tmp / "study.json").write_text(json.dumps(study.model_dump(by_alias=True, mode="json"), indent=2,

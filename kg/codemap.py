@@ -35,9 +35,10 @@ Sources and rules
    ``NAME``) → DrugBank for the demo drugs, and WHO ICD-10 → ORPHA for the demo diseases,
    each row with its citation.
 4. Only what the study needs: a local code is kept when one of its targets is a study
-   disease or a vocabulary term, and then with *all* its targets (at any relation but
-   ``W``), so a site can see that the code is ambiguous instead of silently taking the one
-   target the study cares about.
+   disease, a vocabulary term or a survey candidate (``candidates.parquet``: a comorbidity a
+   site codes in SNOMED CT is counted by the vocabulary survey as its HPO term), and then with
+   *all* its targets (at any relation but ``W``), so a site can see that the code is ambiguous
+   instead of silently taking the one target the study cares about.
 5. One row per (system, code, target): the strongest relation wins (exact > narrower >
    broader > related), then the first source in the order above. Rows are sorted, so the
    same inputs give the same bytes.
@@ -98,7 +99,7 @@ def build_codemap(xref_rows: pd.DataFrame, tables: Iterable[pd.DataFrame], *, in
     tables
         Curated tables from :func:`read_code_table`.
     in_scope
-        Study diseases and vocabulary codes.
+        Study diseases, vocabulary codes and survey candidates.
 
     Returns
     -------

@@ -126,9 +126,13 @@ def test_bundle_carries_the_signed_code_map(demo_bundle, coordinator_key, tmp_pa
     assert bundle.manifest["codemap"]["rows"] == len(cm)
     assert [t["file"] for t in bundle.manifest["codemap"]["tables"]] == ["curated_drug_codes.tsv",
                                                                          "curated_icd10_orpha.tsv"]
-    in_scope = set(bundle.vocabulary["code"]) | set(bundle.diseases["id"])
+    in_scope = set(bundle.vocabulary["code"]) | set(bundle.diseases["id"]) | set(bundle.candidates()["code"])
     per_code = cm.groupby(["system", "code"])["target"].apply(lambda t: bool(set(t) & in_scope))
-    assert per_code.all()  # only codes that reach the study
+    assert per_code.all()  # only codes that reach the study or its survey
+    # a comorbidity coded in SNOMED CT reaches the survey as its HPO term (hp.obo xref), in the
+    # vocabulary or not: obesity
+    assert ("SNOMEDCT", "414916001", "HP:0001513", "exact") in set(map(tuple, cm[["system", "code", "target",
+                                                                                   "relation"]].values.tolist()))
     assert set(cm["relation"]) <= {"exact", "narrower", "broader", "related"}
     assert {("ICD10", "Q87.4", "ORPHA:558", "exact"), ("RXNORM", "52175", "DRUGBANK:DB00678", "exact"),
             ("NAME", "velaglucerase alfa", "DRUGBANK:DB06720", "exact"),
