@@ -23,6 +23,11 @@ One cell, everything seeded:
    :func:`raregraph.api.generate` of ``POOL_PER_DISEASE`` × D patients, read back as a release;
 3. ``mst`` / ``aim``: :func:`benchmarks.external_synth.fit` (each site's own release at the same
    (ε, δ), pooled) on the flat table of ``external_synth.FlatTable``;
+   ``ours-survey``: the same after the vocabulary survey (:func:`raregraph.api.survey`, each site
+   at ``--survey-sigma``, charged to the same per-site budget as the training that follows) and
+   ``bundle grow`` (:func:`raregraph.api.grow_bundle`): trained, sampled and measured on the grown
+   bundle (its vocabulary-tensor metrics are on the grown vocabulary, so only the ``recorded``
+   metrics compare across methods);
 4. ``reference``: fresh patients of the same hospitals (``bench_table.TRUTH_SCALE`` × each
    site's size, pooled, ``POOL_PER_DISEASE`` per disease), read as a site: what a perfect
    consortium generator would produce, the goals' yardstick;
@@ -58,6 +63,7 @@ import pandas as pd  # noqa: E402
 from benchmarks.bench_quality import bundle_in  # noqa: E402
 from client.sample_evaluation import match_disease_mix  # noqa: E402
 from raregraph.demo import HOLDOUT_SHARE  # noqa: E402
+from shared.bundle import GROWTH, StudyBundle  # noqa: E402
 from shared.ehr.cohort import Cohort, split_patients  # noqa: E402
 from shared.ehr.omop import read_omop  # noqa: E402
 from shared.ehr.omop_tables import write_omop  # noqa: E402
@@ -77,9 +83,9 @@ POOL_PER_DISEASE = 150  # synthetic patients per disease, as bench_table
 TRUTH_SCALE = 20  # fresh patients per real patient of a site for the reference, as bench_table
 ATTACKER_REFERENCE = 600  # the DOMIAS attacker's fresh patients per site (and for the pooled view)
 SIMULATORS = ("graph", "independent")
-METHODS = ("ours", "mst", "aim", "reference")
-LABELS = {"ours": "ours: KG-guided diffusion", "mst": "MST (smartnoise-synth)", "aim": "AIM (smartnoise-synth)",
-          "reference": "reference: fresh patients"}
+METHODS = ("ours", "ours-survey", "mst", "aim", "reference")
+LABELS = {"ours": "ours: KG-guided diffusion", "ours-survey": "ours on the grown bundle (survey first)",
+          "mst": "MST (smartnoise-synth)", "aim": "AIM (smartnoise-synth)", "reference": "reference: fresh patients"}
 #: heading of goals.md's hand-written reading, kept when ``report`` rewrites the tables above it
 NOTES = "## Reading (hand-written; kept by `report`)"
 #: version of the measuring protocol: rows of another are not mixed in
@@ -164,8 +170,14 @@ def build_consortium(tmp: Path, bundle, pub: Path, *, simulator: str, sites: int
         out.append({"name": name, "folder": tmp / "train" / name, "profile": profile,
                     "train": tensorize(train, bundle)[0], "train_cohort": train,
                     "holdout": tensorize(held, bundle)[0], "holdout_cohort": held,
-                    "attacker": tensorize(attacker, bundle)[0]})
+                    "attacker": tensorize(attacker, bundle)[0], "attacker_cohort": attacker})
     return out
+
+
+def tensorized_with(sites: list[dict], bundle) -> list[dict]:
+    """The sites with their tensors made again with another bundle (a grown one)."""
+    return [s | {part: tensorize(s[f"{part}_cohort"], bundle)[0] for part in ("train", "holdout", "attacker")}
+            for s in sites]
 
 
 # --------------------------------------------------------------------------- the methods
@@ -174,20 +186,42 @@ def pool_conditions(n_diseases: int) -> np.ndarray:
     return np.repeat(np.arange(n_diseases), POOL_PER_DISEASE)
 
 
-def sample_ours(tmp: Path, bundle, pub: Path, sites: list[dict], *, seed: int, args) -> tuple[TrajectoryTensors, Cohort]:
-    """Federate on the training folders at (ε, δ), generate, read the release back."""
+def sample_ours(tmp: Path, bundle, pub: Path, sites: list[dict], *, seed: int, args, bundle_dir: str = "bundle",
+                name: str = "ours") -> tuple[TrajectoryTensors, Cohort]:
+    """Federate on the training folders at (ε, δ), generate, read the release back. Each arm
+    ``name`` has its own folder ``tmp/NAME`` (its sites' states and the consortium record of their
+    ledgers: each arm spends its own budget), so a survey charged there composes with the training."""
     from raregraph.api import federate, generate
 
-    result = federate(tmp / "bundle", pub, [s["folder"] for s in sites], out=tmp / "run-ours", epsilon=EPSILON,
+    result = federate(tmp / bundle_dir, pub, [s["folder"] for s in sites], out=tmp / name / "run", epsilon=EPSILON,
                       delta=DELTA, rounds=args.rounds, local_steps=args.local_steps, batch_size=32,
                       noise_multiplicity=2, pretrain_steps=args.pretrain_steps, eval_per_disease=0, seed=seed,
-                      histogram_noise_multiplier=0.0)
+                      histogram_noise_multiplier=0.0, state_root=tmp / name / "state")
     if not result.ok:
         raise RuntimeError(f"{result.run_dir}: the ledger audit failed")
-    out = generate(result.model, bundle=tmp / "bundle", pub=pub, n=POOL_PER_DISEASE * len(bundle.diseases),
-                   out=tmp / "synthetic-ours", seed=seed, steps=args.sampler_steps, fmt="parquet")
+    out = generate(result.model, bundle=tmp / bundle_dir, pub=pub, n=POOL_PER_DISEASE * len(bundle.diseases),
+                   out=tmp / f"synthetic-{name}", seed=seed, steps=args.sampler_steps, fmt="parquet")
     cohort, _ = read_omop(out, synthetic=True)
     return tensorize(cohort, bundle)[0], cohort
+
+
+def grow_by_survey(tmp: Path, pub: Path, sites: list[dict], *, args) -> tuple[StudyBundle, dict]:
+    """Survey the training folders (each site at ``args.survey_sigma``, charged in the
+    ``ours-survey`` arm's states: :func:`sample_ours`) and grow ``tmp/bundle`` into
+    ``tmp/bundle-grown``; the grown bundle and what the cell records of the survey."""
+    from raregraph.api import grow_bundle, survey
+
+    arm = tmp / "ours-survey"
+    done = survey(tmp / "bundle", pub, [s["folder"] for s in sites], out=arm / "survey", epsilon=EPSILON,
+                  delta=DELTA, noise_multiplier=args.survey_sigma, state_root=arm / "state",
+                  planned_rounds=args.rounds, local_steps=args.local_steps, batch_size=32)
+    grown = grow_bundle(tmp / "kg", tmp / "bundle", done.path, tmp / "bundle-grown", pub=pub, sign_key=tmp / "k.key")
+    bundle = StudyBundle.load(grown, pub)
+    growth = json.loads((grown / GROWTH).read_text())
+    epsilon = {site: round(v["epsilon_after"], 3) for site, v in done.survey["sites"].items()}
+    return bundle, {"survey_epsilon": epsilon, "threshold": growth["threshold"], "added": growth["added"],
+                    "windows": growth["time"]["windows"] if growth["time"] else None,
+                    "vocabulary": len(bundle.vocabulary)}
 
 
 def sample_external(method: str, bundle, sites: list[dict], *, seed: int, args) -> tuple[TrajectoryTensors, None]:
@@ -255,9 +289,11 @@ def settings_of(method: str, args) -> dict:
     common = {"protocol": PROTOCOL, "epsilon": EPSILON, "delta": DELTA, "pool_per_disease": POOL_PER_DISEASE,
               "attacker_reference": ATTACKER_REFERENCE, "permutations": args.permutations,
               "min_patients": args.min_patients, "max_patients": args.max_patients}
-    if method == "ours":
-        return common | {"rounds": args.rounds, "local_steps": args.local_steps, "pretrain_steps": args.pretrain_steps,
+    if method in ("ours", "ours-survey"):
+        ours = common | {"rounds": args.rounds, "local_steps": args.local_steps, "pretrain_steps": args.pretrain_steps,
                          "sampler_steps": args.sampler_steps, "batch_size": 32, "noise_multiplicity": 2}
+        # the code map covers the survey candidates (SNOMED CT comorbidities counted as HPO terms)
+        return ours if method == "ours" else ours | {"survey_sigma": args.survey_sigma, "codemap": "candidates"}
     if method == "mst":
         return common | {"features": args.mst_features, "release_rows": args.release_rows}
     if method == "aim":
@@ -298,23 +334,29 @@ def run_cell(args, *, simulator: str, n_sites: int, seed: int, methods: list[str
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         started = time.perf_counter()
-        bundle = bundle_in(tmp)
+        bundle = bundle_in(tmp, keep_graph="ours-survey" in methods)
         pub = next(tmp.glob("*.pub"))
         sites = build_consortium(tmp, bundle, pub, simulator=simulator, sites=n_sites, seed=seed,
                                  min_patients=args.min_patients, max_patients=args.max_patients)
         setup_seconds = time.perf_counter() - started
         for method in methods:
             started = time.perf_counter()
+            used, used_sites, extra = bundle, sites, {}
             if method == "ours":
                 pool, pool_cohort = sample_ours(tmp, bundle, pub, sites, seed=seed, args=args)
+            elif method == "ours-survey":
+                used, extra["survey"] = grow_by_survey(tmp, pub, sites, args=args)
+                used_sites = tensorized_with(sites, used)
+                pool, pool_cohort = sample_ours(tmp, used, pub, sites, seed=seed, args=args, bundle_dir="bundle-grown",
+                                                name="ours-survey")
             elif method in ("mst", "aim"):
                 pool, pool_cohort = sample_external(method, bundle, sites, seed=seed, args=args)
             else:
                 pool, pool_cohort = sample_reference(bundle, sites, simulator=simulator, seed=seed)
             fit_seconds = time.perf_counter() - started
-            per_site, pooled = measure(pool, pool_cohort, bundle, sites, seed=seed, permutations=args.permutations)
+            per_site, pooled = measure(pool, pool_cohort, used, used_sites, seed=seed, permutations=args.permutations)
             row = {"simulator": simulator, "sites": n_sites, "seed": seed, "method": method,
-                   "settings": settings_of(method, args), "setup_seconds": round(setup_seconds, 1),
+                   "settings": settings_of(method, args), **extra, "setup_seconds": round(setup_seconds, 1),
                    "fit_seconds": round(fit_seconds, 1),
                    "measure_seconds": round(time.perf_counter() - started - fit_seconds, 1),
                    "patients": [s["train"].n for s in sites], "per_site": per_site, "pooled": pooled}
@@ -364,8 +406,9 @@ def ahead(ours: float, other: float, how: str) -> bool:
     return abs(ours - target) < abs(other - target)
 
 
-def goal_lines(rows: list[dict]) -> list[str]:
-    """The goals table of one (simulator, sites): a row per (goal, view)."""
+def goal_lines(rows: list[dict], method: str = "ours") -> list[str]:
+    """The goals table of one (simulator, sites) for ``method`` (ours, or ours after the survey): a
+    row per (goal, view)."""
     lines = ["| goal | view | ours | measured against | threshold | |", "|---|---|---:|---:|---:|---|"]
 
     def verdict(ok: bool | None) -> str:
@@ -374,20 +417,20 @@ def goal_lines(rows: list[dict]) -> list[str]:
     for view, name in (("site", "each site"), ("pooled", "pooled")):
         for label, key, fmt in (("prevalence R², recorded ≥ 0.8 × reference", "recorded.prevalence_r2_identity", ".2f"),
                                 ("co-occurrence r, recorded ≥ 0.8 × reference", "recorded.cooccurrence_corr", ".2f")):
-            ours, ref = values_of(rows, "ours", key, view), values_of(rows, "reference", key, view)
+            ours, ref = values_of(rows, method, key, view), values_of(rows, "reference", key, view)
             threshold = 0.8 * _mean(ref) if ref else None
             ok = None if not ours or threshold is None else _mean(ours) >= threshold
             lines.append(f"| {label} | {name} | {cell(ours, fmt)} | reference {cell(ref, fmt)} | "
                          f"{'—' if threshold is None else f'≥ {threshold:{fmt}}'} | {verdict(ok)} |")
         key = "recorded.codes_per_patient_relative_difference"
-        ours, ref = values_of(rows, "ours", key, view), values_of(rows, "reference", key, view)
-        real = values_of(rows, "ours", "recorded.codes_per_patient_real", view)
-        synth = values_of(rows, "ours", "recorded.codes_per_patient_synthetic", view)
+        ours, ref = values_of(rows, method, key, view), values_of(rows, "reference", key, view)
+        real = values_of(rows, method, "recorded.codes_per_patient_real", view)
+        synth = values_of(rows, method, "recorded.codes_per_patient_synthetic", view)
         ok = None if not ours else abs(_mean(ours)) <= 0.10
         lines.append(f"| codes per patient within 10 % of real | {name} | {cell(ours, '+.2f')} "
                      f"({cell(synth, '.1f')} vs {cell(real, '.1f')}) | reference {cell(ref, '+.2f')} | "
                      f"\\|gap\\| ≤ 0.10 | {verdict(ok)} |")
-        ours = values_of(rows, "ours", "fidelity.mmd2", view)
+        ours = values_of(rows, method, "fidelity.mmd2", view)
         best = [min(v) for v in zip(*(values_of(rows, m, "fidelity.mmd2", view) for m in ("mst", "aim")))
                 ] if values_of(rows, "aim", "fidelity.mmd2", view) else values_of(rows, "mst", "fidelity.mmd2", view)
         mst, aim = (cell(values_of(rows, m, "fidelity.mmd2", view), ".4f") for m in ("mst", "aim"))
@@ -397,7 +440,7 @@ def goal_lines(rows: list[dict]) -> list[str]:
                      f"{'—' if threshold is None else f'≤ {threshold:.4f}'} | {verdict(ok)} |")
         behind = []
         for key, how in FIDELITY.items():
-            mine = _mean(values_of(rows, "ours", key, view))
+            mine = _mean(values_of(rows, method, key, view))
             for m in ("mst", "aim"):
                 other = _mean(values_of(rows, m, key, view))
                 if mine is not None and other is not None and not ahead(mine, other, how):
@@ -406,8 +449,8 @@ def goal_lines(rows: list[dict]) -> list[str]:
         lines.append(f"| ahead of MST and AIM on every fidelity metric | {name} | "
                      f"{'behind on: ' + '; '.join(behind) if behind else 'ahead on all' if compared else '—'} | "
                      f"{len(FIDELITY)} metrics | all | {verdict(None if not compared else not behind)} |")
-        ours, ref = values_of(rows, "ours", "domias_600", view), values_of(rows, "reference", "domias_600", view)
-        sd = _mean(values_of(rows, "ours", "domias_600_null_sd", view))
+        ours, ref = values_of(rows, method, "domias_600", view), values_of(rows, "reference", "domias_600", view)
+        sd = _mean(values_of(rows, method, "domias_600_null_sd", view))
         n_sites = rows[0]["sites"] if rows else 1
         # the no-leak SD of the mean over sites is that of one site's attack / √sites (independent attacks)
         half = None if sd is None else 1.96 * sd / (np.sqrt(n_sites) if view == "site" else 1.0) / np.sqrt(len(ours))
@@ -415,12 +458,12 @@ def goal_lines(rows: list[dict]) -> list[str]:
         ok = None if not ours else _mean(ours) <= 0.52
         lines.append(f"| DOMIAS AUROC (600-patient attacker reference) ≤ 0.52 | {name} | {cell(ours, '.3f')}{interval} | "
                      f"reference {cell(ref, '.3f')} | ≤ 0.52 | {verdict(ok)} |")
-        ours = values_of(rows, "ours", "privacy.dcr_membership_auroc", view)
+        ours = values_of(rows, method, "privacy.dcr_membership_auroc", view)
         ref = values_of(rows, "reference", "privacy.dcr_membership_auroc", view)
         ok = None if not ours else _mean(ours) <= 0.52
         lines.append(f"| DCR membership AUROC ≤ 0.52 | {name} | {cell(ours, '.3f')} | reference {cell(ref, '.3f')} | "
                      f"≤ 0.52 | {verdict(ok)} |")
-        ours = values_of(rows, "ours", "privacy.exact_copy_share", view)
+        ours = values_of(rows, method, "privacy.exact_copy_share", view)
         ok = None if not ours else max(ours) == 0.0
         lines.append(f"| no exact copies | {name} | {cell(ours, '.3f')} | — | 0 | {verdict(ok)} |")
     return lines
@@ -475,6 +518,17 @@ def report_text(rows: list[dict]) -> str:
                            + "; ".join(f"seed {r['seed']}: {r['patients']}" for r in mine if r["method"] == "ours") + ".")
                 out.append("")
             out += goal_lines(mine)
+            surveyed = [r for r in mine if r["method"] == "ours-survey"]
+            if surveyed:
+                out += ["", "**The same goals after the vocabulary survey** (ours on the grown bundle; σ "
+                        f"{surveyed[0]['settings']['survey_sigma']:g} per site, charged to the same ε = 4). "
+                        "Its MMD²_u and the other vocabulary-tensor metrics are on the grown vocabulary, not the "
+                        "baselines' one; the recorded-code metrics compare. "
+                        + "; ".join(f"seed {r['seed']}: survey ε {', '.join(f'{e:g}' for e in r['survey']['survey_epsilon'].values())}, "
+                                    f"threshold {r['survey']['threshold']:g} patients, added "
+                                    f"{', '.join(f'{n} {d}' for d, n in r['survey']['added'].items()) or 'nothing'}, "
+                                    f"{r['survey']['windows']} windows" for r in surveyed) + ".", "",
+                        *goal_lines(mine, "ours-survey")]
             for view, name in (("site", "each site's view"), ("pooled", "pooled view")):
                 out += ["", f"**Every method, {name}**", "", *method_lines(mine, view)]
             out += ["", "**Time per cell**", "", *time_lines(mine)]
@@ -498,6 +552,8 @@ def main() -> None:
     r.add_argument("--aim-rounds", type=int, default=14, help="AIM's rounds; more than its columns")
     r.add_argument("--release-rows", type=int, default=3000, help="rows each site's MST/AIM releases")
     r.add_argument("--permutations", type=int, default=20, help="MMD permutations (p-values only; MMD² is exact)")
+    r.add_argument("--survey-sigma", type=float, default=4.0,
+                   help="σ of each site's survey release for ours-survey (4: ε ≈ 1.0 of the 4)")
     r.add_argument("--min-patients", type=int, default=30)
     r.add_argument("--max-patients", type=int, default=300)
     r.add_argument("--skip-missing-baselines", action="store_true", help="skip MST/AIM without .venv-baselines")

@@ -50,10 +50,14 @@ from shared.trajectories.tensorize import tensorize  # noqa: E402
 from shared.model.settings import TrainConfig  # noqa: E402
 
 
-def bundle_in(folder: Path) -> StudyBundle:
+def bundle_in(folder: Path, *, keep_graph: bool = False) -> StudyBundle:
+    """The demo bundle in ``folder/bundle``, signed by a new key ``folder/k.key`` (``k.pub``); with
+    ``keep_graph`` the graph it was cut from is saved in ``folder/kg`` (for ``bundle grow``)."""
     key, pub = new_keypair(folder / "k")
-    make_bundle(build_graph(Sources.default()), load_study(default_study()), sign_key=load_private_key(key),
-                out=folder / "bundle")
+    graph = build_graph(Sources.default())
+    if keep_graph:
+        graph.save(folder / "kg")
+    make_bundle(graph, load_study(default_study()), sign_key=load_private_key(key), out=folder / "bundle")
     return StudyBundle.load(folder / "bundle", pub)
 
 

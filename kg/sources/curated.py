@@ -6,7 +6,9 @@ diseases, shipped as two tab-separated files with a citation per row (see
   relation ``indication``  DRUGBANK drug → ORPHA disease
   relation ``drug_effect`` DRUGBANK drug → HP adverse effect (PrimeKG's drug_effect)
   relation ``measured_by`` HP phenotype → LOINC lab, qualifier ``high`` or ``low``
-``curated_labs.tsv``: lab_id, name, unit (UCUM), low, high, citation (adult reference interval)
+``curated_labs.tsv``: lab_id, name, unit (UCUM), low, high, citation (adult reference interval);
+  the labs ``measured_by`` uses and a routine panel (citation ends "(routine panel)"): survey
+  candidates with a public reference interval, with no edge
 """
 
 from __future__ import annotations

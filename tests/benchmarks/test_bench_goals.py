@@ -21,7 +21,7 @@ def _args(results, methods: str) -> argparse.Namespace:
     return argparse.Namespace(simulators="graph", sites="2", seeds="0", methods=methods, rounds=1, local_steps=1,
                               pretrain_steps=0, sampler_steps=2, mst_features=2, aim_features=1, aim_rounds=6,
                               release_rows=200, permutations=2, min_patients=30, max_patients=34,
-                              skip_missing_baselines=True, results=results)
+                              skip_missing_baselines=True, results=results, survey_sigma=4.0)
 
 
 @pytest.mark.slow
@@ -31,10 +31,14 @@ def test_a_tiny_grid_measures_resumes_and_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_goals, "TRUTH_SCALE", 3)
     monkeypatch.setattr(bench_goals, "ATTACKER_REFERENCE", 40)
     results = tmp_path / "goals.jsonl"
-    run_grid(_args(results, "ours,reference"))
+    run_grid(_args(results, "ours,ours-survey,reference"))
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert [(r["simulator"], r["sites"], r["seed"], r["method"]) for r in rows] == [
-        ("graph", 2, 0, "ours"), ("graph", 2, 0, "reference")]
+        ("graph", 2, 0, "ours"), ("graph", 2, 0, "ours-survey"), ("graph", 2, 0, "reference")]
+    # the survey was charged to each site's budget before the training on the grown bundle
+    survey = rows[1]["survey"]
+    assert set(survey["survey_epsilon"]) == {"site-1", "site-2"}
+    assert all(0.9 < e < 1.1 for e in survey["survey_epsilon"].values()) and survey["vocabulary"] >= 213
     for r in rows:
         assert len(r["per_site"]) == 2 and r["settings"]["attacker_reference"] == 40
         for view in (*r["per_site"], r["pooled"]):
@@ -42,16 +46,17 @@ def test_a_tiny_grid_measures_resumes_and_reports(tmp_path, monkeypatch):
                         "privacy.dcr_membership_auroc", "privacy.exact_copy_share"):
                 assert view[key] is not None and math.isfinite(view[key]), (r["method"], key)
             assert 0.0 <= view["domias_600"] <= 1.0
-    ours, reference = rows
+    ours, _, reference = rows
     # fresh patients of the same hospitals are the ceiling; one DP step of training is far from it
     assert reference["pooled"]["recorded.prevalence_r2_identity"] > 0.5
     assert reference["pooled"]["recorded.prevalence_r2_identity"] > ours["pooled"]["recorded.prevalence_r2_identity"]
     assert reference["pooled"]["privacy.exact_copy_share"] == 0.0
-    run_grid(_args(results, "ours,reference"))  # every cell is there: nothing is refitted
-    assert len(results.read_text().splitlines()) == 2
+    run_grid(_args(results, "ours,ours-survey,reference"))  # every cell is there: nothing is refitted
+    assert len(results.read_text().splitlines()) == 3
     text = report_text(bench_goals.read_rows(results))
     assert "## graph simulator, 2 sites, seeds 0" in text
     assert "| prevalence R², recorded ≥ 0.8 × reference | pooled |" in text
+    assert "**The same goals after the vocabulary survey**" in text and text.count("| no exact copies | pooled |") == 2
 
 
 def _row(method: str, seed: int, **pooled) -> dict:

@@ -145,4 +145,6 @@ def test_shipped_curated_layer_is_consistent(real_graph) -> None:
         hp = layer.edges[layer.edges[column].str.startswith("HP:")]
         assert (hp[name_column] == hp[column].map(names)).all()
     used = set(layer.edges.loc[layer.edges["relation"] == "measured_by", "object"])
-    assert used == set(layer.labs["id"])
+    routine = set(layer.labs.loc[layer.labs["citation"].str.endswith("(routine panel)"), "id"])
+    # every lab is measured_by a phenotype or belongs to the routine panel (survey candidates only)
+    assert used | routine == set(layer.labs["id"]) and len(routine) == 14 and not used & routine
