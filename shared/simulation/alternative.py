@@ -61,8 +61,7 @@ from shared.ehr.site import read_site
 from shared.simulation.alt_patients import simulate_alternative_site
 from shared.simulation.alt_world import AlternativeKnowledge, AlternativeSite, AlternativeWorld, \
     alternative_knowledge, draw_site, draw_world
-from shared.simulation.consortium import SITE_FORMATS, SITE_SCHEMA, _check_int, site_path, write_site
-from shared.simulation.truth import MAX_PATIENTS
+from shared.simulation.consortium import SITE_FORMATS, SITE_SCHEMA, check_draw, check_fresh, site_path, write_site
 
 #: the format name in ``simulation.json`` and the ``--simulator`` value
 SIMULATOR = "independent"
@@ -99,10 +98,7 @@ def simulate_alternative(knowledge: AlternativeKnowledge, *, sites: int, seed: i
     if not isinstance(knowledge, AlternativeKnowledge):
         raise ValueError(f"knowledge must be an AlternativeKnowledge (see alternative_knowledge), "
                          f"got {type(knowledge).__name__}")
-    sites = _check_int("sites", sites, low=1)
-    seed = _check_int("seed", seed, low=0)
-    min_patients = _check_int("min_patients", min_patients, low=1, high=MAX_PATIENTS)
-    max_patients = _check_int("max_patients", max_patients, low=min_patients, high=MAX_PATIENTS)
+    sites, seed, min_patients, max_patients = check_draw(sites, seed, min_patients, max_patients)
     # A different spawn key from ours: the same seed gives unrelated streams in the two simulators.
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed, spawn_key=(21,)).spawn(sites + 1)]
     world = draw_world(knowledge, seed, streams[0])
@@ -122,8 +118,7 @@ def alternative_fresh_patients(site: AlternativeSite, n: int, *, seed: int) -> C
     ValueError
         ``n`` outside 1 … 999,999 or a negative seed.
     """
-    n = _check_int("n", n, low=1, high=MAX_PATIENTS)
-    seed = _check_int("seed", seed, low=0)
+    n, seed = check_fresh(n, seed)
     return simulate_alternative_site(replace(site, n_patients=n), np.random.default_rng(seed))
 
 

@@ -72,6 +72,19 @@ def _check_int(name: str, value: object, *, low: int, high: int | None = None) -
     return int(value)
 
 
+def check_draw(sites: object, seed: object, min_patients: object, max_patients: object) -> tuple[int, int, int, int]:
+    """(sites, seed, min_patients, max_patients) of a simulated consortium, checked: a clear
+    ``ValueError`` naming the argument otherwise (both simulators draw with these)."""
+    n_sites, seed_ = _check_int("sites", sites, low=1), _check_int("seed", seed, low=0)
+    lo = _check_int("min_patients", min_patients, low=1, high=MAX_PATIENTS)
+    return n_sites, seed_, lo, _check_int("max_patients", max_patients, low=lo, high=MAX_PATIENTS)
+
+
+def check_fresh(n: object, seed: object) -> tuple[int, int]:
+    """(n, seed) of fresh patients of one simulated site, checked as :func:`check_draw`."""
+    return _check_int("n", n, low=1, high=MAX_PATIENTS), _check_int("seed", seed, low=0)
+
+
 def simulate_consortium(knowledge: SimulationKnowledge, *, sites: int, seed: int, min_patients: int = 30,
                         max_patients: int = 300) -> list[tuple[SiteProfile, Cohort]]:
     """Simulate a consortium of hospitals with patients of the study diseases.
@@ -111,10 +124,7 @@ def simulate_consortium(knowledge: SimulationKnowledge, *, sites: int, seed: int
     if not isinstance(knowledge, SimulationKnowledge):
         raise ValueError(f"knowledge must be a SimulationKnowledge (see knowledge_from_bundle), "
                          f"got {type(knowledge).__name__}")
-    sites = _check_int("sites", sites, low=1)
-    seed = _check_int("seed", seed, low=0)
-    min_patients = _check_int("min_patients", min_patients, low=1, high=MAX_PATIENTS)
-    max_patients = _check_int("max_patients", max_patients, low=min_patients, high=MAX_PATIENTS)
+    sites, seed, min_patients, max_patients = check_draw(sites, seed, min_patients, max_patients)
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(sites + 1)]
     truth = make_truth(knowledge, seed, streams[0])
     out = []
@@ -134,8 +144,7 @@ def fresh_patients(profile: SiteProfile, n: int, *, seed: int) -> Cohort:
     ValueError
         ``n`` outside 1 … 999,999 or a negative seed.
     """
-    n = _check_int("n", n, low=1, high=MAX_PATIENTS)
-    seed = _check_int("seed", seed, low=0)
+    n, seed = check_fresh(n, seed)
     return simulate_site(replace(profile, n_patients=n), np.random.default_rng(seed))
 
 
@@ -277,5 +286,5 @@ def write_consortium(result: Sequence[tuple[SiteProfile, Cohort]], out: str | Pa
 
 
 __all__ = ["COMEDICATIONS", "COMORBIDITIES", "DISEASE_PROFILES", "SITE_FORMATS", "SITE_SCHEMA", "DiseaseProfile",
-           "SimulationKnowledge", "SimulationTruth", "SiteProfile", "fresh_patients", "knowledge_from_bundle",
+           "SimulationKnowledge", "SimulationTruth", "SiteProfile", "check_draw", "check_fresh", "fresh_patients", "knowledge_from_bundle",
            "load_site", "simulate_consortium", "site_data", "site_path", "write_consortium", "write_site"]
