@@ -61,6 +61,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.bench_quality import bundle_in  # noqa: E402
+from benchmarks.bench_table import cell  # noqa: E402
 from client.sample_evaluation import match_disease_mix  # noqa: E402
 from raregraph.demo import HOLDOUT_SHARE  # noqa: E402
 from shared.bundle import GROWTH, StudyBundle  # noqa: E402
@@ -382,14 +383,6 @@ def values_of(rows: list[dict], method: str, key: str, view: str) -> list[float]
     """One value per seed (rows sorted by seed)."""
     return [v for r in sorted(rows, key=lambda r: r["seed"]) if r["method"] == method
             and (v := view_value(r, key, view)) is not None]
-
-
-def cell(values: list[float], fmt: str) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:{fmt}}"
-    return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt.lstrip('+')}}"
 
 
 def _mean(values: list[float]) -> float | None:

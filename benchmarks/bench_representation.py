@@ -40,6 +40,7 @@ import pandas as pd  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
 from benchmarks.bench_quality import bundle_in  # noqa: E402
+from kg.growth import DEFAULT_FALSE_CODES  # noqa: E402
 from shared.ehr.site import read_site  # noqa: E402
 from shared.survey import SurveyRequest  # noqa: E402
 
@@ -70,7 +71,7 @@ def breakdown(codes: pd.DataFrame, bundle, sites: int) -> dict[str, float]:
     out = {"codes": len(codes), "vocabulary": share(vocab), "candidates": share(candidate), "no_candidate": share(other)}
     for ns in NAMESPACES:
         out[f"no_candidate_{ns}"] = share(other & codes.index.str.startswith(f"{ns}:"))
-    z = float(norm.isf(1.0 / len(candidates)))
+    z = float(norm.isf(DEFAULT_FALSE_CODES / len(candidates)))  # bundle grow's default threshold
     for sigma in SIGMAS:
         for how, factor in (("pooled", math.sqrt(sites)), ("one_noise", 1.0)):
             tau = z * factor * SurveyRequest().code_sd(sigma)

@@ -258,7 +258,7 @@ def cell(values: list[float], fmt: str) -> str:
         return "—"
     if len(values) == 1:
         return f"{values[0]:{fmt}}"
-    return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
+    return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt.lstrip('+')}}"  # a sign on the mean only
 
 
 def print_table(mine: list[dict], columns, value) -> None:
