@@ -3,8 +3,9 @@ candidates (and which of them a survey at a given noise can find), or nowhere th
 
 Issue 21 asks that ≥ 95 % of the occurrences sites record be representable. The survey
 (:mod:`client.vocabulary_survey`) and ``bundle grow`` (:mod:`kg.growth`) can add a code only if
-it is a public candidate of the bundle and its pooled noisy count clears the threshold
-τ = z · sd, z = Φ̄⁻¹(1 / K) for K candidates. This table says how much of the gap that can close:
+it is a public candidate outside the bundle's vocabulary and its pooled noisy count clears the
+threshold τ = z · sd, z = Φ̄⁻¹(1 / K) for K such candidates. This table says how much of the gap
+that can close:
 
 1. Simulate a consortium (``--simulator graph`` or ``independent``), read every site with the
    bundle's code map (local codes → graph codes, SNOMED CT → HPO through hp.obo's xrefs), and
@@ -15,8 +16,9 @@ it is a public candidate of the bundle and its pooled noisy count clears the thr
 3. For each survey noise σ at the default request (every site at σ), the threshold τ in patients,
    with the noise of every site pooled (as built) and with one noise for the consortium (as
    secure aggregation would give), and the share of occurrences in the vocabulary grown by every
-   candidate whose pooled patient count reaches τ (noise ignored: a code at τ is found half the
-   time).
+   candidate whose pooled count reaches τ: the patients recording it, each counted min(1, m / k)
+   for k candidates outside the vocabulary in its records (the expected count under the survey's
+   contribution bound m); noise ignored: a code at τ is found half the time.
 
 Codes only: events outside the time grid are another loss (``raregraph data validate`` and the
 evaluation's representation ceiling count both).
@@ -49,14 +51,19 @@ NAMESPACES = ("LOINC", "DRUGBANK", "RXNORM", "ICD10", "SNOMEDCT")
 
 
 def occurrences(folders: list[Path], bundle) -> pd.DataFrame:
-    """code → pooled ``patients`` and ``occurrences`` over the sites (step 1)."""
+    """code → pooled ``patients``, ``bounded`` (the survey's expected count under its contribution
+    bound, step 3) and ``occurrences`` over the sites (step 1)."""
     rows = []
     for i, folder in enumerate(folders):
         cohort, _ = read_site(folder, bundle=bundle)
         rows.append(cohort.events[["person_id", "code"]].assign(site=i))
     events = pd.concat(rows, ignore_index=True)
-    patients = events.drop_duplicates(["site", "person_id", "code"]).groupby("code").size()
-    return pd.DataFrame({"patients": patients, "occurrences": events.groupby("code").size()})
+    distinct = events.drop_duplicates(["site", "person_id", "code"])
+    surveyed = distinct[distinct["code"].isin(set(bundle.survey_candidates()["code"]))]
+    k = surveyed.groupby(["site", "person_id"])["code"].transform("size")
+    bounded = (SurveyRequest().max_codes / k).clip(upper=1.0).groupby(surveyed["code"]).sum()
+    return pd.DataFrame({"patients": distinct.groupby("code").size(), "bounded": bounded,
+                         "occurrences": events.groupby("code").size()}).fillna({"bounded": 0.0})
 
 
 def breakdown(codes: pd.DataFrame, bundle, sites: int) -> dict[str, float]:
@@ -64,8 +71,8 @@ def breakdown(codes: pd.DataFrame, bundle, sites: int) -> dict[str, float]:
     codes = codes[~codes.index.isin(set(bundle.diseases["id"]))]
     total = float(codes["occurrences"].sum())
     vocab = codes.index.isin(set(bundle.vocabulary["code"]))
-    candidates = set(bundle.candidates()["code"])
-    candidate = codes.index.isin(candidates) & ~vocab
+    candidates = set(bundle.survey_candidates()["code"])
+    candidate = codes.index.isin(candidates)
     other = ~vocab & ~candidate
     share = lambda mask: round(100.0 * float(codes.loc[mask, "occurrences"].sum()) / total, 1)  # noqa: E731
     out = {"codes": len(codes), "vocabulary": share(vocab), "candidates": share(candidate), "no_candidate": share(other)}
@@ -76,7 +83,7 @@ def breakdown(codes: pd.DataFrame, bundle, sites: int) -> dict[str, float]:
         for how, factor in (("pooled", math.sqrt(sites)), ("one_noise", 1.0)):
             tau = z * factor * SurveyRequest().code_sd(sigma)
             out[f"tau_{how}_{sigma:g}"] = round(tau, 1)
-            out[f"reach_{how}_{sigma:g}"] = share(vocab | (candidate & (codes["patients"].to_numpy() >= tau)))
+            out[f"reach_{how}_{sigma:g}"] = share(vocab | (candidate & (codes["bounded"].to_numpy() >= tau)))
     out["reach_all_candidates"] = share(vocab | candidate)
     return out
 

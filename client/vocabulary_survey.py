@@ -6,9 +6,10 @@ misses what sites record, the coordinator grows them from this release (:mod:`kg
 second signed bundle). Per study patient i (those the bundle's tensorizer places: a study
 diagnosis, its first date the index date):
 
-- c_i ∈ {0,1}^K: which of the bundle's K public candidate codes (``candidates.parquet``) the
-  patient's records hold, study diagnoses aside, after the code map; a patient with more than
-  m codes keeps m of them, drawn at random (contribution bounding), so ‖c_i‖₂ ≤ √m;
+- c_i ∈ {0,1}^K: which of the bundle's K public candidate codes outside its vocabulary
+  (:meth:`shared.bundle.StudyBundle.survey_candidates`) the patient's records hold, study
+  diagnoses aside, after the code map; a patient with more than m such codes keeps m of them,
+  drawn at random (contribution bounding), so ‖c_i‖₂ ≤ √m;
 - h_i ∈ [0,1]^B: the share of the patient's events (every recorded event, any code; a drug by
   its start) in each of B bins of ``bin-days`` days around the index date, the first and last
   bins also holding everything before and after them; ‖h_i‖₂ ≤ ‖h_i‖₁ = 1.
@@ -121,7 +122,7 @@ def release_survey(node: NodeConfig, cfg: RoundConfig, request: SurveyRequest) -
         return SurveyRelease([], [], "", release_metrics(node, float("nan"), sigma, refused=True), None)
     state, ledger = open_privacy(node, data_fingerprint(node.data_source), cfg)
     bundle = bundle_cache.load(node.state_path, cfg.bundle_sha256, node.coordinator_pub)
-    table = bundle.candidates()
+    table = bundle.survey_candidates()
     if table is None:
         raise ConfigError("the study bundle has no survey candidates (candidates.parquet): make it again with "
                           "this version's `raregraph bundle make`")

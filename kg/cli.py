@@ -254,7 +254,6 @@ def bundle_grow(
     false_codes: Annotated[float, typer.Option("--false-codes", min=0.0, help="Expected candidate codes no site records that would enter by noise alone; sets the threshold z.")] = 1.0,
     z: Annotated[float | None, typer.Option("--z", min=0.5, help="A code enters when its pooled noisy count reaches z noise sds (and --min-patients) [default: from --false-codes].")] = None,
     min_patients: Annotated[float, typer.Option("--min-patients", min=0.0, help="... and at least this many patients.")] = 3.0,
-    public: Annotated[str, typer.Option("--public", help="keep: the first bundle's features stay; drop: only those the survey found.")] = "keep",
     coverage: Annotated[float, typer.Option("--coverage", min=0.5, max=1.0, help="Share of the sites' event-time mass the grown time grid spans.")] = 0.95,
     keep_time: Annotated[bool, typer.Option("--keep-time", help="Keep the study file's time grid instead of choosing it from the survey.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle folder.")] = False,
@@ -266,10 +265,8 @@ def bundle_grow(
     Example: raregraph bundle grow out/kg --bundle out/bundle --pub keys/coordinator.pub --survey out/survey/survey.json --sign-key keys/coordinator.key --out out/bundle-2
     """
     with cli_errors(), steps("bundle grow", quiet=quiet or json_out) as step:
-        if public not in ("keep", "drop"):
-            raise InputError(f"--public must be keep or drop, got {public!r}")
         manifest, growth = grow_bundle(graph_dir, bundle=bundle, pub=pub, survey=survey, sign_key=sign_key, out=out,
-                                       z=z, false_codes=false_codes, min_patients=min_patients, keep_public=public == "keep",
+                                       z=z, false_codes=false_codes, min_patients=min_patients,
                                        coverage=coverage, time_from_survey=not keep_time, overwrite=overwrite,
                                        progress=step)
     if json_out:
@@ -280,15 +277,15 @@ def bundle_grow(
     console.print(f"grown from {growth['found']} codes the survey found (threshold {growth['threshold']:.1f} patients, "
                   f"~{growth['expected_false_codes']:.2f} by noise): added "
                   + (", ".join(f"{n} {d}" for d, n in growth["added"].items()) or "none")
-                  + f"; {len(growth['unknown_to_graph'])} unknown to the graph; public features kept "
-                  f"{growth['kept_public']}, dropped {growth['dropped_public']}"
+                  + f"; {len(growth['unknown_to_graph'])} unknown to the graph; the first bundle's "
+                  f"{growth['kept_public']} features kept"
                   + ("" if time is None else f"; time grid {time['windows']} × {time['window-days']} d "
                      f"({time['windows-before']} before the index date), ~{time['estimated_share_outside']:.1%} of "
                      "event mass outside"))
 
 
 def grow_bundle(graph_dir: Path, *, bundle: Path, pub: Path, survey: Path, sign_key: Path, out: Path,
-                z: float | None = None, false_codes: float = 1.0, min_patients: float = 3.0, keep_public: bool = True, coverage: float = 0.95,
+                z: float | None = None, false_codes: float = 1.0, min_patients: float = 3.0, coverage: float = 0.95,
                 time_from_survey: bool = True, overwrite: bool = False,
                 progress: Callable[[str], None] = _silent) -> tuple[dict, dict]:
     """The ``bundle grow`` step, shared by the command and :func:`raregraph.api.grow_bundle`: the
@@ -304,7 +301,7 @@ def grow_bundle(graph_dir: Path, *, bundle: Path, pub: Path, survey: Path, sign_
     key = load_private_key(sign_key)
     graph = KnowledgeGraph.load(graph_dir)
     progress("choosing the grown vocabulary and time grid")
-    study, growth = grow(parent, released, graph, z=z, false_codes=false_codes, min_patients=min_patients, keep_public=keep_public,
+    study, growth = grow(parent, released, graph, z=z, false_codes=false_codes, min_patients=min_patients,
                          coverage=coverage, time_from_survey=time_from_survey)
     manifest = make_bundle(graph, study, sign_key=key, out=out, study_source=f"{bundle}/study.json",
                            overwrite=overwrite, growth=growth, step=progress)

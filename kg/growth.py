@@ -15,8 +15,10 @@ so that of the K candidates no site records, about K · Φ̄(z) pass by noise al
 ``expected_false_codes``). Its domain is the parent's where the parent has the code, else the
 candidate's (an HP term or a code the graph does not know: ``phenotype``, the condition domain;
 a drug; a lab, only with a public reference range; a MedDRA term: ``adverse_event``). The
-parent's own features stay (``keep_public``, the default: the graph's guidance where data is
-thin) or go when the survey did not find them. Limits such as 128 phenotypes no longer apply:
+parent's own features all stay (the graph's guidance where data is thin): the survey counts only
+candidates outside the parent's vocabulary, so its contribution bound is spent on what the graph
+missed, and it cannot say that sites do not record a public feature. Limits such as 128
+phenotypes no longer apply:
 the number of features follows from the data and the noise, hence from the budget.
 
 Codes the graph does not know get a neutral knowledge score (z = 0, no evidence either way) and
@@ -144,7 +146,7 @@ def grown_time_grid(survey: dict, study_time: dict, coverage: float) -> tuple[di
 
 def grow(parent: StudyBundle, survey: dict, graph: KnowledgeGraph, *, z: float | None = None,
          false_codes: float = DEFAULT_FALSE_CODES,
-         min_patients: float = DEFAULT_MIN_PATIENTS, keep_public: bool = True,
+         min_patients: float = DEFAULT_MIN_PATIENTS,
          coverage: float = DEFAULT_COVERAGE, time_from_survey: bool = True) -> tuple[Study, Growth]:
     """The grown study (its time grid) and :class:`Growth` for :func:`kg.bundle.make_bundle`.
 
@@ -182,15 +184,11 @@ def grow(parent: StudyBundle, survey: dict, graph: KnowledgeGraph, *, z: float |
             continue
         rows.append((code, domain if domain in ("phenotype", "drug", "lab", "adverse_event") else "phenotype",
                      names.get(code, "")))
-    kept_public = dropped_public = 0
+    kept_public = 0
     for code, domain, name in zip(parent_vocab["code"], parent_vocab["domain"], parent_vocab["name"]):
-        if code in found:
-            continue
-        if keep_public:
+        if code not in found:
             rows.append((code, domain, name))
             kept_public += 1
-        else:
-            dropped_public += 1
     vocab = vocabulary_table(rows)
     patients = max(float(survey["patients"]), 1.0)
     added = {code for code in found if code not in parent_domains} & set(vocab["code"])
@@ -211,7 +209,7 @@ def grow(parent: StudyBundle, survey: dict, graph: KnowledgeGraph, *, z: float |
         "candidates": k, "expected_false_codes": round(k * float(norm.sf(z)), 3),
         "found": len(found),
         "added": {str(d): int(n) for d, n in added_by_domain.items()},
-        "kept_public": kept_public, "dropped_public": dropped_public, "skipped": skipped,
+        "kept_public": kept_public, "skipped": skipped,
         "unknown_to_graph": sorted(c for c in added if c not in graph.node_types),
         "time": time_report,
         "counts": {code: found[code]["count"] for code in sorted(added)},

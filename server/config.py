@@ -79,9 +79,9 @@ class RunConfig:
     auditor_pub: Path | None = None  # the auditor's key: accepts a site's ledger carried forward on its acknowledgement
     eval_per_disease: int = 100  # synthetic patients per disease sent to every site for the evaluation suite (0: none)
     # a survey run (server.survey): no training; each site releases noisy counts of the bundle's public candidate
-    # codes and of its event times once (client.vocabulary_survey), pooled into RUN/survey.json for `bundle grow`
+    # codes outside its vocabulary and of its event times once (client.vocabulary_survey), pooled into RUN/survey.json for `bundle grow`
     survey: bool = False
-    survey_max_codes: int = 24  # codes one patient contributes at most (contribution bound m)
+    survey_max_codes: int = 8  # codes one patient contributes at most (contribution bound m, shared.survey)
     survey_time_weight: float = 1.0  # weight w of the event-time histogram against the codes
     survey_bin_days: int = 180  # days per event-time bin
     survey_bins_before: int = 20  # bins before the index date (the first also holds everything earlier)

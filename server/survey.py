@@ -1,6 +1,6 @@
 """A survey run, as the ServerApp runs it (``survey.run = true``): no training; every site releases,
-once and with differential privacy, noisy counts of the bundle's public candidate codes and of its
-event times (:mod:`client.vocabulary_survey`), and the coordinator pools them into
+once and with differential privacy, noisy counts of the bundle's public candidate codes outside its
+vocabulary and of its event times (:mod:`client.vocabulary_survey`), and the coordinator pools them into
 ``RUN/survey.json`` for ``raregraph bundle grow`` (:mod:`kg.growth`), which cuts the second signed
 bundle from them.
 
@@ -79,7 +79,7 @@ def run_survey(grid: Grid, run: RunConfig) -> dict:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     folder = RunFolder(run.run_dir)
     bundle = StudyBundle.load(run.bundle_path, run.bundle_pub)
-    candidates = bundle.candidates()
+    candidates = bundle.survey_candidates()
     if candidates is None:
         raise FederationError(f"{run.bundle_path}: the bundle has no survey candidates (candidates.parquet); make it "
                               "again with this version's `raregraph bundle make`")

@@ -290,6 +290,15 @@ class StudyBundle:
             return None
         return pd.read_parquet(self.path / CANDIDATES, columns=["code", "domain"])
 
+    def survey_candidates(self) -> pd.DataFrame | None:
+        """The candidates a vocabulary survey counts, in this order: those outside the vocabulary
+        (its own codes stay in a grown bundle whatever the survey says, so counting them would only
+        spend the contribution bound), or None as for :meth:`candidates`."""
+        table = self.candidates()
+        if table is None:
+            return None
+        return table[~table["code"].isin(set(self.vocabulary["code"]))].reset_index(drop=True)
+
     def growth(self) -> dict | None:
         """A grown bundle's provenance (:data:`GROWTH`), or None for a bundle cut from the graph alone."""
         if GROWTH not in self.manifest.get("files", {}):

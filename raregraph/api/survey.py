@@ -107,8 +107,7 @@ def survey(bundle: str | Path, pub: str | Path, sites: Sequence[str | Path], *, 
 
 def grow_bundle(graph: str | Path, bundle: str | Path, survey_file: str | Path, out: str | Path, *,
                 pub: str | Path, sign_key: str | Path, z: float | None = None, false_codes: float = 1.0,
-                min_patients: float = 3.0,
-                keep_public: bool = True, coverage: float = 0.95, time_from_survey: bool = True,
+                min_patients: float = 3.0, coverage: float = 0.95, time_from_survey: bool = True,
                 overwrite: bool = False) -> Path:
     """Cut the second signed bundle from a survey, as ``raregraph bundle grow``.
 
@@ -127,8 +126,6 @@ def grow_bundle(graph: str | Path, bundle: str | Path, survey_file: str | Path, 
     z, false_codes, min_patients
         A code enters when its pooled noisy count reaches ``z`` noise sds and ``min_patients``; by
         default z is set so that ``false_codes`` candidates no site records pass by noise (expected).
-    keep_public
-        Keep the first bundle's features the survey did not find.
     coverage, time_from_survey
         The share of the sites' event-time mass the grid spans; False keeps the study's grid.
     overwrite
@@ -148,7 +145,7 @@ def grow_bundle(graph: str | Path, bundle: str | Path, survey_file: str | Path, 
     from kg.cli import grow_bundle as grow_step
 
     grow_step(Path(graph), bundle=Path(bundle), pub=Path(pub), survey=Path(survey_file), sign_key=Path(sign_key),
-              out=Path(out), z=z, false_codes=false_codes, min_patients=min_patients, keep_public=keep_public, coverage=coverage,
+              out=Path(out), z=z, false_codes=false_codes, min_patients=min_patients, coverage=coverage,
               time_from_survey=time_from_survey, overwrite=overwrite)
     return Path(out)
 

@@ -35,7 +35,9 @@ def test_a_site_releases_its_survey_once_charged_as_one_gaussian_step_and_resend
     site = survey_node(node, DEFAULT_SURVEY_NOISE)
     first = ask(site, bundle, run_id="survey-a")
     record, metrics = first.content[P.SURVEY], first.content[P.METRICS]
-    candidates = bundle.candidates()
+    candidates = bundle.survey_candidates()  # the candidates outside the vocabulary: its own features stay anyway
+    assert 0 < len(candidates) < len(bundle.candidates())
+    assert not set(candidates["code"]) & set(bundle.vocabulary["code"])
     assert len(record[P.SURVEY_CODES]) == len(candidates) and len(record[P.SURVEY_TIME]) == REQUEST.bins
     assert record[P.SURVEY_RUN] == "survey-a" and metrics[P.REFUSED] == 0.0
     expected = epsilon_for(noise_multiplier=DEFAULT_SURVEY_NOISE, sample_rate=1.0, steps=1, delta=site.delta)
@@ -47,7 +49,7 @@ def test_a_site_releases_its_survey_once_charged_as_one_gaussian_step_and_resend
     assert list(again.content[P.SURVEY][P.SURVEY_CODES]) == list(record[P.SURVEY_CODES])
     assert again.content[P.SURVEY][P.SURVEY_RUN] == "survey-a"  # resent: charged in the first run only
     assert again.content[P.METRICS][P.EPSILON] == pytest.approx(metrics[P.EPSILON])
-    other = ask(site, bundle, request=SurveyRequest(max_codes=8), run_id="survey-c")  # another question: a new charge
+    other = ask(site, bundle, request=SurveyRequest(max_codes=4), run_id="survey-c")  # another question: a new charge
     assert other.content[P.METRICS][P.EPSILON] > metrics[P.EPSILON]
 
 

@@ -43,7 +43,7 @@ def test_codes_above_the_threshold_enter_with_their_domain_and_those_below_do_no
                                in_graph[1]: (10 * z - 1, "phenotype"), "LOINC:99999-9": (300.0, "lab")})
     study, growth = grow(parent, survey, real_graph)
     vocab = growth.vocabulary
-    assert set(parent.vocabulary["code"]) <= set(vocab["code"])  # public features kept by default
+    assert set(parent.vocabulary["code"]) <= set(vocab["code"])  # the public features all stay
     assert (vocab.loc[vocab["code"] == "ICD10:I10", "domain"] == "phenotype").all()
     assert in_graph[0] in set(vocab["code"]) and in_graph[1] not in set(vocab["code"])
     assert "LOINC:99999-9" not in set(vocab["code"])  # no public reference range: cannot be standardized
@@ -52,8 +52,7 @@ def test_codes_above_the_threshold_enter_with_their_domain_and_those_below_do_no
     assert growth.provenance["threshold"] == pytest.approx(10 * z, abs=1e-3)
     assert growth.prevalence["ICD10:I10"] == pytest.approx(0.5)
     assert vocab["index"].tolist() == list(range(len(vocab)))
-    dropped = grow(parent, survey, real_graph, keep_public=False)[1].vocabulary
-    assert set(dropped["code"]) == {"ICD10:I10", in_graph[0]}
+    assert growth.provenance["kept_public"] == len(parent.vocabulary)
 
 
 def test_a_survey_of_another_bundle_or_file_is_refused(parent, real_graph, tmp_path) -> None:
