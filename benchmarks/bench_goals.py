@@ -294,9 +294,9 @@ def settings_of(method: str, args) -> dict:
         ours = common | {"rounds": args.rounds, "local_steps": args.local_steps, "pretrain_steps": args.pretrain_steps,
                          "sampler_steps": args.sampler_steps, "batch_size": 32, "noise_multiplicity": 2}
         # the code map covers the survey candidates (SNOMED CT comorbidities counted as HPO terms)
-        # the survey counts only candidates outside the vocabulary, at most 8 per patient
+        # the survey counts only candidates outside the vocabulary, at most 8 per patient, over 13 widening time bins
         return ours if method == "ours" else ours | {"survey_sigma": args.survey_sigma, "codemap": "candidates",
-                                                     "survey": "outside-vocabulary, max-codes 8"}
+                                                     "survey": "outside-vocabulary, max-codes 8, time-edges"}
     if method == "mst":
         return common | {"features": args.mst_features, "release_rows": args.release_rows}
     if method == "aim":

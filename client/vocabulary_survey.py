@@ -11,8 +11,9 @@ diagnosis, its first date the index date):
   diagnoses aside, after the code map; a patient with more than m such codes keeps m of them,
   drawn at random (contribution bounding), so ‖c_i‖₂ ≤ √m;
 - h_i ∈ [0,1]^B: the share of the patient's events (every recorded event, any code; a drug by
-  its start) in each of B bins of ``bin-days`` days around the index date, the first and last
-  bins also holding everything before and after them; ‖h_i‖₂ ≤ ‖h_i‖₁ = 1.
+  its start) in each of the B bins between the request's ``time-edges`` (days from the index
+  date; bin b holds edge_{b-1} ≤ day < edge_b, the first and last bins are open);
+  ‖h_i‖₂ ≤ ‖h_i‖₁ = 1.
 
 The site releases, with S = √(1 + w²) the L2 sensitivity of one patient's row,
 
@@ -48,7 +49,7 @@ import json
 import logging
 import math
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -94,6 +95,7 @@ def survey_rows(events: pd.DataFrame, persons: pd.DataFrame, candidates: list[st
     col = {c: j for j, c in enumerate(candidates)}
     codes = np.zeros(len(candidates), dtype=np.float64)
     time = np.zeros(request.bins, dtype=np.float64)
+    edges = np.asarray(request.time_edges, dtype=np.int64)
     index = dict(zip(persons["person_id"].to_numpy(), persons["index_date"].to_numpy().astype("datetime64[D]")))
     for pid, own in events.groupby("person_id", sort=True):
         js = np.unique([j for c in own["code"].unique() if (j := col.get(c)) is not None]).astype(np.int64)
@@ -101,8 +103,7 @@ def survey_rows(events: pd.DataFrame, persons: pd.DataFrame, candidates: list[st
             js = rng.choice(js, size=request.max_codes, replace=False)
         codes[js] += 1.0
         days = (own["date"].to_numpy().astype("datetime64[D]") - index[pid]).astype(np.int64)
-        b = np.clip(np.floor_divide(days, request.bin_days) + request.bins_before, 0, request.bins - 1)
-        time += np.bincount(b, minlength=request.bins) / len(b)
+        time += np.bincount(np.searchsorted(edges, days, side="right"), minlength=request.bins) / len(days)
     return codes, time
 
 
@@ -158,7 +159,7 @@ def release_survey(node: NodeConfig, cfg: RoundConfig, request: SurveyRequest) -
                                  clip_norm=request.sensitivity, noise_multiplicity=1)
     ledger.append_round(state, run_id=cfg.run_id, server_round=SURVEY_ROUND, kind="histogram")
     kept = {"run_id": cfg.run_id, "fingerprint": state.fingerprint, "bundle": bundle.bundle_hash,
-            "request": asdict(request), "codes": [round(float(c), 3) for c in released_codes],
+            "request": request.to_record(), "codes": [round(float(c), 3) for c in released_codes],
             "time": [round(float(t), 3) for t in released_time], "noise_multiplier": sigma, "epsilon": epsilon}
     write_bytes_atomic(privacy_folder(node) / KEPT, (json.dumps(kept) + "\n").encode(), durable=True)
     log.info("site %s released its vocabulary survey (%d candidates, %d patients, σ = %g): ε = %.3f of %.3f",
@@ -176,7 +177,7 @@ def _kept(node: NodeConfig, state: PrivacyState, bundle: StudyBundle, request: S
         kept = json.loads(path.read_text(encoding="utf-8"))
         charged = round_key(str(kept["run_id"]), SURVEY_ROUND, "histogram")
         usable = (kept["fingerprint"] == state.fingerprint and kept["bundle"] == bundle.bundle_hash
-                  and kept["request"] == asdict(request) and any(r.round_id == charged for r in state.rounds))
+                  and kept["request"] == request.to_record() and any(r.round_id == charged for r in state.rounds))
     except (ValueError, KeyError, TypeError) as exc:
         log.warning("site %s: %s is unreadable (%s); a new release would be charged", node.site_id, path, exc)
         return None

@@ -32,8 +32,9 @@ By default z is set so that the expected number of such false codes is
 Time grid. From the pooled event-time mass m_b per bin (n̂ = Σ_b m_b), the grid starts as the
 study file's and grows, one bin at a time on each side, while the mass beyond it exceeds the
 share (1 − coverage)/2 of n̂ by more than :data:`TIME_Z` noise sds of that sum (k bins beyond:
-sd·√k): a tail is tested as a whole, so mass spread thinly over years still counts, and a
-release too noisy to show a tail keeps the study's grid. The study's window length is kept, at
+sd·√k): a tail is tested as a whole, so mass spread thinly over years still counts (the
+survey's bins widen away from the index date so that a long tail is few bins), and a release
+too noisy to show a tail keeps the study's grid. The study's window length is kept, at
 most :data:`MAX_WINDOWS` windows (longer windows beyond that). The share of the mass the grid
 leaves outside (noisy) is reported.
 """
@@ -101,6 +102,11 @@ def read_survey(path: str | Path) -> dict:
     for key in ("run_id", "bundle_sha256", "candidates", "code_noise_sd", "patients", "codes", "time", "sites"):
         if key not in survey:
             raise InputError(f"survey lacks the key {key!r}", file=path, field=key)
+    time = survey["time"]
+    if not (isinstance(time, dict) and isinstance(time.get("edges"), list) and isinstance(time.get("mass"), list)
+            and len(time["mass"]) == len(time["edges"]) + 1 >= 3):
+        raise InputError("survey 'time' must hold 'edges' and one more 'mass' value than edges (a survey of an older "
+                         "version had fixed-width bins: run the survey again)", file=path, field="time")
     return survey
 
 
@@ -108,26 +114,31 @@ def grown_time_grid(survey: dict, study_time: dict, coverage: float) -> tuple[di
     """The study's ``[time]`` table chosen from the survey (module docstring) and what it reports.
 
     ``study_time``: the parent's ``[time]`` table (kebab keys); its window length is kept and its
-    span is always inside the grown grid.
+    span is always inside the grown grid. A side the survey gives no reason to grow keeps the
+    study's span exactly; a side that grows reaches the end of the last bin it takes (past an
+    outer edge, the open bin counts one more width of its neighbour).
     """
     time = survey["time"]
     raw = np.asarray(time["mass"], dtype=np.float64)
-    bin_days, before, bins = int(time["bin_days"]), int(time["bins_before"]), len(raw)
+    edges = np.asarray(time["edges"], dtype=np.int64)
+    bins = len(raw)
+    lo = np.concatenate([[edges[0] - (edges[1] - edges[0])], edges])  # bin b: lo[b] ≤ day < hi[b]
+    hi = np.concatenate([edges, [edges[-1] + (edges[-1] - edges[-2])]])
     sd = float(survey["time_noise_sd"])
     window_days = int(study_time["window-days"])
     study_before = int(study_time["windows-before"])
     study_after = int(study_time["windows"]) - study_before
+    study_start, study_end = -study_before * window_days, study_after * window_days
     allowed = (1.0 - coverage) / 2.0 * max(float(raw.sum()), 1.0)  # mass each side may leave outside
     # bins [first, last] hold the study grid; grow each side while what lies beyond is significantly too much
-    first = before + math.floor(-study_before * window_days / bin_days)
-    last = before + math.ceil(study_after * window_days / bin_days) - 1
-    first, last = min(max(first, 0), bins - 1), min(max(last, 0), bins - 1)
+    first = first_study = int(np.searchsorted(edges, study_start, side="right"))
+    last = last_study = int(np.searchsorted(edges, study_end - 1, side="right"))
     while first > 0 and raw[:first].sum() - TIME_Z * sd * math.sqrt(first) > allowed:
         first -= 1
     while last < bins - 1 and raw[last + 1:].sum() - TIME_Z * sd * math.sqrt(bins - 1 - last) > allowed:
         last += 1
-    start_day = min((first - before) * bin_days, -study_before * window_days)
-    end_day = max((last + 1 - before) * bin_days, study_after * window_days)
+    start_day = min(int(lo[first]), study_start) if first < first_study else study_start
+    end_day = max(int(hi[last]), study_end) if last > last_study else study_end
     windows_before = math.ceil(-start_day / window_days)
     windows_after = max(1, math.ceil(end_day / window_days))
     if windows_before + windows_after > MAX_WINDOWS:
@@ -137,8 +148,8 @@ def grown_time_grid(survey: dict, study_time: dict, coverage: float) -> tuple[di
     windows = max(2, windows_before + windows_after)
     grid_start = -windows_before * window_days
     grid_end = (windows - windows_before) * window_days
-    centres = (np.arange(bins) - before + 0.5) * bin_days
-    outside = float(raw[(centres < grid_start) | (centres > grid_end)].sum() / max(float(raw.sum()), 1e-9))
+    outside_bins = (hi <= grid_start) | (lo >= grid_end)  # the open outer bins by their inner edge
+    outside = float(raw[outside_bins].sum() / max(float(raw.sum()), 1e-9))
     table = {"windows": windows, "windows-before": windows_before, "window-days": window_days}
     return table, {"coverage": coverage, "start_day": int(start_day), "end_day": int(end_day), **table,
                    "estimated_share_outside": round(outside, 4)}

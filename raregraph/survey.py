@@ -12,7 +12,7 @@ from rich.table import Table
 
 from shared.console import Quiet, cli_errors, console, print_json
 from shared.privacy.audit.cli import print_audit_summary
-from shared.survey import DEFAULT_SURVEY_NOISE, SurveyRequest
+from shared.survey import DEFAULT_SURVEY_NOISE, SurveyRequest, parse_time_edges, time_edges_text
 
 _DEFAULT = SurveyRequest()
 
@@ -27,9 +27,7 @@ def survey(
     noise_multiplier: Annotated[float, typer.Option("--noise-multiplier", min=0.0, help="σ of each site's release, relative to its L2 sensitivity (4: ε ≈ 1.0 alone).")] = DEFAULT_SURVEY_NOISE,
     max_codes: Annotated[int, typer.Option("--max-codes", min=1, help="Codes one patient contributes at most.")] = _DEFAULT.max_codes,
     time_weight: Annotated[float, typer.Option("--time-weight", min=0.01, help="Weight of the event-time histogram against the codes.")] = _DEFAULT.time_weight,
-    bin_days: Annotated[int, typer.Option("--bin-days", min=1, help="Days per event-time bin.")] = _DEFAULT.bin_days,
-    bins_before: Annotated[int, typer.Option("--bins-before", min=1, help="Event-time bins before the index date.")] = _DEFAULT.bins_before,
-    bins_after: Annotated[int, typer.Option("--bins-after", min=1, help="Event-time bins from the index date on.")] = _DEFAULT.bins_after,
+    time_edges: Annotated[str, typer.Option("--time-edges", help="Days from the index date where an event-time bin ends, comma-separated (the first and last bins are open).")] = time_edges_text(_DEFAULT.time_edges),
     state_root: Annotated[Path | None, typer.Option("--state-root", help="Per-site state folders [default: OUT/state]; give `raregraph federate` the same, so each site's ε composes.")] = None,
     planned_rounds: Annotated[int, typer.Option("--planned-rounds", min=1, help="Rounds of the training to come (a site with a stored plan keeps room for them).")] = 5,
     quiet: Quiet = False,
@@ -43,8 +41,7 @@ def survey(
     from raregraph.api.survey import survey as run_survey
 
     with cli_errors():
-        request = SurveyRequest(max_codes=max_codes, time_weight=time_weight, bin_days=bin_days,
-                                bins_before=bins_before, bins_after=bins_after)
+        request = SurveyRequest(max_codes=max_codes, time_weight=time_weight, time_edges=parse_time_edges(time_edges))
         if not quiet and not json_out:
             console.print(f"surveying {len(sites)} sites on {bundle} (σ = {noise_multiplier:g}) ...")
         result = run_survey(bundle, pub, sites, out=out, epsilon=epsilon, delta=delta,

@@ -11,6 +11,7 @@ from typing import Literal
 
 from shared.errors import ConfigError
 from shared.model.settings import guidance_problem
+from shared.survey import DEFAULT_TIME_EDGES, SurveyRequest, parse_time_edges, time_edges_text
 
 #: how the server combines the sites' updates (:func:`server.aggregation.aggregate`): FedAvg or coordinate-wise median
 Rule = Literal["mean", "median"]
@@ -46,9 +47,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "survey.run": ("survey", bool),
     "survey.max-codes": ("survey_max_codes", int),
     "survey.time-weight": ("survey_time_weight", float),
-    "survey.bin-days": ("survey_bin_days", int),
-    "survey.bins-before": ("survey_bins_before", int),
-    "survey.bins-after": ("survey_bins_after", int),
+    "survey.time-edges": ("survey_time_edges", str),
 }
 
 
@@ -83,9 +82,9 @@ class RunConfig:
     survey: bool = False
     survey_max_codes: int = 8  # codes one patient contributes at most (contribution bound m, shared.survey)
     survey_time_weight: float = 1.0  # weight w of the event-time histogram against the codes
-    survey_bin_days: int = 180  # days per event-time bin
-    survey_bins_before: int = 20  # bins before the index date (the first also holds everything earlier)
-    survey_bins_after: int = 20  # bins from the index date on (the last also holds everything later)
+    # days from the index date where an event-time bin ends, comma-separated (shared.survey.DEFAULT_TIME_EDGES);
+    # the first bin also holds everything earlier, the last everything later
+    survey_time_edges: str = time_edges_text(DEFAULT_TIME_EDGES)
 
     def __post_init__(self) -> None:
         if problem := guidance_problem(self.guidance, "model.guidance"):
@@ -115,6 +114,12 @@ class RunConfig:
             raise ConfigError(f"fed.max-site-share must be in (0, 1], got {self.max_site_share}")
         if self.aggregate not in RULES:
             raise ConfigError(f"fed.aggregate must be one of {', '.join(RULES)}, got {self.aggregate!r}")
+        self.survey_request()  # checks survey.*
+
+    def survey_request(self) -> SurveyRequest:
+        """What a survey run asks every site (``survey.*``)."""
+        return SurveyRequest(max_codes=self.survey_max_codes, time_weight=self.survey_time_weight,
+                             time_edges=parse_time_edges(self.survey_time_edges))
 
     @classmethod
     def from_mapping(cls, values: dict) -> RunConfig:

@@ -41,12 +41,6 @@ from shared.survey import SURVEY_FORMAT, SurveyRequest
 log = logging.getLogger("raregraph.server")
 
 
-def survey_request(run: RunConfig) -> SurveyRequest:
-    return SurveyRequest(max_codes=run.survey_max_codes, time_weight=run.survey_time_weight,
-                         bin_days=run.survey_bin_days, bins_before=run.survey_bins_before,
-                         bins_after=run.survey_bins_after)
-
-
 def pool_survey(releases: dict[str, dict], candidates, request: SurveyRequest) -> dict:
     """The pooled release (``survey.json`` without its header): see the module docstring."""
     codes = np.zeros(len(candidates), dtype=np.float64)
@@ -63,8 +57,7 @@ def pool_survey(releases: dict[str, dict], candidates, request: SurveyRequest) -
         "code_noise_sd": round(code_sd, 4), "time_noise_sd": round(time_sd, 4),
         "patients": round(float(time.sum()), 2),
         "codes": {str(names[j]): {"count": round(float(codes[j]), 3), "domain": str(domains[j])} for j in keep},
-        "time": {"bin_days": request.bin_days, "bins_before": request.bins_before,
-                 "mass": [round(float(t), 3) for t in time]},
+        "time": {"edges": list(request.time_edges), "mass": [round(float(t), 3) for t in time]},
     }
 
 
@@ -85,7 +78,7 @@ def run_survey(grid: Grid, run: RunConfig) -> dict:
                               "again with this version's `raregraph bundle make`")
     if folder.survey.exists():
         raise FederationError(f"{run.run_dir}: this survey finished (it has survey.json); start a new one in a new folder")
-    request = survey_request(run)
+    request = run.survey_request()
     run_id = uuid.uuid4().hex[:12]
     write_bytes_atomic(folder.settings, (json.dumps({"run_id": run_id, **run.as_mapping()}, indent=2) + "\n").encode())
     nodes = wait_for_sites(grid, run.min_sites, run.round_timeout)

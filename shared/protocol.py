@@ -75,9 +75,7 @@ MIX_RUN = "charged-in"  # the run whose ledger entry (round 0, kind histogram) c
 # survey record keys (server → site: the request, client.vocabulary_survey.SurveyRequest; site → server: the release)
 SURVEY_MAX_CODES = "max-codes"
 SURVEY_TIME_WEIGHT = "time-weight"
-SURVEY_BIN_DAYS = "bin-days"
-SURVEY_BINS_BEFORE = "bins-before"
-SURVEY_BINS_AFTER = "bins-after"
+SURVEY_TIME_EDGES = "time-edges"  # list of days from the index date where an event-time bin ends
 SURVEY_CODES = "codes"  # noisy patients per candidate code (the bundle's candidates order); [] when declined
 SURVEY_TIME = "time"  # noisy patient-weighted event mass per time bin; [] when declined
 SURVEY_RUN = "charged-in"  # the run whose ledger entry (round 0, kind histogram) charged this release

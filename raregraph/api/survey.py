@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from server.config import RunConfig
 from shared.privacy.settings import DEFAULT_CLIP_NORM
 from shared.runs import RunFolder
-from shared.survey import DEFAULT_SURVEY_NOISE, SurveyRequest
+from shared.survey import DEFAULT_SURVEY_NOISE, SurveyRequest, time_edges_text
 
 if TYPE_CHECKING:
     from shared.privacy.audit.audit import AuditResult
@@ -93,8 +93,7 @@ def survey(bundle: str | Path, pub: str | Path, sites: Sequence[str | Path], *, 
                     rounds=planned_rounds, local_steps=local_steps, min_sites=min(min_sites, len(site_dirs)),
                     site_keys=RunFolder(out.resolve()).site_keys, survey=True,
                     survey_max_codes=request.max_codes, survey_time_weight=request.time_weight,
-                    survey_bin_days=request.bin_days, survey_bins_before=request.bins_before,
-                    survey_bins_after=request.bins_after)
+                    survey_time_edges=time_edges_text(request.time_edges))
     nodes = site_nodes(site_dirs, state_root=Path(state_root) if state_root else RunFolder(out).state, pub=pub,
                        epsilon=epsilon, delta=delta, clip_norm=DEFAULT_CLIP_NORM, batch_size=batch_size,
                        noise_multiplicity=4, site_ids=site_ids, survey_noise_multiplier=noise_multiplier)

@@ -14,7 +14,8 @@ from client.vocabulary_survey import survey_rows
 from shared import protocol as P
 from shared.bundle import StudyBundle
 from shared.privacy.budget import epsilon_for
-from shared.survey import DEFAULT_SURVEY_NOISE, SurveyRequest
+from shared.errors import ConfigError
+from shared.survey import DEFAULT_SURVEY_NOISE, SurveyRequest, parse_time_edges
 from tests.client.test_disease_mix import bundle, call, config, message, node  # noqa: F401 — fixtures
 
 REQUEST = SurveyRequest()
@@ -60,18 +61,27 @@ def test_a_site_with_survey_noise_0_declines(node, bundle) -> None:  # noqa: F81
 
 
 def test_each_patient_adds_at_most_max_codes_and_time_shares_summing_to_one() -> None:
-    request = SurveyRequest(max_codes=3, bin_days=10, bins_before=2, bins_after=2)
+    request = SurveyRequest(max_codes=3, time_edges=(-10, 0, 10))  # bins: < -10, [-10, 0), [0, 10), ≥ 10
     candidates = [f"HP:{i:07d}" for i in range(10)]
     persons = pd.DataFrame({"person_id": [1, 2], "index_date": np.array(["2020-01-01", "2020-01-01"],
                                                                         dtype="datetime64[D]")})
     events = pd.DataFrame({"person_id": [1] * 6 + [2, 2],
                            "date": pd.to_datetime(["2019-01-01", "2020-01-05", "2020-01-15", "2020-01-15",
-                                                   "2021-01-01", "2020-01-02", "2020-01-03", "2020-01-03"]),
+                                                   "2021-01-01", "2019-12-25", "2020-01-03", "2020-01-03"]),
                            "code": candidates[:5] + ["ICD10:I10", candidates[0], candidates[0]]})
     codes, time = survey_rows(events, persons, candidates, request, np.random.default_rng(0))
     assert codes.sum() == 3 + 1  # patient 1: 5 candidates bounded to 3; patient 2: one distinct code
     assert codes[0] >= 1 and set(np.flatnonzero(codes)) <= set(range(5))
     assert time.sum() == pytest.approx(2.0)
-    # patient 1: bins 0 (a year before: the first bin holds it), 2, 3, 3, 3 (a year after: the last bin), 2;
-    # patient 2: both events in bin 2
-    assert time.tolist() == pytest.approx([1 / 6, 0.0, 2 / 6 + 1.0, 3 / 6])
+    # patient 1: days -365 (the open first bin), 4 ([0, 10)), 14, 14, 366 (the open last bin), -7 ([-10, 0));
+    # patient 2: both events on day 2
+    assert time.tolist() == pytest.approx([1 / 6, 1 / 6, 1 / 6 + 1.0, 3 / 6])
+
+
+def test_time_edges_must_rise_across_the_index_date() -> None:
+    for edges in ((0, 10), (-10, -5), (-10, 5, 5), (-10,)):
+        with pytest.raises(ConfigError, match="time-edges"):
+            SurveyRequest(time_edges=edges)
+    with pytest.raises(ConfigError, match="comma-separated whole days"):
+        parse_time_edges("-10,zero,10")
+    assert parse_time_edges("-10,0,10") == (-10, 0, 10)

@@ -17,7 +17,7 @@ from shared.bundle import StudyBundle
 from shared.ehr.cohort import Cohort
 from shared.errors import ConfigError, InputError
 from shared.signing.keys import load_private_key
-from shared.survey import SURVEY_FORMAT
+from shared.survey import DEFAULT_TIME_EDGES, SURVEY_FORMAT
 from shared.trajectories.tensorize import tensorize
 
 STUDY_TIME = {"windows": 8, "windows-before": 1, "window-days": 180}
@@ -33,7 +33,8 @@ def a_survey(parent: StudyBundle, codes: dict[str, tuple[float, str]], *, sd: fl
     return {"format": SURVEY_FORMAT, "run_id": "r1", "bundle_sha256": parent.bundle_hash, "candidates": 20000,
             "code_noise_sd": sd, "time_noise_sd": 5.0, "patients": patients, "sites": {"site-1": {}, "site-2": {}},
             "codes": {c: {"count": n, "domain": d} for c, (n, d) in codes.items()},
-            "time": {"bin_days": 180, "bins_before": 20, "mass": mass if mass is not None else [0.0] * 40}}
+            "time": {"edges": list(DEFAULT_TIME_EDGES),
+                     "mass": mass if mass is not None else [0.0] * (len(DEFAULT_TIME_EDGES) + 1)}}
 
 
 def test_codes_above_the_threshold_enter_with_their_domain_and_those_below_do_not(parent, real_graph) -> None:
@@ -70,18 +71,22 @@ def test_a_survey_of_another_bundle_or_file_is_refused(parent, real_graph, tmp_p
 
 def test_the_time_grid_grows_where_a_tail_stands_out_of_the_noise_and_stays_otherwise() -> None:
     rng = np.random.default_rng(0)
-    mass = np.zeros(40)
-    mass[20:27] = 40.0  # inside the study grid (1 window before, 7 after)
-    mass[27:36] = 12.0  # a long follow-up, thin per bin: 108 in all
-    survey = {"time_noise_sd": 5.0, "time": {"bin_days": 180, "bins_before": 20,
-                                              "mass": (mass + 5.0 * rng.standard_normal(40)).tolist()}}
+    edges = list(DEFAULT_TIME_EDGES)  # bin b holds edges[b-1] ≤ day < edges[b]; the study grid is bins 5-8
+    assert edges[4:9] == [-365, 0, 365, 730, 1460]
+    mass = np.zeros(len(edges) + 1)
+    mass[5:9] = 100.0  # inside the study grid (1 window of 180 d before the index date, 7 after)
+    mass[9:11] = 60.0  # a follow-up to 10 years (bins up to 3650 d)
+    mass[3] = 60.0  # records from 2 to 5 years before the diagnosis
+    survey = {"time_noise_sd": 5.0, "time": {"edges": edges, "mass": (mass + 5.0 * rng.standard_normal(len(mass))).tolist()}}
     table, report = grown_time_grid(survey, STUDY_TIME, 0.95)
-    assert table["window-days"] == 180 and table["windows-before"] == 1
-    assert 13 <= table["windows"] - table["windows-before"] <= 16  # the follow-up, not the empty years after it
+    assert table["window-days"] == 180
+    assert report["start_day"] == -1825 and table["windows-before"] == 11  # ceil(1825 / 180)
+    assert report["end_day"] == 3650 and table["windows"] - table["windows-before"] == 21  # not the empty years after
     assert report["estimated_share_outside"] < 0.05
-    noise = {"time_noise_sd": 5.0, "time": {"bin_days": 180, "bins_before": 20,
-                                             "mass": (5.0 * rng.standard_normal(40)).tolist()}}
-    assert grown_time_grid(noise, STUDY_TIME, 0.95)[0] == STUDY_TIME
+    noise = {"time_noise_sd": 5.0, "time": {"edges": edges, "mass": (5.0 * rng.standard_normal(len(mass))).tolist()}}
+    table, report = grown_time_grid(noise, STUDY_TIME, 0.95)
+    assert table == STUDY_TIME  # no reason to grow: the study's span exactly, not rounded out to the bins
+    assert (report["start_day"], report["end_day"]) == (-180, 1260)
 
 
 def test_a_grown_bundle_scores_an_unknown_code_neutrally_and_the_tensorizer_keeps_it(parent, real_graph,
