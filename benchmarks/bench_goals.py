@@ -311,6 +311,13 @@ def read_rows(path: Path) -> list[dict]:
             and (r := json.loads(line)).get("settings", {}).get("protocol") == PROTOCOL]
 
 
+def latest(rows: list[dict]) -> list[dict]:
+    """The last row of each (simulator, sites, seed, method): a cell run again with other settings
+    (a changed survey, say) replaces the earlier one in the report; ``goals.jsonl`` keeps both."""
+    last = {(r["simulator"], r["sites"], r["seed"], r["method"]): r for r in rows}
+    return list(last.values())
+
+
 def run_grid(args) -> None:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["simulator"], r["sites"], r["seed"], r["method"], json.dumps(r["settings"], sort_keys=True))
@@ -560,7 +567,7 @@ def main() -> None:
     if args.command == "run":
         run_grid(args)
         return
-    text = report_text(read_rows(args.results))
+    text = report_text(latest(read_rows(args.results)))
     # the hand-written reading below NOTES survives a regeneration
     if args.out.is_file() and NOTES in (old := args.out.read_text()):
         text += "\n" + NOTES + old.split(NOTES, 1)[1]

@@ -87,3 +87,9 @@ def test_goal_verdicts_follow_the_thresholds():
     (-0.2, 0.1, "closer to 0", False)])
 def test_ahead_reads_each_direction(ours, other, how, expected):
     assert ahead(ours, other, how) is expected
+
+
+def test_a_cell_run_again_replaces_the_earlier_row_in_the_report():
+    old, new, other = _row("ours-survey", 0), _row("ours-survey", 0), _row("ours-survey", 1)
+    old["settings"], new["settings"] = {"survey": "before"}, {"survey": "after"}
+    assert bench_goals.latest([old, other, new]) == [new, other]
