@@ -11,7 +11,9 @@ reference range, the bundle's own vocabulary, and the codes of public code lists
 names (``bundle make --candidates``), for codes the graph does not know, such as ICD-10 codes of
 common comorbidities. A candidate list file is a TSV with a header and the columns ``code`` (a
 CURIE, ``SYSTEM:CODE``) and ``name``; its domain follows the code's namespace (an unknown
-namespace is a condition: ``phenotype``).
+namespace is a condition: ``phenotype``). The survey counts the candidates outside the bundle's
+vocabulary (:meth:`shared.bundle.StudyBundle.survey_candidates`); the whole list also cuts the
+bundle's code map.
 """
 
 from __future__ import annotations
