@@ -11,7 +11,7 @@ from typing import Literal
 
 from shared.errors import ConfigError
 from shared.model.settings import guidance_problem
-from shared.survey import DEFAULT_TIME_EDGES, SurveyRequest, parse_time_edges, time_edges_text
+from shared.survey import SurveyRequest, parse_time_edges, time_edges_text
 
 #: how the server combines the sites' updates (:func:`server.aggregation.aggregate`): FedAvg or coordinate-wise median
 Rule = Literal["mean", "median"]
@@ -80,11 +80,11 @@ class RunConfig:
     # a survey run (server.survey): no training; each site releases noisy counts of the bundle's public candidate
     # codes outside its vocabulary and of its event times once (client.vocabulary_survey), pooled into RUN/survey.json for `bundle grow`
     survey: bool = False
-    survey_max_codes: int = 8  # codes one patient contributes at most (contribution bound m, shared.survey)
-    survey_time_weight: float = 1.0  # weight w of the event-time histogram against the codes
-    # days from the index date where an event-time bin ends, comma-separated (shared.survey.DEFAULT_TIME_EDGES);
+    survey_max_codes: int = SurveyRequest.max_codes  # codes one patient contributes at most (contribution bound m)
+    survey_time_weight: float = SurveyRequest.time_weight  # weight w of the event-time histogram against the codes
+    # days from the index date where an event-time bin ends, comma-separated;
     # the first bin also holds everything earlier, the last everything later
-    survey_time_edges: str = time_edges_text(DEFAULT_TIME_EDGES)
+    survey_time_edges: str = time_edges_text(SurveyRequest.time_edges)
 
     def __post_init__(self) -> None:
         if problem := guidance_problem(self.guidance, "model.guidance"):
