@@ -23,6 +23,10 @@ layers the denoiser is made of, the clipped sum needs neither (Bu et al. 2023,
    Σ_n c_n ∇_θ ℓ_n = one product per layer with g scaled by c — the same product a plain
    backward computes.
 
+A frozen parameter (``requires_grad`` off) is neither part of the norm nor given a gradient: a
+Linear layer whose weight is frozen and whose bias trains counts and updates the bias alone. (Setting
+the frozen weight's gradient would hand an optimizer that holds it a clipped but un-noised update.)
+
 So a private step costs one forward, one input-gradient backward, the weight products and
 the norms: close to a plain step. The result equals Opacus' per-sample clipping to float
 rounding (tests compare them on the denoiser). Any parameter outside these layer types, a
@@ -164,7 +168,9 @@ def _norm_squared(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.T
     """This layer's part of ‖∇ℓ_n‖², [N]."""
     if isinstance(layer, nn.Linear):
         s, fan_in, fan_out = a.shape[1], a.shape[2], g.shape[2]
-        if s == 1:
+        if not layer.weight.requires_grad:  # a frozen weight (requires_grad off): only the bias is trained
+            total = torch.zeros(a.shape[0])
+        elif s == 1:
             total = a.square().sum((1, 2)) * g.square().sum((1, 2))
         elif s * (fan_in + fan_out) < fan_in * fan_out:  # ghost norm
             total = (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).sum((1, 2))
@@ -188,7 +194,8 @@ def _set_grads(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> None:
     """Set each parameter's ``grad`` to Σ_n of the (already scaled) per-patient gradient."""
     if isinstance(layer, nn.Linear):
         flat_g = g.reshape(-1, g.shape[2])
-        layer.weight.grad = flat_g.T @ a.reshape(-1, a.shape[2])
+        if layer.weight.requires_grad:  # never a gradient on a frozen weight: the noise covers only the trained ones
+            layer.weight.grad = flat_g.T @ a.reshape(-1, a.shape[2])
         if layer.bias is not None and layer.bias.requires_grad:
             layer.bias.grad = flat_g.sum(0)
     elif isinstance(layer, nn.LayerNorm):

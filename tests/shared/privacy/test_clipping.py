@@ -22,12 +22,14 @@ def bundle(demo_bundle, coordinator_key) -> StudyBundle:
     return StudyBundle.load(demo_bundle, coordinator_key[1])
 
 
-def _setup(bundle, multiplicity, guidance="kg"):
+def _setup(bundle, multiplicity, guidance="kg", params="all"):
     torch.manual_seed(0)
     model, schedule, tables, layout = build(bundle, guidance=guidance, denoiser=SMALL)
     with torch.no_grad():  # untrained heads are zero: give every layer a gradient
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
+    for name, p in model.named_parameters():  # "biases": every weight frozen (requires_grad off)
+        p.requires_grad_(params == "all" or name.endswith(".bias"))
     x0 = torch.sign(torch.randn(N, layout.dim))
     disease = torch.tensor([0, 3, 5, 1, 7, 3])
 
@@ -41,12 +43,12 @@ def _setup(bundle, multiplicity, guidance="kg"):
 
 def _one_by_one(model, losses, clip):
     """Ground truth: each patient's gradient on its own, clipped, summed."""
-    total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    total = {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
     norms = []
     for i in range(N):
         model.zero_grad()
         losses(model)[i].backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
         norm = torch.sqrt(sum(g.square().sum() for g in grads.values()))
         norms.append(norm)
         factor = min(1.0, clip / (norm.item() + 1e-6))
@@ -55,10 +57,12 @@ def _one_by_one(model, losses, clip):
     return total, torch.stack(norms)
 
 
-@pytest.mark.parametrize(("multiplicity", "guidance"), [(1, "kg"), (3, "kg"), (3, "learned")])
-def test_bookkeeping_equals_clipping_each_patient(bundle, multiplicity, guidance) -> None:
-    """Also with the learned schedule, whose shift layer feeds the noising and the network."""
-    model, losses = _setup(bundle, multiplicity, guidance)
+@pytest.mark.parametrize(("multiplicity", "guidance", "params"),
+                         [(1, "kg", "all"), (3, "kg", "all"), (3, "learned", "all"), (2, "kg", "biases")])
+def test_bookkeeping_equals_clipping_each_patient(bundle, multiplicity, guidance, params) -> None:
+    """Also with the learned schedule, whose shift layer feeds the noising and the network, and
+    with only the biases trained: a frozen weight gets no gradient and no share of the norm."""
+    model, losses = _setup(bundle, multiplicity, guidance, params)
     _, norms = _one_by_one(model, losses, clip=1e9)
     clip = float(norms.median())  # about half the patients are clipped
     expected, _ = _one_by_one(model, losses, clip)
@@ -66,14 +70,20 @@ def test_bookkeeping_equals_clipping_each_patient(bundle, multiplicity, guidance
     got_norms = wrapped.backward(losses(wrapped))
     torch.testing.assert_close(got_norms, norms, rtol=1e-4, atol=1e-6)
     for name, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+        else:
+            assert p.grad is None, name
 
 
-def test_same_update_as_opacus_hooks(bundle) -> None:
-    """One noiseless DP-SGD step (σ tiny) gives the same weights as Opacus' own clipping."""
+@pytest.mark.parametrize("params", ["all", "biases"])
+def test_same_update_as_opacus_hooks(bundle, params) -> None:
+    """One noiseless DP-SGD step (σ tiny) gives the same weights as Opacus' own clipping; with
+    only the biases trained, an optimizer that holds every parameter leaves the weights as they were."""
     results = {}
     for m in ("bookkeeping", "hooks"):
-        model, losses = _setup(bundle, 2)
+        model, losses = _setup(bundle, 2, params=params)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
         mech = Mechanism(noise_multiplier=1e-9, clip_norm=0.5, sample_rate=1.0, noise_multiplicity=2,
                          grad_sample_mode=m)
@@ -84,6 +94,8 @@ def test_same_update_as_opacus_hooks(bundle) -> None:
         backward(net, losses(net))
         dp_opt.step()
         results[m] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+        assert all(torch.equal(results[m][n], before[n]) for n in frozen) and (params == "all") == (not frozen)
     for name, value in results["bookkeeping"].items():
         torch.testing.assert_close(value, results["hooks"][name], rtol=1e-4, atol=1e-6, msg=name)
 
