@@ -292,7 +292,8 @@ def settings_of(method: str, args) -> dict:
               "min_patients": args.min_patients, "max_patients": args.max_patients}
     if method in ("ours", "ours-survey"):
         ours = common | {"rounds": args.rounds, "local_steps": args.local_steps, "pretrain_steps": args.pretrain_steps,
-                         "sampler_steps": args.sampler_steps, "batch_size": 32, "noise_multiplicity": 2}
+                         "sampler_steps": args.sampler_steps, "batch_size": 32, "noise_multiplicity": 2,
+                         "denoiser": "persistence"}  # the adjacent-window term (shared/model/denoiser.py, 5)
         # the code map covers the survey candidates (SNOMED CT comorbidities counted as HPO terms)
         # the survey counts only candidates outside the vocabulary, at most 8 per patient, over 13 widening time bins
         return ours if method == "ours" else ours | {"survey_sigma": args.survey_sigma, "codemap": "candidates",
@@ -309,6 +310,15 @@ def read_rows(path: Path) -> list[dict]:
         return []
     return [r for line in path.read_text().splitlines() if line.strip()
             and (r := json.loads(line)).get("settings", {}).get("protocol") == PROTOCOL]
+
+
+def persistence_note(rows: list[dict]) -> str:
+    """Which of a cell's rows of ours had the denoiser's adjacent-window term (added 5 December)."""
+    ours = [r for r in rows if r["method"] in ("ours", "ours-survey")]
+    without = sorted({f"{r['method']} seed {r['seed']}" for r in ours if r["settings"].get("denoiser") != "persistence"})
+    if not without:
+        return "the denoiser's adjacent-window persistence term on"
+    return f"measured before the denoiser's adjacent-window persistence term: {', '.join(without)}"
 
 
 def latest(rows: list[dict]) -> list[dict]:
@@ -512,7 +522,7 @@ def report_text(rows: list[dict]) -> str:
             out += ["", f"## {head}", ""]
             if ours:
                 out.append(f"Ours: {ours['rounds']} rounds × {ours['local_steps']} local steps, {ours['pretrain_steps']} "
-                           f"pretraining steps, {ours['sampler_steps']} sampler steps. "
+                           f"pretraining steps, {ours['sampler_steps']} sampler steps, {persistence_note(mine)}. "
                            + "; ".join(f"{m.upper()}: {r['settings']['features']} binary features"
                                        + (f", {r['settings']['aim_rounds']} rounds" if m == "aim" else "")
                                        for m in ("mst", "aim") if (r := next((x for x in mine if x["method"] == m), None)))

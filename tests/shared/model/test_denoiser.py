@@ -9,6 +9,7 @@ import torch
 
 from shared.bundle import StudyBundle
 from shared.model.checkpoint import build
+from shared.model.denoiser import DenoiserConfig
 from shared.model.layout import ModelLayout
 from shared.model.training import per_sample_loss
 
@@ -111,3 +112,42 @@ def test_binary_outputs_are_within_plus_minus_one_and_continuous_follow_x_at_low
     binary = torch.from_numpy(layout.binary_dims())
     assert out[:, binary].abs().max() <= 1.0
     torch.testing.assert_close(out[:, ~binary], x[:, ~binary], atol=1e-2, rtol=1e-2)
+
+
+def test_persistence_couples_a_bit_to_the_same_code_in_the_adjacent_windows_only(bundle) -> None:
+    """κ_c (e_{t−1,c} + e_{t+1,c}): with κ > 0 for one code, evidence of it in the windows next to
+    window t raises its x̂₀ there, and nothing else moves; κ = 0 (a fresh model) adds nothing."""
+    torch.manual_seed(0)
+    model, _, _, layout = build(bundle, guidance="kg", denoiser=SMALL)
+    model.eval()
+    t_len, c = layout.windows, layout.channels
+    code, other, t = 3, 7, 4
+    x = -torch.ones(2, layout.dim) * 0.6  # every bit leaning absent, labs at −0.6
+    x[1, : t_len * c].view(t_len, c)[[t - 1, t + 1], code] = 0.6  # the code leaning present next to t
+    lam, d = torch.zeros(2), torch.tensor([1, 1])
+
+    def out() -> torch.Tensor:
+        with torch.no_grad():
+            return model(x, lam, d, d)[:, : t_len * c].view(2, t_len, c)
+
+    fresh = out()
+    with torch.no_grad():
+        model.persistence.weight[0, code] = 0.25  # κ = 2
+    coupled = out()
+    assert coupled[1, t, code] > fresh[1, t, code] + 0.1  # present next door: more likely here
+    assert coupled[0, t, code] < fresh[0, t, code]  # absent next door: less likely
+    changed = (coupled - fresh).abs() > 1e-6
+    changed[:, :, code] = False
+    assert not changed.any()  # no other channel moves
+    # before the tanh, the term adds κ (e_{t−1} + e_{t+1}): at t the rows differ, at t + 3 (whose
+    # neighbours t + 2 and t + 4 the rows share) both get the same push
+    push = torch.atanh(coupled[:, :, code]) - torch.atanh(fresh[:, :, code])  # [2, T]
+    assert push[1, t] > push[0, t] + 1.0
+    torch.testing.assert_close(push[1, t + 3], push[0, t + 3])
+
+
+def test_persistence_off_is_the_model_without_the_term() -> None:
+    with pytest.raises(ValueError, match="persistence must be true or false"):
+        DenoiserConfig(windows=2, channels=3, n_diseases=1, persistence=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="hidden must be a positive integer"):
+        DenoiserConfig(windows=2, channels=3, n_diseases=1, hidden=True)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ def _model(bundle, guidance: str):
             p.normal_(0.0, 0.3)
         if model.learned_shift is not None:
             model.learned_shift.weight.normal_(0.0, 1.0)
+        model.persistence.weight.normal_(0.0, 0.05)  # κ ~ N(0, 0.4²), as learned (0.8 for drugs)
     model.eval()
     return model, schedule, tables, layout
 
@@ -81,8 +82,9 @@ def test_chunks_and_threads_change_nothing_and_bf16_stays_close(bundle) -> None:
     kwargs = {"disease": disease, "steps": 4, "guidance_scale": 1.0, "seed": 7}
     whole = sample(model, schedule, tables, precision="fp32", workers=1, **kwargs)
     for chunk, workers in ((1, 1), (5, 3), (1024, 2)):
-        torch.testing.assert_close(sample(model, schedule, tables, precision="fp32", chunk=chunk, workers=workers,
-                                          **kwargs), whole, atol=1e-5, rtol=1e-5)
+        # another chunk size blocks the products differently: rounding, which a bit near its
+        # decision point can grow to ~1e-4 (_assert_same)
+        _assert_same(sample(model, schedule, tables, precision="fp32", chunk=chunk, workers=workers, **kwargs), whole)
     threads = torch.get_num_threads()
     sample(model, schedule, tables, precision="fp32", workers=threads + 1, **kwargs)
     assert torch.get_num_threads() == threads  # the workers' single-thread setting does not leak
