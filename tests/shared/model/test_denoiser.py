@@ -121,7 +121,7 @@ def test_persistence_couples_a_bit_to_the_same_code_in_the_adjacent_windows_only
     model, _, _, layout = build(bundle, guidance="kg", denoiser=SMALL)
     model.eval()
     t_len, c = layout.windows, layout.channels
-    code, other, t = 3, 7, 4
+    code, t = 3, 4
     x = -torch.ones(2, layout.dim) * 0.6  # every bit leaning absent, labs at −0.6
     x[1, : t_len * c].view(t_len, c)[[t - 1, t + 1], code] = 0.6  # the code leaning present next to t
     lam, d = torch.zeros(2), torch.tensor([1, 1])
