@@ -146,7 +146,7 @@ def test_persistence_couples_a_bit_to_the_same_code_in_the_adjacent_windows_only
     torch.testing.assert_close(push[1, t + 3], push[0, t + 3])
 
 
-def test_persistence_off_is_the_model_without_the_term() -> None:
+def test_config_refuses_a_persistence_that_is_not_a_bool_and_a_bool_width() -> None:
     with pytest.raises(ValueError, match="persistence must be true or false"):
         DenoiserConfig(windows=2, channels=3, n_diseases=1, persistence=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="hidden must be a positive integer"):
