@@ -87,6 +87,13 @@ SIMULATORS = ("graph", "independent")
 METHODS = ("ours", "ours-survey", "mst", "aim", "reference")
 LABELS = {"ours": "ours: KG-guided diffusion", "ours-survey": "ours on the grown bundle (survey first)",
           "mst": "MST (smartnoise-synth)", "aim": "AIM (smartnoise-synth)", "reference": "reference: fresh patients"}
+#: the denoiser's terms in a row of ours (shared/model/denoiser.py, items 5 and 6), and how the report names each
+DENOISER = "persistence+variance"
+DENOISER_NOTES = {
+    DENOISER: "the denoiser's adjacent-window persistence term and learned lab variance on",
+    "persistence": "measured with the persistence term, before the learned lab variance",
+    None: "measured before the denoiser's persistence term and learned lab variance",
+}
 #: heading of goals.md's hand-written reading, kept when ``report`` rewrites the tables above it
 NOTES = "## Reading (hand-written; kept by `report`)"
 #: version of the measuring protocol: rows of another are not mixed in
@@ -293,7 +300,9 @@ def settings_of(method: str, args) -> dict:
     if method in ("ours", "ours-survey"):
         ours = common | {"rounds": args.rounds, "local_steps": args.local_steps, "pretrain_steps": args.pretrain_steps,
                          "sampler_steps": args.sampler_steps, "batch_size": 32, "noise_multiplicity": 2,
-                         "denoiser": "persistence"}  # the adjacent-window term (shared/model/denoiser.py, 5)
+                         # the adjacent-window term and the continuous channels' learned prior
+                         # variance (shared/model/denoiser.py, 5 and 6)
+                         "denoiser": DENOISER}
         # the code map covers the survey candidates (SNOMED CT comorbidities counted as HPO terms)
         # the survey counts only candidates outside the vocabulary, at most 8 per patient, over 13 widening time bins
         return ours if method == "ours" else ours | {"survey_sigma": args.survey_sigma, "codemap": "candidates",
@@ -312,13 +321,17 @@ def read_rows(path: Path) -> list[dict]:
             and (r := json.loads(line)).get("settings", {}).get("protocol") == PROTOCOL]
 
 
-def persistence_note(rows: list[dict]) -> str:
-    """Which of a cell's rows of ours had the denoiser's adjacent-window term (added 5 December)."""
+def denoiser_note(rows: list[dict]) -> str:
+    """Which of a cell's rows of ours predate the denoiser's current terms (:data:`DENOISER`)."""
     ours = [r for r in rows if r["method"] in ("ours", "ours-survey")]
-    without = sorted({f"{r['method']} seed {r['seed']}" for r in ours if r["settings"].get("denoiser") != "persistence"})
-    if not without:
-        return "the denoiser's adjacent-window persistence term on"
-    return f"measured before the denoiser's adjacent-window persistence term: {', '.join(without)}"
+    older = {}
+    for r in ours:
+        which = r["settings"].get("denoiser")
+        if which != DENOISER:
+            older.setdefault(DENOISER_NOTES.get(which, DENOISER_NOTES[None]), []).append(f"{r['method']} seed {r['seed']}")
+    if not older:
+        return DENOISER_NOTES[DENOISER]
+    return "; ".join(f"{note}: {', '.join(sorted(runs))}" for note, runs in older.items())
 
 
 def latest(rows: list[dict]) -> list[dict]:
@@ -522,7 +535,7 @@ def report_text(rows: list[dict]) -> str:
             out += ["", f"## {head}", ""]
             if ours:
                 out.append(f"Ours: {ours['rounds']} rounds × {ours['local_steps']} local steps, {ours['pretrain_steps']} "
-                           f"pretraining steps, {ours['sampler_steps']} sampler steps, {persistence_note(mine)}. "
+                           f"pretraining steps, {ours['sampler_steps']} sampler steps, {denoiser_note(mine)}. "
                            + "; ".join(f"{m.upper()}: {r['settings']['features']} binary features"
                                        + (f", {r['settings']['aim_rounds']} rounds" if m == "aim" else "")
                                        for m in ("mst", "aim") if (r := next((x for x in mine if x["method"] == m), None)))

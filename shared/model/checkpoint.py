@@ -126,6 +126,7 @@ def load_model(folder: str | Path, bundle: StudyBundle) -> TrainedModel:
         raise InputError(f"not a schedule config ({exc})", file=meta_path, field="schedule") from None
     arch = {k: v for k, v in meta["denoiser"].items() if k not in ("windows", "channels", "n_diseases")}
     arch.setdefault("persistence", False)  # models saved before the term have none
+    arch.setdefault("variance", False)  # nor those saved before the learned prior variance
     try:
         model, _, tables, layout = build(bundle, guidance=meta["guidance"], denoiser=arch, gamma=schedule_cfg.gamma)
     except (TypeError, ValueError) as exc:

@@ -129,15 +129,18 @@ def test_a_model_json_that_is_not_one(model_dir, bundle, tmp_path, text, message
         load_model(folder, bundle)
 
 
-def test_a_model_saved_before_the_persistence_term_loads_without_it(bundle, model_dir, tmp_path) -> None:
-    """model.json of older models has no ``persistence`` and weights.pt no κ: they load as they were
-    trained, and a new model has the term."""
-    model, schedule, tables, layout = build(bundle, guidance="kg", denoiser=SMALL | {"persistence": False})
+@pytest.mark.parametrize(("term", "module", "weights"), [("persistence", "persistence", "persistence.weight"),
+                                                        ("variance", "log_scale", "log_scale.weight")])
+def test_a_model_saved_before_a_denoiser_term_loads_without_it(bundle, model_dir, tmp_path, term, module,
+                                                                weights) -> None:
+    """model.json of older models has no ``persistence`` (κ) or ``variance`` (s of the continuous
+    channels) and weights.pt no such weights: they load as they were trained, and a new model has the term."""
+    model, schedule, tables, layout = build(bundle, guidance="kg", denoiser=SMALL | {term: False})
     meta = model_meta(model, schedule, bundle, guidance="kg", disease_counts=[1] * len(bundle.diseases), train={},
                       training={"steps": 0}, privacy={})
-    del meta["denoiser"]["persistence"]
+    del meta["denoiser"][term]
     TrainedModel(model, schedule, tables, layout, meta).save(tmp_path / "old", losses=[])
-    assert "persistence.weight" not in torch.load(tmp_path / "old" / "weights.pt", weights_only=True)
-    assert load_model(tmp_path / "old", bundle).model.persistence is None
-    assert json.loads((model_dir / "model.json").read_text())["denoiser"]["persistence"] is True
-    assert load_model(model_dir, bundle).model.persistence is not None
+    assert weights not in torch.load(tmp_path / "old" / "weights.pt", weights_only=True)
+    assert getattr(load_model(tmp_path / "old", bundle).model, module) is None
+    assert json.loads((model_dir / "model.json").read_text())["denoiser"][term] is True
+    assert getattr(load_model(model_dir, bundle).model, module) is not None

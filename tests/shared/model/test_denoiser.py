@@ -3,13 +3,15 @@ and the output respects the data's form."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from shared.bundle import StudyBundle
 from shared.model.checkpoint import build
-from shared.model.denoiser import DenoiserConfig
+from shared.model.denoiser import VARIANCE_SCALE, DenoiserConfig
 from shared.model.layout import ModelLayout
 from shared.model.training import per_sample_loss
 
@@ -146,8 +148,42 @@ def test_persistence_couples_a_bit_to_the_same_code_in_the_adjacent_windows_only
     torch.testing.assert_close(push[1, t + 3], push[0, t + 3])
 
 
-def test_config_refuses_a_persistence_that_is_not_a_bool_and_a_bool_width() -> None:
+def test_continuous_output_is_the_posterior_mean_under_the_learned_prior_variance(bundle) -> None:
+    """x̂₀ = (α s² x_t + σ² f) / (α² s² + σ²) on a continuous channel with s_c² learned: the network's
+    f is untouched, s = 1 (a fresh model) gives α x_t + σ² f, and only that channel moves."""
+    torch.manual_seed(0)
+    model, _, _, layout = build(bundle, guidance="kg", denoiser=SMALL)
+    model.eval()
+    t_len, c = layout.windows, layout.channels
+    lab = layout.binary  # the first lab-value channel
+    x = torch.randn(3, layout.dim)
+    lam, d = torch.full((3,), 0.7), torch.tensor([0, 2, 4])
+    alpha2 = torch.sigmoid(torch.tensor(0.7) + model.gamma * model.schedule_shift(d)[:, lab])[:, None]  # [3, 1]
+    sigma2 = 1.0 - alpha2
+
+    def out() -> torch.Tensor:
+        with torch.no_grad():
+            return model(x, lam, d, d)
+
+    fresh = out()
+    cols = torch.arange(t_len) * c + lab
+    f = (fresh[:, cols] - alpha2.sqrt() * x[:, cols]) / sigma2  # s = 1: x̂₀ = α x + σ² f
+    with torch.no_grad():
+        model.log_scale.weight[0, lab] = math.log(0.5) / VARIANCE_SCALE  # s = 0.5
+    shrunk = out()
+    s2 = 0.25
+    expected = (alpha2.sqrt() * s2 * x[:, cols] + sigma2 * f) / (alpha2 * s2 + sigma2)
+    torch.testing.assert_close(shrunk[:, cols], expected, atol=1e-5, rtol=1e-5)
+    assert (shrunk[:, cols] - f).abs().mean() < (fresh[:, cols] - f).abs().mean()  # pulled towards f
+    others = torch.ones(layout.dim, dtype=torch.bool)
+    others[cols] = False
+    torch.testing.assert_close(shrunk[:, others], fresh[:, others])
+
+
+def test_config_refuses_terms_that_are_not_a_bool_and_a_bool_width() -> None:
     with pytest.raises(ValueError, match="persistence must be true or false"):
         DenoiserConfig(windows=2, channels=3, n_diseases=1, persistence=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="variance must be true or false"):
+        DenoiserConfig(windows=2, channels=3, n_diseases=1, variance="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="hidden must be a positive integer"):
         DenoiserConfig(windows=2, channels=3, n_diseases=1, hidden=True)  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ def _model(bundle, guidance: str):
         if model.learned_shift is not None:
             model.learned_shift.weight.normal_(0.0, 1.0)
         model.persistence.weight.normal_(0.0, 0.05)  # κ ~ N(0, 0.4²), as learned (0.8 for drugs)
+        model.log_scale.weight.normal_(-0.08, 0.03)  # s ~ 0.5 ± 0.2 on the labs, as learned
     model.eval()
     return model, schedule, tables, layout
 
