@@ -28,6 +28,9 @@ One cell, everything seeded:
    ``bundle grow`` (:func:`raregraph.api.grow_bundle`): trained, sampled and measured on the grown
    bundle (its vocabulary-tensor metrics are on the grown vocabulary, so only the ``recorded``
    metrics compare across methods);
+   ``marginals``: the project's own per-disease independent marginals
+   (:mod:`shared.baselines.marginals`, each site one Gaussian release at (ε, δ), pooled): what
+   per-disease statistics alone reach at the budget, with no model and nothing spent elsewhere;
 4. ``reference``: fresh patients of the same hospitals (``bench_table.TRUTH_SCALE`` × each
    site's size, pooled, ``POOL_PER_DISEASE`` per disease), read as a site: what a perfect
    consortium generator would produce, the goals' yardstick;
@@ -37,7 +40,9 @@ One cell, everything seeded:
    group scores every code the site records), DOMIAS with an attacker reference of
    ``ATTACKER_REFERENCE`` fresh patients of the same hospitals (all held-out patients scored as
    non-members; :func:`shared.evaluation.attacks.domias_auroc`), DCR membership AUROC, exact
-   copies.
+   copies; and the recorded prevalence R² once more against a sample of the same size drawn
+   regardless of disease (``recorded_blind``): how much of a view's figure the per-disease
+   profiles carry.
 
 ``report`` prints, per simulator and site count, each goal with ours, the reference or the
 baselines it is measured against, the threshold and whether it is met (mean over sites, then
@@ -71,10 +76,12 @@ from shared.ehr.omop_tables import write_omop  # noqa: E402
 from shared.ehr.site import read_site  # noqa: E402
 from shared.evaluation.attacks import domias_auroc  # noqa: E402
 from shared.evaluation.numbers import flatten  # noqa: E402
+from shared.evaluation.recorded import recorded_fidelity  # noqa: E402
 from shared.evaluation.stats import auroc_null_sd  # noqa: E402
 from shared.evaluation.suite import evaluate  # noqa: E402
 from shared.simulation.alternative import read_as_site  # noqa: E402
-from shared.trajectories.tensorize import tensorize  # noqa: E402
+from shared.trajectories.representation import ROUND_TRIP_SEED  # noqa: E402
+from shared.trajectories.tensorize import TensorLayout, tensorize, to_cohort  # noqa: E402
 from shared.trajectories.tensors import TrajectoryTensors  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "goals.jsonl"
@@ -84,9 +91,10 @@ POOL_PER_DISEASE = 150  # synthetic patients per disease, as bench_table
 TRUTH_SCALE = 20  # fresh patients per real patient of a site for the reference, as bench_table
 ATTACKER_REFERENCE = 600  # the DOMIAS attacker's fresh patients per site (and for the pooled view)
 SIMULATORS = ("graph", "independent")
-METHODS = ("ours", "ours-survey", "mst", "aim", "reference")
+METHODS = ("ours", "ours-survey", "mst", "aim", "marginals", "reference")
 LABELS = {"ours": "ours: KG-guided diffusion", "ours-survey": "ours on the grown bundle (survey first)",
-          "mst": "MST (smartnoise-synth)", "aim": "AIM (smartnoise-synth)", "reference": "reference: fresh patients"}
+          "mst": "MST (smartnoise-synth)", "aim": "AIM (smartnoise-synth)",
+          "marginals": "per-disease marginals (Gaussian release, no model)", "reference": "reference: fresh patients"}
 #: the denoiser's terms in a row of ours (shared/model/denoiser.py, items 5 and 6), and how the report names each
 DENOISER = "persistence+variance"
 DENOISER_NOTES = {
@@ -101,6 +109,7 @@ PROTOCOL = 1
 #: (column, key in a view's numbers, format, better): every metric kept per view
 METRICS = (
     ("prevalence R², recorded", "recorded.prevalence_r2_identity", ".2f", "↑"),
+    ("prevalence R², recorded, sample blind to the disease mix", "recorded_blind.prevalence_r2_identity", ".2f", "↑"),
     ("co-occurrence r, recorded", "recorded.cooccurrence_corr", ".2f", "↑"),
     ("co-occurrence R², recorded", "recorded.cooccurrence_r2_identity", ".2f", "↑"),
     ("codes/patient gap", "recorded.codes_per_patient_relative_difference", "+.2f", "→0"),
@@ -245,6 +254,16 @@ def sample_external(method: str, bundle, sites: list[dict], *, seed: int, args) 
     return generator.sample(conditions[np.isin(conditions, generator.codes[:, 0])], seed=seed), None
 
 
+def sample_marginals(bundle, sites: list[dict], *, seed: int) -> tuple[TrajectoryTensors, None]:
+    """The project's own per-disease independent marginals (:mod:`shared.baselines.marginals`): each
+    site one Gaussian release at (ε, δ), pooled; what per-disease statistics alone give at the budget."""
+    from shared.baselines.consortium import fit_marginals
+
+    generator = fit_marginals([s["train"] for s in sites], len(bundle.diseases), epsilon=EPSILON, delta=DELTA,
+                              generator=np.random.default_rng(seed))
+    return generator.sample(pool_conditions(len(bundle.diseases)), seed=seed), None
+
+
 def sample_reference(bundle, sites: list[dict], *, simulator: str, seed: int,
                      scale: int = TRUTH_SCALE) -> tuple[TrajectoryTensors, Cohort]:
     """Fresh patients of the same hospitals, pooled, ``POOL_PER_DISEASE`` per disease at most."""
@@ -266,6 +285,14 @@ def measure_view(pool: TrajectoryTensors, pool_cohort: Cohort | None, bundle, *,
     synth = match_disease_mix(pool, train.disease, seed=seed)
     flat = flatten(evaluate(train, synth, holdout=holdout, seed=seed, permutations=permutations, bundle=bundle,
                             real_cohort=train_cohort, synthetic_cohort=pool_cohort, holdout_cohort=holdout_cohort))
+    # the same comparison with a sample drawn regardless of disease: how much of the view's figure
+    # the per-disease profiles carry (a sample that follows the mix but not the diseases' profiles
+    # scores about this)
+    blind = pool.subset(np.sort(np.random.default_rng(seed).choice(pool.n, size=synth.n, replace=False)))
+    cohort = pool_cohort if pool_cohort is not None else to_cohort(pool, bundle, seed=ROUND_TRIP_SEED)
+    flat["recorded_blind.prevalence_r2_identity"] = recorded_fidelity(
+        train_cohort, cohort, real_patients=train.person_id, synthetic_patients=blind.person_id,
+        exclude=TensorLayout.from_bundle(bundle).diseases).as_dict()["prevalence_r2_identity"]
     domias = domias_auroc(synth, train, holdout, seed=seed, reference=attacker)
     flat |= {"domias_600": domias.auroc, "domias_600_null_sd": auroc_null_sd(domias.n_members, domias.n_holdout_eval)}
     return {key: flat.get(key) for key in KEEP}
@@ -296,7 +323,8 @@ def settings_of(method: str, args) -> dict:
     """What a cell's numbers depend on besides (simulator, sites, seed): the resume key."""
     common = {"protocol": PROTOCOL, "epsilon": EPSILON, "delta": DELTA, "pool_per_disease": POOL_PER_DISEASE,
               "attacker_reference": ATTACKER_REFERENCE, "permutations": args.permutations,
-              "min_patients": args.min_patients, "max_patients": args.max_patients}
+              "min_patients": args.min_patients, "max_patients": args.max_patients,
+              "measured": "with recorded_blind"}  # rows before it lack the disease-blind prevalence
     if method in ("ours", "ours-survey"):
         ours = common | {"rounds": args.rounds, "local_steps": args.local_steps, "pretrain_steps": args.pretrain_steps,
                          "sampler_steps": args.sampler_steps, "batch_size": 32, "noise_multiplicity": 2,
@@ -311,6 +339,8 @@ def settings_of(method: str, args) -> dict:
         return common | {"features": args.mst_features, "release_rows": args.release_rows}
     if method == "aim":
         return common | {"features": args.aim_features, "aim_rounds": args.aim_rounds, "release_rows": args.release_rows}
+    if method == "marginals":
+        return common
     return common | {"truth_scale": TRUTH_SCALE}
 
 
@@ -384,6 +414,8 @@ def run_cell(args, *, simulator: str, n_sites: int, seed: int, methods: list[str
                                                 name="ours-survey")
             elif method in ("mst", "aim"):
                 pool, pool_cohort = sample_external(method, bundle, sites, seed=seed, args=args)
+            elif method == "marginals":
+                pool, pool_cohort = sample_marginals(bundle, sites, seed=seed)
             else:
                 pool, pool_cohort = sample_reference(bundle, sites, simulator=simulator, seed=seed)
             fit_seconds = time.perf_counter() - started

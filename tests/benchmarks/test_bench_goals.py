@@ -31,10 +31,11 @@ def test_a_tiny_grid_measures_resumes_and_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_goals, "TRUTH_SCALE", 3)
     monkeypatch.setattr(bench_goals, "ATTACKER_REFERENCE", 40)
     results = tmp_path / "goals.jsonl"
-    run_grid(_args(results, "ours,ours-survey,reference"))
+    run_grid(_args(results, "ours,ours-survey,marginals,reference"))
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert [(r["simulator"], r["sites"], r["seed"], r["method"]) for r in rows] == [
-        ("graph", 2, 0, "ours"), ("graph", 2, 0, "ours-survey"), ("graph", 2, 0, "reference")]
+        ("graph", 2, 0, "ours"), ("graph", 2, 0, "ours-survey"), ("graph", 2, 0, "marginals"),
+        ("graph", 2, 0, "reference")]
     # the survey was charged to each site's budget before the training on the grown bundle
     survey = rows[1]["survey"]
     assert set(survey["survey_epsilon"]) == {"site-1", "site-2"}
@@ -42,17 +43,18 @@ def test_a_tiny_grid_measures_resumes_and_reports(tmp_path, monkeypatch):
     for r in rows:
         assert len(r["per_site"]) == 2 and r["settings"]["attacker_reference"] == 40
         for view in (*r["per_site"], r["pooled"]):
-            for key in ("recorded.prevalence_r2_identity", "fidelity.mmd2", "domias_600",
+            for key in ("recorded.prevalence_r2_identity", "recorded_blind.prevalence_r2_identity", "fidelity.mmd2",
+                        "domias_600",
                         "privacy.dcr_membership_auroc", "privacy.exact_copy_share"):
                 assert view[key] is not None and math.isfinite(view[key]), (r["method"], key)
             assert 0.0 <= view["domias_600"] <= 1.0
-    ours, _, reference = rows
+    ours, _, _, reference = rows
     # fresh patients of the same hospitals are the ceiling; one DP step of training is far from it
     assert reference["pooled"]["recorded.prevalence_r2_identity"] > 0.5
     assert reference["pooled"]["recorded.prevalence_r2_identity"] > ours["pooled"]["recorded.prevalence_r2_identity"]
     assert reference["pooled"]["privacy.exact_copy_share"] == 0.0
-    run_grid(_args(results, "ours,ours-survey,reference"))  # every cell is there: nothing is refitted
-    assert len(results.read_text().splitlines()) == 3
+    run_grid(_args(results, "ours,ours-survey,marginals,reference"))  # every cell is there: nothing is refitted
+    assert len(results.read_text().splitlines()) == 4
     text = report_text(bench_goals.read_rows(results))
     assert "## graph simulator, 2 sites, seeds 0" in text
     assert "| prevalence R², recorded ≥ 0.8 × reference | pooled |" in text
