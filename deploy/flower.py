@@ -124,6 +124,23 @@ def write_connection(home: Path, *, address: str, root_cert: Path, name: str = C
     return path
 
 
+def _run(argv: list[str], *, env: Mapping[str, str], cwd: Path | None = None,
+         timeout: float) -> subprocess.CompletedProcess:
+    """``subprocess.run(argv, capture_output=True, text=True, timeout=timeout)``, except that a child
+    killed on the way out is also waited for. On Ctrl-C, ``subprocess.run`` kills the child but
+    returns without waiting for it, so under load a ``flwr`` CLI call could outlive the command
+    that reported every process it started stopped (``deploy local``)."""
+    with subprocess.Popen(argv, env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except BaseException:  # a timeout, Ctrl-C or SIGTERM unwinding: the child goes first
+            process.kill()
+            process.wait()
+            raise
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
 def flwr_cli(args: list[str], *, env: Mapping[str, str], cwd: Path | None = None, timeout: float = 120.0,
              flwr: Sequence[str] | None = None) -> dict:
     """Run ``flwr ARGS --format json`` and return the parsed JSON.
@@ -138,7 +155,7 @@ def flwr_cli(args: list[str], *, env: Mapping[str, str], cwd: Path | None = None
     """
     argv = [*(flwr or [executable("flwr")]), *args, "--format", "json"]
     try:
-        done = subprocess.run(argv, env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        done = _run(argv, env=env, cwd=cwd, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise FlwrError(f"`flwr {' '.join(args)}` did not answer within {timeout:.0f} s") from None
     text = done.stdout.strip()
@@ -199,8 +216,7 @@ def run_log(run_id: int, *, env: Mapping[str, str], connection: str = CONNECTION
             flwr: Sequence[str] | None = None) -> str:
     """The ServerApp's log of a run (``flwr log RUN_ID --show``); empty when it cannot be had."""
     try:
-        done = subprocess.run([*(flwr or [executable("flwr")]), "log", str(run_id), connection, "--show"], env=dict(env),
-                              capture_output=True, text=True, timeout=timeout)
+        done = _run([*(flwr or [executable("flwr")]), "log", str(run_id), connection, "--show"], env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return ""
     return done.stdout
