@@ -81,7 +81,7 @@ from shared.evaluation.stats import auroc_null_sd  # noqa: E402
 from shared.evaluation.suite import evaluate  # noqa: E402
 from shared.simulation.alternative import read_as_site  # noqa: E402
 from shared.trajectories.representation import ROUND_TRIP_SEED  # noqa: E402
-from shared.trajectories.tensorize import TensorLayout, tensorize, to_cohort  # noqa: E402
+from shared.trajectories.tensorize import tensorize, to_cohort  # noqa: E402
 from shared.trajectories.tensors import TrajectoryTensors  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "goals.jsonl"
@@ -278,10 +278,11 @@ def sample_reference(bundle, sites: list[dict], *, simulator: str, seed: int,
 
 # --------------------------------------------------------------------------- measuring
 
-def measure_view(pool: TrajectoryTensors, pool_cohort: Cohort | None, bundle, *, train: TrajectoryTensors,
-                 train_cohort: Cohort, holdout: TrajectoryTensors, holdout_cohort: Cohort,
+def measure_view(pool: TrajectoryTensors, pool_cohort: Cohort | None, bundle, *, pool_records: Cohort,
+                 train: TrajectoryTensors, train_cohort: Cohort, holdout: TrajectoryTensors, holdout_cohort: Cohort,
                  attacker: TrajectoryTensors, seed: int, permutations: int) -> dict:
-    """One view's numbers (:data:`KEEP`): the suite, DOMIAS with the attacker's reference."""
+    """One view's numbers (:data:`KEEP`): the suite, DOMIAS with the attacker's reference.
+    ``pool_records``: the whole pool as a cohort (``pool_cohort``, or the pool's round trip)."""
     synth = match_disease_mix(pool, train.disease, seed=seed)
     flat = flatten(evaluate(train, synth, holdout=holdout, seed=seed, permutations=permutations, bundle=bundle,
                             real_cohort=train_cohort, synthetic_cohort=pool_cohort, holdout_cohort=holdout_cohort))
@@ -289,10 +290,9 @@ def measure_view(pool: TrajectoryTensors, pool_cohort: Cohort | None, bundle, *,
     # the per-disease profiles carry (a sample that follows the mix but not the diseases' profiles
     # scores about this)
     blind = pool.subset(np.sort(np.random.default_rng(seed).choice(pool.n, size=synth.n, replace=False)))
-    cohort = pool_cohort if pool_cohort is not None else to_cohort(pool, bundle, seed=ROUND_TRIP_SEED)
     flat["recorded_blind.prevalence_r2_identity"] = recorded_fidelity(
-        train_cohort, cohort, real_patients=train.person_id, synthetic_patients=blind.person_id,
-        exclude=TensorLayout.from_bundle(bundle).diseases).as_dict()["prevalence_r2_identity"]
+        train_cohort, pool_records, real_patients=train.person_id, synthetic_patients=blind.person_id,
+        exclude=tuple(bundle.diseases["id"])).as_dict()["prevalence_r2_identity"]
     domias = domias_auroc(synth, train, holdout, seed=seed, reference=attacker)
     flat |= {"domias_600": domias.auroc, "domias_600_null_sd": auroc_null_sd(domias.n_members, domias.n_holdout_eval)}
     return {key: flat.get(key) for key in KEEP}
@@ -302,14 +302,16 @@ def measure(pool: TrajectoryTensors, pool_cohort: Cohort | None, bundle, sites: 
             permutations: int) -> tuple[list[dict], dict]:
     """(each site's numbers, the pooled view's). The pooled attacker holds ``ATTACKER_REFERENCE``
     fresh patients drawn across the sites in proportion to their size."""
-    per_site = [{"site": s["name"], **measure_view(pool, pool_cohort, bundle, train=s["train"],
+    records = pool_cohort if pool_cohort is not None else to_cohort(pool, bundle, seed=ROUND_TRIP_SEED)
+    per_site = [{"site": s["name"], **measure_view(pool, pool_cohort, bundle, pool_records=records, train=s["train"],
                                                    train_cohort=s["train_cohort"], holdout=s["holdout"],
                                                    holdout_cohort=s["holdout_cohort"], attacker=s["attacker"],
                                                    seed=seed, permutations=permutations)} for s in sites]
     sizes = [s["train"].n + s["holdout"].n for s in sites]
     attacker = TrajectoryTensors.concat([s["attacker"].subset(np.arange(round(ATTACKER_REFERENCE * n / sum(sizes))))
                                          for s, n in zip(sites, sizes)])
-    pooled = measure_view(pool, pool_cohort, bundle, train=TrajectoryTensors.concat([s["train"] for s in sites]),
+    pooled = measure_view(pool, pool_cohort, bundle, pool_records=records,
+                          train=TrajectoryTensors.concat([s["train"] for s in sites]),
                           train_cohort=concat_cohorts([s["train_cohort"] for s in sites]),
                           holdout=TrajectoryTensors.concat([s["holdout"] for s in sites]),
                           holdout_cohort=concat_cohorts([s["holdout_cohort"] for s in sites]), attacker=attacker,

@@ -195,11 +195,11 @@ class Denoiser(nn.Module):
         """A snapshot of this network for sampling only (see :class:`SamplingNetwork`)."""
         return SamplingNetwork(self, precision)
 
-    def prior_variance(self, rows: int) -> torch.Tensor | None:
+    def prior_variance(self, rows: int) -> torch.Tensor:
         """s² [rows, D] of the continuous dimensions' prior (6): windows repeat the channel's, the
-        static pair has 1; None without the learned variance (s = 1 everywhere)."""
+        static pair has 1; 1 everywhere without the learned variance (older models)."""
         if self.log_scale is None:
-            return None
+            return self.prior.new_ones(rows, self.config.windows * self.config.channels + 2)
         s2 = torch.exp(2.0 * VARIANCE_SCALE * self.log_scale(self.window_ids[:1].expand(rows)))  # [rows, C]
         return torch.cat([s2.repeat(1, self.config.windows), s2.new_ones(rows, 2)], dim=1)
 
@@ -270,12 +270,8 @@ class Denoiser(nn.Module):
             kappa = PERSISTENCE_SCALE * self.persistence(self.window_ids[:1].expand(n))  # [N, C], one row
             out_win = out_win + adjacent * kappa[:, None, None, :]
         f = torch.cat([out_win.reshape(n, k, t_len * c), self.static_out(h.mean(dim=2))], dim=2)
-        s2 = self.prior_variance(n)
-        if s2 is None:
-            continuous = alpha2.sqrt() * x_t + sigma2 * f
-        else:  # (α s² x_t + σ² f) / (α² s² + σ²) (6)
-            s2 = s2[:, None, :]
-            continuous = (alpha2.sqrt() * s2 * x_t + sigma2 * f) / (alpha2 * s2 + sigma2)
+        s2 = self.prior_variance(n)[:, None, :]
+        continuous = (alpha2.sqrt() * s2 * x_t + sigma2 * f) / (alpha2 * s2 + sigma2)  # (6)
         return torch.where(self.binary_dims, torch.tanh(evidence + f), continuous)
 
 
@@ -349,9 +345,8 @@ class SamplingNetwork:
             self.kappa = None if model.persistence is None else torch.where(
                 per_window[0], PERSISTENCE_SCALE * model.persistence.weight.detach()[0] * self._out_scale, 0.0)
             #: s² of the continuous dimensions [C + 2] (windows' channels, then the static pair's 1s)
-            s2 = model.prior_variance(1)
-            self.variance = (torch.ones(c + 2) if s2 is None
-                             else torch.cat([s2[0, :c], s2[0, t_len * c:]]).detach().clone())
+            s2 = model.prior_variance(1)[0].detach()
+            self.variance = torch.cat([s2[:c], s2[t_len * c:]])
 
     def at(self, logsnr: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything that depends on λ(t) (a 0-dim or [1] float32 tensor) but not on x_t."""

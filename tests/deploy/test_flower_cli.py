@@ -28,7 +28,6 @@ def _child_pid(path: Path) -> int:
     raise AssertionError("the child never wrote its pid")
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_ctrl_c_during_a_cli_call_leaves_no_child_behind(tmp_path) -> None:
     """subprocess.run kills its child on Ctrl-C but does not wait for it; _run does."""
     pid_file = tmp_path / "pid"
