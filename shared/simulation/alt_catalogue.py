@@ -112,7 +112,8 @@ EXTRA_LABS: tuple[ExtraLab, ...] = (
 
 #: study disease → the ICD-10 code a hospital codes it with. Some map to the disease through the
 #: bundle's code map (exact or narrower), some only broader (E74.0 is every glycogen storage
-#: disease): a site that codes Pompe disease in ICD-10 loses those patients at the default accept.
+#: disease; G12.1 also holds the distal SMAs): a site that codes Pompe disease or SMA type II/III in ICD-10
+#: loses those patients at the default accept.
 DIAGNOSIS_ICD10: dict[str, str] = {
     "ORPHA:355": "ICD10CM:E75.22",  # Gaucher disease
     "ORPHA:324": "ICD10CM:E75.21",  # Fabry disease
