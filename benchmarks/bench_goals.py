@@ -131,7 +131,7 @@ FIDELITY = {"recorded.prevalence_r2_identity": "higher", "recorded.cooccurrence_
             "fidelity.transition_r2_identity": "higher", "fidelity.lab_w1_mean": "lower",
             "fidelity.discriminator_auroc": "closer to 0.5"}
 KEEP = tuple(key for _, key, _, _ in METRICS) + (
-    "domias_600_null_sd", "recorded.holdout.prevalence_r2_identity", "recorded.round_trip.prevalence_r2_identity",
+    "domias_600_null_sd", "privacy.dcr_membership_auroc_null_sd", "recorded.holdout.prevalence_r2_identity", "recorded.round_trip.prevalence_r2_identity",
     "recorded.codes_per_patient_real", "recorded.codes_per_patient_synthetic", "counts.real", "counts.synthetic")
 
 
@@ -509,23 +509,49 @@ def goal_lines(rows: list[dict], method: str = "ours") -> list[str]:
                      f"{'behind on: ' + '; '.join(behind) if behind else 'ahead on all' if compared else '—'} | "
                      f"{len(FIDELITY)} metrics | all | {verdict(None if not compared else not behind)} |")
         ours, ref = values_of(rows, method, "domias_600", view), values_of(rows, "reference", "domias_600", view)
-        sd = _mean(values_of(rows, method, "domias_600_null_sd", view))
-        n_sites = rows[0]["sites"] if rows else 1
-        # the no-leak SD of the mean over sites is that of one site's attack / √sites (independent attacks)
-        half = None if sd is None else 1.96 * sd / (np.sqrt(n_sites) if view == "site" else 1.0) / np.sqrt(len(ours))
-        interval = "" if half is None else f" (95 % no-leak interval ± {half:.3f})"
+        interval = no_leak_interval(values_of(rows, method, "domias_600_null_sd", view), rows, view)
         ok = None if not ours else _mean(ours) <= 0.52
         lines.append(f"| DOMIAS AUROC (600-patient attacker reference) ≤ 0.52 | {name} | {cell(ours, '.3f')}{interval} | "
                      f"reference {cell(ref, '.3f')} | ≤ 0.52 | {verdict(ok)} |")
         ours = values_of(rows, method, "privacy.dcr_membership_auroc", view)
         ref = values_of(rows, "reference", "privacy.dcr_membership_auroc", view)
+        interval = no_leak_interval(dcr_null_sds(rows, method, view), rows, view)
         ok = None if not ours else _mean(ours) <= 0.52
-        lines.append(f"| DCR membership AUROC ≤ 0.52 | {name} | {cell(ours, '.3f')} | reference {cell(ref, '.3f')} | "
-                     f"≤ 0.52 | {verdict(ok)} |")
+        lines.append(f"| DCR membership AUROC ≤ 0.52 | {name} | {cell(ours, '.3f')}{interval} | "
+                     f"reference {cell(ref, '.3f')} | ≤ 0.52 | {verdict(ok)} |")
         ours = values_of(rows, method, "privacy.exact_copy_share", view)
         ok = None if not ours else max(ours) == 0.0
         lines.append(f"| no exact copies | {name} | {cell(ours, '.3f')} | — | 0 | {verdict(ok)} |")
     return lines
+
+
+def no_leak_interval(null_sds: list[float], rows: list[dict], view: str) -> str:
+    """" (95 % no-leak interval ± h)" of a membership AUROC shown as a mean over sites (each site's
+    view) and seeds: h = 1.96 × the mean no-leak SD of one attack / √(sites × seeds), the attacks
+    being independent; "" without SDs."""
+    sd = _mean(null_sds)
+    if sd is None:
+        return ""
+    n_sites = rows[0]["sites"] if view == "site" else 1
+    return f" (95 % no-leak interval ± {1.96 * sd / np.sqrt(n_sites * len(null_sds)):.3f})"
+
+
+def dcr_null_sds(rows: list[dict], method: str, view: str) -> list[float]:
+    """Per seed, the no-leak SD (Hanley–McNeil) of the DCR attack in ``view``, averaged over sites.
+    Rows written before it was kept get it from their training sizes: the held-out patients are
+    ``HOLDOUT_SHARE`` of each site's, so about share / (1 − share) × its training patients."""
+    ratio = HOLDOUT_SHARE / (1.0 - HOLDOUT_SHARE)
+    out = []
+    for row in (r for r in rows if r["method"] == method):
+        kept = [s.get("privacy.dcr_membership_auroc_null_sd") for s in row["per_site"]] if view == "site" else \
+            [row["pooled"].get("privacy.dcr_membership_auroc_null_sd")]
+        if None in kept:
+            if "patients" not in row:
+                continue
+            sizes = row["patients"] if view == "site" else [sum(row["patients"])]
+            kept = [auroc_null_sd(n, max(1, round(ratio * n))) for n in sizes]
+        out.append(float(np.mean(kept)))
+    return out
 
 
 def method_lines(rows: list[dict], view: str) -> list[str]:
@@ -556,8 +582,9 @@ def report_text(rows: list[dict]) -> str:
            "pooled: all sites' training patients against the whole sample. The reference is fresh patients of "
            "the same simulated hospitals (what a perfect consortium generator would produce). DOMIAS: the "
            "attacker's reference density is 600 fresh patients of the same hospital (pooled view: 600 across the "
-           "sites by size), every held-out patient is scored as a non-member; its interval is ± 1.96 × the "
-           "no-leak SD (Hanley–McNeil) of the figure shown (a mean over sites and seeds of independent attacks). "
+           "sites by size), every held-out patient is scored as a non-member. DOMIAS's and DCR's intervals are ± 1.96 "
+           "× the no-leak SD (Hanley–McNeil) of the figure shown (a mean over sites and seeds of independent "
+           "attacks): where a true AUROC of 0.5 would put 95 % of such means. "
            "Co-occurrence r is the Pearson correlation of the per-patient co-occurrence shares of the site's 50 "
            "most prevalent recorded codes (shared/evaluation/recorded.py)."]
     for simulator in SIMULATORS:

@@ -14,7 +14,8 @@ import math
 import pytest
 
 from benchmarks import bench_goals
-from benchmarks.bench_goals import ahead, goal_lines, report_text, run_grid
+from benchmarks.bench_goals import (HOLDOUT_SHARE, ahead, auroc_null_sd, dcr_null_sds, goal_lines, no_leak_interval,
+                                     report_text, run_grid)
 
 
 def _args(results, methods: str) -> argparse.Namespace:
@@ -47,6 +48,7 @@ def test_a_tiny_grid_measures_resumes_and_reports(tmp_path, monkeypatch):
                         "domias_600",
                         "privacy.dcr_membership_auroc", "privacy.exact_copy_share"):
                 assert view[key] is not None and math.isfinite(view[key]), (r["method"], key)
+            assert 0.0 < view["privacy.dcr_membership_auroc_null_sd"] < 0.5
             assert 0.0 <= view["domias_600"] <= 1.0
     ours, _, _, reference = rows
     # fresh patients of the same hospitals are the ceiling; one DP step of training is far from it
@@ -82,6 +84,27 @@ def test_goal_verdicts_follow_the_thresholds():
     assert lines[("DOMIAS AUROC (600-patient attacker reference) ≤ 0.52", "pooled")].endswith("| **not met** |")
     assert lines[("DCR membership AUROC ≤ 0.52", "pooled")].endswith("| met |")
     assert lines[("no exact copies", "pooled")].endswith("| met |")
+
+
+def test_the_dcr_interval_is_the_no_leak_sd_of_the_mean_shown():
+    kept = _row("ours", 0, **{"privacy.dcr_membership_auroc": 0.53, "privacy.dcr_membership_auroc_null_sd": 0.05})
+    kept["sites"] = 1
+    assert dcr_null_sds([kept], "ours", "pooled") == [0.05]
+    assert "(95 % no-leak interval ± 0.098)" in goal_line(goal_lines([kept]), "DCR membership AUROC ≤ 0.52", "pooled")
+    # a row from before the SD was kept: from its training sizes, held-out = share / (1 − share) of them
+    older = _row("ours", 1, **{"privacy.dcr_membership_auroc": 0.5}) | {"patients": [80, 40]}
+    ratio = HOLDOUT_SHARE / (1 - HOLDOUT_SHARE)
+    assert dcr_null_sds([older], "ours", "site") == pytest.approx(
+        [(auroc_null_sd(80, round(80 * ratio)) + auroc_null_sd(40, round(40 * ratio))) / 2])
+    assert dcr_null_sds([older], "ours", "pooled") == pytest.approx([auroc_null_sd(120, round(120 * ratio))])
+    # two seeds of a 3-site view: the SD of a mean over 6 independent attacks
+    a, b = (_row("ours", seed, **{"privacy.dcr_membership_auroc": 0.5, "privacy.dcr_membership_auroc_null_sd": 0.06})
+            for seed in (0, 1))
+    assert no_leak_interval([0.06, 0.06], [a, b], "site") == f" (95 % no-leak interval ± {1.96 * 0.06 / 6 ** 0.5:.3f})"
+
+
+def goal_line(lines: list[str], goal: str, view: str) -> str:
+    return next(line for line in lines if [c.strip() for c in line.split("|")[1:3]] == [goal, view])
 
 
 @pytest.mark.parametrize(("ours", "other", "how", "expected"), [
