@@ -132,7 +132,8 @@ FIDELITY = {"recorded.prevalence_r2_identity": "higher", "recorded.cooccurrence_
             "fidelity.discriminator_auroc": "closer to 0.5"}
 KEEP = tuple(key for _, key, _, _ in METRICS) + (
     "domias_600_null_sd", "privacy.dcr_membership_auroc_null_sd", "recorded.holdout.prevalence_r2_identity",
-    "recorded.round_trip.prevalence_r2_identity", "recorded.codes_per_patient_real", "recorded.codes_per_patient_synthetic", "counts.real", "counts.synthetic")
+    "recorded.round_trip.prevalence_r2_identity", "recorded.codes_per_patient_real",
+    "recorded.codes_per_patient_synthetic", "counts.real", "counts.synthetic")
 
 
 # --------------------------------------------------------------------------- the consortium
