@@ -544,14 +544,12 @@ def dcr_null_sds(rows: list[dict], method: str, view: str) -> list[float]:
     ratio = HOLDOUT_SHARE / (1.0 - HOLDOUT_SHARE)
     out = []
     for row in (r for r in rows if r["method"] == method):
-        kept = [s.get("privacy.dcr_membership_auroc_null_sd") for s in row["per_site"]] if view == "site" else \
-            [row["pooled"].get("privacy.dcr_membership_auroc_null_sd")]
-        if None in kept:
-            if "patients" not in row:
-                continue
+        sd = view_value(row, "privacy.dcr_membership_auroc_null_sd", view)
+        if sd is None and "patients" in row:
             sizes = row["patients"] if view == "site" else [sum(row["patients"])]
-            kept = [auroc_null_sd(n, max(1, round(ratio * n))) for n in sizes]
-        out.append(float(np.mean(kept)))
+            sd = float(np.mean([auroc_null_sd(n, max(1, round(ratio * n))) for n in sizes]))
+        if sd is not None:
+            out.append(sd)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -28,11 +29,16 @@ def _child_pid(path: Path) -> int:
     raise AssertionError("the child never wrote its pid")
 
 
+def _sleeper(pid_file: Path) -> list[str]:
+    """A child that writes its pid to ``pid_file`` and sleeps a minute."""
+    return [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+                                  "time.sleep(60)"]
+
+
 def test_ctrl_c_during_a_cli_call_leaves_no_child_behind(tmp_path) -> None:
     """subprocess.run kills its child on Ctrl-C but does not wait for it; _run does."""
     pid_file = tmp_path / "pid"
-    argv = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
-                                  "time.sleep(60)"]
+    argv = _sleeper(pid_file)
 
     def interrupt() -> None:
         _child_pid(pid_file)
@@ -46,11 +52,8 @@ def test_ctrl_c_during_a_cli_call_leaves_no_child_behind(tmp_path) -> None:
 
 def test_a_timeout_kills_and_reaps_the_child(tmp_path) -> None:
     pid_file = tmp_path / "pid"
-    argv = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
-                                  "time.sleep(60)"]
-    with pytest.raises(Exception) as raised:
-        _run(argv, env=os.environ, timeout=3)
-    assert type(raised.value).__name__ == "TimeoutExpired"
+    with pytest.raises(subprocess.TimeoutExpired):
+        _run(_sleeper(pid_file), env=os.environ, timeout=3)
     assert _reaped(_child_pid(pid_file))
 
 
